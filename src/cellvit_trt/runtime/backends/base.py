@@ -1,0 +1,188 @@
+"""The runner interface every backend implements (Polygraphy `BaseRunner` style).
+
+    with open_backend("model.onnx") as backend:        # activate() / deactivate()
+        maps = backend.infer(images)                    # uint8[N,H,W,3] -> {"fg", "hv", "type_map", "tissue_logits", ["tokens"]}
+
+Constructors only store arguments; sessions, engines, streams and buffers are acquired in `activate()` and
+released in `deactivate()`. The outputs follow docs/ARCHITECTURE.md's deployment-graph table exactly:
+
+| name | dtype, shape |
+|---|---|
+| fg | uint8 [N,H,W] |
+| hv | float16 [N,2,H,W] (float32 if the graph says so) |
+| type_map | uint8 [N,H,W] |
+| tissue_logits | float32 [N,T] |
+| tokens (optional) | float16 [N,E,H/16,W/16] |
+
+The asynchronous form `handle = submit(images)` / `result(handle)` lets a caller keep `max_in_flight` batches
+queued; synchronous backends compute in `submit`, GPU backends return as soon as the work is enqueued.
+Returned arrays are owned by the caller (never views of reused buffers).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cellvit_trt.errors import InputError
+
+MAP_OUTPUTS = ("fg", "hv", "type_map", "tissue_logits")
+OPTIONAL_OUTPUTS = ("tokens",)
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the runtime needs to know about a deployment graph (its `cellvit_trt` metadata, or defaults)."""
+
+    tile_size: int
+    name: str = "unknown"
+    class_names: tuple[str, ...] = ()
+    class_colors: tuple[tuple[int, int, int], ...] = ()
+    tissue_names: tuple[str, ...] = ()
+    magnification: float = 40.0
+    target_mpp: float = 0.25
+    overlap: int = 64
+    precision: str = "fp32"
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, text: str | dict[str, Any] | None, tile_size: int, where: str) -> ModelMeta:
+        if not text:
+            return cls(tile_size=tile_size)
+        try:
+            d = json.loads(text) if isinstance(text, str) else dict(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: metadata 'cellvit_trt' is not valid JSON ({exc})") from exc
+        colors = d.get("class_colors") or d.get("colors") or ()
+        return cls(
+            tile_size=int(d.get("tile_size") or tile_size),
+            name=str(d.get("model") or d.get("name") or d.get("variant") or "unknown"),
+            class_names=tuple(d.get("class_names") or d.get("nuclei_types") or ()),
+            class_colors=tuple(tuple(int(v) for v in c) for c in colors),
+            tissue_names=tuple(d.get("tissue_names") or ()),
+            magnification=float(d.get("magnification") or 40.0),
+            target_mpp=float(d.get("target_mpp") or d.get("mpp") or 0.25),
+            overlap=int(d.get("overlap") if d.get("overlap") is not None else 64),
+            precision=str(d.get("precision") or "fp32"),
+            raw=d,
+        )
+
+
+def check_images(images: Any, tile_size: int, max_batch: int, where: str = "backend") -> np.ndarray:
+    """The input boundary: uint8[N,H,W,3] with H = W = tile_size and 1 <= N <= max_batch, C-contiguous."""
+    if not isinstance(images, np.ndarray):
+        raise InputError(f"{where}: tensor 'image' must be a numpy array, got {type(images).__name__}")
+    want = f"uint8[N,{tile_size},{tile_size},3] with 1 <= N <= {max_batch}"
+    got = f"{images.dtype}{list(images.shape)}"
+    if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3
+            or images.shape[1] != tile_size or images.shape[2] != tile_size
+            or not 1 <= images.shape[0] <= max_batch):
+        raise InputError(f"{where}: tensor 'image': got {got}, expected {want}")
+    return np.ascontiguousarray(images)
+
+
+class Backend:
+    """Base runner. Subclasses implement `_activate`, `_deactivate` and `_infer` (or `_submit`/`_result`)."""
+
+    kind = "base"
+    max_in_flight = 1
+
+    def __init__(self, name: str):
+        self.name = name
+        self.is_active = False
+        self.meta: ModelMeta | None = None
+        self.max_batch = 0
+        self.tile_size = 0
+        self.output_names: tuple[str, ...] = ()
+        self.last_timings: dict[str, float] = {}
+        self._pending: deque[tuple[int, dict[str, np.ndarray]]] = deque()
+        self._seq = 0
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+    def activate(self) -> Backend:
+        if not self.is_active:
+            self._activate()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self.is_active = False
+            self._pending.clear()
+            self._deactivate()
+
+    def __enter__(self) -> Backend:
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    # ---- inference --------------------------------------------------------------------------------------
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one batch synchronously."""
+        return self.result(self.submit(images))
+
+    def submit(self, images: np.ndarray) -> int:
+        """Queue one batch; returns a handle for `result`. At most `max_in_flight` handles may be pending."""
+        self._require_active()
+        images = check_images(images, self.tile_size, self.max_batch, self.name)
+        return self._submit(images)
+
+    def result(self, handle: int) -> dict[str, np.ndarray]:
+        """Wait for a submitted batch; handles must be collected in submission order."""
+        self._require_active()
+        return self._result(handle)
+
+    # ---- defaults for synchronous backends ----------------------------------------------------------------
+    def _submit(self, images: np.ndarray) -> int:
+        t0 = time.perf_counter()
+        out = self._infer(images)
+        self.last_timings = {"compute": time.perf_counter() - t0}
+        self._seq += 1
+        self._pending.append((self._seq, out))
+        return self._seq
+
+    def _result(self, handle: int) -> dict[str, np.ndarray]:
+        if not self._pending or self._pending[0][0] != handle:
+            raise RuntimeError(f"{self.name}: results must be collected in submission order (handle {handle})")
+        return self._pending.popleft()[1]
+
+    def _activate(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _deactivate(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _require_active(self) -> None:
+        if not self.is_active:
+            raise RuntimeError(f"{self.name}: backend is not active; use `with backend:` or call activate()")
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.kind, "name": self.name, "max_batch": self.max_batch,
+                "tile_size": self.tile_size, "outputs": list(self.output_names)}
+
+
+def normalise_outputs(raw: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """Coerce a graph's outputs to the contract dtypes (a no-op for conforming graphs) and check the set."""
+    missing = [k for k in MAP_OUTPUTS if k not in raw]
+    if missing:
+        raise InputError(f"{where}: outputs {missing} missing; a deployment graph returns {list(MAP_OUTPUTS)} "
+                         f"(+ optional {list(OPTIONAL_OUTPUTS)}), got {sorted(raw)}")
+    out = {
+        "fg": np.asarray(raw["fg"]).astype(np.uint8, copy=False),
+        "hv": np.asarray(raw["hv"]) if raw["hv"].dtype in (np.float16, np.float32)
+        else np.asarray(raw["hv"], dtype=np.float32),
+        "type_map": np.asarray(raw["type_map"]).astype(np.uint8, copy=False),
+        "tissue_logits": np.asarray(raw["tissue_logits"]).astype(np.float32, copy=False),
+    }
+    if "tokens" in raw:
+        out["tokens"] = np.asarray(raw["tokens"])
+    return out
