@@ -1,0 +1,129 @@
+"""Step 4: the engine cache — reuse an engine only when its sidecar proves it fits; otherwise rebuild or refuse.
+
+    artifact = ensure_engine("model.onnx", BuildSettings(max_batch=8))
+    artifact.path, artifact.built, artifact.reason
+
+Where the engine goes: `settings.output`, else `<graph>.engine` beside the ONNX when that folder is writable,
+else `<cache root>/engines/<graph>-<key16>.engine`. Checks run on the sidecar and the file's bytes before
+TensorRT sees anything; a rebuild says why (foreign, stale, truncated, tampered, ...).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from cellvit_trt import __version__
+from cellvit_trt.config import to_dict
+from cellvit_trt.engine.cuda_probe import CudaDevice, cuda_python_version
+from cellvit_trt.engine.environment import Environment, cache_key, key_fields
+from cellvit_trt.engine.errors import EngineBuildError, EngineCacheError
+from cellvit_trt.engine.layer_info import AttentionReport, check_attention
+from cellvit_trt.engine.onnx_model import OnnxModelInfo, inspect_onnx
+from cellvit_trt.engine.settings import BuildSettings, default_cache_root
+from cellvit_trt.engine.sidecar import layers_path, load_engine_bytes, read_sidecar, write_engine
+from cellvit_trt.engine.timing_cache import timing_cache_path
+from cellvit_trt.engine.trt_api import require_gpu_stack, tensorrt_version
+from cellvit_trt.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineArtifact:
+    path: Path
+    key: str
+    built: bool
+    reason: str  # why it was (re)built, or "cache hit"
+    sidecar: dict[str, Any]
+    attention: AttentionReport | None = None
+
+
+def default_engine_path(onnx_path: Path, key: str) -> Path:
+    beside = onnx_path.with_suffix(".engine")
+    if os.access(onnx_path.parent, os.W_OK):
+        return beside
+    return default_cache_root() / "engines" / f"{onnx_path.stem}-{key[:16]}.engine"
+
+
+def engine_record(info: OnnxModelInfo, settings: BuildSettings, env: Environment, device: CudaDevice,
+                  fields: dict[str, Any], key: str) -> dict[str, Any]:
+    """The sidecar content known before the build (the build adds io, build details and the engine hash)."""
+    return {
+        "key": key,
+        "key_fields": fields,
+        "onnx": {"file": str(info.path), "sha256": info.sha256, "opset": info.opset,
+                 "external_data": list(info.external_data), "inputs": [t.as_dict() for t in info.inputs],
+                 "outputs": [t.as_dict() for t in info.outputs]},
+        "metadata": info.metadata,
+        "settings": to_dict(settings),
+        "versions": {"cellvit_trt": __version__, "tensorrt": env.tensorrt, "cuda_driver": env.cuda_driver,
+                     "cuda_runtime": env.cuda_runtime, "cuda_python": cuda_python_version(),
+                     "python": platform.python_version()},
+        "device": {"name": device.name, "compute_capability": device.sm, "sm_count": device.sm_count,
+                   "total_memory": device.total_memory, "integrated": device.integrated},
+        "host": {"os": env.os, "arch": env.arch, "platform": platform.platform()},
+    }
+
+
+def ensure_engine(onnx_path: str | Path, settings: BuildSettings, *, trt: ModuleType | None = None,
+                  verbose: bool = False) -> EngineArtifact:
+    """A verified engine for `onnx_path` under `settings`: reused from the cache or built now."""
+    from cellvit_trt.engine.build import build_plan  # only when a build may happen
+
+    onnx_path = Path(onnx_path)
+    info = inspect_onnx(onnx_path)
+    trt, device = require_gpu_stack(settings.device, trt)
+    env = Environment.current(tensorrt_version(trt), device)
+    fields = key_fields(info.sha256, settings, env)
+    key = cache_key(fields)
+    path = Path(settings.output) if settings.output else default_engine_path(onnx_path, key)
+
+    reason = "rebuild asked for (--rebuild)"
+    if settings.rebuild != "always":
+        try:
+            load_engine_bytes(path, key, expected_fields=fields)
+            log.info("engine cache hit: %s", path)
+            return EngineArtifact(path, key, False, "cache hit", read_sidecar(path))
+        except EngineCacheError as exc:
+            if settings.rebuild == "never":
+                raise EngineCacheError(f"{exc}; not rebuilding (--no-rebuild); run without it to rebuild",
+                                       exc.reason) from exc
+            reason = str(exc)
+            if exc.reason != "missing":
+                log.warning("rebuilding: %s", exc)
+
+    timing = None
+    if settings.timing_cache:
+        timing = timing_cache_path(settings.timing_cache_dir or default_cache_root() / "timing", env)
+    result = build_plan(trt, device, onnx_path, settings, timing_cache=timing, verbose=verbose)
+    attention = check_attention(result.layer_info, info.attention_blocks) if result.layer_info else \
+        AttentionReport("unknown" if info.attention_blocks else "none", info.attention_blocks)
+    if result.layer_info is not None:
+        write_json(layers_path(path), result.layer_info)
+    if attention.warning:
+        log.warning("%s: %s", path.name, attention.warning)
+        if settings.require_fused_attention and attention.verdict in ("unfused", "unconfirmed", "unknown"):
+            raise EngineBuildError(f"{attention.warning} (build.require_fused_attention is set; the engine was "
+                                   f"not written, layer information is in {layers_path(path)})")
+    record = engine_record(info, settings, env, device, fields, key)
+    record["io"] = result.io
+    record["build"] = {
+        **result.applied,
+        "tile_size": result.profile.tile_size,
+        "seconds": round(result.seconds, 3),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "reason": reason,
+        "attention": attention.as_dict(),
+        "tensorrt_warnings": result.warnings[-50:],
+        "command": " ".join(sys.argv),
+    }
+    sidecar = write_engine(path, result.plan, record)
+    return EngineArtifact(path, key, True, reason, sidecar, attention)

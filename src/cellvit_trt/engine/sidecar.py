@@ -1,0 +1,130 @@
+"""Engine files with a JSON sidecar, and the checks that run before any engine is deserialised.
+
+`model.engine` is written atomically, then `model.engine.json` (the sidecar): cache key and its fields, the
+engine's SHA-256 and size, the ONNX digest and `cellvit_trt` metadata, the settings, versions, device and the
+I/O tensors. A crash between the two writes leaves a sidecar that does not match the engine, which the next
+check reports as tampered and a rebuild repairs. Nothing here needs TensorRT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from cellvit_trt.engine.environment import Environment, cache_key, explain_difference
+from cellvit_trt.engine.errors import EngineCacheError
+from cellvit_trt.io import write_bytes, write_json
+
+SIDECAR_FORMAT = "cellvit-trt-engine/1"
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def layers_path(engine_path: str | Path) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".layers.json")
+
+
+def write_engine(engine_path: str | Path, plan: bytes, record: dict[str, Any]) -> dict[str, Any]:
+    """Write the plan and its sidecar atomically; returns the sidecar as written.
+
+    `record` must hold `key` and `key_fields`; the engine's hash, size and file name are added here.
+    """
+    engine_path = Path(engine_path)
+    for required in ("key", "key_fields"):
+        if required not in record:
+            raise ValueError(f"write_engine: record lacks '{required}'")
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        **record,
+        "engine": {"file": engine_path.name, "sha256": hashlib.sha256(plan).hexdigest(), "size": len(plan)},
+    }
+    write_bytes(engine_path, plan)
+    write_json(sidecar_path(engine_path), sidecar)
+    return sidecar
+
+
+def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
+    """The sidecar of `engine_path`, or EngineCacheError('missing' | 'no-sidecar' | 'bad-sidecar')."""
+    engine_path = Path(engine_path)
+    side = sidecar_path(engine_path)
+    if not engine_path.is_file():
+        raise EngineCacheError(f"engine {engine_path}: not found", "missing")
+    if not side.is_file():
+        raise EngineCacheError(
+            f"engine {engine_path}: no sidecar {side.name}, so nothing says what it was built from or for; "
+            "engines are only trusted with the sidecar that `cellvit-trt build` writes", "no-sidecar")
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EngineCacheError(f"engine sidecar {side}: unreadable ({exc})", "bad-sidecar") from exc
+    ok = (isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT and isinstance(data.get("key"), str)
+          and isinstance(data.get("key_fields"), dict) and isinstance(data.get("engine"), dict)
+          and isinstance(data["engine"].get("sha256"), str) and isinstance(data["engine"].get("size"), int))
+    if not ok:
+        raise EngineCacheError(
+            f"engine sidecar {side}: expected format {SIDECAR_FORMAT} with key, key_fields and "
+            "engine.sha256/size", "bad-sidecar")
+    return data
+
+
+def _check_key(engine_path: Path, sidecar: dict[str, Any], expected_key: str | None,
+               expected_fields: dict[str, Any] | None, environment: Environment | None) -> None:
+    recorded = sidecar["key_fields"]
+    if cache_key(recorded) != sidecar["key"]:
+        raise EngineCacheError(
+            f"engine sidecar {sidecar_path(engine_path)}: its key does not match its key_fields (edited by hand?)",
+            "bad-sidecar")
+    if expected_fields is not None:
+        expected_key = expected_key or cache_key(expected_fields)
+    if expected_fields is not None and sidecar["key"] != expected_key:
+        kind, why = explain_difference(recorded, expected_fields)
+        raise EngineCacheError(f"engine {engine_path} is {kind}: {why}", kind)
+    if environment is not None:
+        here = environment.as_dict()
+        env_recorded = {k: recorded.get(k) for k in here}
+        if env_recorded != here:
+            _, why = explain_difference(env_recorded, here)
+            raise EngineCacheError(f"engine {engine_path} is foreign: {why}", "foreign")
+    if expected_key is not None and sidecar["key"] != expected_key:
+        raise EngineCacheError(
+            f"engine {engine_path} was built for another graph, settings or machine (key {sidecar['key'][:12]}…, "
+            f"expected {expected_key[:12]}…)", "stale")
+
+
+def _check_bytes(engine_path: Path, sidecar: dict[str, Any], data: bytes) -> None:
+    size, sha = sidecar["engine"]["size"], sidecar["engine"]["sha256"]
+    if len(data) < size:
+        raise EngineCacheError(
+            f"engine {engine_path} is truncated: {len(data)} of {size} bytes (an interrupted copy or write?)",
+            "truncated")
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != size or digest != sha:
+        raise EngineCacheError(
+            f"engine {engine_path} is tampered or corrupt: SHA-256 {digest[:12]}… ({len(data)} bytes), "
+            f"sidecar says {sha[:12]}… ({size} bytes)", "tampered")
+
+
+def load_engine_bytes(path: str | Path, expected_key: str | None = None, *,
+                      expected_fields: dict[str, Any] | None = None,
+                      environment: Environment | None = None) -> bytes:
+    """Read an engine after checking it against its sidecar; the bytes returned are the bytes that were hashed.
+
+    - `expected_key`: the key the caller computed; a different key means stale or foreign.
+    - `expected_fields`: the fields behind `expected_key`, to say exactly what differs.
+    - `environment`: this machine; without a key, at least refuse engines built for another GPU/TensorRT/CUDA.
+
+    Raises EngineCacheError with `reason` in missing, no-sidecar, bad-sidecar, foreign, stale, truncated, tampered.
+    Call this before `deserialize_cuda_engine`: TensorRT given a foreign or damaged plan may fail obscurely.
+    """
+    engine_path = Path(path)
+    sidecar = read_sidecar(engine_path)
+    _check_key(engine_path, sidecar, expected_key, expected_fields, environment)
+    data = engine_path.read_bytes()
+    _check_bytes(engine_path, sidecar, data)
+    return data
