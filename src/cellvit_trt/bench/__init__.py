@@ -1,0 +1,1 @@
+"""`cellvit-trt bench`: trtexec-style throughput and latency reports for any backend."""
