@@ -58,17 +58,24 @@ class ModelMeta:
             d = json.loads(text) if isinstance(text, str) else dict(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}: metadata 'cellvit_trt' is not valid JSON ({exc})") from exc
-        colors = d.get("class_colors") or d.get("colors") or ()
+        # Keys may sit at top level or under "model" (ModelInfo.to_metadata); first hit wins.
+        flat = {**(d.get("model") if isinstance(d.get("model"), dict) else {}), **d}
+
+        def pick(*keys: str, default: Any = None) -> Any:
+            return next((flat[k] for k in keys if flat.get(k) is not None), default)
+
+        colors = pick("nuclei_colors", "class_colors", default=())
+        magnification = float(pick("magnification", default=40.0))
         return cls(
-            tile_size=int(d.get("tile_size") or tile_size),
-            name=str(d.get("model") or d.get("name") or d.get("variant") or "unknown"),
-            class_names=tuple(d.get("class_names") or d.get("nuclei_types") or ()),
+            tile_size=int(pick("tile_size", default=tile_size)),
+            name=str(pick("name", "variant", "arch", default="unknown")),
+            class_names=tuple(pick("nuclei_names", "class_names", default=())),
             class_colors=tuple(tuple(int(v) for v in c) for c in colors),
-            tissue_names=tuple(d.get("tissue_names") or ()),
-            magnification=float(d.get("magnification") or 40.0),
-            target_mpp=float(d.get("target_mpp") or d.get("mpp") or 0.25),
-            overlap=int(d.get("overlap") if d.get("overlap") is not None else 64),
-            precision=str(d.get("precision") or "fp32"),
+            tissue_names=tuple(pick("tissue_names", default=())),
+            magnification=magnification,
+            target_mpp=float(pick("target_mpp", "mpp", default=0.25 if magnification >= 40 else 0.5)),
+            overlap=int(pick("overlap", default=64)),
+            precision=str(pick("precision", default="fp32")),
             raw=d,
         )
 

@@ -36,17 +36,16 @@ from cellvit_trt.runtime.cuda.streams import Event, Graph, Stream, elapsed_ms
 log = logging.getLogger(__name__)
 
 
-def read_plan(path: Path) -> tuple[bytes, dict[str, Any]]:
-    """Engine bytes after the engine stage has verified its sidecar (hash, TensorRT version, GPU)."""
-    try:
-        from cellvit_trt.engine import load_engine_bytes
-    except ImportError as exc:
-        raise DeviceError(f"engine {path}: the engine stage (cellvit_trt.engine.load_engine_bytes) that "
-                          f"verifies engine sidecars is not available ({exc})") from exc
-    res = load_engine_bytes(path)
-    if isinstance(res, tuple):
-        return bytes(res[0]), dict(res[1] or {})
-    return bytes(res), {}
+def read_plan(path: Path, trt: Any, device: Any) -> tuple[bytes, dict[str, Any]]:
+    """Engine bytes, verified by the engine stage against their sidecar (SHA-256, size, and that the engine was
+    built for this GPU, TensorRT and CUDA) before TensorRT sees them; plus the sidecar (graph metadata)."""
+    from cellvit_trt.engine import load_engine_bytes, read_sidecar
+    from cellvit_trt.engine.environment import Environment
+    from cellvit_trt.engine.trt_api import tensorrt_version
+
+    env = Environment.current(tensorrt_version(trt), device)
+    data = load_engine_bytes(path, environment=env)
+    return data, read_sidecar(path)
 
 
 @dataclass
@@ -84,7 +83,7 @@ class TensorRTBackend(Backend):
         self.device = probe_device(self.device_index)           # DeviceError before touching TensorRT
         trt = require("tensorrt", "trt", "the TensorRT backend")
         from cellvit_trt.runtime.backends.trt_logger import make_logger
-        plan, sidecar = self._plan_loader(self.engine_path)
+        plan, sidecar = self._plan_loader(self.engine_path, trt, self.device)
         logger = make_logger(trt)
         runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(plan)
@@ -112,7 +111,7 @@ class TensorRTBackend(Backend):
         self._dynamic = shape[0] == -1
         self.max_batch = int(engine.get_tensor_profile_shape("image", 0)[2][0]) if self._dynamic else int(shape[0])
         self.output_names = tuple(n for n in names if n != "image")
-        meta = sidecar.get("metadata") or sidecar.get("graph_metadata") or sidecar.get("cellvit_trt")
+        meta = sidecar.get("metadata")
         self.meta = ModelMeta.from_json(meta, self.tile_size, str(self.engine_path))
         self._out_spec: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         for n in self.output_names:
