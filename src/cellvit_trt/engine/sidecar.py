@@ -15,7 +15,7 @@ from typing import Any
 
 from cellvit_trt.engine.environment import Environment, cache_key, explain_difference
 from cellvit_trt.engine.errors import EngineCacheError
-from cellvit_trt.io import write_bytes, write_json
+from cellvit_trt.io import atomic_open, write_bytes
 
 SIDECAR_FORMAT = "cellvit-trt-engine/1"
 
@@ -44,8 +44,11 @@ def write_engine(engine_path: str | Path, plan: bytes, record: dict[str, Any]) -
         **record,
         "engine": {"file": engine_path.name, "sha256": hashlib.sha256(plan).hexdigest(), "size": len(plan)},
     }
+    # Serialise the sidecar before touching the disk, so a record that cannot be written never costs the old engine.
+    text = json.dumps(sidecar, indent=2) + "\n"
     write_bytes(engine_path, plan)
-    write_json(sidecar_path(engine_path), sidecar)
+    with atomic_open(sidecar_path(engine_path), "w", encoding="utf-8") as fh:
+        fh.write(text)
     return sidecar
 
 

@@ -1,0 +1,174 @@
+"""The engine cache never lies: key coverage, atomic writes and every refusal, checked on real files."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import pytest
+
+from cellvit_trt.engine.environment import Environment, cache_key, explain_difference, key_fields
+from cellvit_trt.engine.errors import EngineCacheError
+from cellvit_trt.engine.settings import BuildSettings
+from cellvit_trt.engine.sidecar import load_engine_bytes, read_sidecar, sidecar_path, write_engine
+
+ENV = Environment(tensorrt="10.3.0", cuda_driver=12060, cuda_runtime=12060, gpu_name="Orin (nvgpu)",
+                  compute_capability="8.7", sm_count=16, os="Linux", arch="aarch64")
+ONNX_SHA = hashlib.sha256(b"graph").hexdigest()
+PLAN = bytes(range(256)) * 64
+
+
+def _write(path, settings=BuildSettings(), env=ENV, plan=PLAN):
+    fields = key_fields(ONNX_SHA, settings, env)
+    key = cache_key(fields)
+    write_engine(path, plan, {"key": key, "key_fields": fields, "metadata": {"model": "tiny"}})
+    return key, fields
+
+
+def test_key_changes_with_every_input():
+    base = cache_key(key_fields(ONNX_SHA, BuildSettings(), ENV))
+    assert base == cache_key(key_fields(ONNX_SHA, BuildSettings(), ENV))  # deterministic
+    variants = [key_fields(hashlib.sha256(b"other").hexdigest(), BuildSettings(), ENV)]
+    for name, value in [("max_batch", 16), ("min_batch", 2), ("opt_batch", 4), ("optimization_level", 5),
+                        ("workspace_mib", 512), ("tf32", False), ("version_compatible", True),
+                        ("hardware_compatibility", "ampere_plus"), ("detailed_profiling", False),
+                        ("max_num_tactics", 3), ("max_aux_streams", 0), ("tile_size", 64)]:
+        variants.append(key_fields(ONNX_SHA, BuildSettings(**{name: value}), ENV))
+    for field in dataclasses.fields(Environment):
+        value = getattr(ENV, field.name)
+        changed = value + 1 if isinstance(value, int) else value + "x"
+        variants.append(key_fields(ONNX_SHA, BuildSettings(), dataclasses.replace(ENV, **{field.name: changed})))
+    keys = {cache_key(v) for v in variants}
+    assert base not in keys and len(keys) == len(variants)
+
+
+def test_output_and_rebuild_policy_do_not_change_the_key(tmp_path):
+    a = cache_key(key_fields(ONNX_SHA, BuildSettings(), ENV))
+    b = cache_key(key_fields(ONNX_SHA, BuildSettings(output=tmp_path / "x.engine", rebuild="never",
+                                                     timing_cache_dir=tmp_path, device=0), ENV))
+    assert a == b
+    # opt_batch=None means "max": the same engine as opt_batch=max
+    assert cache_key(key_fields(ONNX_SHA, BuildSettings(max_batch=4, opt_batch=4), ENV)) == \
+        cache_key(key_fields(ONNX_SHA, BuildSettings(max_batch=4), ENV))
+
+
+def test_round_trip_and_sidecar_content(tmp_path):
+    path = tmp_path / "m.engine"
+    key, _ = _write(path)
+    assert load_engine_bytes(path, key) == PLAN
+    side = json.loads(sidecar_path(path).read_text())
+    assert side["engine"] == {"file": "m.engine", "sha256": hashlib.sha256(PLAN).hexdigest(), "size": len(PLAN)}
+    assert side["key"] == key and side["metadata"] == {"model": "tiny"}
+    assert read_sidecar(path)["key_fields"]["gpu_name"] == "Orin (nvgpu)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json"]  # no temp files left
+
+
+def test_truncated_engine_is_refused(tmp_path):
+    path = tmp_path / "m.engine"
+    key, _ = _write(path)
+    path.write_bytes(PLAN[: len(PLAN) // 2])
+    with pytest.raises(EngineCacheError, match="truncated: 8192 of 16384 bytes") as exc:
+        load_engine_bytes(path, key)
+    assert exc.value.reason == "truncated"
+
+
+@pytest.mark.parametrize("change", ["flip", "append"])
+def test_tampered_engine_is_refused(tmp_path, change):
+    path = tmp_path / "m.engine"
+    key, _ = _write(path)
+    data = bytearray(PLAN)
+    if change == "flip":
+        data[1000] ^= 1
+    else:
+        data += b"\0"
+    path.write_bytes(bytes(data))
+    with pytest.raises(EngineCacheError, match="tampered or corrupt") as exc:
+        load_engine_bytes(path, key)
+    assert exc.value.reason == "tampered"
+
+
+def test_foreign_engine_names_what_differs(tmp_path):
+    path = tmp_path / "m.engine"
+    _write(path)
+    here = dataclasses.replace(ENV, tensorrt="11.4.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+    fields = key_fields(ONNX_SHA, BuildSettings(), here)
+    with pytest.raises(EngineCacheError, match="is foreign: .*gpu_name: engine 'Orin \\(nvgpu\\)', here 'NVIDIA H100"
+                       ) as exc:
+        load_engine_bytes(path, cache_key(fields), expected_fields=fields)
+    assert exc.value.reason == "foreign" and "tensorrt: engine '10.3.0', here '11.4.0'" in str(exc.value)
+    # Without a key, the environment alone is enough to refuse it.
+    with pytest.raises(EngineCacheError, match="foreign") as exc:
+        load_engine_bytes(path, environment=here)
+    assert load_engine_bytes(path, environment=ENV) == PLAN
+
+
+def test_stale_engine_says_which_setting_or_graph_changed(tmp_path):
+    path = tmp_path / "m.engine"
+    _write(path)
+    fields = key_fields(ONNX_SHA, BuildSettings(max_batch=16), ENV)
+    with pytest.raises(EngineCacheError, match="is stale: setting max_batch: engine 8, wanted 16") as exc:
+        load_engine_bytes(path, expected_fields=fields)
+    assert exc.value.reason == "stale"
+    fields = key_fields(hashlib.sha256(b"new graph").hexdigest(), BuildSettings(), ENV)
+    with pytest.raises(EngineCacheError, match="is stale: ONNX changed"):
+        load_engine_bytes(path, expected_fields=fields)
+    with pytest.raises(EngineCacheError, match="built for another graph, settings or machine") as exc:
+        load_engine_bytes(path, cache_key(fields))
+    assert exc.value.reason == "stale"
+
+
+def test_missing_engine_or_sidecar(tmp_path):
+    path = tmp_path / "m.engine"
+    with pytest.raises(EngineCacheError, match="not found") as exc:
+        load_engine_bytes(path)
+    assert exc.value.reason == "missing"
+    path.write_bytes(PLAN)  # an engine from elsewhere, without provenance
+    with pytest.raises(EngineCacheError, match="no sidecar m.engine.json") as exc:
+        load_engine_bytes(path)
+    assert exc.value.reason == "no-sidecar"
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"format": "cellvit-trt-engine/1"}'])
+def test_unreadable_sidecar(tmp_path, text):
+    path = tmp_path / "m.engine"
+    _write(path)
+    sidecar_path(path).write_text(text)
+    with pytest.raises(EngineCacheError) as exc:
+        load_engine_bytes(path)
+    assert exc.value.reason == "bad-sidecar"
+
+
+def test_sidecar_edited_to_claim_another_machine_is_caught(tmp_path):
+    path = tmp_path / "m.engine"
+    key, _ = _write(path)
+    side = json.loads(sidecar_path(path).read_text())
+    side["key_fields"]["gpu_name"] = "NVIDIA H100"  # key left as it was
+    sidecar_path(path).write_text(json.dumps(side))
+    with pytest.raises(EngineCacheError, match="key does not match its key_fields") as exc:
+        load_engine_bytes(path, key)
+    assert exc.value.reason == "bad-sidecar"
+
+
+def test_failed_write_leaves_the_old_engine_intact(tmp_path, monkeypatch):
+    path = tmp_path / "m.engine"
+    key, fields = _write(path)
+    with pytest.raises(TypeError):  # a record that is not JSON: nothing is written at all
+        write_engine(path, b"new plan", {"key": key, "key_fields": fields, "bad": object()})
+    assert load_engine_bytes(path, key) == PLAN
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.fsync", crash)  # the write dies before the rename
+    with pytest.raises(OSError, match="disk full"):
+        write_engine(path, b"new plan", {"key": key, "key_fields": fields})
+    monkeypatch.undo()
+    assert load_engine_bytes(path, key) == PLAN
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json"]  # no temp files left
+
+
+def test_explain_difference_classifies():
+    a = key_fields(ONNX_SHA, BuildSettings(), ENV)
+    b = key_fields(ONNX_SHA, BuildSettings(), dataclasses.replace(ENV, cuda_driver=12080))
+    assert explain_difference(a, b) == ("foreign", "cuda_driver: engine 12060, here 12080")
