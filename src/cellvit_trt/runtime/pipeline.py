@@ -121,6 +121,10 @@ class Pipeline:
             img = self.read(spec)
         except BaseException as exc:
             raise PipelineError("read", spec, exc) from exc
+        t = self.backend.tile_size
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.shape != (t, t, 3):
+            got = f"{img.dtype}{list(img.shape)}" if isinstance(img, np.ndarray) else type(img).__name__
+            raise PipelineError("read", spec, ValueError(f"got a tile {got}, expected uint8[{t}, {t}, 3]"))
         self.stats.add("read", time.perf_counter() - t0)
         return img
 
