@@ -1,0 +1,124 @@
+"""INT8 calibration tiles from real data: tissue tiles drawn from slides, or the tiles of an image folder.
+
+The plan (which file, which tile) is fixed up front from thumbnails, seeded; pixels are read lazily when the
+calibrator asks, so 500 tiles of 1024² never sit in memory at once. Reading goes through
+`cellvit_trt.runtime.sources` (OpenSlide/tiffslide for slides, OpenCV/Pillow for images) at the graph's
+target mpp and tile size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cellvit_trt.errors import InputError
+
+log = logging.getLogger(__name__)
+
+RECOMMENDED_TILES = 500  # "at least 500 for CNN and ViT models" (NVIDIA Model-Optimizer onnx_ptq README)
+TISSUE_MIN_FRACTION = 0.25
+
+
+def tissue_mask(rgb: np.ndarray) -> np.ndarray:
+    """Pixels that look like stained tissue: not white/grey background, not black scanner border."""
+    rgb = rgb.astype(np.int16)
+    sat = rgb.max(axis=-1) - rgb.min(axis=-1)
+    gray = rgb.mean(axis=-1)
+    return (sat > 15) & (gray < 235) & (gray > 20)
+
+
+def _candidate_files(path: Path) -> list[Path]:
+    from cellvit_trt.runtime.sources import SLIDE_SUFFIXES
+    from cellvit_trt.runtime.sources.image import IMAGE_SUFFIXES
+
+    if not path.exists():
+        raise InputError(f"calibration source {path}: no such file or folder")
+    if path.is_file():
+        return [path]
+    suffixes = set(IMAGE_SUFFIXES) | set(SLIDE_SUFFIXES)
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise InputError(f"calibration folder {path}: no images or slides in it (looked for "
+                         f"{', '.join(sorted(suffixes))}); INT8 calibration needs real H&E tiles")
+    return files
+
+
+@dataclass(frozen=True)
+class _Pick:
+    file: Path
+    row: int
+    col: int
+
+
+class CalibrationPlan:
+    """`len(plan)` tiles; `plan.batches(b)` yields uint8 [b,S,S,3] batches read on demand."""
+
+    def __init__(self, picks: list[_Pick], tile_size: int, overlap: int, target_mpp: float, source: Path):
+        self.picks, self.tile_size, self.overlap, self.target_mpp, self.source = picks, tile_size, overlap, \
+            target_mpp, source
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def _open(self, file: Path):
+        from cellvit_trt.runtime.sources import open_source
+
+        return open_source(file, target_mpp=self.target_mpp, tile_size=self.tile_size, overlap=self.overlap // 2)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.tile_size, self.tile_size, 3), np.uint8)
+        by_file: dict[Path, list[tuple[int, _Pick]]] = {}
+        for i in range(start, stop):
+            by_file.setdefault(self.picks[i].file, []).append((i - start, self.picks[i]))
+        for file, items in by_file.items():
+            with self._open(file) as src:
+                for j, p in items:
+                    out[j] = src.read_tile(p.row, p.col).image
+        return out
+
+
+def plan_calibration(path: str | Path, n_tiles: int, tile_size: int, overlap: int = 64, target_mpp: float = 0.25,
+                     seed: int = 0) -> CalibrationPlan:
+    """Choose up to `n_tiles` tissue tiles, spread over all files, seeded. Warns below 500 tiles."""
+    from cellvit_trt.runtime.sources import open_source
+
+    path = Path(path)
+    files = _candidate_files(path)
+    rng = np.random.default_rng(seed)
+    per_file: list[list[_Pick]] = []
+    for file in files:
+        # `overlap` is the total shared by neighbours (metadata convention); the tile grid takes it per side
+        with open_source(file, target_mpp=target_mpp, tile_size=tile_size, overlap=overlap // 2) as src:
+            grid = src.grid
+            thumb, factor = src.thumbnail(max_side=2048)
+            mask = tissue_mask(thumb)
+            tissue, blank = [], []
+            for row, col in grid.tiles():
+                y0, x0 = grid.origin(row, col)
+                ys, xs = max(0, int(y0 / factor)), max(0, int(x0 / factor))
+                ye = min(mask.shape[0], int(np.ceil((y0 + tile_size) / factor)))
+                xe = min(mask.shape[1], int(np.ceil((x0 + tile_size) / factor)))
+                frac = float(mask[ys:ye, xs:xe].mean()) if ye > ys and xe > xs else 0.0
+                (tissue if frac >= TISSUE_MIN_FRACTION else blank).append(_Pick(file, row, col))
+            # images handed in as tiles may be pale; a slide's blank tiles are never wanted
+            picks = tissue or (blank if grid.rows * grid.cols <= 4 else [])
+            order = rng.permutation(len(picks))
+            per_file.append([picks[i] for i in order])
+    # round robin over files so every slide contributes
+    chosen: list[_Pick] = []
+    depth = 0
+    while len(chosen) < n_tiles and any(depth < len(p) for p in per_file):
+        for p in per_file:
+            if depth < len(p) and len(chosen) < n_tiles:
+                chosen.append(p[depth])
+        depth += 1
+    if not chosen:
+        raise InputError(f"calibration source {path}: no tissue tiles found in {len(files)} file(s) "
+                         f"(tiles need >= {TISSUE_MIN_FRACTION:.0%} stained pixels)")
+    if len(chosen) < RECOMMENDED_TILES:
+        log.warning("INT8 calibration on %d tiles from %s; at least %d are recommended for ViT models "
+                    "(fewer tiles give less reliable activation ranges)", len(chosen), path, RECOMMENDED_TILES)
+    return CalibrationPlan(chosen, tile_size, overlap, target_mpp, path)

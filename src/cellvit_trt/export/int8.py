@@ -1,0 +1,123 @@
+"""INT8 recipe: explicit Q/DQ from calibration on real tiles, with ONNX Runtime's static QDQ quantiser.
+
+Placement follows what TensorRT fuses (tensorrt.md §12-13; ModelOpt's default INT8 placement):
+- quantised: the inputs and weights of Conv, ConvTranspose and of weight MatMul/Gemm (QKV, attention projection,
+  MLP, patch embedding, decoder convs);
+- not quantised: the attention core (activation x activation MatMuls and their Softmax: TensorRT's fused MHA
+  runs it in FP16), LayerNorm, and the last layer before every output (1x1 head convs, tissue head), whose
+  error lands directly in the decisions;
+- symmetric signed INT8 (zero points 0, TensorRT rejects others), per-channel weights, no bias quantisation,
+  standard ONNX Q/DQ ops (no com.microsoft domain).
+The non-quantised rest is then converted to FP16 by `fp16.convert_to_fp16` (Q/DQ scales in FP16, opset >= 19),
+so a strongly typed TensorRT build gets INT8 GEMMs/convs in an FP16 network.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from cellvit_trt.errors import require
+from cellvit_trt.export.calibration import CalibrationPlan
+
+log = logging.getLogger(__name__)
+
+WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def _output_layers(graph: onnx.GraphProto) -> set[str]:
+    """The last Conv/MatMul/Gemm on the way to each graph output (walking producers backwards)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    found: set[str] = set()
+    for out in graph.output:
+        stack, seen = [out.name], set()
+        while stack:
+            name = stack.pop()
+            node = producer.get(name)
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type in WEIGHT_OPS:
+                found.add(node.name)
+                continue
+            stack.extend(i for i in node.input if i)
+    return found
+
+
+def select_nodes(model: onnx.ModelProto) -> tuple[list[str], dict[str, int]]:
+    """Names of the nodes to quantise, and counts of what was left out and why."""
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    heads = _output_layers(graph)
+    chosen, skipped = [], {"attention_matmul": 0, "output_layer": 0}
+    for node in graph.node:
+        if node.op_type not in WEIGHT_OPS:
+            continue
+        if node.name in heads:
+            skipped["output_layer"] += 1
+            continue
+        if node.op_type in ("MatMul", "Gemm") and not any(i in inits for i in node.input[:2]):
+            skipped["attention_matmul"] += 1  # q·kᵀ and attn·v: both operands are activations
+            continue
+        chosen.append(node.name)
+    return chosen, skipped
+
+
+class _Reader:
+    """ORT CalibrationDataReader over a CalibrationPlan, one batch per item (strided collection keeps at most
+    one batch of intermediate activations in memory)."""
+
+    def __init__(self, plan: CalibrationPlan, batch: int):
+        self.plan, self.batch = plan, batch
+        self.n_batches = (len(plan) + batch - 1) // batch
+        self.set_range(0, self.n_batches)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._end = start_index, min(end_index, self.n_batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= self._end:
+            return None
+        i = self._next
+        self._next += 1
+        lo, hi = i * self.batch, min(len(self.plan), (i + 1) * self.batch)
+        log.info("calibration batch %d/%d", i + 1, self.n_batches)
+        return {"image": self.plan.read(lo, hi)}
+
+    def __iter__(self):
+        while (item := self.get_next()) is not None:
+            yield item
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, plan: CalibrationPlan, batch: int, method: str,
+                  percentile: float, external_data: bool) -> dict[str, object]:
+    """Write the Q/DQ graph of `fp32_path` (FP32 elsewhere) to `out_path`; return a summary."""
+    require("onnxruntime", "export", "INT8 calibration")
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static
+
+    model = onnx.load(str(fp32_path), load_external_data=False)
+    nodes, skipped = select_nodes(model)
+    del model
+    reader = _Reader(plan, batch)
+    CalibrationDataReader.register(_Reader)
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    extra = {
+        "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False, "UseQDQContribOps": False,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}, "CalibTensorRangeSymmetric": True,
+        "CalibStridedMinMax": 1, "CalibPercentile": float(percentile),
+    }
+    quantize_static(str(fp32_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(WEIGHT_OPS), nodes_to_quantize=nodes, per_channel=True,
+                    reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=methods[method], use_external_data_format=external_data,
+                    extra_options=extra)
+    return {"quantized_nodes": len(nodes), "excluded": skipped, "calibration_tiles": len(plan),
+            "calibration_method": method, "percentile": percentile if method == "percentile" else None}
