@@ -45,9 +45,10 @@ class EncoderSpec:
                 f"model.embed_dim={self.embed_dim} is not divisible by model.num_heads={self.num_heads}"
             )
         layers = tuple(int(i) for i in self.extract_layers)
-        if len(layers) != 4 or any(not 1 <= i <= self.depth for i in layers):
+        if len(layers) != 4 or any(not 1 <= i <= self.depth for i in layers) or list(layers) != sorted(set(layers)):
             raise ConfigError(
-                f"model.extract_layers: expected 4 block indices in 1..{self.depth}, got {list(self.extract_layers)}"
+                f"model.extract_layers: expected 4 increasing block indices in 1..{self.depth}, "
+                f"got {list(self.extract_layers)}"
             )
         object.__setattr__(self, "extract_layers", layers)
         object.__setattr__(self, "global_attn_indexes", tuple(int(i) for i in self.global_attn_indexes))
