@@ -6,17 +6,20 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 
-def cast_graph(path: Path, tile: int | str = 32, batch: int | str = "N", metadata: dict | None = None,
-               opset: int = 17) -> Path:
+def cast_graph(
+    path: Path, tile: int | str = 32, batch: int | str = "N", metadata: dict | None = None, opset: int = 17
+) -> Path:
     """uint8 [N,H,W,3] → float32, the deployment graph's input convention in one node."""
     x = helper.make_tensor_value_info("image", TensorProto.UINT8, [batch, tile, tile, 3])
     y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [batch, tile, tile, 3])
-    graph = helper.make_graph([helper.make_node("Cast", ["image"], ["out"], to=TensorProto.FLOAT)], "g", [x], [y])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["out"], to=TensorProto.FLOAT)], "g", [x], [y]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     if metadata is not None:
         helper.set_model_props(model, {"cellvit_trt": json.dumps(metadata)})
@@ -31,7 +34,7 @@ def attention_graph(path: Path, blocks: int = 2, seq: int = 16, dim: int = 8, ex
     nodes, inits, cur = [], [], "x"
     for b in range(blocks):
         w = numpy_helper.from_array(rng.standard_normal((dim, dim)).astype(np.float32), f"w{b}")
-        s = numpy_helper.from_array(np.array(dim ** -0.5, np.float32), f"scale{b}")
+        s = numpy_helper.from_array(np.array(dim**-0.5, np.float32), f"scale{b}")
         inits += [w, s]
         nodes += [
             helper.make_node("MatMul", [cur, f"w{b}"], [f"q{b}"], name=f"/blocks.{b}/attn/qkv/MatMul"),
@@ -45,11 +48,18 @@ def attention_graph(path: Path, blocks: int = 2, seq: int = 16, dim: int = 8, ex
     # A softmax that is not attention (a classifier head): must not be counted.
     nodes.append(helper.make_node("Softmax", [cur], ["y"], axis=-1, name="/head/Softmax"))
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", seq, dim])
-    model = helper.make_model(helper.make_graph(nodes, "attn", [x], [y], inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "attn", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
     if external:
-        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data", size_threshold=0)
+        onnx.save(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=0,
+        )
     else:
         onnx.save(model, str(path))
     return path

@@ -42,14 +42,19 @@ def test_missing_cuda_python_and_tensorrt(monkeypatch):
 class _Err(int):
     @property
     def name(self):
-        return {0: "cudaSuccess", 35: "cudaErrorInsufficientDriver", 100: "cudaErrorNoDevice",
-                2: "cudaErrorMemoryAllocation"}.get(int(self), "cudaErrorUnknown")
+        return {
+            0: "cudaSuccess",
+            35: "cudaErrorInsufficientDriver",
+            100: "cudaErrorNoDevice",
+            2: "cudaErrorMemoryAllocation",
+        }.get(int(self), "cudaErrorUnknown")
 
 
 def fake_cudart(count_err=0, count=1, mem_err=0):
     """A stand-in of cuda.bindings.runtime: (err, value) tuples as in cuda-python."""
-    prop = SimpleNamespace(name=b"NVIDIA Jetson AGX Orin\0\0", major=8, minor=7, multiProcessorCount=16,
-                           integrated=1)
+    prop = SimpleNamespace(
+        name=b"NVIDIA Jetson AGX Orin\0\0", major=8, minor=7, multiProcessorCount=16, integrated=1
+    )
     return SimpleNamespace(
         cudaGetDeviceCount=lambda: (_Err(count_err), count if count_err == 0 else None),
         cudaGetDeviceProperties=lambda i: (_Err(0), prop),
@@ -83,7 +88,9 @@ def test_probe_device_contract():
 
 def test_require_gpu_stack_refuses_before_any_tensorrt_object_contract():
     created = []
-    trt = SimpleNamespace(Builder=lambda *a: created.append("Builder"), Runtime=lambda *a: created.append("Runtime"))
+    trt = SimpleNamespace(
+        Builder=lambda *a: created.append("Builder"), Runtime=lambda *a: created.append("Runtime")
+    )
     with pytest.raises(DeviceError, match="no usable NVIDIA driver"):
         require_gpu_stack(0, trt=trt, cudart=fake_cudart(count_err=35))
     assert created == []

@@ -8,19 +8,26 @@ from cellvit_trt.engine.layer_info import check_attention, layers_of
 
 
 def _layer(name, kind, inputs, outputs, tactic=""):
-    return {"Name": name, "LayerType": kind, "Inputs": [{"Name": i} for i in inputs],
-            "Outputs": [{"Name": o} for o in outputs], "TacticName": tactic}
+    return {
+        "Name": name,
+        "LayerType": kind,
+        "Inputs": [{"Name": i} for i in inputs],
+        "Outputs": [{"Name": o} for o in outputs],
+        "TacticName": tactic,
+    }
 
 
-UNFUSED = {"Layers": [
-    _layer("/blocks.0/attn/qkv/MatMul", "MatrixMultiply", ["x"], ["qkv"]),
-    _layer("/blocks.0/attn/MatMul", "MatrixMultiply", ["qkv"], ["s"]),
-    _layer("/blocks.0/attn/Mul", "ElementWise", ["s"], ["s2"]),
-    _layer("/blocks.0/attn/Softmax", "SoftMax", ["s2"], ["p"]),
-    _layer("Reformatting CopyNode for p", "Reformat", ["p"], ["p2"]),
-    _layer("/blocks.0/attn/MatMul_1", "MatrixMultiply", ["p2", "qkv"], ["o"]),
-    _layer("/head/Softmax", "SoftMax", ["o"], ["y"]),  # a classifier softmax: not attention
-]}
+UNFUSED = {
+    "Layers": [
+        _layer("/blocks.0/attn/qkv/MatMul", "MatrixMultiply", ["x"], ["qkv"]),
+        _layer("/blocks.0/attn/MatMul", "MatrixMultiply", ["qkv"], ["s"]),
+        _layer("/blocks.0/attn/Mul", "ElementWise", ["s"], ["s2"]),
+        _layer("/blocks.0/attn/Softmax", "SoftMax", ["s2"], ["p"]),
+        _layer("Reformatting CopyNode for p", "Reformat", ["p"], ["p2"]),
+        _layer("/blocks.0/attn/MatMul_1", "MatrixMultiply", ["p2", "qkv"], ["o"]),
+        _layer("/head/Softmax", "SoftMax", ["o"], ["y"]),  # a classifier softmax: not attention
+    ]
+}
 
 
 def test_unfused_pattern_is_found_and_head_softmax_ignored():
@@ -31,9 +38,11 @@ def test_unfused_pattern_is_found_and_head_softmax_ignored():
 
 
 def test_fused_kernels_are_recognised_in_10x_and_11x_layouts():
-    layers = [_layer("/blocks.0/attn/qkv/MatMul", "CaskGemmMatrixMultiply", ["x"], ["qkv"]),
-              _layer("_gemm_mha_v2_myl0_12", "kgen", ["qkv"], ["o"], "sm90_xmma_fmha"),
-              _layer("/head/Softmax", "SoftMax", ["o"], ["y"])]
+    layers = [
+        _layer("/blocks.0/attn/qkv/MatMul", "CaskGemmMatrixMultiply", ["x"], ["qkv"]),
+        _layer("_gemm_mha_v2_myl0_12", "kgen", ["qkv"], ["o"], "sm90_xmma_fmha"),
+        _layer("/head/Softmax", "SoftMax", ["o"], ["y"]),
+    ]
     for info in ({"Layers": layers, "Bindings": ["x", "y"]}, layers, json.dumps({"Layers": layers})):
         report = check_attention(info, expected_blocks=1)
         assert report.verdict == "fused" and report.warning is None
@@ -41,8 +50,13 @@ def test_fused_kernels_are_recognised_in_10x_and_11x_layouts():
 
 
 def test_unconfirmed_when_attention_is_hidden_in_a_foreign_node():
-    info = {"Layers": [_layer("{ForeignNode[/blocks.0/attn/qkv/MatMul.../blocks.0/mlp/fc2/MatMul]}", "Myelin",
-                              ["x"], ["y"])]}
+    info = {
+        "Layers": [
+            _layer(
+                "{ForeignNode[/blocks.0/attn/qkv/MatMul.../blocks.0/mlp/fc2/MatMul]}", "Myelin", ["x"], ["y"]
+            )
+        ]
+    }
     report = check_attention(info, expected_blocks=12)
     assert report.verdict == "unconfirmed" and "12 attention block(s)" in report.warning
 

@@ -13,7 +13,9 @@ def test_reads_io_metadata_and_opset(tmp_path, make_cast_graph):
     info = inspect_onnx(make_cast_graph(tmp_path / "m.onnx", metadata=meta, opset=18))
     assert info.metadata == meta
     assert info.opset == 18
-    assert [t.as_dict() for t in info.inputs] == [{"name": "image", "dtype": "uint8", "shape": ["N", 32, 32, 3]}]
+    assert [t.as_dict() for t in info.inputs] == [
+        {"name": "image", "dtype": "uint8", "shape": ["N", 32, 32, 3]}
+    ]
     assert info.outputs[0].dtype == "float32"
     assert info.attention_blocks == 0
 

@@ -13,17 +13,20 @@ from cellvit_trt.engine.settings import BuildSettings
 from cellvit_trt.errors import ConfigError, InputError
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"min_batch": 0}, "build.min_batch: expected an integer >= 1, got 0"),
-    ({"min_batch": 4, "max_batch": 2}, "min_batch <= opt_batch <= max_batch, got 4 <= 2 <= 2"),
-    ({"opt_batch": 9, "max_batch": 8}, "got 1 <= 9 <= 8"),
-    ({"optimization_level": 6}, "build.optimization_level: expected 0..5, got 6"),
-    ({"exclude_lean_runtime": True}, "only meaningful with version_compatible"),
-    ({"dla_core": 0}, "the DLA needs a static batch"),
-    ({"dla_core": -1, "min_batch": 8}, "DLA core index >= 0"),
-    ({"workspace_mib": 0}, "workspace_mib"),
-    ({"device": -1}, "CUDA device index"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"min_batch": 0}, "build.min_batch: expected an integer >= 1, got 0"),
+        ({"min_batch": 4, "max_batch": 2}, "min_batch <= opt_batch <= max_batch, got 4 <= 2 <= 2"),
+        ({"opt_batch": 9, "max_batch": 8}, "got 1 <= 9 <= 8"),
+        ({"optimization_level": 6}, "build.optimization_level: expected 0..5, got 6"),
+        ({"exclude_lean_runtime": True}, "only meaningful with version_compatible"),
+        ({"dla_core": 0}, "the DLA needs a static batch"),
+        ({"dla_core": -1, "min_batch": 8}, "DLA core index >= 0"),
+        ({"workspace_mib": 0}, "workspace_mib"),
+        ({"device": -1}, "CUDA device index"),
+    ],
+)
 def test_invalid_settings_raise_config_error(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace(")", "\\)")):
         BuildSettings(**kwargs)
@@ -37,12 +40,22 @@ def _parse(argv):
 
 def test_yaml_section_and_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("build:\n  max_batch: 16\n  optimization_level: 5\n  tf32: false\n"
-                   "  hardware_compatibility: ampere_plus\n  timing_cache_dir: /tmp/tc\n")
-    s = resolve(BuildSettings, _parse(["m.onnx", "--config", str(cfg), "--max-batch", "4", "--no-rebuild"]),
-                section="build")
-    assert (s.max_batch, s.optimization_level, s.tf32, s.hardware_compatibility, s.rebuild) == \
-        (4, 5, False, "ampere_plus", "never")
+    cfg.write_text(
+        "build:\n  max_batch: 16\n  optimization_level: 5\n  tf32: false\n"
+        "  hardware_compatibility: ampere_plus\n  timing_cache_dir: /tmp/tc\n"
+    )
+    s = resolve(
+        BuildSettings,
+        _parse(["m.onnx", "--config", str(cfg), "--max-batch", "4", "--no-rebuild"]),
+        section="build",
+    )
+    assert (s.max_batch, s.optimization_level, s.tf32, s.hardware_compatibility, s.rebuild) == (
+        4,
+        5,
+        False,
+        "ampere_plus",
+        "never",
+    )
     assert str(s.timing_cache_dir) == "/tmp/tc" and s.resolved_opt_batch == 4
     assert resolve(BuildSettings, _parse(["m.onnx"]), section="build") == BuildSettings()
 

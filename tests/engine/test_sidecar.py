@@ -13,13 +13,22 @@ from cellvit_trt.engine.errors import EngineCacheError
 from cellvit_trt.engine.settings import BuildSettings
 from cellvit_trt.engine.sidecar import load_engine_bytes, read_sidecar, sidecar_path, write_engine
 
-ENV = Environment(tensorrt="10.3.0", cuda_driver=12060, cuda_runtime=12060, gpu_name="Orin (nvgpu)",
-                  compute_capability="8.7", sm_count=16, os="Linux", arch="aarch64")
+ENV = Environment(
+    tensorrt="10.3.0",
+    cuda_driver=12060,
+    cuda_runtime=12060,
+    gpu_name="Orin (nvgpu)",
+    compute_capability="8.7",
+    sm_count=16,
+    os="Linux",
+    arch="aarch64",
+)
 ONNX_SHA = hashlib.sha256(b"graph").hexdigest()
 PLAN = bytes(range(256)) * 64
 
 
-def _write(path, settings=BuildSettings(), env=ENV, plan=PLAN):
+def _write(path, settings=None, env=ENV, plan=PLAN):
+    settings = settings or BuildSettings()
     fields = key_fields(ONNX_SHA, settings, env)
     key = cache_key(fields)
     write_engine(path, plan, {"key": key, "key_fields": fields, "metadata": {"model": "tiny"}})
@@ -30,27 +39,45 @@ def test_key_changes_with_every_input():
     base = cache_key(key_fields(ONNX_SHA, BuildSettings(), ENV))
     assert base == cache_key(key_fields(ONNX_SHA, BuildSettings(), ENV))  # deterministic
     variants = [key_fields(hashlib.sha256(b"other").hexdigest(), BuildSettings(), ENV)]
-    for name, value in [("max_batch", 16), ("min_batch", 2), ("opt_batch", 4), ("optimization_level", 5),
-                        ("workspace_mib", 512), ("tf32", False), ("version_compatible", True),
-                        ("hardware_compatibility", "ampere_plus"), ("detailed_profiling", False),
-                        ("max_num_tactics", 3), ("max_aux_streams", 0), ("tile_size", 64)]:
+    for name, value in [
+        ("max_batch", 16),
+        ("min_batch", 2),
+        ("opt_batch", 4),
+        ("optimization_level", 5),
+        ("workspace_mib", 512),
+        ("tf32", False),
+        ("version_compatible", True),
+        ("hardware_compatibility", "ampere_plus"),
+        ("detailed_profiling", False),
+        ("max_num_tactics", 3),
+        ("max_aux_streams", 0),
+        ("tile_size", 64),
+    ]:
         variants.append(key_fields(ONNX_SHA, BuildSettings(**{name: value}), ENV))
     for field in dataclasses.fields(Environment):
         value = getattr(ENV, field.name)
         changed = value + 1 if isinstance(value, int) else value + "x"
-        variants.append(key_fields(ONNX_SHA, BuildSettings(), dataclasses.replace(ENV, **{field.name: changed})))
+        variants.append(
+            key_fields(ONNX_SHA, BuildSettings(), dataclasses.replace(ENV, **{field.name: changed}))
+        )
     keys = {cache_key(v) for v in variants}
     assert base not in keys and len(keys) == len(variants)
 
 
 def test_output_and_rebuild_policy_do_not_change_the_key(tmp_path):
     a = cache_key(key_fields(ONNX_SHA, BuildSettings(), ENV))
-    b = cache_key(key_fields(ONNX_SHA, BuildSettings(output=tmp_path / "x.engine", rebuild="never",
-                                                     timing_cache_dir=tmp_path, device=0), ENV))
+    b = cache_key(
+        key_fields(
+            ONNX_SHA,
+            BuildSettings(output=tmp_path / "x.engine", rebuild="never", timing_cache_dir=tmp_path, device=0),
+            ENV,
+        )
+    )
     assert a == b
     # opt_batch=None means "max": the same engine as opt_batch=max
-    assert cache_key(key_fields(ONNX_SHA, BuildSettings(max_batch=4, opt_batch=4), ENV)) == \
-        cache_key(key_fields(ONNX_SHA, BuildSettings(max_batch=4), ENV))
+    assert cache_key(key_fields(ONNX_SHA, BuildSettings(max_batch=4, opt_batch=4), ENV)) == cache_key(
+        key_fields(ONNX_SHA, BuildSettings(max_batch=4), ENV)
+    )
 
 
 def test_round_trip_and_sidecar_content(tmp_path):
@@ -58,7 +85,11 @@ def test_round_trip_and_sidecar_content(tmp_path):
     key, _ = _write(path)
     assert load_engine_bytes(path, key) == PLAN
     side = json.loads(sidecar_path(path).read_text())
-    assert side["engine"] == {"file": "m.engine", "sha256": hashlib.sha256(PLAN).hexdigest(), "size": len(PLAN)}
+    assert side["engine"] == {
+        "file": "m.engine",
+        "sha256": hashlib.sha256(PLAN).hexdigest(),
+        "size": len(PLAN),
+    }
     assert side["key"] == key and side["metadata"] == {"model": "tiny"}
     assert read_sidecar(path)["key_fields"]["gpu_name"] == "Orin (nvgpu)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.engine", "m.engine.json"]  # no temp files left
@@ -91,10 +122,13 @@ def test_tampered_engine_is_refused(tmp_path, change):
 def test_foreign_engine_names_what_differs(tmp_path):
     path = tmp_path / "m.engine"
     _write(path)
-    here = dataclasses.replace(ENV, tensorrt="11.4.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+    here = dataclasses.replace(
+        ENV, tensorrt="11.4.0", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0"
+    )
     fields = key_fields(ONNX_SHA, BuildSettings(), here)
-    with pytest.raises(EngineCacheError, match="is foreign: .*gpu_name: engine 'Orin \\(nvgpu\\)', here 'NVIDIA H100"
-                       ) as exc:
+    with pytest.raises(
+        EngineCacheError, match="is foreign: .*gpu_name: engine 'Orin \\(nvgpu\\)', here 'NVIDIA H100"
+    ) as exc:
         load_engine_bytes(path, cache_key(fields), expected_fields=fields)
     assert exc.value.reason == "foreign" and "tensorrt: engine '10.3.0', here '11.4.0'" in str(exc.value)
     # Without a key, the environment alone is enough to refuse it.

@@ -12,5 +12,13 @@ from cellvit_trt.engine.errors import EngineBuildError, EngineCacheError
 from cellvit_trt.engine.settings import BuildSettings
 from cellvit_trt.engine.sidecar import load_engine_bytes, read_sidecar, sidecar_path
 
-__all__ = ["BuildSettings", "EngineArtifact", "EngineBuildError", "EngineCacheError", "ensure_engine",
-           "load_engine_bytes", "read_sidecar", "sidecar_path"]
+__all__ = [
+    "BuildSettings",
+    "EngineArtifact",
+    "EngineBuildError",
+    "EngineCacheError",
+    "ensure_engine",
+    "load_engine_bytes",
+    "read_sidecar",
+    "sidecar_path",
+]

@@ -1,6 +1,6 @@
 """Step 3: network + config → serialized plan, then what the sidecar records about it (I/O, layers).
 
-    result = build_plan(trt, device, "model.onnx", BuildSettings(max_batch=8), timing_cache=path)
+result = build_plan(trt, device, "model.onnx", BuildSettings(max_batch=8), timing_cache=path)
 """
 
 from __future__ import annotations
@@ -37,15 +37,19 @@ class BuildResult:
 
 
 def serialize(trt: ModuleType, builder: Any, network: Any, config: Any, logger: Any) -> bytes:
-    """`build_serialized_network` (both 10.x and 11.x), with TensorRT's logged errors in the failure message."""
+    """`build_serialized_network` (10.x and 11.x); a failure quotes what TensorRT logged."""
     host_memory = builder.build_serialized_network(network, config)
     if host_memory is None:
         errors = "\n".join(f"  - {m}" for m in logger.errors[-15:]) or "  (TensorRT logged no error)"
         hint = ""
         if logger.looks_out_of_memory():
-            hint = ("\nThis looks like a lack of device memory: lower build.workspace_mib, build.max_batch or "
-                    "build.optimization_level (0-2), set build.max_num_tactics, or close other GPU programs.")
-        raise EngineBuildError(f"TensorRT {tensorrt_version(trt)} failed to build the engine:\n{errors}{hint}")
+            hint = (
+                "\nThis looks like a lack of device memory: lower build.workspace_mib, build.max_batch or "
+                "build.optimization_level (0-2), set build.max_num_tactics, or close other GPU programs."
+            )
+        raise EngineBuildError(
+            f"TensorRT {tensorrt_version(trt)} failed to build the engine:\n{errors}{hint}"
+        )
     return bytes(memoryview(host_memory))
 
 
@@ -67,8 +71,9 @@ def describe_io(trt: ModuleType, engine: Any) -> list[dict[str, Any]]:
     return io
 
 
-def inspect_plan(trt: ModuleType, logger: Any, plan: bytes, version_compatible: bool
-                 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def inspect_plan(
+    trt: ModuleType, logger: Any, plan: bytes, version_compatible: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     runtime = trt.Runtime(logger)
     if version_compatible:
         runtime.engine_host_code_allowed = True  # version-compatible plans embed the lean runtime
@@ -79,8 +84,14 @@ def inspect_plan(trt: ModuleType, logger: Any, plan: bytes, version_compatible: 
     return describe_io(trt, engine), engine_layer_info(trt, engine)
 
 
-def build_plan(trt: ModuleType, device: CudaDevice, onnx_path: str | Path, settings: BuildSettings,
-               timing_cache: Path | None = None, verbose: bool = False) -> BuildResult:
+def build_plan(
+    trt: ModuleType,
+    device: CudaDevice,
+    onnx_path: str | Path,
+    settings: BuildSettings,
+    timing_cache: Path | None = None,
+    verbose: bool = False,
+) -> BuildResult:
     """Parse, configure, build and inspect. `trt` and `device` come from `require_gpu_stack` (probe first)."""
     start = time.perf_counter()
     logger = make_logger(trt, verbose)
@@ -89,8 +100,15 @@ def build_plan(trt: ModuleType, device: CudaDevice, onnx_path: str | Path, setti
     config, applied = make_builder_config(trt, parsed.builder, settings, device, profile)
     if timing_cache is not None:
         attach_timing_cache(config, read_timing_cache(timing_cache))
-    log.info("building %s (batch %d..%d, workspace %.1f GiB, level %d) on %s", onnx_path, settings.min_batch,
-             settings.max_batch, applied["workspace_bytes"] / 2**30, settings.optimization_level, device.name)
+    log.info(
+        "building %s (batch %d..%d, workspace %.1f GiB, level %d) on %s",
+        onnx_path,
+        settings.min_batch,
+        settings.max_batch,
+        applied["workspace_bytes"] / 2**30,
+        settings.optimization_level,
+        device.name,
+    )
     plan = serialize(trt, parsed.builder, parsed.network, config, logger)
     if timing_cache is not None:
         applied["timing_cache"] = str(timing_cache)

@@ -38,6 +38,11 @@ def _spatial(shape: Shape) -> Shape:
     return shape[1:3] if shape[3] in (1, 3, 4) else shape[2:4]
 
 
+def _fill(shape: Shape, batch: int, tile: int | None) -> Shape:
+    """Dynamic dim 0 → `batch`, any other dynamic dim → `tile`."""
+    return tuple(batch if (i == 0 and d < 0) else (tile if d < 0 else d) for i, d in enumerate(shape))  # type: ignore[misc]
+
+
 def plan_profile(inputs: dict[str, Shape], settings: BuildSettings, source: str = "graph") -> ProfilePlan:
     """Pick min/opt/max shapes: dim 0 = batch from the settings; other dynamic dims = `tile_size`."""
     shapes: dict[str, tuple[Shape, Shape, Shape]] = {}
@@ -49,15 +54,19 @@ def plan_profile(inputs: dict[str, Shape], settings: BuildSettings, source: str 
         dynamic_rest = [i for i, d in enumerate(shape) if d < 0 and i > 0]
         if dynamic_rest and settings.tile_size is None:
             raise InputError(
-                f"{source}: input '{name}' has dynamic dims {dynamic_rest} in shape {list(shape)}; export with a "
-                "fixed tile size or give build.tile_size (--tile-size)")
+                f"{source}: input '{name}' has dynamic dims {dynamic_rest} in shape {list(shape)}; "
+                f"export with a "
+                "fixed tile size or give build.tile_size (--tile-size)"
+            )
         spatial = _spatial(shape)
         static_spatial = [d for d in spatial if d > 0]
         if static_spatial:
             if settings.tile_size is not None and any(d != settings.tile_size for d in static_spatial):
                 raise ConfigError(
-                    f"build.tile_size: {settings.tile_size} given, but input '{name}' of {source} has the fixed "
-                    f"shape {list(shape)}; drop tile_size or export the graph at that size")
+                    f"build.tile_size: {settings.tile_size} given, but input '{name}' of {source} "
+                    f"has the fixed "
+                    f"shape {list(shape)}; drop tile_size or export the graph at that size"
+                )
             tile = tile or static_spatial[0]
         elif spatial:
             tile = tile or settings.tile_size
@@ -66,14 +75,17 @@ def plan_profile(inputs: dict[str, Shape], settings: BuildSettings, source: str 
         if all(d >= 0 for d in shape):
             continue
 
-        def fill(batch: int) -> Shape:
-            out = [batch if (i == 0 and d < 0) else d for i, d in enumerate(shape)]
-            return tuple(settings.tile_size if d < 0 else d for d in out)  # type: ignore[misc]
-
-        shapes[name] = (fill(settings.min_batch), fill(settings.resolved_opt_batch), fill(settings.max_batch))
+        shapes[name] = tuple(
+            _fill(shape, b, settings.tile_size)  # type: ignore[assignment]
+            for b in (settings.min_batch, settings.resolved_opt_batch, settings.max_batch)
+        )
     if fixed_batch is not None and not shapes and fixed_batch != settings.max_batch:
-        log.warning("%s has a fixed batch of %d; batch settings (max_batch %d) are ignored",
-                    source, fixed_batch, settings.max_batch)
+        log.warning(
+            "%s has a fixed batch of %d; batch settings (max_batch %d) are ignored",
+            source,
+            fixed_batch,
+            settings.max_batch,
+        )
     return ProfilePlan(shapes, tile, fixed_batch)
 
 
@@ -96,8 +108,9 @@ def _set_attr(config: Any, name: str, value: Any, setting: str, trt: ModuleType)
     setattr(config, name, value)
 
 
-def make_builder_config(trt: ModuleType, builder: Any, settings: BuildSettings, device: CudaDevice,
-                        profile: ProfilePlan) -> tuple[Any, dict[str, Any]]:
+def make_builder_config(
+    trt: ModuleType, builder: Any, settings: BuildSettings, device: CudaDevice, profile: ProfilePlan
+) -> tuple[Any, dict[str, Any]]:
     """The builder config and a record of what was applied (for the sidecar)."""
     config = builder.create_builder_config()
     applied: dict[str, Any] = {}
@@ -116,7 +129,9 @@ def make_builder_config(trt: ModuleType, builder: Any, settings: BuildSettings, 
     if settings.version_compatible:
         config.set_flag(_member(trt.BuilderFlag, "VERSION_COMPATIBLE", "build.version_compatible", trt))
         if settings.exclude_lean_runtime:
-            config.set_flag(_member(trt.BuilderFlag, "EXCLUDE_LEAN_RUNTIME", "build.exclude_lean_runtime", trt))
+            config.set_flag(
+                _member(trt.BuilderFlag, "EXCLUDE_LEAN_RUNTIME", "build.exclude_lean_runtime", trt)
+            )
     if settings.hardware_compatibility != "none":
         levels = getattr(trt, "HardwareCompatibilityLevel", None)
         level = _member(levels, settings.hardware_compatibility.upper(), "build.hardware_compatibility", trt)
@@ -137,8 +152,10 @@ def _use_dla(trt: ModuleType, builder: Any, config: Any, settings: BuildSettings
     dla = _member(trt.DeviceType, "DLA", "build.dla_core", trt)  # absent in TensorRT 11.0-11.4.0
     cores = int(getattr(builder, "num_DLA_cores", 0))
     if settings.dla_core is None or settings.dla_core >= cores:
-        raise ConfigError(f"build.dla_core: DLA core {settings.dla_core} asked for, but this device has {cores} "
-                          "(DLA exists on Jetson AGX/NX Orin and Xavier only)")
+        raise ConfigError(
+            f"build.dla_core: DLA core {settings.dla_core} asked for, but this device has {cores} "
+            "(DLA exists on Jetson AGX/NX Orin and Xavier only)"
+        )
     config.default_device_type = dla
     config.DLA_core = settings.dla_core
     if settings.gpu_fallback:

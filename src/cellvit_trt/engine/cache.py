@@ -1,4 +1,4 @@
-"""Step 4: the engine cache — reuse an engine only when its sidecar proves it fits; otherwise rebuild or refuse.
+"""Step 4: the engine cache — reuse an engine only when its sidecar proves it fits, else rebuild/refuse.
 
     artifact = ensure_engine("model.onnx", BuildSettings(max_batch=8))
     artifact.path, artifact.built, artifact.reason
@@ -53,34 +53,65 @@ def default_engine_path(onnx_path: Path, key: str) -> Path:
     return default_cache_root() / "engines" / f"{onnx_path.stem}-{key[:16]}.engine"
 
 
-def engine_record(info: OnnxModelInfo, settings: BuildSettings, env: Environment, device: CudaDevice,
-                  fields: dict[str, Any], key: str) -> dict[str, Any]:
+def engine_record(
+    info: OnnxModelInfo,
+    settings: BuildSettings,
+    env: Environment,
+    device: CudaDevice,
+    fields: dict[str, Any],
+    key: str,
+) -> dict[str, Any]:
     """The sidecar content known before the build (the build adds io, build details and the engine hash)."""
     return {
         "key": key,
         "key_fields": fields,
-        "onnx": {"file": str(info.path), "sha256": info.sha256, "opset": info.opset,
-                 "external_data": list(info.external_data), "inputs": [t.as_dict() for t in info.inputs],
-                 "outputs": [t.as_dict() for t in info.outputs]},
+        "onnx": {
+            "file": str(info.path),
+            "sha256": info.sha256,
+            "opset": info.opset,
+            "external_data": list(info.external_data),
+            "inputs": [t.as_dict() for t in info.inputs],
+            "outputs": [t.as_dict() for t in info.outputs],
+        },
         "metadata": info.metadata,
         "settings": to_dict(settings),
-        "versions": {"cellvit_trt": __version__, "tensorrt": env.tensorrt, "cuda_driver": env.cuda_driver,
-                     "cuda_runtime": env.cuda_runtime, "cuda_python": cuda_python_version(),
-                     "python": platform.python_version()},
-        "device": {"name": device.name, "compute_capability": device.sm, "sm_count": device.sm_count,
-                   "total_memory": device.total_memory, "integrated": device.integrated},
+        "versions": {
+            "cellvit_trt": __version__,
+            "tensorrt": env.tensorrt,
+            "cuda_driver": env.cuda_driver,
+            "cuda_runtime": env.cuda_runtime,
+            "cuda_python": cuda_python_version(),
+            "python": platform.python_version(),
+        },
+        "device": {
+            "name": device.name,
+            "compute_capability": device.sm,
+            "sm_count": device.sm_count,
+            "total_memory": device.total_memory,
+            "integrated": device.integrated,
+        },
         "host": {"os": env.os, "arch": env.arch, "platform": platform.platform()},
     }
 
 
-def ensure_engine(onnx_path: str | Path, settings: BuildSettings, *, trt: ModuleType | None = None,
-                  verbose: bool = False) -> EngineArtifact:
-    """A verified engine for `onnx_path` under `settings`: reused from the cache or built now."""
+def ensure_engine(
+    onnx_path: str | Path,
+    settings: BuildSettings,
+    *,
+    trt: ModuleType | None = None,
+    device: CudaDevice | None = None,
+    verbose: bool = False,
+) -> EngineArtifact:
+    """A verified engine for `onnx_path` under `settings`: reused from the cache or built now.
+
+    `trt` and `device` default to the probed stack (`require_gpu_stack`); pass both only after probing.
+    """
     from cellvit_trt.engine.build import build_plan  # only when a build may happen
 
     onnx_path = Path(onnx_path)
     info = inspect_onnx(onnx_path)
-    trt, device = require_gpu_stack(settings.device, trt)
+    if trt is None or device is None:
+        trt, device = require_gpu_stack(settings.device, trt)
     env = Environment.current(tensorrt_version(trt), device)
     fields = key_fields(info.sha256, settings, env)
     key = cache_key(fields)
@@ -94,8 +125,9 @@ def ensure_engine(onnx_path: str | Path, settings: BuildSettings, *, trt: Module
             return EngineArtifact(path, key, False, "cache hit", read_sidecar(path))
         except EngineCacheError as exc:
             if settings.rebuild == "never":
-                raise EngineCacheError(f"{exc}; not rebuilding (--no-rebuild); run without it to rebuild",
-                                       exc.reason) from exc
+                raise EngineCacheError(
+                    f"{exc}; not rebuilding (--no-rebuild); run without it to rebuild", exc.reason
+                ) from exc
             reason = str(exc)
             if exc.reason != "missing":
                 log.warning("rebuilding: %s", exc)
@@ -104,15 +136,20 @@ def ensure_engine(onnx_path: str | Path, settings: BuildSettings, *, trt: Module
     if settings.timing_cache:
         timing = timing_cache_path(settings.timing_cache_dir or default_cache_root() / "timing", env)
     result = build_plan(trt, device, onnx_path, settings, timing_cache=timing, verbose=verbose)
-    attention = check_attention(result.layer_info, info.attention_blocks) if result.layer_info else \
-        AttentionReport("unknown" if info.attention_blocks else "none", info.attention_blocks)
+    attention = (
+        check_attention(result.layer_info, info.attention_blocks)
+        if result.layer_info
+        else AttentionReport("unknown" if info.attention_blocks else "none", info.attention_blocks)
+    )
     if result.layer_info is not None:
         write_json(layers_path(path), result.layer_info)
     if attention.warning:
         log.warning("%s: %s", path.name, attention.warning)
         if settings.require_fused_attention and attention.verdict in ("unfused", "unconfirmed", "unknown"):
-            raise EngineBuildError(f"{attention.warning} (build.require_fused_attention is set; the engine was "
-                                   f"not written, layer information is in {layers_path(path)})")
+            raise EngineBuildError(
+                f"{attention.warning} (build.require_fused_attention is set; the engine was "
+                f"not written, layer information is in {layers_path(path)})"
+            )
     record = engine_record(info, settings, env, device, fields, key)
     record["io"] = result.io
     record["build"] = {

@@ -1,8 +1,8 @@
 """Probe CUDA through cuda-python before any TensorRT object exists.
 
 TensorRT objects created without a working driver crash the interpreter (`trt.Runtime` returns an object whose
-first use segfaults), so every GPU path calls `probe_device()` first and gets a `DeviceError` that says what is
-missing instead. The runtime's TensorRT backend uses the same module (`import_cudart`, `cuda_call`).
+first use segfaults), so every GPU path calls `probe_device()` first and gets a `DeviceError` that says
+what is missing instead. The runtime's TensorRT backend uses the same module (`import_cudart`, `cuda_call`).
 
     dev = probe_device(0)         # CudaDevice(name='NVIDIA H100 80GB HBM3', compute_capability=(9, 0), ...)
 """
@@ -26,9 +26,12 @@ INSTALL_DRIVER = (
 )
 
 # cudaError_t values that mean "no usable driver" rather than "no GPU" (CUDA runtime API, driver_types.h).
-_NO_DRIVER = {34: "only a stub of the driver library was found", 35: "the driver is missing or older than "
-              "this CUDA runtime", 803: "the driver and the CUDA compatibility libraries do not match",
-              804: "forward compatibility is not supported on this GPU"}
+_NO_DRIVER = {
+    34: "only a stub of the driver library was found",
+    35: "the driver is missing or older than this CUDA runtime",
+    803: "the driver and the CUDA compatibility libraries do not match",
+    804: "forward compatibility is not supported on this GPU",
+}
 _NO_DEVICE = 100
 
 
@@ -46,7 +49,8 @@ def import_cudart() -> ModuleType:
             errors.append(f"{name}: {exc}")
     raise DependencyError(
         "the CUDA probe and the TensorRT backend need cuda-python, which is not installed ("
-        + "; ".join(errors) + f"); {INSTALL_CUDA_PYTHON}"
+        + "; ".join(errors)
+        + f"); {INSTALL_CUDA_PYTHON}"
     )
 
 
@@ -92,7 +96,8 @@ class CudaDevice:
         return (
             f"GPU {self.index}: {self.name} (SM {self.sm}, {self.sm_count} SMs, "
             f"{self.free_memory / 2**30:.1f}/{self.total_memory / 2**30:.1f} GiB free, "
-            f"{'integrated' if self.integrated else 'discrete'}), CUDA driver {_version_str(self.driver_version)}, "
+            f"{'integrated' if self.integrated else 'discrete'}), "
+            f"CUDA driver {_version_str(self.driver_version)}, "
             f"runtime {_version_str(self.runtime_version)}"
         )
 
@@ -103,7 +108,9 @@ def device_count(cudart: ModuleType | None = None) -> int:
     try:
         err, count = cudart.cudaGetDeviceCount()
     except Exception as exc:  # noqa: BLE001 - cuda-python raises loader errors of several types here
-        raise DeviceError(f"the CUDA runtime could not load the NVIDIA driver ({exc}); {INSTALL_DRIVER}") from exc
+        raise DeviceError(
+            f"the CUDA runtime could not load the NVIDIA driver ({exc}); {INSTALL_DRIVER}"
+        ) from exc
     code = int(err)
     if code in _NO_DRIVER:
         raise DeviceError(

@@ -50,8 +50,11 @@ class Environment:
         return dataclasses.asdict(self)
 
     def describe(self) -> str:
-        return (f"TensorRT {self.tensorrt} on {self.gpu_name} (SM {self.compute_capability}, {self.sm_count} SMs), "
-                f"CUDA driver {self.cuda_driver} / runtime {self.cuda_runtime}, {self.os} {self.arch}")
+        return (
+            f"TensorRT {self.tensorrt} on {self.gpu_name} "
+            f"(SM {self.compute_capability}, {self.sm_count} SMs), "
+            f"CUDA driver {self.cuda_driver} / runtime {self.cuda_runtime}, {self.os} {self.arch}"
+        )
 
 
 ENVIRONMENT_FIELDS = tuple(f.name for f in dataclasses.fields(Environment))
@@ -76,7 +79,7 @@ def cache_key(fields: dict[str, Any]) -> str:
 def explain_difference(recorded: dict[str, Any], expected: dict[str, Any]) -> tuple[str, str]:
     """Classify why two key-field mappings differ: ("foreign" | "stale", readable list of differences).
 
-    Foreign = built elsewhere (other TensorRT, CUDA, GPU, OS); stale = same place, but the graph or settings changed.
+    Foreign = built elsewhere (other TensorRT, CUDA, GPU, OS); stale = graph or settings changed.
     """
     diffs: list[str] = []
     foreign = False

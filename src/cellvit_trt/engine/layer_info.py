@@ -22,7 +22,9 @@ MAX_HOPS = 4
 _FUSED = re.compile(r"fmha|flash|multi_?head_?attention|kgen_mha|(^|[^a-z0-9])mha([^a-z0-9]|$)")
 _MATMUL = re.compile(r"matrixmultiply|matmul|gemm")
 _SOFTMAX = re.compile(r"softmax")
-_PASS_THROUGH = re.compile(r"shuffle|reformat|elementwise|cast|identity|noop|scale|pointwise|quantize|reshape")
+_PASS_THROUGH = re.compile(
+    r"shuffle|reformat|elementwise|cast|identity|noop|scale|pointwise|quantize|reshape"
+)
 
 
 @dataclass(frozen=True)
@@ -35,23 +37,32 @@ class AttentionReport:
     @property
     def warning(self) -> str | None:
         if self.verdict == "unfused":
-            return (f"attention did not fuse: {len(self.unfused_softmax)} MatMul→Softmax→MatMul pattern(s) run as "
-                    f"separate layers (e.g. {self.unfused_softmax[0]!r}); expect lower speed and more memory. "
-                    "Common causes: Cast/Reshape chains between the MatMuls and the Softmax, dynamic sequence "
-                    "length, head size not a multiple of 8 on TensorRT < 10.14, or the scale applied after QKᵀ")
+            return (
+                f"attention did not fuse: {len(self.unfused_softmax)} MatMul→Softmax→MatMul "
+                f"pattern(s) run as "
+                f"separate layers (e.g. {self.unfused_softmax[0]!r}); expect lower speed and more memory. "
+                "Common causes: Cast/Reshape chains between the MatMuls and the Softmax, dynamic sequence "
+                "length, head size not a multiple of 8 on TensorRT < 10.14, or the scale applied after QKᵀ"
+            )
         if self.verdict == "unconfirmed":
-            return (f"could not confirm that attention fused: the graph has {self.expected_blocks} attention "
-                    "block(s) but the layer information names no fused attention kernel (it may be inside a "
-                    "Myelin ForeignNode); profile the engine to be sure")
+            return (
+                f"could not confirm that attention fused: the graph has {self.expected_blocks} attention "
+                "block(s) but the layer information names no fused attention kernel (it may be inside a "
+                "Myelin ForeignNode); profile the engine to be sure"
+            )
         return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "expected_blocks": self.expected_blocks,
-                "fused_layers": list(self.fused_layers), "unfused_softmax": list(self.unfused_softmax)}
+        return {
+            "verdict": self.verdict,
+            "expected_blocks": self.expected_blocks,
+            "fused_layers": list(self.fused_layers),
+            "unfused_softmax": list(self.unfused_softmax),
+        }
 
 
 def layers_of(info: Any) -> list[Any]:
-    """The layer list of inspector output: TensorRT 10 and 11 give {"Layers": [...]}, some tools a bare list."""
+    """The layers of inspector output: TensorRT 10/11 give {"Layers": [...]}, some tools a bare list."""
     if isinstance(info, str):
         info = json.loads(info)
     if isinstance(info, dict):
@@ -106,7 +117,8 @@ def check_attention(info: Any, expected_blocks: int) -> AttentionReport:
         return False
 
     unfused = tuple(
-        str(lay.get("Name", "")) for lay in detailed
+        str(lay.get("Name", ""))
+        for lay in detailed
         if _SOFTMAX.search(_type(lay)) and reaches_matmul(lay, False) and reaches_matmul(lay, True)
     )
     if unfused:

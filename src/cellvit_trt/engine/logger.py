@@ -10,9 +10,19 @@ import logging
 from types import ModuleType
 from typing import Any
 
-_LEVELS = {"INTERNAL_ERROR": logging.CRITICAL, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
-           "INFO": logging.INFO, "VERBOSE": logging.DEBUG}
-_OOM_HINTS = ("insufficient memory", "out of memory", "could not find any implementation", "cudaerrormemoryallocation")
+_LEVELS = {
+    "INTERNAL_ERROR": logging.CRITICAL,
+    "ERROR": logging.ERROR,
+    "WARNING": logging.WARNING,
+    "INFO": logging.INFO,
+    "VERBOSE": logging.DEBUG,
+}
+_OOM_HINTS = (
+    "insufficient memory",
+    "out of memory",
+    "could not find any implementation",
+    "cudaerrormemoryallocation",
+)
 
 log = logging.getLogger("cellvit_trt.tensorrt")
 

@@ -39,9 +39,11 @@ def parse_onnx(trt: ModuleType, logger: Any, onnx_path: str | Path) -> ParsedNet
     if not ok or issues:
         lines = [f"  - {issue}" for issue in issues] or [f"  - {m}" for m in logger.errors[-10:]]
         raise EngineBuildError(
-            f"TensorRT {tensorrt_version(trt)} could not parse ONNX graph {onnx_path} ({len(issues)} error(s)):\n"
+            f"TensorRT {tensorrt_version(trt)} could not parse ONNX graph {onnx_path} "
+            f"({len(issues)} error(s)):\n"
             + "\n".join(lines)
-            + "\nUnsupported operators: re-export with opset 17-20 (TensorRT 10.3 on JetPack 6 does not parse "
-              "opset-23 Attention) or check docs/engine.md"
+            + "\nUnsupported operators: re-export with opset 17-20 (TensorRT 10.3 on JetPack 6 does "
+            + "not parse "
+            "opset-23 Attention) or check docs/engine.md"
         )
     return ParsedNetwork(builder, network, parser, logger)

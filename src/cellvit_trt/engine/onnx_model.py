@@ -18,8 +18,20 @@ METADATA_KEY = "cellvit_trt"
 
 # Ops that may sit between the attention MatMuls and the Softmax without breaking the pattern
 # (scale, bias, reshapes, casts). Used to count attention blocks in the graph.
-_ATTENTION_PASS_THROUGH = {"Mul", "Div", "Add", "Cast", "Reshape", "Transpose", "Where", "Identity", "Squeeze",
-                           "Unsqueeze", "DequantizeLinear", "QuantizeLinear"}
+_ATTENTION_PASS_THROUGH = {
+    "Mul",
+    "Div",
+    "Add",
+    "Cast",
+    "Reshape",
+    "Transpose",
+    "Where",
+    "Identity",
+    "Squeeze",
+    "Unsqueeze",
+    "DequantizeLinear",
+    "QuantizeLinear",
+}
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,7 @@ def onnx_digest(path: Path, external: list[str] | tuple[str, ...] = ()) -> str:
 
 
 def count_attention_blocks(model: Any) -> int:
-    """Softmax nodes fed (through scale/bias/reshape ops) by a MatMul and feeding a MatMul: MatMul-Softmax-MatMul."""
+    """Softmax nodes fed by a MatMul and feeding one (through scale/bias/reshape ops)."""
     producer = {out: n for n in model.graph.node for out in n.output}
     consumers: dict[str, list[Any]] = {}
     for n in model.graph.node:
@@ -103,8 +115,11 @@ def count_attention_blocks(model: Any) -> int:
         for _ in range(depth):
             nxt = []
             for n in frontier:
-                neighbours = ([c for o in n.output for c in consumers.get(o, [])] if forward
-                              else [producer[i] for i in n.input if i in producer])
+                neighbours = (
+                    [c for o in n.output for c in consumers.get(o, [])]
+                    if forward
+                    else [producer[i] for i in n.input if i in producer]
+                )
                 for m in neighbours:
                     if m.op_type in ("MatMul", "Gemm", "Einsum"):
                         return True
@@ -113,8 +128,11 @@ def count_attention_blocks(model: Any) -> int:
             frontier = nxt
         return False
 
-    return sum(1 for n in model.graph.node
-               if n.op_type == "Softmax" and reaches(n, forward=False) and reaches(n, forward=True))
+    return sum(
+        1
+        for n in model.graph.node
+        if n.op_type == "Softmax" and reaches(n, forward=False) and reaches(n, forward=True)
+    )
 
 
 def read_metadata(model: Any, path: Path) -> dict[str, Any]:
@@ -123,8 +141,9 @@ def read_metadata(model: Any, path: Path) -> dict[str, Any]:
             try:
                 value = json.loads(prop.value)
             except json.JSONDecodeError as exc:
-                raise InputError(f"ONNX graph {path}: metadata_props['{METADATA_KEY}'] is not valid JSON "
-                                 f"({exc})") from exc
+                raise InputError(
+                    f"ONNX graph {path}: metadata_props['{METADATA_KEY}'] is not valid JSON ({exc})"
+                ) from exc
             if not isinstance(value, dict):
                 raise InputError(f"ONNX graph {path}: metadata_props['{METADATA_KEY}'] must be a JSON object")
             return value

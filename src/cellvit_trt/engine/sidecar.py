@@ -44,7 +44,8 @@ def write_engine(engine_path: str | Path, plan: bytes, record: dict[str, Any]) -
         **record,
         "engine": {"file": engine_path.name, "sha256": hashlib.sha256(plan).hexdigest(), "size": len(plan)},
     }
-    # Serialise the sidecar before touching the disk, so a record that cannot be written never costs the old engine.
+    # Serialise the sidecar before touching the disk: a record that cannot be written never costs the old
+    # engine.
     text = json.dumps(sidecar, indent=2) + "\n"
     write_bytes(engine_path, plan)
     with atomic_open(sidecar_path(engine_path), "w", encoding="utf-8") as fh:
@@ -61,28 +62,45 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     if not side.is_file():
         raise EngineCacheError(
             f"engine {engine_path}: no sidecar {side.name}, so nothing says what it was built from or for; "
-            "engines are only trusted with the sidecar that `cellvit-trt build` writes", "no-sidecar")
+            "engines are only trusted with the sidecar that `cellvit-trt build` writes",
+            "no-sidecar",
+        )
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EngineCacheError(f"engine sidecar {side}: unreadable ({exc})", "bad-sidecar") from exc
-    ok = (isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT and isinstance(data.get("key"), str)
-          and isinstance(data.get("key_fields"), dict) and isinstance(data.get("engine"), dict)
-          and isinstance(data["engine"].get("sha256"), str) and isinstance(data["engine"].get("size"), int))
+    ok = (
+        isinstance(data, dict)
+        and data.get("format") == SIDECAR_FORMAT
+        and isinstance(data.get("key"), str)
+        and isinstance(data.get("key_fields"), dict)
+        and isinstance(data.get("engine"), dict)
+        and isinstance(data["engine"].get("sha256"), str)
+        and isinstance(data["engine"].get("size"), int)
+    )
     if not ok:
         raise EngineCacheError(
             f"engine sidecar {side}: expected format {SIDECAR_FORMAT} with key, key_fields and "
-            "engine.sha256/size", "bad-sidecar")
+            "engine.sha256/size",
+            "bad-sidecar",
+        )
     return data
 
 
-def _check_key(engine_path: Path, sidecar: dict[str, Any], expected_key: str | None,
-               expected_fields: dict[str, Any] | None, environment: Environment | None) -> None:
+def _check_key(
+    engine_path: Path,
+    sidecar: dict[str, Any],
+    expected_key: str | None,
+    expected_fields: dict[str, Any] | None,
+    environment: Environment | None,
+) -> None:
     recorded = sidecar["key_fields"]
     if cache_key(recorded) != sidecar["key"]:
         raise EngineCacheError(
-            f"engine sidecar {sidecar_path(engine_path)}: its key does not match its key_fields (edited by hand?)",
-            "bad-sidecar")
+            f"engine sidecar {sidecar_path(engine_path)}: its key does not match its key_fields "
+            "(edited by hand?)",
+            "bad-sidecar",
+        )
     if expected_fields is not None:
         expected_key = expected_key or cache_key(expected_fields)
     if expected_fields is not None and sidecar["key"] != expected_key:
@@ -96,8 +114,11 @@ def _check_key(engine_path: Path, sidecar: dict[str, Any], expected_key: str | N
             raise EngineCacheError(f"engine {engine_path} is foreign: {why}", "foreign")
     if expected_key is not None and sidecar["key"] != expected_key:
         raise EngineCacheError(
-            f"engine {engine_path} was built for another graph, settings or machine (key {sidecar['key'][:12]}…, "
-            f"expected {expected_key[:12]}…)", "stale")
+            f"engine {engine_path} was built for another graph, settings or machine "
+            f"(key {sidecar['key'][:12]}…, "
+            f"expected {expected_key[:12]}…)",
+            "stale",
+        )
 
 
 def _check_bytes(engine_path: Path, sidecar: dict[str, Any], data: bytes) -> None:
@@ -105,24 +126,32 @@ def _check_bytes(engine_path: Path, sidecar: dict[str, Any], data: bytes) -> Non
     if len(data) < size:
         raise EngineCacheError(
             f"engine {engine_path} is truncated: {len(data)} of {size} bytes (an interrupted copy or write?)",
-            "truncated")
+            "truncated",
+        )
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != size or digest != sha:
         raise EngineCacheError(
             f"engine {engine_path} is tampered or corrupt: SHA-256 {digest[:12]}… ({len(data)} bytes), "
-            f"sidecar says {sha[:12]}… ({size} bytes)", "tampered")
+            f"sidecar says {sha[:12]}… ({size} bytes)",
+            "tampered",
+        )
 
 
-def load_engine_bytes(path: str | Path, expected_key: str | None = None, *,
-                      expected_fields: dict[str, Any] | None = None,
-                      environment: Environment | None = None) -> bytes:
-    """Read an engine after checking it against its sidecar; the bytes returned are the bytes that were hashed.
+def load_engine_bytes(
+    path: str | Path,
+    expected_key: str | None = None,
+    *,
+    expected_fields: dict[str, Any] | None = None,
+    environment: Environment | None = None,
+) -> bytes:
+    """Read an engine after checking it against its sidecar; returns exactly the bytes that were hashed.
 
     - `expected_key`: the key the caller computed; a different key means stale or foreign.
     - `expected_fields`: the fields behind `expected_key`, to say exactly what differs.
     - `environment`: this machine; without a key, at least refuse engines built for another GPU/TensorRT/CUDA.
 
-    Raises EngineCacheError with `reason` in missing, no-sidecar, bad-sidecar, foreign, stale, truncated, tampered.
+    Raises EngineCacheError, `reason` one of: missing, no-sidecar, bad-sidecar, foreign, stale, truncated,
+    tampered.
     Call this before `deserialize_cuda_engine`: TensorRT given a foreign or damaged plan may fail obscurely.
     """
     engine_path = Path(path)

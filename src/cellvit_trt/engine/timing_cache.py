@@ -28,7 +28,7 @@ def timing_cache_path(root: str | Path, env: Environment) -> Path:
 
 @contextlib.contextmanager
 def file_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path + '.lock'` (fcntl on POSIX, msvcrt on Windows); blocks until free."""
+    """An exclusive advisory lock on `path + '.lock'` (fcntl; msvcrt on Windows); blocks until free."""
     lock = Path(str(path) + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+b") as fh:
@@ -63,7 +63,7 @@ def read_timing_cache(path: str | Path) -> bytes:
 
 
 def attach_timing_cache(config: Any, data: bytes) -> Any:
-    """Give the builder config a timing cache made from `data`; a cache TensorRT rejects is replaced by an empty one."""
+    """Attach a timing cache made from `data`; one that TensorRT rejects is replaced by an empty one."""
     cache = config.create_timing_cache(data)
     if cache is None or not config.set_timing_cache(cache, False):
         log.warning("the saved timing cache does not fit this TensorRT/GPU; starting an empty one")

@@ -16,9 +16,11 @@ from cellvit_trt.engine.errors import EngineBuildError
 from cellvit_trt.errors import DependencyError, DeviceError
 
 INSTALL_TENSORRT = (
-    "install TensorRT: on x86-64/SBSA run pip install tensorrt (its libraries come from NVIDIA's package index, "
+    "install TensorRT: on x86-64/SBSA run pip install tensorrt (its libraries come from NVIDIA's "
+    "package index, "
     "pypi.nvidia.com, which must be reachable), or pip install 'cellvit-trt[trt]'; on Jetson with JetPack 6 "
-    "use the system TensorRT 10.3: sudo apt install python3-libnvinfer (Python 3.10), and create the venv with "
+    "use the system TensorRT 10.3: sudo apt install python3-libnvinfer (Python 3.10), and create the "
+    "venv with "
     "--system-site-packages"
 )
 
@@ -31,8 +33,9 @@ def import_tensorrt() -> ModuleType:
         raise DependencyError(f"TensorRT is not importable ({exc}); {INSTALL_TENSORRT}") from exc
 
 
-def require_gpu_stack(device_index: int = 0, trt: ModuleType | None = None,
-                      cudart: ModuleType | None = None) -> tuple[ModuleType, CudaDevice]:
+def require_gpu_stack(
+    device_index: int = 0, trt: ModuleType | None = None, cudart: ModuleType | None = None
+) -> tuple[ModuleType, CudaDevice]:
     """Check cuda-python, TensorRT and the GPU (in that order) before any TensorRT object is created.
 
     Every missing piece is named in one message, so a user fixes them all at once.
@@ -70,7 +73,8 @@ def network_flags(trt: ModuleType) -> int:
     flags = trt.NetworkDefinitionCreationFlag
     if not hasattr(flags, "STRONGLY_TYPED"):
         raise EngineBuildError(
-            f"TensorRT {tensorrt_version(trt)} has no strongly typed networks; cellvit-trt needs TensorRT >= 10.3, "
+            f"TensorRT {tensorrt_version(trt)} has no strongly typed networks; "
+            f"cellvit-trt needs TensorRT >= 10.3, "
             f"{INSTALL_TENSORRT}"
         )
     bits = 1 << int(flags.STRONGLY_TYPED)
@@ -110,19 +114,31 @@ def parser_issues(parser: Any) -> list[ParserIssue]:
     for i in range(int(parser.num_errors)):
         err = parser.get_error(i)
         code = _call(err, "code", "")
-        issues.append(ParserIssue(
-            description=str(_call(err, "desc", str(err))),
-            code=str(getattr(code, "name", code)),
-            node_index=int(_call(err, "node", -1)),
-            node_name=str(_call(err, "node_name", "")),
-            node_operator=str(_call(err, "node_operator", "")),
-        ))
+        issues.append(
+            ParserIssue(
+                description=str(_call(err, "desc", str(err))),
+                code=str(getattr(code, "name", code)),
+                node_index=int(_call(err, "node", -1)),
+                node_name=str(_call(err, "node_name", "")),
+                node_operator=str(_call(err, "node_operator", "")),
+            )
+        )
     return issues
 
 
-_DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
-                "INT32": "int32", "INT64": "int64", "BOOL": "bool", "FP8": "float8e4m3", "INT4": "int4",
-                "FP4": "float4"}
+_DTYPE_NAMES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "FP8": "float8e4m3",
+    "INT4": "int4",
+    "FP4": "float4",
+}
 
 
 def dtype_name(dtype: Any) -> str:
