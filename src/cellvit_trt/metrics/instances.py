@@ -9,7 +9,7 @@ valid contour are not there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,13 @@ class Instances:
     ids: np.ndarray  # int64 [K], distinct, > 0
     types: np.ndarray  # int64 [K]; 0 = background / unclassified
     centroids: np.ndarray  # float64 [K, 2] = (x, y)
+    _labels: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def labels(self) -> np.ndarray:
+        """Flat compact labels: position in `ids` + 1 for each pixel, 0 for background (cached)."""
+        if self._labels is None:
+            object.__setattr__(self, "_labels", compact_labels(self.inst_map, self.ids)[0])
+        return self._labels  # type: ignore[return-value]
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -52,7 +59,7 @@ class Instances:
         else:
             type_map = _check_map(type_map, f"{name} type map", shape=inst_map.shape)
             types = majority_types(lab, n, type_map)
-        return Instances(inst_map, ids, types, centroids_of(lab, n, inst_map.shape[1]))
+        return Instances(inst_map, ids, types, centroids_of(lab, n, inst_map.shape[1]), lab)
 
     @staticmethod
     def from_cells(inst_map: np.ndarray, ids: Any, types: Any, centroids: Any | None = None, *,
@@ -65,6 +72,7 @@ class Instances:
             raise InputError(f"{name}: 'type' has {types.shape[0]} entries but 'id' has {ids.shape[0]}")
         if ids.size and (ids.min() <= 0 or np.unique(ids).size != ids.size):
             raise InputError(f"{name}: 'id' must hold distinct positive instance ids")
+        lab = None
         if centroids is None:
             lab, _ = compact_labels(inst_map, ids)
             centroids = centroids_of(lab, ids.shape[0], inst_map.shape[1])
@@ -72,7 +80,7 @@ class Instances:
             centroids = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
             if centroids.shape[0] != ids.shape[0]:
                 raise InputError(f"{name}: 'centroid' has {centroids.shape[0]} rows but 'id' has {ids.shape[0]}")
-        return Instances(inst_map, ids, types, centroids)
+        return Instances(inst_map, ids, types, centroids, lab)
 
     @staticmethod
     def from_tile(tile: Any, *, name: str = "prediction") -> Instances:
@@ -90,7 +98,15 @@ class Instances:
 
     def restricted(self, keep: np.ndarray) -> Instances:
         """The same image with only the instances where `keep` (bool [K]) is true."""
-        return Instances(self.inst_map, self.ids[keep], self.types[keep], self.centroids[keep])
+        keep = np.asarray(keep, bool)
+        if keep.all():
+            return self
+        lab = None
+        if self._labels is not None:
+            lut = np.zeros(len(self) + 1, np.int32)
+            lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+            lab = lut[self._labels]
+        return Instances(self.inst_map, self.ids[keep], self.types[keep], self.centroids[keep], lab)
 
 
 def _check_map(arr: Any, what: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -161,10 +177,12 @@ def majority_types(lab: np.ndarray, n: int, type_map: np.ndarray) -> np.ndarray:
 
 def centroids_of(lab: np.ndarray, n: int, width: int) -> np.ndarray:
     """Pixel-mean centroids (x, y) per compact label; NaN for labels without pixels."""
-    area = np.bincount(lab, minlength=n + 1)[1:].astype(np.float64)
-    idx = np.arange(lab.shape[0], dtype=np.int64)
-    sx = np.bincount(lab, weights=(idx % width).astype(np.float64), minlength=n + 1)[1:]
-    sy = np.bincount(lab, weights=(idx // width).astype(np.float64), minlength=n + 1)[1:]
+    nz = np.flatnonzero(lab)  # only instance pixels: a fraction of the frame
+    lab_nz = lab[nz]
+    area = np.bincount(lab_nz, minlength=n + 1)[1:].astype(np.float64)
+    y, x = np.divmod(nz, width)
+    sx = np.bincount(lab_nz, weights=x.astype(np.float64), minlength=n + 1)[1:]
+    sy = np.bincount(lab_nz, weights=y.astype(np.float64), minlength=n + 1)[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.stack([sx / area, sy / area], axis=1)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from cellvit_trt.metrics.instances import Instances, compact_labels
+from cellvit_trt.metrics.instances import Instances
 
 # Dense bincount while the table is at most this many cells more than the overlapping pixels.
 _DENSE_SLACK = 1 << 18
@@ -104,8 +104,8 @@ def match(true: Instances, pred: Instances, match_iou: float = 0.5) -> Matching:
     if true.shape != pred.shape:
         raise ValueError(f"true map {true.shape} and predicted map {pred.shape} differ in shape")
     n_t, n_p = len(true), len(pred)
-    t_lab, _ = compact_labels(true.inst_map, true.ids)
-    p_lab, _ = compact_labels(pred.inst_map, pred.ids)
+    t_lab = true.labels()
+    p_lab = pred.labels()
     t_area = np.bincount(t_lab, minlength=n_t + 1)
     p_area = np.bincount(p_lab, minlength=n_p + 1)
     ti, pi, inter = contingency(t_lab, n_t, p_lab, n_p)

@@ -1,0 +1,83 @@
+"""Metric speed on a synthetic PanNuke-sized fold: ours vs the literal HoVer-Net/CellViT formulas.
+
+    .venv/bin/python benchmarks/bench_metrics.py [--images 2700] [--ref-images 60]
+
+Prints the time for the whole fold with `cellvit_trt.metrics.Evaluator` (bPQ, mPQ, mPQ+, detection and
+per-class F1, tissue averages), the reference's time on a subset extrapolated to the fold, and the ratio.
+The reference is tests/metrics/metrics_reference.py (per-instance full-frame masks, as upstream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "metrics"))
+from metrics_reference import perturb, random_instance_map, ref_dataset  # noqa: E402
+
+from cellvit_trt.metrics import Evaluator, Instances  # noqa: E402
+
+TISSUES = ["Adrenal_gland", "Bile-duct", "Bladder", "Breast", "Cervix", "Colon", "Esophagus", "HeadNeck", "Kidney",
+           "Liver", "Lung", "Ovarian", "Pancreatic", "Prostate", "Skin", "Stomach", "Testis", "Thyroid", "Uterus"]
+
+
+def make_fold(n: int, seed: int = 0, size: int = 256):
+    rng = np.random.default_rng(seed)
+    data = []
+    for _ in range(n):
+        g = random_instance_map(rng, size, int(rng.integers(0, 80)), r=(4, 10))
+        p = perturb(rng, g, shift=2, drop=0.1, extra=4)
+        g_ids = np.unique(g)[1:]
+        p_ids = np.unique(p)[1:]
+        g_types = {int(i): int(rng.integers(1, 6)) for i in g_ids}
+        p_types = {int(i): int(rng.integers(0, 6)) for i in p_ids}
+        data.append((g, g_types, p, p_types, TISSUES[int(rng.integers(0, len(TISSUES)))]))
+    return data
+
+
+def run_ours(data) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    ev = Evaluator(num_classes=6, magnification=40)
+    for g, gt, p, pt, tissue in data:
+        gi = np.fromiter(gt, np.int64, len(gt))
+        pi = np.fromiter(pt, np.int64, len(pt))
+        true = Instances.from_cells(g, gi, [gt[i] for i in gi])
+        pred = Instances.from_cells(p, pi, [pt[i] for i in pi])
+        ev.add(true, pred, tissue)
+    res = ev.result()
+    return time.perf_counter() - t0, res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2700)
+    ap.add_argument("--ref-images", type=int, default=60, help="images timed with the slow reference")
+    ap.add_argument("--distinct", type=int, default=300,
+                    help="distinct synthetic images, cycled to --images (generation is slow, scoring is not)")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    base = make_fold(min(args.distinct, args.images))
+    data = [base[i % len(base)] for i in range(args.images)]
+    cells = sum(len(d[1]) for d in data)
+    print(f"synthetic fold: {args.images} images of 256x256 ({len(base)} distinct), {cells} true cells "
+          f"(generated in {time.perf_counter() - t0:.1f} s)")
+    ours, res = run_ours(data)
+    d = res["dataset"]
+    print(f"ours      : {ours:7.2f} s for the fold ({1e3 * ours / args.images:.2f} ms/image)  "
+          f"bPQ {d['bPQ']:.4f} mPQ {d['mPQ']:.4f} F1 {d['f1']:.4f}")
+    sub = data[: args.ref_images]
+    t0 = time.perf_counter()
+    ref_dataset([(g, gt) for g, gt, *_ in sub], [(p, pt) for _, _, p, pt, _ in sub])
+    ref = (time.perf_counter() - t0) / len(sub) * args.images
+    print(f"reference : {ref:7.2f} s for the fold (extrapolated from {len(sub)} images)")
+    sub_ours, _ = run_ours(sub)
+    print(f"speed-up  : {ref / ours:.1f}x (on the subset itself: "
+          f"{(ref / args.images * len(sub)) / sub_ours:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
