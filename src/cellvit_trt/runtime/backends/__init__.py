@@ -130,7 +130,7 @@ def export_cached(checkpoint: Path, tile_size: int, precision: str, *, tokens: b
     """Export a checkpoint to a deployment ONNX graph once; later runs reuse it (keyed by checkpoint hash)."""
     from cellvit_trt.io import sha256_file
     try:
-        from cellvit_trt.export import export_checkpoint
+        from cellvit_trt.export import ExportSettings, export
     except ImportError as exc:
         raise DependencyError(f"exporting {checkpoint} to ONNX needs the export stage (pip install "
                               f"'cellvit-trt[export]'): {exc}") from exc
@@ -141,7 +141,8 @@ def export_cached(checkpoint: Path, tile_size: int, precision: str, *, tokens: b
         log.info("reusing exported graph %s", out)
         return out
     log.warning("exporting %s to %s (once; later runs reuse it)", checkpoint, out)
-    export_checkpoint(checkpoint, out, tile_size=tile_size, precision=precision, tokens=tokens)
+    export(ExportSettings(checkpoint=checkpoint, output=out, precision=precision, tile_size=tile_size,
+                          tokens=tokens))
     return out
 
 
