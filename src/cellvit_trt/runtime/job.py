@@ -1,0 +1,188 @@
+"""One input (slide, image) through the whole runtime: source → tissue plan → pipeline → merge → writers.
+
+    result = run_input(path, settings, backend)      # backend already active; returns cells, stats, summary
+
+Stages are the runtime's own objects: `sources.open_source`, `tissue.detect_tissue`, `kernels.PostProcessor`,
+`cells.CellBatch.from_tile`, `merge.StreamingMerge`, the writers package, `journal.Journal` (resume) and
+`pipeline.Pipeline` (threads and bounded queues). Outputs are written atomically by the writers: a failed or
+interrupted run leaves none of them half-written; the resume journal (`<out>/.resume/`) keeps the committed
+tiles so that `--resume` continues where the run stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellvit_trt import __version__
+from cellvit_trt.config import to_dict
+from cellvit_trt.runtime.journal import Journal
+from cellvit_trt.runtime.pipeline import Pipeline
+from cellvit_trt.runtime.progress import Progress
+from cellvit_trt.runtime.settings import RunSettings
+from cellvit_trt.runtime.stats import Stats
+
+log = logging.getLogger(__name__)
+
+RESUME_DIR = ".resume"
+
+
+@dataclass
+class JobResult:
+    input: Path
+    out_dir: Path
+    cells: int
+    tiles_processed: int
+    tiles_resumed: int
+    tiles_planned: int
+    stats: Stats
+    summary: dict[str, Any]
+
+
+class TissueVote:
+    """Mean softmax of the tissue classifier over the processed tiles (the slide's tissue type)."""
+
+    def __init__(self) -> None:
+        self.sum: np.ndarray | None = None
+        self.n = 0
+
+    def add(self, logits: np.ndarray) -> None:
+        z = np.asarray(logits, np.float64)
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        self.sum = p if self.sum is None else self.sum + p
+        self.n += 1
+
+    def summary(self, names: tuple[str, ...]) -> dict[str, Any]:
+        if self.sum is None:
+            return {"tiles": 0}
+        mean = self.sum / self.n
+        names = names if len(names) == len(mean) else tuple(str(i) for i in range(len(mean)))
+        best = int(np.argmax(mean))
+        return {"tiles": self.n, "predicted": names[best], "probability": round(float(mean[best]), 4),
+                "mean_probabilities": {n: round(float(v), 4) for n, v in zip(names, mean, strict=True)}}
+
+
+def fingerprint(path: Path, backend: Any, settings: RunSettings, tile_size: int) -> dict[str, Any]:
+    """What must not change between an interrupted run and its --resume."""
+    st = path.stat()
+    model = getattr(backend, "engine_path", None) or getattr(backend, "onnx_path", None) or \
+        getattr(backend, "checkpoint", None)
+    mst = Path(model).stat() if model is not None and Path(model).exists() else None
+    return {
+        "input": str(path.resolve()), "input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns,
+        "model": str(model), "model_size": mst.st_size if mst else None,
+        "model_mtime_ns": mst.st_mtime_ns if mst else None, "backend": backend.kind,
+        "tile_size": tile_size, "mpp": settings.mpp, "target_mpp": settings.target_mpp,
+        "tissue": settings.tissue, "tissue_threshold": settings.tissue_threshold,
+        "embeddings": "embeddings" in settings.outputs, "package_version": __version__,
+    }
+
+
+def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | None = None,
+              progress: bool | None = None) -> JobResult:
+    from cellvit_trt.kernels import PostProcessor, PostProcessParams
+    from cellvit_trt.runtime.cells import CellBatch
+    from cellvit_trt.runtime.merge import StreamingMerge
+    from cellvit_trt.runtime.sources import open_source
+    from cellvit_trt.runtime.tissue import TissueSettings, detect_tissue
+    from cellvit_trt.runtime.writers import open_writers
+
+    meta = backend.meta
+    out_dir = Path(out_dir or settings.output / path.stem)
+    target_mpp = settings.target_mpp or meta.target_mpp
+    t0 = time.perf_counter()
+    with open_source(path, target_mpp=target_mpp, mpp=settings.mpp, tile_size=backend.tile_size,
+                     overlap=meta.overlap // 2) as src:
+        grid, info = src.grid, src.info
+        if settings.tissue:
+            plan = detect_tissue(src, TissueSettings(min_tissue_ratio=settings.tissue_threshold))
+            planned, tissue_summary = list(plan.tiles), plan.summary()
+        else:
+            planned = list(grid.tiles())
+            tissue_summary = {"tiles_total": len(grid), "tiles_kept": len(grid), "tiles_skipped": 0}
+        journal = Journal.open(out_dir / RESUME_DIR, fingerprint(path, backend, settings, backend.tile_size),
+                               settings.resume, settings.checkpoint_tiles)
+        embeddings = "embeddings" in settings.outputs
+        writers = open_writers(out_dir, settings.outputs, info=info, meta=meta, grid=grid)
+        try:
+            merge = StreamingMerge(grid, planned=planned, emit=writers.write)
+            vote = TissueVote()
+            resumed = 0
+            for row, col, cells, extra in journal.replay():
+                merge.add(row, col, cells)
+                vote.add(extra["tissue_logits"])
+                resumed += 1
+            done = journal.done()
+            todo = [rc for rc in planned if rc not in done]
+            if resumed:
+                log.warning("%s: resuming: %d of %d tiles were already done", path, resumed, len(planned))
+            pp = PostProcessor(PostProcessParams.for_magnification(meta.magnification))
+
+            def read(rc: tuple[int, int]) -> np.ndarray:
+                return src.read_tile(*rc).image
+
+            def process(rc: tuple[int, int], maps: dict[str, np.ndarray]) -> tuple[CellBatch, np.ndarray]:
+                tile = pp.process_tile(maps["fg"], maps["hv"], maps["type_map"])
+                tokens = maps.get("tokens") if embeddings else None
+                return CellBatch.from_tile(tile.cells, rc[0], rc[1], grid, info, tokens=tokens), \
+                    maps["tissue_logits"]
+
+            def sink(rc: tuple[int, int], res: tuple[CellBatch, np.ndarray]) -> None:
+                cells, logits = res
+                journal.append(rc[0], rc[1], cells, {"tissue_logits": logits})
+                merge.add(rc[0], rc[1], cells)
+                vote.add(logits)
+
+            bar = Progress(len(planned), desc=path.name, enabled=progress, initial=resumed)
+            pipe = Pipeline(backend, read=read, process=process, sink=sink, batch=min(settings.batch,
+                            backend.max_batch), workers=settings.post_workers, readers=settings.readers,
+                            queue_size=settings.queue_size, in_flight=min(settings.in_flight,
+                                                                          backend.max_in_flight), progress=bar)
+            try:
+                stats = pipe.run(todo)
+            finally:
+                bar.close()
+            journal.commit()
+            merge.finish()
+            summary = {
+                "input": str(path), "output": str(out_dir), "package_version": __version__,
+                "source": _jsonable(info.as_dict()), "grid": {"rows": grid.rows, "cols": grid.cols,
+                                                              "tile_size": grid.tile_size, "overlap": grid.overlap},
+                "tissue_detection": tissue_summary, "tiles_planned": len(planned), "tiles_resumed": resumed,
+                "tiles_processed": stats.tiles, "cells": merge.emitted, "cells_dropped_in_merge": merge.dropped,
+                "merge_max_pending": merge.max_pending, "tissue": vote.summary(meta.tissue_names),
+                "model": _jsonable(meta.raw) or {"name": meta.name}, "backend": backend.describe(),
+                "settings": to_dict(settings), "timing": stats.to_dict(),
+                "elapsed_s": round(time.perf_counter() - t0, 3),
+            }
+            writers.close(summary)
+        except BaseException:
+            writers.abort()
+            raise
+    journal.discard()
+    log.info("%s: %d cells from %d tiles in %.1f s (%.2f tiles/s, backend waited for input %.0f%%)", path,
+             summary["cells"], stats.tiles, stats.wall_s, stats.tiles_per_s, 100 * stats.backend_wait_fraction)
+    return JobResult(path, out_dir, summary["cells"], stats.tiles, resumed, len(planned), stats, summary)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (Path, os.PathLike)):
+        return str(obj)
+    return obj

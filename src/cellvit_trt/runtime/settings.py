@@ -1,0 +1,74 @@
+"""`cellvit-trt run` settings: one frozen dataclass, from the YAML `run:` section and flags (`config.resolve`).
+
+The effective settings are written into every run summary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cellvit_trt.errors import ConfigError
+
+Backend = Literal["auto", "tensorrt", "onnxruntime", "torch", "torch-cuda"]
+OUTPUTS = ("geojson", "cells", "table", "embeddings", "summary", "overlay")
+DEFAULT_OUTPUTS = ("geojson", "cells", "table", "summary")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    # what to run on, with what, where to
+    input: Path | None = None
+    model: str = "demo"                 # engine, ONNX graph, checkpoint, or 'demo' (the shipped tiny model)
+    output: Path = Path("cellvit-out")  # results go to <output>/<input stem>/
+    backend: Backend = "auto"
+    # execution
+    batch: int = 8
+    workers: int = 0                    # post-processing threads; 0 = CPU count
+    readers: int = 1                    # tile reading threads
+    in_flight: int = 2                  # batches submitted to the backend at once (GPU backends)
+    queue_size: int | None = None       # bound of the inter-stage queues; None = derived from batch/workers
+    precision: str | None = None        # torch backends: fp32/fp16; export of a checkpoint: fp32/fp16
+    providers: list[str] | None = None  # ONNX Runtime execution providers, in order ("cpu", "cuda", "tensorrt")
+    threads: int = 0                    # ONNX Runtime / PyTorch intra-op threads; 0 = library default
+    device: int = 0
+    cuda_graphs: bool = False
+    tile_size: int | None = None        # checkpoints only (graphs and engines carry their own)
+    cache_dir: Path | None = None       # exported graphs (default: the package cache)
+    # pixels
+    mpp: float | None = None            # override the slide's own mpp (level 0), e.g. for images without metadata
+    target_mpp: float | None = None     # override the model's target mpp
+    tissue: bool = True                 # process only tiles with tissue (Otsu on a thumbnail)
+    tissue_threshold: float = 0.01      # min tissue fraction of a tile (upstream min_intersection_ratio)
+    # outputs
+    outputs: list[str] = DEFAULT_OUTPUTS  # type: ignore[assignment]
+    resume: bool = False
+    checkpoint_tiles: int = 32          # tiles per resume-journal commit
+
+    def validate(self) -> None:
+        for name in ("batch", "readers", "in_flight", "checkpoint_tiles"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: got {getattr(self, name)}, expected >= 1")
+        if self.workers < 0 or self.threads < 0:
+            raise ConfigError("workers/threads: expected >= 0 (0 = automatic)")
+        if self.queue_size is not None and self.queue_size < 1:
+            raise ConfigError(f"queue_size: got {self.queue_size}, expected >= 1")
+        if not 0.0 <= self.tissue_threshold <= 1.0:
+            raise ConfigError(f"tissue_threshold: got {self.tissue_threshold}, expected 0..1")
+        for name in ("mpp", "target_mpp"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{name}: got {v}, expected > 0 micrometres per pixel")
+        unknown = [o for o in self.outputs if o not in OUTPUTS]
+        if unknown or not self.outputs:
+            raise ConfigError(f"outputs: got {list(self.outputs)}, expected some of {', '.join(OUTPUTS)}")
+        if self.precision is not None and self.precision not in ("fp32", "fp16"):
+            raise ConfigError(f"precision: got {self.precision!r}, expected 'fp32' or 'fp16'")
+        if self.tile_size is not None and (self.tile_size <= 0 or self.tile_size % 16):
+            raise ConfigError(f"tile_size: got {self.tile_size}, expected a positive multiple of 16")
+
+    @property
+    def post_workers(self) -> int:
+        return self.workers or max(1, os.cpu_count() or 1)
