@@ -1,0 +1,1 @@
+"""Streaming runtime: sources, tiling, tissue detection, backends, pipeline, merge, writers."""

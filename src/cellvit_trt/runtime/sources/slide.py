@@ -1,0 +1,184 @@
+"""Whole-slide images through OpenSlide, with tiffslide as the pure-Python fallback.
+
+    src = SlideSource(path, target_mpp=0.25, mpp=None, reader="auto", tile_size=1024, overlap=32)
+
+- reader "auto": OpenSlide when it recognises the file (svs, ndpi, mrxs, scn, vms, bif, dicom, tiled TIFF);
+  otherwise tiffslide (pyramidal TIFF with SubIFDs, OME-TIFF, strip TIFF). "openslide"/"tiffslide" force one.
+- mpp: `mpp` argument > `openslide.mpp-x` / `tiffslide.mpp-x` > "MPP = x" in the description (as upstream).
+  None of these: InputError naming the file (pass `mpp=` / `--mpp`).
+- The region is the slide's bounds (`openslide.bounds-*`, e.g. mrxs) when present; `info.offset` holds the
+  level-0 origin, so cells are reported in full level-0 slide coordinates (QuPath's frame).
+- Resampling (when the level mpp misses the target by more than the tolerance, see resolution.py) uses
+  PIL LANCZOS with a fractional source box, so every tile sees exactly the same global pixel grid; upstream
+  also resamples with PIL LANCZOS.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from cellvit_trt.errors import InputError, require
+from cellvit_trt.runtime.sources.base import Source, SourceInfo
+from cellvit_trt.runtime.sources.resolution import choose_level
+from cellvit_trt.runtime.tiling import TILE_OVERLAP, TILE_SIZE
+
+log = logging.getLogger(__name__)
+
+_MPP_IN_TEXT = re.compile(r"MPP(?: =)? (\d+\.\d+)")  # upstream's regex on the description/comment
+LANCZOS_SUPPORT = 3  # PIL LANCZOS kernel radius in source px (per unit of scale)
+
+
+def _to_rgb(region: np.ndarray) -> np.ndarray:
+    """RGBA (transparent = outside the scanned area) -> RGB over white."""
+    if region.ndim == 2:
+        region = np.repeat(region[..., None], 3, axis=2)
+    if region.shape[2] == 4:
+        alpha = region[..., 3:4].astype(np.uint16)
+        rgb = region[..., :3].astype(np.uint16)
+        region = ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return np.ascontiguousarray(region[..., :3])
+
+
+def _open(path: Path, reader: str):
+    if reader in ("auto", "openslide"):
+        openslide = require("openslide", "slides", "reading whole-slide images")
+        fmt = openslide.OpenSlide.detect_format(str(path))
+        if fmt is not None:
+            try:
+                return openslide.OpenSlide(str(path)), "openslide"
+            except openslide.OpenSlideError as exc:
+                raise InputError(f"{path}: OpenSlide cannot open this {fmt} slide ({exc})") from exc
+        if reader == "openslide":
+            raise InputError(f"{path}: not a slide format OpenSlide recognises")
+    tiffslide = require("tiffslide", "slides", "reading pyramidal TIFF / OME-TIFF without OpenSlide")
+    try:
+        return tiffslide.TiffSlide(str(path)), "tiffslide"
+    except Exception as exc:  # tifffile raises many types for non-TIFF or damaged files
+        raise InputError(
+            f"{path}: neither OpenSlide nor tiffslide can open it ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _slide_mpp(path: Path, props: dict, reader: str) -> float | None:
+    for key in (f"{reader}.mpp-x", "openslide.mpp-x", "tiffslide.mpp-x"):
+        value = props.get(key)
+        if value not in (None, ""):
+            try:
+                mpp = float(value)
+            except ValueError:
+                continue
+            if mpp > 0 and math.isfinite(mpp):
+                return mpp
+    for key in ("openslide.comment", "tiffslide.comment", "tiff.ImageDescription"):
+        match = _MPP_IN_TEXT.search(str(props.get(key) or ""))
+        if match:
+            log.warning("%s: mpp %s read from the image description; check it", path, match.group(1))
+            return float(match.group(1))
+    return None
+
+
+class SlideSource(Source):
+    def __init__(
+        self,
+        path: str | Path,
+        target_mpp: float = 0.25,
+        mpp: float | None = None,
+        reader: str = "auto",
+        tile_size: int = TILE_SIZE,
+        overlap: int = TILE_OVERLAP,
+    ) -> None:
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: no such slide")
+        if reader not in ("auto", "openslide", "tiffslide"):
+            raise InputError(f"reader: expected auto, openslide or tiffslide, got {reader!r}")
+        self._slide, used = _open(path, reader)
+        try:
+            props = dict(self._slide.properties)
+            base_mpp = mpp if mpp is not None else _slide_mpp(path, props, used)
+            if base_mpp is None:
+                raise InputError(
+                    f"{path}: the slide has no usable resolution (no mpp-x property, no 'MPP = ' in its "
+                    "description); give it explicitly (--mpp / mpp=)"
+                )
+            choice = choose_level(str(path), base_mpp, self._slide.level_downsamples, target_mpp)
+            bx = int(props.get("openslide.bounds-x") or 0)
+            by = int(props.get("openslide.bounds-y") or 0)
+            w0, h0 = self._slide.dimensions
+            bw = int(props.get("openslide.bounds-width") or w0 - bx)
+            bh = int(props.get("openslide.bounds-height") or h0 - by)
+        except BaseException:
+            self._slide.close()
+            raise
+        self._choice = choice
+        self._bounds = (bx, by)
+        d = choice.level_downsample
+        lw, lh = self._slide.level_dimensions[choice.level]
+        # region of the level that holds the bounds, in level px
+        self._level_box = (bx / d, by / d, min(lw, bw / d), min(lh, bh / d))
+        height = int(self._level_box[3] / choice.resample)
+        width = int(self._level_box[2] / choice.resample)
+        keep = {
+            k: props[k] for k in props if k.split(".")[-1] in ("vendor", "objective-power", "mpp-x", "mpp-y")
+        }
+        info = SourceInfo(
+            name=str(path),
+            height=height,
+            width=width,
+            mpp=choice.target_mpp,
+            scale=choice.scale,
+            offset=(float(bx), float(by)),
+            base_mpp=base_mpp,
+            level=choice.level,
+            resample=choice.resample,
+            reader=used,
+            properties=keep,
+        )
+        super().__init__(info, tile_size, overlap)
+        log.info(
+            "%s: %s, level %d (%.4f mpp), resample %.4f -> %.4f mpp, region %dx%d",
+            path,
+            used,
+            choice.level,
+            choice.level_mpp,
+            choice.resample,
+            choice.target_mpp,
+            height,
+            width,
+        )
+
+    def _read_level(self, lx: int, ly: int, w: int, h: int) -> np.ndarray:
+        """Level px window (relative to the bounds) -> uint8 RGB."""
+        d = self._choice.level_downsample
+        loc = (int(round(self._bounds[0] + lx * d)), int(round(self._bounds[1] + ly * d)))
+        region = self._slide.read_region(loc, self._choice.level, (w, h))
+        return _to_rgb(np.asarray(region))
+
+    def _read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+        f = self._choice.resample
+        if f == 1.0:
+            return self._read_level(x0, y0, w, h)
+        from PIL import Image
+
+        # target window [x0, x0+w) maps to level [x0*f, (x0+w)*f); read it plus the Lanczos support
+        pad = int(math.ceil(LANCZOS_SUPPORT * max(f, 1.0))) + 1
+        lw, lh = self._level_box[2], self._level_box[3]
+        lx0 = max(0, int(math.floor(x0 * f)) - pad)
+        ly0 = max(0, int(math.floor(y0 * f)) - pad)
+        lx1 = min(int(lw), int(math.ceil((x0 + w) * f)) + pad)
+        ly1 = min(int(lh), int(math.ceil((y0 + h) * f)) + pad)
+        src = self._read_level(lx0, ly0, lx1 - lx0, ly1 - ly0)
+        box = (x0 * f - lx0, y0 * f - ly0, (x0 + w) * f - lx0, (y0 + h) * f - ly0)
+        box = (box[0], box[1], min(box[2], lx1 - lx0), min(box[3], ly1 - ly0))
+        out = Image.fromarray(src).resize((w, h), Image.Resampling.LANCZOS, box=box)
+        return np.asarray(out)
+
+    def close(self) -> None:
+        slide, self._slide = getattr(self, "_slide", None), None
+        if slide is not None:
+            slide.close()
