@@ -1,0 +1,93 @@
+"""Per-instance measurements in one pass (replaces upstream's O(N*H*W) per-instance loops).
+
+Reproduces `remap_label` plus `_create_single_instance_entry` of cellvit==1.0.9 field for field:
+
+- ids: watershed labels renumbered 1..N in ascending order (= raster order of each marker's first pixel);
+- bbox: (rmin, cmin, rmax+1, cmax+1);
+- centroid: cv2.moments of the uint8 bbox crop gives exact integer m10/m01 (the crop is 0/1), so
+  x = (sum(col - cmin) / area) + cmin in float64, the same operations upstream performs;
+- type: majority of type_map over the instance pixels; ties go to the lower type id (np.unique is ascending and
+  the sort on counts is stable); if the winner is background (0) and another type occurs, the runner-up
+  (highest count among the other types, lower id on ties) is taken;
+- type_prob: count(type) / (area + 1e-6), a pixel fraction as upstream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["measure_instances"]
+
+
+@njit(nogil=True, cache=True)
+def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int):
+    """(inst_map int32, bbox int32[N,4], area int64[N], m10 int64[N], m01 int64[N], type int16[N], type_count int64[N])."""
+    h, w = labels.shape
+    max_label = 0
+    for r in range(h):
+        for c in range(w):
+            if labels[r, c] > max_label:
+                max_label = labels[r, c]
+    present = np.zeros(max_label + 1, np.bool_)
+    for r in range(h):
+        for c in range(w):
+            present[labels[r, c]] = True
+    remap = np.zeros(max_label + 1, np.int32)
+    n = 0
+    for lab in range(1, max_label + 1):
+        if present[lab]:
+            n += 1
+            remap[lab] = n
+    inst = np.empty((h, w), np.int32)
+    bbox = np.empty((n, 4), np.int32)
+    bbox[:, 0] = h
+    bbox[:, 1] = w
+    bbox[:, 2] = -1
+    bbox[:, 3] = -1
+    area = np.zeros(n, np.int64)
+    sum_c = np.zeros(n, np.int64)
+    sum_r = np.zeros(n, np.int64)
+    counts = np.zeros((n, n_types), np.int64)
+    for r in range(h):
+        for c in range(w):
+            k = remap[labels[r, c]]
+            inst[r, c] = k
+            if k == 0:
+                continue
+            i = k - 1
+            area[i] += 1
+            sum_c[i] += c
+            sum_r[i] += r
+            counts[i, type_map[r, c]] += 1
+            if r < bbox[i, 0]:
+                bbox[i, 0] = r
+            if c < bbox[i, 1]:
+                bbox[i, 1] = c
+            if r > bbox[i, 2]:
+                bbox[i, 2] = r
+            if c > bbox[i, 3]:
+                bbox[i, 3] = c
+    m10 = np.empty(n, np.int64)
+    m01 = np.empty(n, np.int64)
+    cell_type = np.zeros(n, np.int16)
+    type_count = np.zeros(n, np.int64)
+    for i in range(n):
+        bbox[i, 2] += 1
+        bbox[i, 3] += 1
+        m10[i] = sum_c[i] - area[i] * bbox[i, 1]
+        m01[i] = sum_r[i] - area[i] * bbox[i, 0]
+        best = 0
+        for t in range(1, n_types):
+            if counts[i, t] > counts[i, best]:
+                best = t
+        if best == 0:
+            second = -1
+            for t in range(1, n_types):
+                if counts[i, t] > 0 and (second < 0 or counts[i, t] > counts[i, second]):
+                    second = t
+            if second > 0:
+                best = second
+        cell_type[i] = best
+        type_count[i] = counts[i, best]
+    return inst, bbox, area, m10, m01, cell_type, type_count
