@@ -67,8 +67,14 @@ class TorchCudaBackend(TorchBackend):
                 events=events))
         torch.cuda.synchronize(self._device)
         self._next = 0
+        self._origin = Event(timing=True)
+        self._origin.record(self.compute)
+        self.timeline: list[dict[str, float]] | None = None   # set to [] to record event times (ms)
 
     def _deactivate(self) -> None:
+        if getattr(self, "_origin", None) is not None:
+            self._origin.close()
+            self._origin = None
         for s in getattr(self, "slots", []):
             for e in s.events.values():
                 e.close()
@@ -121,5 +127,7 @@ class TorchCudaBackend(TorchBackend):
         self.last_timings = {"h2d": elapsed_ms(ev["h2d_start"], ev["h2d_done"]) / 1e3,
                              "compute": elapsed_ms(ev["compute_start"], ev["compute_done"]) / 1e3,
                              "d2h": elapsed_ms(ev["compute_done"], ev["d2h_done"]) / 1e3}
+        if self.timeline is not None:
+            self.timeline.append({k: elapsed_ms(self._origin, e) for k, e in ev.items()})
         return normalise_outputs(out, self.name)
 

@@ -150,6 +150,9 @@ class TensorRTBackend(Backend):
             for s in self.slots:  # set once per context: TensorRT records it when 'image' has been read
                 s.context.set_input_consumed_event(int(s.events["consumed"]))
         self._next = 0
+        self._origin = Event(timing=True)
+        self._origin.record(self.compute)
+        self.timeline: list[dict[str, float]] | None = None   # set to [] to record event times (ms)
         log.info("TensorRT %s on %s (SM %s): batch <= %d, tile %d, %d slots, zero-copy %s, graphs %s",
                  getattr(trt, "__version__", "?"), self.device.name, self.device.sm, self.max_batch,
                  self.tile_size, self.n_slots, self.zero_copy, self.cuda_graphs)
@@ -180,6 +183,9 @@ class TensorRTBackend(Backend):
         return _Slot(i, ctx, host_in, dev_in, host_out, dev_out, events, owned)
 
     def _deactivate(self) -> None:
+        if getattr(self, "_origin", None) is not None:
+            self._origin.close()
+            self._origin = None
         for s in getattr(self, "slots", []):
             for g in s.graphs.values():
                 g.close()
@@ -287,6 +293,10 @@ class TensorRTBackend(Backend):
         else:
             self.last_timings = {"h2d": elapsed_ms(ev["h2d_start"], ev["h2d_done"]) / 1e3, "compute": compute,
                                  "d2h": elapsed_ms(ev["compute_done"], ev["d2h_done"]) / 1e3}
+        if self.timeline is not None:
+            keys = ("compute_start", "compute_done") if self.zero_copy else \
+                ("h2d_start", "h2d_done", "compute_start", "compute_done", "d2h_done")
+            self.timeline.append({k: elapsed_ms(self._origin, ev[k]) for k in keys})
         return normalise_outputs(out, self.name)
 
     def describe(self) -> dict:

@@ -1,0 +1,242 @@
+"""GPU check of the streaming layer (< 5 min): run on a CUDA machine, with or without TensorRT.
+
+    bash benchmarks/gpu_check.sh            # writes $OUT/gpu_check.json when OUT is set
+
+Parts (each guarded: a failing part is reported with its error and the next one runs):
+1. environment: GPU, driver/runtime, torch, cuda-python, CuPy, Numba, TensorRT
+2. torch-cuda, tiny model @256 and CellViT-256 @1024 (random weights), FP16 autocast, in the cuda-python streaming
+   layer: tiles/s with 1 vs 2 batches in flight, H2D/compute/D2H per batch from CUDA events, how much of the copy
+   time overlaps compute (event timeline), GPU busy fraction
+3. the pipeline (reader → backend → Numba post-processing pool → sink) on the tiny model: tiles/s end to end and
+   the fraction of time the backend waited for input
+4. where TensorRT is installed: the same as 2 with FP16 engines (with and without CUDA graphs)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", "270"))
+T_START = time.perf_counter()
+REPORT: dict = {"parts": {}}
+
+
+def left() -> float:
+    return BUDGET_S - (time.perf_counter() - T_START)
+
+
+def part(name):
+    def wrap(fn):
+        def run(*a, **kw):
+            if left() < 10:
+                REPORT["parts"][name] = {"skipped": f"time budget spent ({BUDGET_S:.0f} s)"}
+                print(f"[{name}] skipped: time budget spent", flush=True)
+                return None
+            t0 = time.perf_counter()
+            print(f"[{name}] ...", flush=True)
+            try:
+                res = fn(*a, **kw)
+                REPORT["parts"][name] = {"ok": True, "seconds": round(time.perf_counter() - t0, 2), **(res or {})}
+                print(f"[{name}] {json.dumps(REPORT['parts'][name], default=str)}", flush=True)
+                return res
+            except BaseException as exc:  # report and go on: one broken part must not hide the others
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                REPORT["parts"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                         "trace": traceback.format_exc(limit=6)}
+                print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", flush=True)
+                return None
+        return run
+    return wrap
+
+
+def union_length(intervals):
+    total, end = 0.0, -float("inf")
+    for s, e in sorted(intervals):
+        if e <= end:
+            continue
+        total += e - max(s, end)
+        end = e
+    return total
+
+
+def overlap_report(timeline):
+    """Copy/compute overlap from per-batch CUDA event times (ms from a common origin)."""
+    comp = [(t["compute_start"], t["compute_done"]) for t in timeline]
+    copies = []
+    for i, t in enumerate(timeline):
+        others = [c for j, c in enumerate(comp) if j != i]
+        for s, e in (("h2d_start", "h2d_done"), ("compute_done", "d2h_done")):
+            if s in t and e in t:
+                copies.append(((t[s], t[e]), others))
+    copy_ms = sum(e - s for (s, e), _ in copies)
+    hidden = 0.0
+    for (s, e), others in copies:
+        hidden += union_length([(max(s, a), min(e, b)) for a, b in others if min(e, b) > max(s, a)])
+    span = max(t.get("d2h_done", t["compute_done"]) for t in timeline) - \
+        min(t.get("h2d_start", t["compute_start"]) for t in timeline)
+    busy = union_length(comp)
+    return {"copy_ms_total": round(copy_ms, 2), "copy_ms_overlapped_with_compute": round(hidden, 2),
+            "copy_overlap_fraction": round(hidden / copy_ms, 3) if copy_ms else None,
+            "gpu_busy_fraction": round(busy / span, 3) if span > 0 else None,
+            "compute_ms_mean": round(busy / len(comp), 3)}
+
+
+def drive(backend, batches, in_flight):
+    """Submit with `in_flight` batches queued; returns wall seconds."""
+    pending = []
+    t0 = time.perf_counter()
+    for b in batches:
+        if len(pending) >= in_flight:
+            backend.result(pending.pop(0))
+        pending.append(backend.submit(b))
+    for h in pending:
+        backend.result(h)
+    return time.perf_counter() - t0
+
+
+def measure_streaming(backend, tile, batch, seconds=12.0):
+    rng = np.random.default_rng(0)
+    pool = [rng.integers(0, 256, (batch, tile, tile, 3), dtype=np.uint8) for _ in range(4)]
+    drive(backend, pool[:2], 2)                                       # warm-up (cuDNN autotune, allocator)
+    t0 = time.perf_counter()
+    drive(backend, pool[:2], 1)
+    per_batch = (time.perf_counter() - t0) / 2
+    n = int(max(6, min(200, (seconds / 2) / max(per_batch, 1e-3))))
+    batches = [pool[i % 4] for i in range(n)]
+    serial = drive(backend, batches, 1)
+    backend.timeline = []
+    piped = drive(backend, batches, 2)
+    timeline, backend.timeline = backend.timeline, None
+    return {"tile": tile, "batch": batch, "batches": n,
+            "tiles_per_s_1_in_flight": round(n * batch / serial, 2),
+            "tiles_per_s_2_in_flight": round(n * batch / piped, 2),
+            "speedup_from_overlap": round(serial / piped, 3),
+            **overlap_report(timeline)}
+
+
+def checkpoint(variant, tmp):
+    import torch
+
+    from cellvit_trt.models import build_model, save_checkpoint
+    torch.manual_seed(0)
+    path = Path(tmp) / f"{variant}.pth"
+    save_checkpoint(path, build_model(variant).eval())
+    return path
+
+
+@part("environment")
+def environment():
+    env = {"python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("torch", "cuda.bindings", "cupy", "numba", "tensorrt", "onnxruntime", "cv2"):
+        try:
+            m = __import__(mod, fromlist=["_"])
+            env[mod] = getattr(m, "__version__", "present")
+        except Exception as exc:  # report the absence, it decides what runs
+            env[mod] = f"absent ({type(exc).__name__})"
+    from cellvit_trt.errors import CellViTTRTError
+    from cellvit_trt.runtime.cuda.device import probe_device
+    try:
+        env["gpu"] = probe_device(0).describe()
+        env["gpu_ok"] = True
+    except CellViTTRTError as exc:
+        env["gpu"], env["gpu_ok"] = f"none: {exc}", False
+    try:
+        import torch
+        env["torch_cuda"], env["torch_sees_gpu"] = torch.version.cuda, torch.cuda.is_available()
+    except ImportError:
+        pass
+    return env
+
+
+@part("torch_cuda_tiny_256")
+def torch_tiny(tmp):
+    from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
+    with TorchCudaBackend(checkpoint("tiny", tmp), precision="fp16", batch=32, tile_size=256) as be:
+        return measure_streaming(be, 256, 32)
+
+
+@part("torch_cuda_cellvit256_1024")
+def torch_vit256(tmp):
+    from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
+    with TorchCudaBackend(checkpoint("CellViT256", tmp), precision="fp16", batch=8, tile_size=1024) as be:
+        return measure_streaming(be, 1024, 8, seconds=25)
+
+
+@part("pipeline_tiny_256_torch_cuda")
+def pipeline(tmp):
+    from cellvit_trt.kernels import PostProcessor
+    from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
+    from cellvit_trt.runtime.pipeline import Pipeline
+    try:  # H&E-like tiles with nuclei, so post-processing does realistic work
+        from cellvit_trt.synthetic.tile import generate_tile
+        tiles = [generate_tile(256, seed=s, glass_fraction=0.0).image for s in range(8)]
+    except Exception:
+        rng = np.random.default_rng(1)
+        tiles = [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(8)]
+    pp = PostProcessor()
+    workers = os.cpu_count() or 4
+    with TorchCudaBackend(checkpoint("tiny", tmp), precision="fp16", batch=32, tile_size=256) as be:
+        pp.process_tile(*[be.infer(np.stack(tiles[:1]))[k][0] for k in ("fg", "hv", "type_map")])  # JIT
+        cells = [0]
+
+        def sink(i, r):
+            cells[0] += len(r.cells.area)
+        stats = Pipeline(be, read=lambda i: tiles[i % 8], sink=sink, batch=32, workers=workers,
+                         process=lambda i, m: pp.process_tile(m["fg"], m["hv"], m["type_map"])).run(range(2048))
+    return {"workers": workers, "cells": cells[0], **stats.to_dict()}
+
+
+@part("tensorrt_tiny_and_cellvit256")
+def tensorrt(tmp):
+    import importlib.util
+    if importlib.util.find_spec("tensorrt") is None:
+        return {"skipped": "TensorRT is not installed"}
+    from cellvit_trt.runtime.backends import engine_cached, export_cached
+    from cellvit_trt.runtime.backends.trt import TensorRTBackend
+    out = {}
+    for variant, tile, batch in (("tiny", 256, 32), ("CellViT256", 1024, 8)):
+        if left() < 60:
+            out[variant] = "skipped: time budget"
+            continue
+        onnx = export_cached(checkpoint(variant, tmp), tile, "fp16", cache_dir=Path(tmp) / "onnx")
+        engine = engine_cached(onnx, batch=batch)
+        for graphs in (False, True):
+            with TensorRTBackend(engine, cuda_graphs=graphs) as be:
+                out[f"{variant}_graphs_{graphs}"] = measure_streaming(be, tile, batch)
+    return out
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        env = environment()
+        if not env or not env.get("gpu_ok"):
+            print("no usable GPU: nothing else to check", flush=True)
+        else:
+            torch_tiny(tmp)
+            torch_vit256(tmp)
+            pipeline(tmp)
+            tensorrt(tmp)
+    REPORT["seconds"] = round(time.perf_counter() - T_START, 1)
+    text = json.dumps(REPORT, indent=2, default=str)
+    out = os.environ.get("OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "gpu_check.json").write_text(text)
+    print(text)
+    return 0 if all(p.get("ok", True) for p in REPORT["parts"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
