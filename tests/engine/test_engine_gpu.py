@@ -1,5 +1,5 @@
-"""Real TensorRT builds of the tiny model's FP32, FP16 and INT8 graphs, checked against ONNX Runtime through the
-export stage's parity gate. Skipped where there is no CUDA GPU or no TensorRT (the `tensorrt` marker).
+"""Real TensorRT builds of the tiny model's FP32, FP16 and INT8 graphs, checked against ONNX Runtime through
+the export stage's parity gate. Skipped where there is no CUDA GPU or no TensorRT (the `tensorrt` marker).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _tiles(n: int, seed0: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
-    """The tiny model exported once per precision with `cellvit_trt.export` (INT8 calibrated on synthetic H&E)."""
+    """The tiny model exported per precision with `cellvit_trt.export` (INT8 calibrated on synthetic H&E)."""
     import cv2
     import torch
 
@@ -73,7 +73,8 @@ def test_engine_passes_the_parity_gate_against_onnxruntime(precision, graphs, tm
     assert side["metadata"]["precision"] == precision and side["build"]["tile_size"] == TILE
     assert "Layers" in json.loads(layers_path(art.path).read_text())
     print(
-        f"{precision}: attention {side['build']['attention']['verdict']}, built in {side['build']['seconds']} s"
+        f"{precision}: attention {side['build']['attention']['verdict']}, "
+        f"built in {side['build']['seconds']} s"
     )
 
     with OnnxRuntimeBackend(graphs[precision]) as ref, TensorRTBackend(art.path) as cand:

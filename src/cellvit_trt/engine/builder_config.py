@@ -55,8 +55,7 @@ def plan_profile(inputs: dict[str, Shape], settings: BuildSettings, source: str 
         if dynamic_rest and settings.tile_size is None:
             raise InputError(
                 f"{source}: input '{name}' has dynamic dims {dynamic_rest} in shape {list(shape)}; "
-                f"export with a "
-                "fixed tile size or give build.tile_size (--tile-size)"
+                "export with a fixed tile size or give build.tile_size (--tile-size)"
             )
         spatial = _spatial(shape)
         static_spatial = [d for d in spatial if d > 0]
@@ -64,8 +63,7 @@ def plan_profile(inputs: dict[str, Shape], settings: BuildSettings, source: str 
             if settings.tile_size is not None and any(d != settings.tile_size for d in static_spatial):
                 raise ConfigError(
                     f"build.tile_size: {settings.tile_size} given, but input '{name}' of {source} "
-                    f"has the fixed "
-                    f"shape {list(shape)}; drop tile_size or export the graph at that size"
+                    f"has the fixed shape {list(shape)}; drop tile_size or export the graph at that size"
                 )
             tile = tile or static_spatial[0]
         elif spatial:

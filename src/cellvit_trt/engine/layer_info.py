@@ -39,8 +39,8 @@ class AttentionReport:
         if self.verdict == "unfused":
             return (
                 f"attention did not fuse: {len(self.unfused_softmax)} MatMul→Softmax→MatMul "
-                f"pattern(s) run as "
-                f"separate layers (e.g. {self.unfused_softmax[0]!r}); expect lower speed and more memory. "
+                f"pattern(s) run as separate layers (e.g. {self.unfused_softmax[0]!r}); "
+                "expect lower speed and more memory. "
                 "Common causes: Cast/Reshape chains between the MatMuls and the Softmax, dynamic sequence "
                 "length, head size not a multiple of 8 on TensorRT < 10.14, or the scale applied after QKᵀ"
             )

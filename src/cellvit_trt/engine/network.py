@@ -43,7 +43,6 @@ def parse_onnx(trt: ModuleType, logger: Any, onnx_path: str | Path) -> ParsedNet
             f"({len(issues)} error(s)):\n"
             + "\n".join(lines)
             + "\nUnsupported operators: re-export with opset 17-20 (TensorRT 10.3 on JetPack 6 does "
-            + "not parse "
-            "opset-23 Attention) or check docs/engine.md"
+            "not parse opset-23 Attention) or see docs/engine.md"
         )
     return ParsedNetwork(builder, network, parser, logger)

@@ -17,11 +17,9 @@ from cellvit_trt.errors import DependencyError, DeviceError
 
 INSTALL_TENSORRT = (
     "install TensorRT: on x86-64/SBSA run pip install tensorrt (its libraries come from NVIDIA's "
-    "package index, "
-    "pypi.nvidia.com, which must be reachable), or pip install 'cellvit-trt[trt]'; on Jetson with JetPack 6 "
-    "use the system TensorRT 10.3: sudo apt install python3-libnvinfer (Python 3.10), and create the "
-    "venv with "
-    "--system-site-packages"
+    "package index, pypi.nvidia.com, which must be reachable), or pip install 'cellvit-trt[trt]'; "
+    "on Jetson with JetPack 6 use the system TensorRT 10.3: sudo apt install python3-libnvinfer "
+    "(Python 3.10), and create the venv with --system-site-packages"
 )
 
 
@@ -74,8 +72,7 @@ def network_flags(trt: ModuleType) -> int:
     if not hasattr(flags, "STRONGLY_TYPED"):
         raise EngineBuildError(
             f"TensorRT {tensorrt_version(trt)} has no strongly typed networks; "
-            f"cellvit-trt needs TensorRT >= 10.3, "
-            f"{INSTALL_TENSORRT}"
+            f"cellvit-trt needs TensorRT >= 10.3; {INSTALL_TENSORRT}"
         )
     bits = 1 << int(flags.STRONGLY_TYPED)
     if hasattr(flags, "EXPLICIT_BATCH"):  # 10.x: deprecated no-op kept for old code paths; gone in 11
