@@ -113,5 +113,6 @@ def build_plan(
     if timing_cache is not None:
         applied["timing_cache"] = str(timing_cache)
         applied["timing_cache_bytes"] = save_timing_cache(config, timing_cache)
+    del config, parsed  # free the builder's memory before the plan is deserialised (matters on Jetson)
     io, layers = inspect_plan(trt, logger, plan, settings.version_compatible)
     return BuildResult(plan, io, layers, profile, applied, time.perf_counter() - start, list(logger.warnings))

@@ -128,7 +128,7 @@ def ensure_engine(
                 raise EngineCacheError(
                     f"{exc}; not rebuilding (--no-rebuild); run without it to rebuild", exc.reason
                 ) from exc
-            reason = str(exc)
+            reason = f"no engine at {path} yet" if exc.reason == "missing" else str(exc)
             if exc.reason != "missing":
                 log.warning("rebuilding: %s", exc)
 
