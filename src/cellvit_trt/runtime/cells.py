@@ -57,6 +57,23 @@ def edge_sides(bbox: np.ndarray, tile_size: int) -> np.ndarray:
     ).astype(np.uint8)
 
 
+def edge_patches(sides, row: int, col: int) -> list[list[int]] | None:
+    """Upstream get_edge_patch: the tiles a border-touching cell may continue into, orthogonal one first;
+    None for contacts upstream does not list (e.g. top and bottom)."""
+    r, c = row, col
+    table = {
+        (1, 0, 0, 0): [[r - 1, c]],
+        (1, 1, 0, 0): [[r - 1, c], [r - 1, c + 1], [r, c + 1]],
+        (0, 1, 0, 0): [[r, c + 1]],
+        (0, 1, 1, 0): [[r, c + 1], [r + 1, c + 1], [r + 1, c]],
+        (0, 0, 1, 0): [[r + 1, c]],
+        (0, 0, 1, 1): [[r + 1, c], [r + 1, c - 1], [r, c - 1]],
+        (0, 0, 0, 1): [[r, c - 1]],
+        (1, 0, 0, 1): [[r, c - 1], [r - 1, c - 1], [r - 1, c]],
+    }
+    return table.get(tuple(int(v) for v in sides))
+
+
 def cell_embeddings(tokens: np.ndarray, bbox: np.ndarray, token_size: int = TOKEN_SIZE) -> np.ndarray:
     """Mean token under each cell's bbox: tokens [E, h, w], bbox tile px -> float32 [N, E] (upstream §8:
     bbox / 16 with the min floored and the max ceiled)."""

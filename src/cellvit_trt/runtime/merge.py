@@ -34,7 +34,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-from cellvit_trt.runtime.cells import CellBatch
+from cellvit_trt.runtime.cells import CellBatch, edge_patches
 from cellvit_trt.runtime.tiling import TileGrid
 
 MIN_OVERLAP = 0.01  # upstream: intersection / area > 0.01 of either cell
@@ -54,17 +54,9 @@ def _polygon(contour: np.ndarray) -> Polygon:
 
 
 def _edge_patch(sides: np.ndarray, row: int, col: int) -> tuple[int, int] | None:
-    """First entry of upstream get_edge_patch for [top, right, down, left]; None where upstream has none."""
-    return {
-        (1, 0, 0, 0): (row - 1, col),
-        (1, 1, 0, 0): (row - 1, col),
-        (0, 1, 0, 0): (row, col + 1),
-        (0, 1, 1, 0): (row, col + 1),
-        (0, 0, 1, 0): (row + 1, col),
-        (0, 0, 1, 1): (row + 1, col),
-        (0, 0, 0, 1): (row, col - 1),
-        (1, 0, 0, 1): (row, col - 1),
-    }.get(tuple(int(s) for s in sides))
+    """First entry of upstream get_edge_patch (the orthogonal neighbour); None where upstream has none."""
+    patches = edge_patches(sides, row, col)
+    return None if patches is None else (patches[0][0], patches[0][1])
 
 
 class _Cell:

@@ -1,0 +1,88 @@
+"""Streaming, atomic output files and the class table every writer shares.
+
+    f = StreamFile(path, "w")      # a temporary file beside `path` (cellvit_trt.io.atomic_path)
+    f.fh.write(...)                # as many chunks as needed
+    f.close()                      # fsync + rename over `path`;  f.abort(): the temporary file is removed
+
+Every writer has `write(batch)`, `close(**context)` and `abort()`; nothing is visible at the destination
+before `close()` succeeds, and `abort()` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import IO, Any
+
+from cellvit_trt.io import atomic_path
+
+# PanNuke (upstream §4): names and RGB colours, used when the model carries none
+PANNUKE_NAMES = ("Background", "Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial")
+PANNUKE_COLORS = ((0, 0, 0), (255, 0, 0), (34, 221, 77), (35, 92, 236), (254, 255, 0), (255, 159, 68))
+# upstream COLOR_DICT_CELLS for ids beyond PanNuke
+EXTRA_COLORS = {6: (80, 56, 112), 7: (87, 112, 56), 8: (110, 0, 0), 9: (255, 196, 196), 10: (214, 255, 196)}
+
+
+class _Abort(Exception):
+    """Thrown into atomic_path to make it remove the temporary file."""
+
+
+class StreamFile:
+    def __init__(self, path: str | Path, mode: str = "w", **kwargs: Any) -> None:
+        self.path = Path(path)
+        self._cm = atomic_path(self.path)
+        self.tmp = self._cm.__enter__()
+        try:
+            self.fh: IO[Any] = open(self.tmp, mode, **kwargs)
+        except BaseException:
+            self._cm.__exit__(_Abort, _Abort(), None)
+            raise
+
+    def close(self) -> None:
+        if self._cm is None:
+            return
+        cm, self._cm = self._cm, None
+        try:
+            self.fh.close()
+        except BaseException:
+            cm.__exit__(_Abort, _Abort(), None)
+            raise
+        cm.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        if self._cm is None:
+            return
+        cm, self._cm = self._cm, None
+        try:
+            self.fh.close()
+        finally:
+            cm.__exit__(_Abort, _Abort(), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassTable:
+    """Class id -> name and RGB colour."""
+
+    names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
+
+    @classmethod
+    def from_meta(cls, meta: Any = None) -> ClassTable:
+        names = tuple(getattr(meta, "class_names", ()) or ())
+        colors = tuple(tuple(int(v) for v in c) for c in (getattr(meta, "class_colors", ()) or ()))
+        if not names:
+            names = PANNUKE_NAMES
+        if len(colors) < len(names):
+            fallback = list(PANNUKE_COLORS) + [EXTRA_COLORS.get(i, (128, 128, 128)) for i in range(6, 64)]
+            colors = colors + tuple(fallback[len(colors) : len(names)])
+        return cls(names, colors)
+
+    def name(self, type_id: int) -> str:
+        return self.names[type_id] if 0 <= type_id < len(self.names) else f"class_{type_id}"
+
+    def color(self, type_id: int) -> tuple[int, int, int]:
+        return self.colors[type_id] if 0 <= type_id < len(self.colors) else (128, 128, 128)
+
+    def type_map(self) -> dict[int, str]:
+        """Upstream cells.json `type_map`: id -> name without Background."""
+        return {i: n for i, n in enumerate(self.names) if i > 0}
