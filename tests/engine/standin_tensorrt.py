@@ -76,6 +76,7 @@ SURFACES = {
             "hardware_compatibility_level",
             "default_device_type",
             "DLA_core",
+            "progress_monitor",
         ],
         "parser_error_methods": [
             "code",
@@ -123,6 +124,7 @@ SURFACES = {
             "hardware_compatibility_level",
             "default_device_type",
             "DLA_core",
+            "progress_monitor",
             "tiling_optimization_level",
         ],
         "parser_error_methods": [
@@ -203,6 +205,12 @@ def make_tensorrt(
             calls.append(("ILogger.__init__",))
 
     trt.ILogger = ILogger
+
+    class IProgressMonitor:
+        def __init__(self) -> None:
+            calls.append(("IProgressMonitor.__init__",))
+
+    trt.IProgressMonitor = IProgressMonitor
 
     class Tensor:
         def __init__(self, name: str, dtype: Any, shape: tuple[int, ...]) -> None:
@@ -365,6 +373,19 @@ def make_tensorrt(
 
         def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
             calls.append(("build_serialized_network",))
+            monitor = config._attrs.get("progress_monitor")
+            if monitor is not None:  # TensorRT's phases: a top-level one with a nested one, a few steps each
+                monitor.phase_start("Building engine", None, 2)
+                for step in range(2):
+                    monitor.phase_start("Tactic selection", "Building engine", 1)
+                    keep_going = monitor.step_complete("Tactic selection", 0)
+                    monitor.phase_finish("Tactic selection")
+                    keep_going = keep_going and monitor.step_complete("Building engine", step)
+                    if not keep_going:
+                        calls.append(("build cancelled",))
+                        monitor.phase_finish("Building engine")
+                        return None
+                monitor.phase_finish("Building engine")
             for sev, msg in build_log or []:
                 self.logger.log(getattr(severity, sev), msg)
             if build_fails:

@@ -383,3 +383,19 @@ def test_cli_build_contract(graph, tmp_path, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["reason"] == "cache hit"
     assert cli.main(["build", str(graph), "-o", str(out), "--config", str(cfg), "--no-rebuild"]) == 1
     assert "is stale: setting opt_batch: engine 1, wanted 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_progress_and_ctrl_c_cancel_contract(surface, graph):
+    messages = []
+    build_plan(make_tensorrt(surface), DEVICE, graph, BuildSettings(), progress=messages.append)
+    assert messages[0] == "TensorRT: Building engine (2 steps)"  # top-level phases only
+    assert messages[1].startswith("TensorRT: Building engine done in") and len(messages) == 2
+
+    def interrupted(text):
+        raise KeyboardInterrupt  # what Ctrl-C looks like inside a TensorRT callback
+
+    trt = make_tensorrt(surface)
+    with pytest.raises(KeyboardInterrupt, match="TensorRT build cancelled"):
+        build_plan(trt, DEVICE, graph, BuildSettings(), progress=interrupted)
+    assert ("build cancelled",) in trt.calls and not calls_named(trt, "Runtime")

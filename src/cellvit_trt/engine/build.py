@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +19,7 @@ from cellvit_trt.engine.errors import EngineBuildError
 from cellvit_trt.engine.layer_info import engine_layer_info
 from cellvit_trt.engine.logger import make_logger
 from cellvit_trt.engine.network import parse_onnx
+from cellvit_trt.engine.progress import make_progress_monitor
 from cellvit_trt.engine.settings import BuildSettings
 from cellvit_trt.engine.timing_cache import attach_timing_cache, read_timing_cache, save_timing_cache
 from cellvit_trt.engine.trt_api import dtype_name, tensorrt_version
@@ -36,9 +38,21 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def serialize(trt: ModuleType, builder: Any, network: Any, config: Any, logger: Any) -> bytes:
+def serialize(
+    trt: ModuleType,
+    builder: Any,
+    network: Any,
+    config: Any,
+    logger: Any,
+    progress: Callable[[str], None] | None = None,
+) -> bytes:
     """`build_serialized_network` (10.x and 11.x); a failure quotes what TensorRT logged."""
+    monitor = make_progress_monitor(trt, progress or log.info)
+    if monitor is not None and hasattr(config, "progress_monitor"):
+        config.progress_monitor = monitor
     host_memory = builder.build_serialized_network(network, config)
+    if monitor is not None and monitor.cancelled:
+        raise KeyboardInterrupt("TensorRT build cancelled")
     if host_memory is None:
         errors = "\n".join(f"  - {m}" for m in logger.errors[-15:]) or "  (TensorRT logged no error)"
         hint = ""
@@ -91,6 +105,7 @@ def build_plan(
     settings: BuildSettings,
     timing_cache: Path | None = None,
     verbose: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Parse, configure, build and inspect. `trt` and `device` come from `require_gpu_stack` (probe first)."""
     start = time.perf_counter()
@@ -109,7 +124,7 @@ def build_plan(
         settings.optimization_level,
         device.name,
     )
-    plan = serialize(trt, parsed.builder, parsed.network, config, logger)
+    plan = serialize(trt, parsed.builder, parsed.network, config, logger, progress)
     if timing_cache is not None:
         applied["timing_cache"] = str(timing_cache)
         applied["timing_cache_bytes"] = save_timing_cache(config, timing_cache)

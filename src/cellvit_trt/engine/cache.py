@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -101,10 +102,12 @@ def ensure_engine(
     trt: ModuleType | None = None,
     device: CudaDevice | None = None,
     verbose: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> EngineArtifact:
     """A verified engine for `onnx_path` under `settings`: reused from the cache or built now.
 
     `trt` and `device` default to the probed stack (`require_gpu_stack`); pass both only after probing.
+    `progress(text)` receives build progress (why it builds, TensorRT's phases); default: logging.
     """
     from cellvit_trt.engine.build import build_plan  # only when a build may happen
 
@@ -135,7 +138,10 @@ def ensure_engine(
     timing = None
     if settings.timing_cache:
         timing = timing_cache_path(settings.timing_cache_dir or default_cache_root() / "timing", env)
-    result = build_plan(trt, device, onnx_path, settings, timing_cache=timing, verbose=verbose)
+    (progress or log.info)(f"building {path.name} for {device.name}: {reason}")
+    result = build_plan(
+        trt, device, onnx_path, settings, timing_cache=timing, verbose=verbose, progress=progress
+    )
     attention = (
         check_attention(result.layer_info, info.attention_blocks)
         if result.layer_info

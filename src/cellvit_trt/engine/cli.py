@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from cellvit_trt.config import add_config_argument, resolve
@@ -140,7 +141,12 @@ def run(args: argparse.Namespace) -> int:
     from cellvit_trt.engine.settings import BuildSettings
 
     settings = resolve(BuildSettings, args, section="build")
-    artifact = ensure_engine(args.onnx, settings, verbose=bool(getattr(args, "verbose", 0) > 1))
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    verbose = getattr(args, "verbose", 0) > 1
+    artifact = ensure_engine(args.onnx, settings, verbose=verbose, progress=progress)
     side = artifact.sidecar
     if args.json:
         print(
