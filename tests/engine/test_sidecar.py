@@ -206,3 +206,16 @@ def test_explain_difference_classifies():
     a = key_fields(ONNX_SHA, BuildSettings(), ENV)
     b = key_fields(ONNX_SHA, BuildSettings(), dataclasses.replace(ENV, cuda_driver=12080))
     assert explain_difference(a, b) == ("foreign", "cuda_driver: engine 12060, here 12080")
+
+
+def test_describe_engine_reads_the_sidecar(tmp_path):
+    from cellvit_trt.engine.summary import describe_engine
+
+    path = tmp_path / "m.engine"
+    key, _ = _write(path)
+    lines = describe_engine(path)
+    assert lines[0].startswith(f"engine: {path} (0.0 MiB, key {key[:16]}") and lines[1].startswith(
+        "model: tiny"
+    )
+    with pytest.raises(EngineCacheError, match="not found"):
+        describe_engine(tmp_path / "none.engine")

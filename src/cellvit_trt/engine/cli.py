@@ -139,6 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cellvit_trt.engine.cache import ensure_engine
     from cellvit_trt.engine.settings import BuildSettings
+    from cellvit_trt.engine.summary import summary_lines
 
     settings = resolve(BuildSettings, args, section="build")
 
@@ -168,13 +169,6 @@ def run(args: argparse.Namespace) -> int:
     if artifact.built and artifact.reason:
         print(f"why: {artifact.reason}")
     print(f"key: {artifact.key}")
-    for t in side.get("io", []):
-        profile = f" profile {t['profile']}" if "profile" in t else ""
-        print(f"  {t['mode']:6s} {t['name']}: {t['dtype']}{t['shape']}{profile}")
-    attention = side.get("build", {}).get("attention", {})
-    if attention:
-        print(
-            f"attention: {attention.get('verdict')} "
-            f"({attention.get('expected_blocks')} block(s) in the graph)"
-        )
+    for line in summary_lines(side):
+        print(line)
     return 0
