@@ -1,0 +1,87 @@
+"""Terminal tables for `validate` reports and `Evaluator` results."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _f(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
+def _delta(a: Any, b: Any) -> str:
+    if a is None or b is None:
+        return "-"
+    return f"{b - a:+.4f}"
+
+
+def format_evaluation(res: dict, title: str = "metrics") -> str:
+    """One Evaluator result as a table (dataset, per class, per tissue)."""
+    d = res["dataset"]
+    lines = [f"{title} ({d['images']} images)"]
+    for key in ("bPQ", "mPQ", "mPQ+", "f1", "precision", "recall", "dice"):
+        lines.append(f"  {key:<24}{_f(d[key])}")
+    if "tissue_averaged" in res:
+        ta = res["tissue_averaged"]
+        lines.append(f"  {'bPQ (tissue-averaged)':<24}{_f(ta['bPQ'])}")
+        lines.append(f"  {'mPQ (tissue-averaged)':<24}{_f(ta['mPQ'])}")
+    lines.append(f"  {'class':<16}{'PQ':>8}{'PQ+':>8}{'F1':>8}{'n':>8}")
+    for name, v in res["per_class"].items():
+        lines.append(f"  {name:<16}{_f(v['pq']):>8}{_f(v['pq_plus']):>8}{_f(v['f1']):>8}{v['n_true']:>8}")
+    return "\n".join(lines)
+
+
+def format_report(rep: Any) -> str:
+    status = "PASSED" if rep.passed else "FAILED"
+    out = [f"validate {rep.candidate} vs {rep.reference}: {rep.precision}, {rep.tiles} tiles of {rep.data}: {status}"]
+    out.append(f"  {'agreement with the FP32 reference':<34}{'value':>12}   bound")
+    for name, value in rep.metrics.items():
+        bound = ""
+        if name in rep.thresholds["min"]:
+            bound = f">= {rep.thresholds['min'][name]:g}"
+        elif name in rep.thresholds["max"]:
+            bound = f"<= {rep.thresholds['max'][name]:g}"
+        mark = "FAIL" if any(f.startswith(f"{name} =") for f in rep.failures) else "    "
+        out.append(f"{mark}  {name:<32}{_f(value, 6):>12}   {bound}")
+    d = rep.agreement["dataset"]
+    out.append(f"  cells: reference {d['tp'] + d['fn']}, candidate {d['tp'] + d['fp']}, matched {d['tp']} "
+               f"(precision {_f(d['precision'])}, recall {_f(d['recall'])}, mean centroid shift "
+               f"{_f(d['mean_centroid_distance'], 3)} px)")
+    if rep.not_applicable:
+        out.append(f"  not gated (undefined on these tiles): {', '.join(rep.not_applicable)}")
+    if rep.ground_truth:
+        r, c = rep.ground_truth["reference"], rep.ground_truth["candidate"]
+        out.append(f"  {'against ground truth':<26}{'reference':>11}{'candidate':>11}{'delta':>10}")
+        rows = [(k, r["dataset"][k], c["dataset"][k]) for k in ("bPQ", "mPQ", "mPQ+", "f1", "precision", "recall")]
+        if "tissue_averaged" in r:
+            rows += [(f"{k} (tissue-avg)", r["tissue_averaged"][k], c["tissue_averaged"][k]) for k in ("bPQ", "mPQ")]
+        for k, a, b in rows:
+            out.append(f"  {k:<26}{_f(a):>11}{_f(b):>11}{_delta(a, b):>10}")
+        out.append(f"  {'class PQ / F1':<26}{'reference':>11}{'candidate':>11}{'delta':>10}")
+        for name in r["per_class"]:
+            pr, pc = r["per_class"][name], c["per_class"][name]
+            if pr["n_true"] == 0:
+                continue
+            out.append(f"  {name + ' PQ':<26}{_f(pr['pq']):>11}{_f(pc['pq']):>11}{_delta(pr['pq'], pc['pq']):>10}")
+            out.append(f"  {name + ' F1':<26}{_f(pr['f1']):>11}{_f(pc['f1']):>11}{_delta(pr['f1'], pc['f1']):>10}")
+        if "per_tissue" in r:
+            out.append(f"  {'tissue (images) bPQ/mPQ':<26}{'reference':>15}{'candidate':>15}")
+            for name, tr in r["per_tissue"].items():
+                tc = c["per_tissue"][name]
+                label = f"{name} ({tr['images']})"
+                a, b = f"{_f(tr['bPQ'])}/{_f(tr['mPQ'])}", f"{_f(tc['bPQ'])}/{_f(tc['mPQ'])}"
+                out.append(f"  {label:<26}{a:>15}{b:>15}")
+    t = rep.timing
+    if t:
+        out.append(f"  time: reference {t.get('reference_s', 0):.1f} s, candidate {t.get('candidate_s', 0):.1f} s, "
+                   f"post-processing {t.get('postprocess_s', 0):.1f} s")
+    for note in rep.notes:
+        out.append(f"  note: {note}")
+    for f in rep.failures:
+        out.append(f"  FAILED: {f}")
+    return "\n".join(out)

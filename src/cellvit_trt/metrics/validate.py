@@ -1,0 +1,371 @@
+"""Validate a candidate deployment against the FP32 PyTorch reference, and against ground truth where known.
+
+    from cellvit_trt.metrics.validate import validate
+    report = validate("cellvit.int8.onnx", reference="model.pth", data="pannuke/fold2", limit=256)
+    print(report.format()); report.raise_if_failed()        # GateError when below the precision's thresholds
+
+The candidate is an engine, an ONNX graph (any precision), a checkpoint, a backend name applied to the
+reference checkpoint (`torch`, `torch-cuda`, `onnxruntime`, `tensorrt`), or any runner object with
+`.infer(uint8[N,H,W,3]) -> maps`. Both runners see identical input tiles; both outputs go through the same
+post-processing (`cellvit_trt.kernels`). The report holds:
+
+- agreement of candidate vs reference: per output tensor (fg/type pixel agreement, HV and tissue-logit errors)
+  and per cell (bPQ, mPQ, detection F1, type agreement of matched cells), with the reference as ground truth;
+- where the data has ground truth (PanNuke folds, synthetic tiles): the absolute metrics of both, per class and
+  per tissue, with the published conventions (`cellvit_trt.metrics.evaluate`);
+- pass/fail against the thresholds of the candidate's precision (the export gate's `gate_thresholds.yaml`).
+
+Data tiles smaller than the model's fixed tile (a 256 px PanNuke fold through a 1024 px graph) are laid out
+k x k in one model tile (white filler), and the output maps are cut back to the data tiles before
+post-processing, so every metric is computed per data tile as published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellvit_trt.errors import GateError, InputError
+from cellvit_trt.metrics.data import Sample, image_samples, pannuke_samples, parse_data, synthetic_samples
+from cellvit_trt.metrics.evaluate import Evaluator
+from cellvit_trt.metrics.instances import Instances
+from cellvit_trt.metrics.thresholds import thresholds_for
+
+log = logging.getLogger(__name__)
+
+BACKEND_NAMES = ("torch", "torch-cuda", "onnxruntime", "tensorrt")
+WHITE = 255
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-output agreement, streamed (the gate's metric names, without holding every map in memory)
+
+
+class OutputStats:
+    """Streaming version of `export.gate.output_metrics` (same metric names)."""
+
+    def __init__(self) -> None:
+        self.px = 0
+        self.fg_equal = 0
+        self.fg_ref = 0
+        self.fg_cand = 0
+        self.fg_both = 0
+        self.type_equal = 0
+        self.type_equal_in_fg = 0
+        self.hv_max = 0.0
+        self.hv_sum = 0.0
+        self.hv_n = 0
+        self.tissue_max = 0.0
+        self.tissue_equal = 0
+        self.tissue_n = 0
+
+    def add_maps(self, ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> None:
+        fr, fc = ref["fg"] > 0, cand["fg"] > 0
+        self.px += fr.size
+        self.fg_equal += int((fr == fc).sum())
+        self.fg_ref += int(fr.sum())
+        self.fg_cand += int(fc.sum())
+        self.fg_both += int((fr & fc).sum())
+        same = ref["type_map"] == cand["type_map"]
+        self.type_equal += int(same.sum())
+        self.type_equal_in_fg += int(same[fr].sum())
+        d = np.abs(ref["hv"].astype(np.float32) - cand["hv"].astype(np.float32))
+        self.hv_max = max(self.hv_max, float(d.max()) if d.size else 0.0)
+        self.hv_sum += float(d.sum(dtype=np.float64))
+        self.hv_n += d.size
+
+    def add_tissue(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        r, c = np.asarray(ref, np.float32), np.asarray(cand, np.float32)
+        if r.size:
+            self.tissue_max = max(self.tissue_max, float(np.abs(r - c).max()))
+            self.tissue_equal += int((r.argmax(1) == c.argmax(1)).sum())
+            self.tissue_n += r.shape[0]
+
+    def result(self) -> dict[str, float]:
+        nan = float("nan")
+
+        def ratio(a: float, b: float) -> float:
+            return a / b if b else nan
+
+        return {
+            "fg_agreement": ratio(self.fg_equal, self.px),
+            "fg_dice": ratio(2 * self.fg_both, self.fg_ref + self.fg_cand),
+            "type_agreement": ratio(self.type_equal, self.px),
+            "type_agreement_in_fg": ratio(self.type_equal_in_fg, self.fg_ref),
+            "hv_max_abs": self.hv_max if self.hv_n else nan,
+            "hv_mean_abs": ratio(self.hv_sum, self.hv_n),
+            "tissue_max_abs": self.tissue_max if self.tissue_n else nan,
+            "tissue_argmax_agreement": ratio(self.tissue_equal, self.tissue_n),
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Report
+
+
+@dataclass
+class ValidationReport:
+    candidate: str
+    reference: str
+    precision: str
+    data: str
+    tiles: int
+    metrics: dict[str, float]  # gated agreement metrics (gate names)
+    agreement: dict[str, Any]  # full cell-level agreement report (Evaluator, reference as truth)
+    failures: list[str]
+    not_applicable: list[str]
+    thresholds: dict[str, dict[str, float]]
+    ground_truth: dict[str, Any] | None = None  # {"reference": report, "candidate": report}
+    timing: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def raise_if_failed(self) -> None:
+        if not self.passed:
+            raise GateError(f"{self.candidate} failed validation at {self.precision}:\n{self.format()}")
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and math.isnan(v):
+                return None
+            if isinstance(v, dict):
+                return {str(k): clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            if isinstance(v, np.generic):
+                return clean(v.item())
+            return v
+
+        return clean({
+            "passed": self.passed, "candidate": self.candidate, "reference": self.reference,
+            "precision": self.precision, "data": self.data, "tiles": self.tiles, "metrics": self.metrics,
+            "failures": self.failures, "not_applicable": self.not_applicable, "thresholds": self.thresholds,
+            "agreement": self.agreement, "ground_truth": self.ground_truth, "timing": self.timing,
+            "notes": self.notes,
+        })
+
+    def format(self) -> str:
+        from cellvit_trt.metrics.report import format_report
+
+        return format_report(self)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runners
+
+
+def _is_runner(x: Any) -> bool:
+    return hasattr(x, "infer") or callable(x)
+
+
+@contextlib.contextmanager
+def _active(runner: Any) -> Iterator[Any]:
+    """Activate a backend for the block unless it is already active (then the caller owns it)."""
+    if hasattr(runner, "activate") and not getattr(runner, "is_active", True):
+        with runner:
+            yield runner
+    else:
+        yield runner
+
+
+def _infer(runner: Any, images: np.ndarray) -> dict[str, np.ndarray]:
+    out = runner.infer(images) if hasattr(runner, "infer") else runner(images)
+    for key in ("fg", "hv", "type_map", "tissue_logits"):
+        if key not in out:
+            raise InputError(f"validate: runner output {key!r} missing (got {sorted(out)})")
+    return out
+
+
+def open_candidate(candidate: Any, reference: str | Path | None, *, backend: str = "auto", batch: int = 8,
+                   tile_size: int | None = None, precision: str | None = None) -> tuple[Any, str]:
+    """(runner, label) for a candidate spec: runner object, backend name, or model file."""
+    if _is_runner(candidate) and not isinstance(candidate, (str, Path)):
+        return candidate, getattr(candidate, "name", type(candidate).__name__)
+    from cellvit_trt.runtime.backends import open_backend
+
+    spec = str(candidate)
+    if spec in BACKEND_NAMES:
+        if reference is None:
+            raise InputError(f"--candidate {spec}: a backend name runs the reference checkpoint; give --reference")
+        return (open_backend(reference, backend=spec, batch=batch, tile_size=tile_size, precision=precision),
+                f"{spec}:{Path(str(reference)).name}" + (f"@{precision}" if precision else ""))
+    return open_backend(spec, backend=backend, batch=batch, tile_size=tile_size, precision=precision), spec
+
+
+def open_reference(reference: str | Path | Any, tile_size: int, batch: int) -> tuple[Any, str]:
+    if _is_runner(reference) and not isinstance(reference, (str, Path)):
+        return reference, getattr(reference, "name", type(reference).__name__)
+    from cellvit_trt.runtime.backends import model_kind
+    from cellvit_trt.runtime.backends.torch import TorchBackend
+
+    kind, path = model_kind(reference)
+    if kind != "checkpoint":
+        raise InputError(f"--reference {reference}: the reference is the FP32 PyTorch model, so give its "
+                         f"checkpoint (.pth), not a {kind}")
+    return TorchBackend(path, precision="fp32", batch=batch, tile_size=tile_size), f"torch-fp32:{path.name}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tiling of data tiles into model tiles
+
+
+def _layouts(n: int, k: int) -> list[list[int]]:
+    per = k * k
+    return [list(range(s, min(s + per, n))) for s in range(0, n, per)]
+
+
+def _mosaic(images: Sequence[np.ndarray], k: int, t: int) -> np.ndarray:
+    out = np.full((k * t, k * t, 3), WHITE, np.uint8)
+    for j, im in enumerate(images):
+        r, c = divmod(j, k)
+        out[r * t:(r + 1) * t, c * t:(c + 1) * t] = im
+    return out
+
+
+def _cut(maps: dict[str, np.ndarray], b: int, j: int, k: int, t: int) -> dict[str, np.ndarray]:
+    r, c = divmod(j, k)
+    ys, xs = slice(r * t, (r + 1) * t), slice(c * t, (c + 1) * t)
+    return {"fg": np.ascontiguousarray(maps["fg"][b, ys, xs]),
+            "hv": np.ascontiguousarray(maps["hv"][b, :, ys, xs], dtype=np.float32),
+            "type_map": np.ascontiguousarray(maps["type_map"][b, ys, xs])}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Main entry
+
+
+def validate(candidate: Any, reference: str | Path | Any | None = None, data: str | Path = "synthetic:8", *,
+             limit: int = 64, backend: str = "auto", batch: int = 4, precision: str | None = None,
+             candidate_precision: str | None = None, thresholds: str | Path | None = None,
+             magnification: float | None = None, seed: int = 0, synthetic_tile: int = 256) -> ValidationReport:
+    """Run candidate and FP32 reference on the same tiles; see the module docstring. Never raises on a
+    failed gate (use `raise_if_failed`); raises InputError/DependencyError/DeviceError on bad inputs."""
+    from cellvit_trt.kernels import PostProcessor, PostProcessParams
+
+    if batch < 1:
+        raise InputError(f"--batch: expected >= 1, got {batch}")
+    ds = parse_data(data, limit)
+    if reference is None and isinstance(candidate, (str, Path)) and Path(str(candidate)).suffix.lower() in (
+            ".pth", ".pt", ".ckpt", ".bin"):
+        reference = candidate
+    if reference is None:
+        raise InputError("validate: give the reference checkpoint (--reference model.pth); the candidate alone "
+                         "has no FP32 PyTorch model to compare with")
+    # Data tile size drives a torch candidate's tile size; graphs and engines have their own.
+    data_tile = synthetic_tile if ds.kind == "synthetic" else 0
+    if ds.kind == "pannuke":
+        from cellvit_trt.metrics.pannuke import open_pannuke_fold
+        data_tile = open_pannuke_fold(ds.path).tile_shape[0]
+    cand_runner, cand_label = open_candidate(candidate, reference, backend=backend, batch=batch,
+                                             tile_size=data_tile or None, precision=candidate_precision)
+    notes: list[str] = []
+    with _active(cand_runner) as cand:
+        model_tile = int(getattr(cand, "tile_size", 0) or data_tile or 256)
+        meta = getattr(cand, "meta", None)
+        prec = precision or (getattr(meta, "precision", None) if meta is not None else None) or "fp32"
+        ref_runner, ref_label = open_reference(reference, model_tile, batch)
+        with _active(ref_runner) as ref:
+            rmeta = getattr(ref, "meta", None)
+            mag = float(magnification or getattr(rmeta, "magnification", 0) or getattr(meta, "magnification", 0)
+                        or 40.0)
+            class_names = list(getattr(rmeta, "class_names", ()) or ()) or None
+            target_mpp = float(getattr(rmeta, "target_mpp", 0.25) or 0.25)
+            if ds.kind == "pannuke":
+                t, n, samples = pannuke_samples(ds.path, ds.count)
+            elif ds.kind == "synthetic":
+                t, n, samples = synthetic_samples(ds.count, data_tile, seed=seed)
+            else:
+                t, n, samples = image_samples(ds.path, ds.count, model_tile, target_mpp)
+            if model_tile % t:
+                raise InputError(f"validate: data tiles are {t} px but the candidate's tile is {model_tile} px; "
+                                 f"export the graph at --tile-size {t} (or a multiple of it)")
+            k = model_tile // t
+            if k > 1:
+                notes.append(f"{t} px data tiles laid out {k}x{k} per {model_tile} px model tile; maps are cut "
+                             "back to data tiles before post-processing")
+            limits = thresholds_for(prec, thresholds)
+            pp = PostProcessor(PostProcessParams.for_magnification(mag))
+            result = _run(cand, ref, samples, n, k, t, batch, pp, mag, class_names)
+    stats, agree, gt_ref, gt_cand, timing = result
+    metrics = stats.result()
+    a = agree.result()
+    d = a["dataset"]
+    for key, val in (("bpq", d["bPQ"]), ("mpq", d["mPQ"]), ("f1", d["f1"]),
+                     ("cell_type_agreement", d["type_agreement"])):
+        metrics[key] = float("nan") if val is None else float(val)
+    failures, skipped = limits.check(metrics)
+    gt = None
+    if gt_ref is not None:
+        gt = {"reference": gt_ref.result(), "candidate": gt_cand.result()}
+    return ValidationReport(
+        candidate=cand_label, reference=ref_label, precision=prec, data=str(data), tiles=timing.pop("tiles"),
+        metrics=metrics, agreement=a, failures=failures, not_applicable=skipped,
+        thresholds={"min": dict(limits.min), "max": dict(limits.max)}, ground_truth=gt, timing=timing,
+        notes=notes)
+
+
+def _run(cand: Any, ref: Any, samples: Iterator[Sample], n: int, k: int, t: int, batch: int, pp: Any,
+         mag: float, class_names: list[str] | None):
+    num_classes = len(class_names) if class_names else 6
+    ev_kwargs = {"num_classes": num_classes, "class_names": class_names, "magnification": mag}
+    stats = OutputStats()
+    agree = Evaluator(**ev_kwargs)
+    gt_ref = gt_cand = None
+    timing = {"reference_s": 0.0, "candidate_s": 0.0, "postprocess_s": 0.0, "tiles": 0}
+    per_batch = batch * k * k
+    buf: list[Sample] = []
+
+    def flush() -> None:
+        nonlocal gt_ref, gt_cand
+        groups = _layouts(len(buf), k)
+        model_in = np.stack([_mosaic([buf[i].image for i in g], k, t) for g in groups]) if k > 1 \
+            else np.stack([s.image for s in buf])
+        t0 = time.perf_counter()
+        r_out = _infer(ref, model_in)
+        t1 = time.perf_counter()
+        c_out = _infer(cand, model_in)
+        t2 = time.perf_counter()
+        timing["reference_s"] += t1 - t0
+        timing["candidate_s"] += t2 - t1
+        stats.add_tissue(r_out["tissue_logits"], c_out["tissue_logits"])
+        for b, g in enumerate(groups):
+            for j, i in enumerate(g):
+                rm, cm = _cut(r_out, b, j, k, t), _cut(c_out, b, j, k, t)
+                stats.add_maps(rm, cm)
+                t3 = time.perf_counter()
+                r_cells = Instances.from_tile(pp.process_tile(rm["fg"], rm["hv"], rm["type_map"]))
+                c_cells = Instances.from_tile(pp.process_tile(cm["fg"], cm["hv"], cm["type_map"]))
+                timing["postprocess_s"] += time.perf_counter() - t3
+                agree.add(r_cells, c_cells, buf[i].tissue)
+                if buf[i].truth is not None:
+                    if gt_ref is None:
+                        gt_ref, gt_cand = Evaluator(**ev_kwargs), Evaluator(**ev_kwargs)
+                    gt_ref.add(buf[i].truth, r_cells, buf[i].tissue)
+                    gt_cand.add(buf[i].truth, c_cells, buf[i].tissue)
+                timing["tiles"] += 1
+        buf.clear()
+        log.info("validate: %d/%d tiles", timing["tiles"], n)
+
+    for s in samples:
+        if s.image.shape != (t, t, 3) or s.image.dtype != np.uint8:
+            raise InputError(f"validate: tile {s.name} is {s.image.dtype}{list(s.image.shape)}, expected "
+                             f"uint8[{t},{t},3]")
+        buf.append(s)
+        if len(buf) == per_batch:
+            flush()
+    if buf:
+        flush()
+    if timing["tiles"] == 0:
+        raise InputError("validate: no tiles to compare (empty data or every tile was glass)")
+    return stats, agree, gt_ref, gt_cand, timing

@@ -1,0 +1,160 @@
+"""`validate` on PanNuke-layout folds with exact ground truth.
+
+The runners here are real deployment-map producers, not doubles of a backend: `TruthRunner` renders the
+ground truth of each tile as the maps a perfect network would output (fg, HoVer HV targets, type map), and can
+drop or relabel cells, so the effect on every metric is known. The CLI test runs the tiny PyTorch model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cellvit_trt.cli import main
+from cellvit_trt.metrics.pannuke import write_pannuke_fold
+from cellvit_trt.metrics.validate import validate
+from cellvit_trt.synthetic.targets import make_targets
+
+T = 128  # data tile: nuclei of ~16-20 px, as at 40x
+
+
+class TruthRunner:
+    """Maps of a perfect model for known tiles (looked up by content), white/unknown tiles give background."""
+
+    def __init__(self, fold_images, insts, types, tile_size, drop_every=0, retype=None, name="truth"):
+        self.lookup = {im.tobytes(): (m, t) for im, m, t in zip(fold_images, insts, types)}
+        self.tile_size = tile_size
+        self.drop_every = drop_every
+        self.retype = retype or {}
+        self.name = name
+
+    def _maps(self, sub):
+        hit = self.lookup.get(sub.tobytes())
+        if hit is None:
+            return np.zeros((T, T), np.uint8), np.zeros((2, T, T), np.float32), np.zeros((T, T), np.uint8)
+        inst, tmap = hit
+        inst = inst.copy()
+        if self.drop_every:
+            inst[(inst % self.drop_every == 0) & (inst > 0)] = 0
+        ids = np.unique(inst)[1:]
+        lut = np.zeros(int(inst.max()) + 1, np.uint8)
+        for i in ids:
+            t = int(np.bincount(tmap[inst == i]).argmax())
+            lut[i] = self.retype.get(t, t)
+        tg = make_targets(inst, lut)
+        return tg.binary, tg.hv, tg.type_map
+
+    def infer(self, images):
+        n, s = images.shape[0], images.shape[1]
+        k = s // T
+        out = {"fg": np.zeros((n, s, s), np.uint8), "hv": np.zeros((n, 2, s, s), np.float16),
+               "type_map": np.zeros((n, s, s), np.uint8), "tissue_logits": np.zeros((n, 19), np.float32)}
+        for b in range(n):
+            for r in range(k):
+                for c in range(k):
+                    ys, xs = slice(r * T, (r + 1) * T), slice(c * T, (c + 1) * T)
+                    fg, hv, ty = self._maps(np.ascontiguousarray(images[b, ys, xs]))
+                    out["fg"][b, ys, xs], out["hv"][b, :, ys, xs], out["type_map"][b, ys, xs] = fg, hv, ty
+        return out
+
+
+@pytest.fixture(scope="module")
+def fold(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    n = 6
+    insts, types, images = [], [], []
+    for _ in range(n):
+        # separated blobs on a grid, jittered: the post-processing recovers them from perfect maps
+        inst = np.zeros((T, T), np.int32)
+        k = 0
+        for r in range(4):
+            for c in range(4):
+                if rng.random() < 0.8:
+                    k += 1
+                    cy, cx = r * 32 + 16 + int(rng.integers(-3, 4)), c * 32 + 16 + int(rng.integers(-3, 4))
+                    rr, cc = np.ogrid[:T, :T]
+                    inst[(rr - cy) ** 2 / 100 + (cc - cx) ** 2 / rng.uniform(40, 90) <= 1] = k
+        tmap = np.where(inst > 0, (inst % 3) + 1, 0).astype(np.uint8)
+        insts.append(inst)
+        types.append(tmap)
+        images.append(rng.integers(0, 256, (T, T, 3), dtype=np.uint8))
+    tissues = ["Colon", "Lung", "Colon", "Skin", "Lung", "Colon"]
+    root = write_pannuke_fold(tmp_path_factory.mktemp("pannuke") / "fold2", np.stack(images), insts, types, tissues)
+    return root, images, insts, types
+
+
+def test_identical_candidate_agrees_fully_and_gt_metrics_match(fold):
+    root, images, insts, types = fold
+    ref = TruthRunner(images, insts, types, T)
+    cand = TruthRunner(images, insts, types, T, name="same")
+    rep = validate(cand, ref, root, limit=0, batch=4, precision="fp32")
+    assert rep.passed, rep.format()
+    assert rep.tiles == 6
+    for k in ("bpq", "mpq", "f1", "cell_type_agreement", "fg_agreement", "type_agreement"):
+        assert rep.metrics[k] == 1.0, k
+    g = rep.ground_truth["reference"]
+    assert g["dataset"]["f1"] > 0.97 and g["dataset"]["bPQ"] > 0.85  # perfect maps through the watershed
+    assert rep.ground_truth["candidate"]["dataset"] == g["dataset"]
+    assert set(g["per_tissue"]) == {"Colon", "Lung", "Skin"}
+
+
+def test_dropped_cells_lower_recall_and_fail_the_gate(fold):
+    root, images, insts, types = fold
+    ref = TruthRunner(images, insts, types, T)
+    cand = TruthRunner(images, insts, types, T, drop_every=4)
+    rep = validate(cand, ref, root, limit=0, batch=3, precision="fp16")
+    n_ref = sum(len(np.unique(m)) - 1 for m in insts)
+    n_drop = sum(int(((np.unique(m) % 4) == 0).sum()) - 1 for m in insts)  # -1: id 0
+    d = rep.agreement["dataset"]
+    assert d["recall"] == pytest.approx((n_ref - n_drop) / n_ref, abs=0.02)
+    assert d["precision"] == pytest.approx(1.0, abs=0.01)
+    assert not rep.passed and any(f.startswith("f1 =") for f in rep.failures)
+    # against ground truth, the candidate loses about the same recall
+    gr, gc = rep.ground_truth["reference"]["dataset"], rep.ground_truth["candidate"]["dataset"]
+    assert gc["recall"] == pytest.approx(gr["recall"] * (n_ref - n_drop) / n_ref, abs=0.03)
+
+
+def test_relabelled_types_lower_mpq_and_type_agreement(fold):
+    root, images, insts, types = fold
+    ref = TruthRunner(images, insts, types, T)
+    cand = TruthRunner(images, insts, types, T, retype={1: 2})
+    rep = validate(cand, ref, root, limit=0, batch=4, precision="fp32")
+    n1 = sum(int(((np.unique(m)[1:] % 3) + 1 == 1).sum()) for m in insts)
+    n = sum(len(np.unique(m)) - 1 for m in insts)
+    assert rep.metrics["bpq"] == 1.0 and rep.metrics["f1"] == 1.0
+    assert rep.metrics["cell_type_agreement"] == pytest.approx(1 - n1 / n, abs=0.01)
+    assert rep.metrics["mpq"] < 0.75
+    assert rep.agreement["per_class"]["Neoplastic"]["pq"] == 0.0
+    assert not rep.passed
+
+
+def test_small_tiles_are_laid_out_in_larger_model_tiles(fold):
+    root, images, insts, types = fold
+    direct = validate(TruthRunner(images, insts, types, T), TruthRunner(images, insts, types, T), root, limit=0)
+    mosaic = validate(TruthRunner(images, insts, types, 2 * T), TruthRunner(images, insts, types, 2 * T), root,
+                      limit=0, batch=1)
+    assert mosaic.tiles == 6 and any("laid out 2x2" in n for n in mosaic.notes)
+    assert mosaic.ground_truth["reference"]["dataset"] == direct.ground_truth["reference"]["dataset"]
+
+
+def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
+    torch = pytest.importorskip("torch")
+    from cellvit_trt.models import build_model, save_checkpoint
+
+    root = fold[0]
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pth"
+    save_checkpoint(ckpt, build_model("tiny").eval())
+    out = tmp_path / "val.json"
+    args = ["validate", "--candidate", "torch", "--reference", str(ckpt), "--data", str(root), "--limit", "2",
+            "--json", str(out)]
+    assert main(args) == 0
+    rep = json.loads(out.read_text())
+    assert rep["passed"] and rep["tiles"] == 2 and rep["metrics"]["fg_agreement"] == 1.0
+    assert rep["settings"]["limit"] == 2 and "ground_truth" in rep
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("fp32:\n  min:\n    fg_agreement: 1.5\n")
+    assert main(args + ["--thresholds", str(strict)]) == 3
+    assert main(["validate", "--candidate", "torch", "--reference", str(ckpt), "--data", str(tmp_path / "nope")]) == 1
