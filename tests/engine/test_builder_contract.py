@@ -399,3 +399,21 @@ def test_progress_and_ctrl_c_cancel_contract(surface, graph):
     with pytest.raises(KeyboardInterrupt, match="TensorRT build cancelled"):
         build_plan(trt, DEVICE, graph, BuildSettings(), progress=interrupted)
     assert ("build cancelled",) in trt.calls and not calls_named(trt, "Runtime")
+
+
+def test_concurrent_callers_build_once_contract(graph, tmp_path):
+    settings = BuildSettings(max_batch=2, timing_cache=False)
+    standins = [make_tensorrt("11.x") for _ in range(4)]
+    results = [None] * 4
+
+    def call(i):
+        results[i] = ensure_engine(graph, settings, trt=standins[i], device=DEVICE)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(calls_named(t, "build_serialized_network")) for t in standins) == 1
+    assert sorted(r.built for r in results) == [False, False, False, True]
+    assert len({r.key for r in results}) == 1 and load_engine_bytes(results[0].path, results[0].key)

@@ -26,6 +26,7 @@ from cellvit_trt.config import to_dict
 from cellvit_trt.engine.cuda_probe import CudaDevice, cuda_python_version
 from cellvit_trt.engine.environment import Environment, cache_key, key_fields
 from cellvit_trt.engine.errors import EngineBuildError, EngineCacheError
+from cellvit_trt.engine.filelock import file_lock
 from cellvit_trt.engine.layer_info import AttentionReport, check_attention
 from cellvit_trt.engine.onnx_model import OnnxModelInfo, inspect_onnx
 from cellvit_trt.engine.settings import BuildSettings, default_cache_root
@@ -109,8 +110,6 @@ def ensure_engine(
     `trt` and `device` default to the probed stack (`require_gpu_stack`); pass both only after probing.
     `progress(text)` receives build progress (why it builds, TensorRT's phases); default: logging.
     """
-    from cellvit_trt.engine.build import build_plan  # only when a build may happen
-
     onnx_path = Path(onnx_path)
     info = inspect_onnx(onnx_path)
     if trt is None or device is None:
@@ -120,20 +119,57 @@ def ensure_engine(
     key = cache_key(fields)
     path = Path(settings.output) if settings.output else default_engine_path(onnx_path, key)
 
-    reason = "rebuild asked for (--rebuild)"
-    if settings.rebuild != "always":
-        try:
-            load_engine_bytes(path, key, expected_fields=fields)
-            log.info("engine cache hit: %s", path)
-            return EngineArtifact(path, key, False, "cache hit", read_sidecar(path))
-        except EngineCacheError as exc:
-            if settings.rebuild == "never":
-                raise EngineCacheError(
-                    f"{exc}; not rebuilding (--no-rebuild); run without it to rebuild", exc.reason
-                ) from exc
-            reason = f"no engine at {path} yet" if exc.reason == "missing" else str(exc)
-            if exc.reason != "missing":
-                log.warning("rebuilding: %s", exc)
+    reason = _check_cached(path, key, fields, settings)
+    if isinstance(reason, EngineArtifact):
+        return reason
+    # One build per engine path at a time; whoever waited re-checks, since the engine may now exist.
+    with file_lock(path):
+        if settings.rebuild != "always":
+            again = _check_cached(path, key, fields, settings, quiet=True)
+            if isinstance(again, EngineArtifact):
+                return again
+        return _build(
+            onnx_path, path, info, settings, trt, device, env, fields, key, reason, verbose, progress
+        )
+
+
+def _check_cached(
+    path: Path, key: str, fields: dict[str, Any], settings: BuildSettings, quiet: bool = False
+) -> EngineArtifact | str:
+    """The cached artifact if it verifies, else the reason to build; with --no-rebuild, EngineCacheError."""
+    if settings.rebuild == "always":
+        return "rebuild asked for (--rebuild)"
+    try:
+        load_engine_bytes(path, key, expected_fields=fields)
+    except EngineCacheError as exc:
+        if settings.rebuild == "never":
+            raise EngineCacheError(
+                f"{exc}; not rebuilding (--no-rebuild); run without it to rebuild", exc.reason
+            ) from exc
+        if exc.reason == "missing":
+            return f"no engine at {path} yet"
+        if not quiet:
+            log.warning("rebuilding: %s", exc)
+        return str(exc)
+    log.info("engine cache hit: %s", path)
+    return EngineArtifact(path, key, False, "cache hit", read_sidecar(path))
+
+
+def _build(
+    onnx_path: Path,
+    path: Path,
+    info: OnnxModelInfo,
+    settings: BuildSettings,
+    trt: ModuleType,
+    device: CudaDevice,
+    env: Environment,
+    fields: dict[str, Any],
+    key: str,
+    reason: str,
+    verbose: bool,
+    progress: Callable[[str], None] | None,
+) -> EngineArtifact:
+    from cellvit_trt.engine.build import build_plan  # only when a build happens
 
     timing = None
     if settings.timing_cache:

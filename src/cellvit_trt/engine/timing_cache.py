@@ -7,14 +7,13 @@ timings are lost and no reader sees half a file (the Polygraphy pattern, backend
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cellvit_trt.engine.environment import Environment
+from cellvit_trt.engine.filelock import file_lock
 from cellvit_trt.io import write_bytes
 
 log = logging.getLogger(__name__)
@@ -24,32 +23,6 @@ def timing_cache_path(root: str | Path, env: Environment) -> Path:
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", env.gpu_name).strip("-").lower() or "gpu"
     trt = re.sub(r"[^A-Za-z0-9.]+", "-", env.tensorrt)
     return Path(root) / f"trt-{trt}_{gpu}_sm{env.compute_capability}_{env.sm_count}sm.timing"
-
-
-@contextlib.contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path + '.lock'` (fcntl; msvcrt on Windows); blocks until free."""
-    lock = Path(str(path) + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+b") as fh:
-        try:
-            import fcntl
-        except ImportError:  # Windows
-            import msvcrt
-
-            fh.seek(0)
-            msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
-            try:
-                yield
-            finally:
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-            return
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def read_timing_cache(path: str | Path) -> bytes:
