@@ -21,8 +21,27 @@ from metrics_reference import perturb, random_instance_map, ref_dataset  # noqa:
 
 from cellvit_trt.metrics import Evaluator, Instances  # noqa: E402
 
-TISSUES = ["Adrenal_gland", "Bile-duct", "Bladder", "Breast", "Cervix", "Colon", "Esophagus", "HeadNeck", "Kidney",
-           "Liver", "Lung", "Ovarian", "Pancreatic", "Prostate", "Skin", "Stomach", "Testis", "Thyroid", "Uterus"]
+TISSUES = [
+    "Adrenal_gland",
+    "Bile-duct",
+    "Bladder",
+    "Breast",
+    "Cervix",
+    "Colon",
+    "Esophagus",
+    "HeadNeck",
+    "Kidney",
+    "Liver",
+    "Lung",
+    "Ovarian",
+    "Pancreatic",
+    "Prostate",
+    "Skin",
+    "Stomach",
+    "Testis",
+    "Thyroid",
+    "Uterus",
+]
 
 
 def make_fold(n: int, seed: int = 0, size: int = 256):
@@ -56,27 +75,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=2700)
     ap.add_argument("--ref-images", type=int, default=60, help="images timed with the slow reference")
-    ap.add_argument("--distinct", type=int, default=300,
-                    help="distinct synthetic images, cycled to --images (generation is slow, scoring is not)")
+    ap.add_argument(
+        "--distinct",
+        type=int,
+        default=300,
+        help="distinct synthetic images, cycled to --images (generation is slow, scoring is not)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     base = make_fold(min(args.distinct, args.images))
     data = [base[i % len(base)] for i in range(args.images)]
     cells = sum(len(d[1]) for d in data)
-    print(f"synthetic fold: {args.images} images of 256x256 ({len(base)} distinct), {cells} true cells "
-          f"(generated in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"synthetic fold: {args.images} images of 256x256 ({len(base)} distinct), {cells} true cells "
+        f"(generated in {time.perf_counter() - t0:.1f} s)"
+    )
     ours, res = run_ours(data)
     d = res["dataset"]
-    print(f"ours      : {ours:7.2f} s for the fold ({1e3 * ours / args.images:.2f} ms/image)  "
-          f"bPQ {d['bPQ']:.4f} mPQ {d['mPQ']:.4f} F1 {d['f1']:.4f}")
+    print(
+        f"ours      : {ours:7.2f} s for the fold ({1e3 * ours / args.images:.2f} ms/image)  "
+        f"bPQ {d['bPQ']:.4f} mPQ {d['mPQ']:.4f} F1 {d['f1']:.4f}"
+    )
     sub = data[: args.ref_images]
     t0 = time.perf_counter()
     ref_dataset([(g, gt) for g, gt, *_ in sub], [(p, pt) for _, _, p, pt, _ in sub])
     ref = (time.perf_counter() - t0) / len(sub) * args.images
     print(f"reference : {ref:7.2f} s for the fold (extrapolated from {len(sub)} images)")
     sub_ours, _ = run_ours(sub)
-    print(f"speed-up  : {ref / ours:.1f}x (on the subset itself: "
-          f"{(ref / args.images * len(sub)) / sub_ours:.1f}x)")
+    print(
+        f"speed-up  : {ref / ours:.1f}x (on the subset itself: "
+        f"{(ref / args.images * len(sub)) / sub_ours:.1f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def ref_pair_coordinates(setA, setB, radius):
     pairedB = paired_indicesB[pair_cost <= radius]
     unpairedA = np.array([i for i in range(setA.shape[0]) if i not in list(pairedA)], dtype=np.int64)
     unpairedB = np.array([i for i in range(setB.shape[0]) if i not in list(pairedB)], dtype=np.int64)
-    return np.array(list(zip(pairedA, pairedB))).reshape(-1, 2), unpairedA, unpairedB
+    return np.array(list(zip(pairedA, pairedB, strict=False))).reshape(-1, 2), unpairedA, unpairedB
 
 
 def ref_cell_detection_scores(paired_true, paired_pred, unpaired_true, unpaired_pred):
@@ -105,8 +105,9 @@ def ref_cell_detection_scores(paired_true, paired_pred, unpaired_true, unpaired_
 
 
 @np.errstate(all="ignore")
-def ref_cell_type_detection_scores(paired_true, paired_pred, unpaired_true, unpaired_pred, type_id,
-                                   w=(2, 2, 1, 1)):
+def ref_cell_type_detection_scores(
+    paired_true, paired_pred, unpaired_true, unpaired_pred, type_id, w=(2, 2, 1, 1)
+):
     type_samples = (paired_true == type_id) | (paired_pred == type_id)
     paired_true = paired_true[type_samples]
     paired_pred = paired_pred[type_samples]
@@ -118,7 +119,9 @@ def ref_cell_type_detection_scores(paired_true, paired_pred, unpaired_true, unpa
     fn_d = (unpaired_true == type_id).sum()
     prec = (tp_dt + tn_dt) / (tp_dt + tn_dt + w[0] * fp_dt + w[2] * fp_d)
     rec = (tp_dt + tn_dt) / (tp_dt + tn_dt + w[1] * fn_dt + w[3] * fn_d)
-    f1 = (2 * (tp_dt + tn_dt)) / (2 * (tp_dt + tn_dt) + w[0] * fp_dt + w[1] * fn_dt + w[2] * fp_d + w[3] * fn_d)
+    f1 = (2 * (tp_dt + tn_dt)) / (
+        2 * (tp_dt + tn_dt) + w[0] * fp_dt + w[1] * fn_dt + w[2] * fp_d + w[3] * fn_d
+    )
     return f1, prec, rec
 
 
@@ -141,7 +144,7 @@ def ref_dataset(gts, preds, num_classes=6, radius=12.0):
     """
     bpq, cls_pq = [], []
     pt_all, pp_all, ut_all, up_all = [], [], [], []
-    for (g_inst, g_types), (p_inst, p_types) in zip(gts, preds):
+    for (g_inst, g_types), (p_inst, p_types) in zip(gts, preds, strict=False):
         g_type_map = np.zeros_like(g_inst)
         for i, t in g_types.items():
             g_type_map[g_inst == i] = t
@@ -180,13 +183,20 @@ def ref_dataset(gts, preds, num_classes=6, radius=12.0):
     ut, up = np.concatenate(ut_all), np.concatenate(up_all)
     with np.errstate(all="ignore"):
         import warnings
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mpq_img = [np.nanmean(p) for p in cls_pq]
-            out = {"bPQ": float(np.nanmean(bpq)), "mPQ": float(np.nanmean(mpq_img)), "bpq_images": bpq,
-                   "class_pq_images": np.array(cls_pq)}
+            out = {
+                "bPQ": float(np.nanmean(bpq)),
+                "mPQ": float(np.nanmean(mpq_img)),
+                "bpq_images": bpq,
+                "class_pq_images": np.array(cls_pq),
+            }
     out["f1"], out["precision"], out["recall"] = ref_cell_detection_scores(pt, pp, ut, up)
-    out["per_class_f1"] = {c: ref_cell_type_detection_scores(pt, pp, ut, up, c)[0] for c in range(1, num_classes)}
+    out["per_class_f1"] = {
+        c: ref_cell_type_detection_scores(pt, pp, ut, up, c)[0] for c in range(1, num_classes)
+    }
     return out
 
 
@@ -194,8 +204,9 @@ def ref_dataset(gts, preds, num_classes=6, radius=12.0):
 # Random data
 
 
-def random_instance_map(rng: np.random.Generator, size: int = 64, n: int = 12, r: tuple[int, int] = (3, 9)
-                        ) -> np.ndarray:
+def random_instance_map(
+    rng: np.random.Generator, size: int = 64, n: int = 12, r: tuple[int, int] = (3, 9)
+) -> np.ndarray:
     """Overlapping random ellipses, later ones on top; ids 1..n in drawing order (some may vanish)."""
     m = np.zeros((size, size), np.int32)
     for i in range(1, n + 1):
@@ -205,8 +216,9 @@ def random_instance_map(rng: np.random.Generator, size: int = 64, n: int = 12, r
     return m
 
 
-def perturb(rng: np.random.Generator, inst: np.ndarray, shift: int = 2, drop: float = 0.1, extra: int = 2
-            ) -> np.ndarray:
+def perturb(
+    rng: np.random.Generator, inst: np.ndarray, shift: int = 2, drop: float = 0.1, extra: int = 2
+) -> np.ndarray:
     """A plausible prediction: shifted and eroded/dilated instances, some dropped, a few spurious ones."""
     size = inst.shape[0]
     out = np.zeros_like(inst)

@@ -1,4 +1,4 @@
-"""Dataset metrics: CellViT's evaluation re-typed literally vs ours, detection pairing, known perturbations."""
+"""Dataset metrics: CellViT's evaluation re-typed literally vs ours, detection pairing, perturbations."""
 
 from __future__ import annotations
 
@@ -52,14 +52,15 @@ def test_dataset_metrics_equal_cellvit_reference(seed):
     gts, preds = _random_dataset(seed)
     ref = ref_dataset(gts, preds, num_classes=6, radius=12.0)
     ev = Evaluator(num_classes=6, magnification=40)
-    for (g, gt), (p, pt) in zip(gts, preds):
+    for (g, gt), (p, pt) in zip(gts, preds, strict=False):
         ev.add(*_to_instances(g, gt, p, pt))
     res = ev.result()
     d = res["dataset"]
     assert d["bPQ"] == pytest.approx(ref["bPQ"], abs=1e-5)
     assert d["mPQ"] == pytest.approx(ref["mPQ"], abs=1e-5)
     assert (d["f1"], d["precision"], d["recall"]) == pytest.approx(
-        (ref["f1"], ref["precision"], ref["recall"]), abs=1e-12)
+        (ref["f1"], ref["precision"], ref["recall"]), abs=1e-12
+    )
     names = ["Background", "Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial"]
     for c in range(1, 6):
         got = res["per_class"][names[c]]["f1"]
@@ -77,11 +78,13 @@ def test_pair_coordinates_equals_reference():
     rng = np.random.default_rng(3)
     for _ in range(20):
         a = rng.uniform(0, 60, (int(rng.integers(1, 30)), 2))
-        b = np.concatenate([a[rng.random(len(a)) < 0.8] + rng.normal(0, 5, (1, 2)), rng.uniform(0, 60, (3, 2))])
+        b = np.concatenate(
+            [a[rng.random(len(a)) < 0.8] + rng.normal(0, 5, (1, 2)), rng.uniform(0, 60, (3, 2))]
+        )
         b = rng.permutation(b)
         pa, pb, ua, ub = pair_coordinates(a, b, 6.0)
         ref, rua, rub = ref_pair_coordinates(a, b, 6.0)
-        assert sorted(zip(pa.tolist(), pb.tolist())) == sorted(map(tuple, ref.tolist()))
+        assert sorted(zip(pa.tolist(), pb.tolist(), strict=False)) == sorted(map(tuple, ref.tolist()))
         assert ua.tolist() == rua.tolist() and ub.tolist() == rub.tolist()
 
 
@@ -106,7 +109,7 @@ def _grid_dataset(n_images=6, rows=5, cols=5, size=100, types=(1, 2, 3)):
         for r in range(rows):
             for c in range(cols):
                 i = r * cols + c + 1
-                inst[r * 20 + 5:r * 20 + 11, c * 20 + 5:c * 20 + 11] = i
+                inst[r * 20 + 5 : r * 20 + 11, c * 20 + 5 : c * 20 + 11] = i
                 ids.append(i)
                 tys.append(types[(i + k) % len(types)])
         out.append(Instances.from_cells(inst, ids, tys))

@@ -24,7 +24,7 @@ class TruthRunner:
     """Maps of a perfect model for known tiles (looked up by content), white/unknown tiles give background."""
 
     def __init__(self, fold_images, insts, types, tile_size, drop_every=0, retype=None, name="truth"):
-        self.lookup = {im.tobytes(): (m, t) for im, m, t in zip(fold_images, insts, types)}
+        self.lookup = {im.tobytes(): (m, t) for im, m, t in zip(fold_images, insts, types, strict=False)}
         self.tile_size = tile_size
         self.drop_every = drop_every
         self.retype = retype or {}
@@ -49,8 +49,12 @@ class TruthRunner:
     def infer(self, images):
         n, s = images.shape[0], images.shape[1]
         k = s // T
-        out = {"fg": np.zeros((n, s, s), np.uint8), "hv": np.zeros((n, 2, s, s), np.float16),
-               "type_map": np.zeros((n, s, s), np.uint8), "tissue_logits": np.zeros((n, 19), np.float32)}
+        out = {
+            "fg": np.zeros((n, s, s), np.uint8),
+            "hv": np.zeros((n, 2, s, s), np.float16),
+            "type_map": np.zeros((n, s, s), np.uint8),
+            "tissue_logits": np.zeros((n, 19), np.float32),
+        }
         for b in range(n):
             for r in range(k):
                 for c in range(k):
@@ -81,7 +85,9 @@ def fold(tmp_path_factory):
         types.append(tmap)
         images.append(rng.integers(0, 256, (T, T, 3), dtype=np.uint8))
     tissues = ["Colon", "Lung", "Colon", "Skin", "Lung", "Colon"]
-    root = write_pannuke_fold(tmp_path_factory.mktemp("pannuke") / "fold2", np.stack(images), insts, types, tissues)
+    root = write_pannuke_fold(
+        tmp_path_factory.mktemp("pannuke") / "fold2", np.stack(images), insts, types, tissues
+    )
     return root, images, insts, types
 
 
@@ -132,9 +138,16 @@ def test_relabelled_types_lower_mpq_and_type_agreement(fold):
 
 def test_small_tiles_are_laid_out_in_larger_model_tiles(fold):
     root, images, insts, types = fold
-    direct = validate(TruthRunner(images, insts, types, T), TruthRunner(images, insts, types, T), root, limit=0)
-    mosaic = validate(TruthRunner(images, insts, types, 2 * T), TruthRunner(images, insts, types, 2 * T), root,
-                      limit=0, batch=1)
+    direct = validate(
+        TruthRunner(images, insts, types, T), TruthRunner(images, insts, types, T), root, limit=0
+    )
+    mosaic = validate(
+        TruthRunner(images, insts, types, 2 * T),
+        TruthRunner(images, insts, types, 2 * T),
+        root,
+        limit=0,
+        batch=1,
+    )
     assert mosaic.tiles == 6 and any("laid out 2x2" in n for n in mosaic.notes)
     assert mosaic.ground_truth["reference"]["dataset"] == direct.ground_truth["reference"]["dataset"]
 
@@ -148,8 +161,19 @@ def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
     ckpt = tmp_path / "tiny.pth"
     save_checkpoint(ckpt, build_model("tiny").eval())
     out = tmp_path / "val.json"
-    args = ["validate", "--candidate", "torch", "--reference", str(ckpt), "--data", str(root), "--limit", "2",
-            "--json", str(out)]
+    args = [
+        "validate",
+        "--candidate",
+        "torch",
+        "--reference",
+        str(ckpt),
+        "--data",
+        str(root),
+        "--limit",
+        "2",
+        "--json",
+        str(out),
+    ]
     assert main(args) == 0
     rep = json.loads(out.read_text())
     assert rep["passed"] and rep["tiles"] == 2 and rep["metrics"]["fg_agreement"] == 1.0
@@ -157,4 +181,7 @@ def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
     strict = tmp_path / "strict.yaml"
     strict.write_text("fp32:\n  min:\n    fg_agreement: 1.5\n")
     assert main(args + ["--thresholds", str(strict)]) == 3
-    assert main(["validate", "--candidate", "torch", "--reference", str(ckpt), "--data", str(tmp_path / "nope")]) == 1
+    assert (
+        main(["validate", "--candidate", "torch", "--reference", str(ckpt), "--data", str(tmp_path / "nope")])
+        == 1
+    )

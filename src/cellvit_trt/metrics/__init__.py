@@ -10,6 +10,15 @@ from cellvit_trt.metrics.instances import Instances, remap_label
 from cellvit_trt.metrics.pq import get_fast_pq, match
 
 __all__ = [
-    "PANNUKE_CLASSES", "Evaluator", "Instances", "agreement", "as_instances", "evaluate", "get_fast_pq",
-    "match", "match_radius", "pair_coordinates", "remap_label",
+    "PANNUKE_CLASSES",
+    "Evaluator",
+    "Instances",
+    "agreement",
+    "as_instances",
+    "evaluate",
+    "get_fast_pq",
+    "match",
+    "match_radius",
+    "pair_coordinates",
+    "remap_label",
 ]

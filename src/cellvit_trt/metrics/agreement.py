@@ -1,6 +1,6 @@
 """Cell-level agreement of a candidate deployment with a reference (e.g. FP16/INT8 vs the FP32 model).
 
-The reference plays the ground truth: the same bPQ, mPQ and detection F1 as in `evaluate`, plus the fraction of
+The reference plays the ground truth: the same bPQ, mPQ and detection F1 as in `evaluate`, plus the share of
 matched cells whose class agrees. Used by `cellvit-trt validate` and by the export parity gate.
 
     from cellvit_trt.metrics.agreement import agreement
@@ -30,18 +30,29 @@ def as_instances(x: Any, name: str = "tile") -> Instances:
         try:
             return Instances.from_cells(x["inst_map"], x["id"], x["type"], x.get("centroid"), name=name)
         except KeyError as exc:
-            raise InputError(f"{name}: dict needs keys 'inst_map', 'id', 'type' (and optional 'centroid'); "
-                             f"missing {exc}") from exc
+            raise InputError(
+                f"{name}: dict needs keys 'inst_map', 'id', 'type' (and optional 'centroid'); missing {exc}"
+            ) from exc
     if isinstance(x, (tuple, list)) and len(x) in (3, 4):
-        return Instances.from_cells(*x, name=name) if len(x) == 4 else Instances.from_cells(x[0], x[1], x[2],
-                                                                                            name=name)
-    raise InputError(f"{name}: expected TileCells, Instances, a dict or (inst_map, ids, types[, centroids]), "
-                     f"got {type(x).__name__}")
+        return (
+            Instances.from_cells(*x, name=name)
+            if len(x) == 4
+            else Instances.from_cells(x[0], x[1], x[2], name=name)
+        )
+    raise InputError(
+        f"{name}: expected TileCells, Instances, a dict or (inst_map, ids, types[, centroids]), "
+        f"got {type(x).__name__}"
+    )
 
 
-def agreement(candidate: Sequence[Any], reference: Sequence[Any], match_radius: float = 12.0,
-              num_classes: int | None = None, class_names: Sequence[str] | None = None,
-              match_iou: float = 0.5) -> dict:
+def agreement(
+    candidate: Sequence[Any],
+    reference: Sequence[Any],
+    match_radius: float = 12.0,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    match_iou: float = 0.5,
+) -> dict:
     """Agreement of `candidate` tiles with `reference` tiles (same order, same tile shapes).
 
     Returns floats `bpq`, `mpq`, `mpq_plus`, `f1`, `precision`, `recall`, `type_agreement`, `dice` (NaN where
@@ -52,15 +63,21 @@ def agreement(candidate: Sequence[Any], reference: Sequence[Any], match_radius: 
         raise InputError(f"agreement: {len(candidate)} candidate tiles but {len(reference)} reference tiles")
     cand = [as_instances(c, f"candidate tile {i}") for i, c in enumerate(candidate)]
     ref = [as_instances(r, f"reference tile {i}") for i, r in enumerate(reference)]
-    for i, (c, r) in enumerate(zip(cand, ref)):
+    for i, (c, r) in enumerate(zip(cand, ref, strict=False)):
         if c.shape != r.shape:
-            raise InputError(f"agreement: tile {i} has shape {c.shape} in the candidate, {r.shape} in the reference")
+            raise InputError(
+                f"agreement: tile {i} has shape {c.shape} in the candidate, {r.shape} in the reference"
+            )
     if num_classes is None:
         top = max([int(x.types.max()) for x in cand + ref if len(x)] or [1])
         num_classes = len(class_names) if class_names is not None else max(top + 1, 2)
-    ev = Evaluator(num_classes=num_classes, class_names=list(class_names) if class_names else None,
-                   radius=match_radius, match_iou=match_iou)
-    for c, r in zip(cand, ref):
+    ev = Evaluator(
+        num_classes=num_classes,
+        class_names=list(class_names) if class_names else None,
+        radius=match_radius,
+        match_iou=match_iou,
+    )
+    for c, r in zip(cand, ref, strict=False):
         ev.add(r, c)
     res = ev.result()
     d = res["dataset"]
@@ -69,9 +86,14 @@ def agreement(candidate: Sequence[Any], reference: Sequence[Any], match_radius: 
         return float("nan") if v is None else float(v)
 
     return {
-        "bpq": f(d["bPQ"]), "mpq": f(d["mPQ"]), "mpq_plus": f(d["mPQ+"]),
-        "f1": f(d["f1"]), "precision": f(d["precision"]), "recall": f(d["recall"]),
-        "type_agreement": f(d["type_agreement"]), "dice": f(d["dice"]),
+        "bpq": f(d["bPQ"]),
+        "mpq": f(d["mPQ"]),
+        "mpq_plus": f(d["mPQ+"]),
+        "f1": f(d["f1"]),
+        "precision": f(d["precision"]),
+        "recall": f(d["recall"]),
+        "type_agreement": f(d["type_agreement"]),
+        "dice": f(d["dice"]),
         "mean_centroid_distance": f(d["mean_centroid_distance"]),
         "tiles": len(cand),
         "n_candidate": int(sum(int((x.types > 0).sum()) for x in cand)),
@@ -83,5 +105,8 @@ def agreement(candidate: Sequence[Any], reference: Sequence[Any], match_radius: 
 def identical_cells(candidate: Any, reference: Any) -> bool:
     """True when two tiles have the same ids, types and the same instance map (cheap exact check)."""
     c, r = as_instances(candidate), as_instances(reference)
-    return (np.array_equal(c.ids, r.ids) and np.array_equal(c.types, r.types)
-            and np.array_equal(c.inst_map, r.inst_map))
+    return (
+        np.array_equal(c.ids, r.ids)
+        and np.array_equal(c.types, r.types)
+        and np.array_equal(c.inst_map, r.inst_map)
+    )

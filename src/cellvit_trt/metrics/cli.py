@@ -2,7 +2,8 @@
 
     cellvit-trt validate --candidate cellvit.int8.onnx --reference model.pth --data pannuke/fold2 --limit 256
     cellvit-trt validate --candidate model.engine --reference model.pth --data slide.svs --json out/val.json
-    cellvit-trt validate --candidate torch-cuda --candidate-precision fp16 --reference model.pth --data synthetic:16
+    cellvit-trt validate --candidate torch-cuda --candidate-precision fp16 --reference model.pth \
+        --data synthetic:16
 
 Exit status: 0 when every gated agreement metric meets the thresholds of the candidate's precision
 (gate_thresholds.yaml of the export stage, or --thresholds), 3 when one does not, 1 on an error.
@@ -50,20 +51,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n", 1)[1]
     add_config_argument(parser)
-    parser.add_argument("--candidate", help="engine (.engine/.plan), ONNX graph, checkpoint, 'demo', or a backend "
-                        "name (torch, torch-cuda, onnxruntime, tensorrt) run on the --reference checkpoint")
+    parser.add_argument(
+        "--candidate",
+        help="engine (.engine/.plan), ONNX graph, checkpoint, 'demo', or a backend "
+        "name (torch, torch-cuda, onnxruntime, tensorrt) run on the --reference checkpoint",
+    )
     parser.add_argument("--reference", help="checkpoint of the FP32 PyTorch reference (.pth)")
-    parser.add_argument("--data", help="PanNuke fold folder (images.npy, masks.npy, types.npy), an image, a slide, "
-                        "a folder of images, or 'synthetic:N' (default synthetic:16)")
-    parser.add_argument("--limit", type=int, help="tiles to compare, spread evenly (0 = the whole PanNuke fold; "
-                        "default 64)")
-    parser.add_argument("--backend", help="backend for a candidate file (auto, tensorrt, onnxruntime, torch, "
-                        "torch-cuda; default auto)")
+    parser.add_argument(
+        "--data",
+        help="PanNuke fold folder (images.npy, masks.npy, types.npy), an image, a slide, "
+        "a folder of images, or 'synthetic:N' (default synthetic:16)",
+    )
+    parser.add_argument(
+        "--limit", type=int, help="tiles to compare, spread evenly (0 = the whole PanNuke fold; default 64)"
+    )
+    parser.add_argument(
+        "--backend",
+        help="backend for a candidate file (auto, tensorrt, onnxruntime, torch, torch-cuda; default auto)",
+    )
     parser.add_argument("--batch", type=int, help="tiles per inference call (default 4)")
-    parser.add_argument("--precision", help="thresholds to apply: fp32, fp16 or int8 (default: the candidate's "
-                        "graph metadata, else fp32)")
-    parser.add_argument("--candidate-precision", dest="candidate_precision",
-                        help="precision for a backend-name candidate (e.g. fp16 for torch-cuda autocast)")
+    parser.add_argument(
+        "--precision",
+        help="thresholds to apply: fp32, fp16 or int8 (default: the candidate's graph metadata, else fp32)",
+    )
+    parser.add_argument(
+        "--candidate-precision",
+        dest="candidate_precision",
+        help="precision for a backend-name candidate (e.g. fp16 for torch-cuda autocast)",
+    )
     parser.add_argument("--thresholds", type=Path, help="YAML thresholds file (default: the export gate's)")
     parser.add_argument("--magnification", type=float, help="override the model's magnification (40 or 20)")
     parser.add_argument("--seed", type=int, help="seed of synthetic tiles (default 0)")
@@ -75,9 +90,19 @@ def run(args: argparse.Namespace) -> int:
     from cellvit_trt.metrics.validate import validate
 
     s = resolve(ValidateSettings, args, section="validate")
-    rep = validate(s.candidate, s.reference, s.data, limit=s.limit, backend=s.backend, batch=s.batch,
-                   precision=s.precision, candidate_precision=s.candidate_precision, thresholds=s.thresholds,
-                   magnification=s.magnification, seed=s.seed)
+    rep = validate(
+        s.candidate,
+        s.reference,
+        s.data,
+        limit=s.limit,
+        backend=s.backend,
+        batch=s.batch,
+        precision=s.precision,
+        candidate_precision=s.candidate_precision,
+        thresholds=s.thresholds,
+        magnification=s.magnification,
+        seed=s.seed,
+    )
     print(rep.format())
     if s.json is not None:
         write_json(s.json, {**rep.to_dict(), "settings": to_dict(s)})

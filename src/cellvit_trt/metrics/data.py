@@ -53,8 +53,10 @@ def parse_data(spec: str | Path, limit: int) -> DataSpec:
         return DataSpec("synthetic", None, count, 0)
     path = Path(s)
     if not path.exists():
-        raise InputError(f"--data {path}: no such file or folder (expected a PanNuke fold folder, an image, a "
-                         "slide, a folder of images, or 'synthetic:N')")
+        raise InputError(
+            f"--data {path}: no such file or folder (expected a PanNuke fold folder, an image, a "
+            "slide, a folder of images, or 'synthetic:N')"
+        )
     if path.is_dir() and any(path.rglob("masks.npy")):
         return DataSpec("pannuke", path, limit, 0)
     return DataSpec("images", path, limit, 0)
@@ -84,16 +86,19 @@ def synthetic_samples(count: int, tile_size: int, seed: int = 0) -> tuple[int, i
     def gen() -> Iterator[Sample]:
         for k in range(count):
             t = generate_tile(tile_size, seed=seed + k)
-            truth = Instances.from_cells(t.inst_map, t.cells.id, t.cells.type, t.cells.centroid, name="synthetic")
+            truth = Instances.from_cells(
+                t.inst_map, t.cells.id, t.cells.type, t.cells.centroid, name="synthetic"
+            )
             tissue = TISSUE_NAMES[t.tissue] if 0 <= t.tissue < len(TISSUE_NAMES) else "mixed"
             yield Sample(t.image, truth, tissue, f"synthetic[{seed + k}]")
 
     return tile_size, count, gen()
 
 
-def image_samples(path: Path, limit: int, tile_size: int, target_mpp: float, mpp: float | None = None
-                  ) -> tuple[int, int, Iterator[Sample]]:
-    """Tissue tiles (model tile size, no overlap) of an image, a slide or a folder of images, spread evenly."""
+def image_samples(
+    path: Path, limit: int, tile_size: int, target_mpp: float, mpp: float | None = None
+) -> tuple[int, int, Iterator[Sample]]:
+    """Tissue tiles (model tile size, no overlap) of an image, slide or folder of images, spread evenly."""
     from cellvit_trt.runtime.sources import expand_inputs, open_source
     from cellvit_trt.runtime.tissue import detect_tissue
 

@@ -22,8 +22,9 @@ def match_radius(magnification: float) -> float:
     return RADIUS_PX_AT_40X * float(magnification) / 40.0
 
 
-def pair_coordinates(true_xy: np.ndarray, pred_xy: np.ndarray, radius: float
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def pair_coordinates(
+    true_xy: np.ndarray, pred_xy: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(paired true idx, paired pred idx, unpaired true idx, unpaired pred idx)."""
     true_xy = np.asarray(true_xy, np.float64).reshape(-1, 2)
     pred_xy = np.asarray(pred_xy, np.float64).reshape(-1, 2)
@@ -51,10 +52,15 @@ def detection_scores(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return float(f1), float(prec), float(rec)
 
 
-def type_scores(paired_true: np.ndarray, paired_pred: np.ndarray, unpaired_true: np.ndarray,
-                unpaired_pred: np.ndarray, type_id: int, w: tuple[float, float, float, float] = (2, 2, 1, 1)
-                ) -> tuple[float, float, float]:
-    """HoVer-Net `_f1_type` (CellViT `cell_type_detection_scores`, exhaustive): (F1, precision, recall) of a class.
+def type_scores(
+    paired_true: np.ndarray,
+    paired_pred: np.ndarray,
+    unpaired_true: np.ndarray,
+    unpaired_pred: np.ndarray,
+    type_id: int,
+    w: tuple[float, float, float, float] = (2, 2, 1, 1),
+) -> tuple[float, float, float]:
+    """(F1, precision, recall) of one class: HoVer-Net `_f1_type` (CellViT `cell_type_detection_scores`).
 
     Among matched pairs where either side is the class: TP = both, FP = only pred, FN = only true (TN is 0
     after that filter); unmatched cells of the class are FPd/FNd with weight 1, misclassifications weight 2.
@@ -87,8 +93,14 @@ class DetectionPool:
     unpaired_true: list[np.ndarray] = field(default_factory=list)
     unpaired_pred: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, true_xy: np.ndarray, true_types: np.ndarray, pred_xy: np.ndarray, pred_types: np.ndarray,
-            radius: float) -> tuple[int, int, int]:
+    def add(
+        self,
+        true_xy: np.ndarray,
+        true_types: np.ndarray,
+        pred_xy: np.ndarray,
+        pred_types: np.ndarray,
+        radius: float,
+    ) -> tuple[int, int, int]:
         a, b, ua, ub = pair_coordinates(true_xy, pred_xy, radius)
         self.paired_true.append(np.asarray(true_types)[a])
         self.paired_pred.append(np.asarray(pred_types)[b])
@@ -114,7 +126,12 @@ class DetectionPool:
             per_class[c] = {"f1": cf1, "precision": cp, "recall": cr}
         dist = np.concatenate(self.paired_dist) if self.paired_dist else np.zeros(0)
         return {
-            "tp": tp, "fp": fp, "fn": fn, "f1": f1, "precision": prec, "recall": rec,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "f1": f1,
+            "precision": prec,
+            "recall": rec,
             "type_agreement": float((pt == pp).mean()) if pt.size else float("nan"),
             "mean_centroid_distance": float(dist.mean()) if dist.size else float("nan"),
             "per_class": per_class,

@@ -8,7 +8,7 @@
 - bPQ: per image, all predicted cells of a non-background type against all true instances; images without
   true instances are NaN and skipped (nanmean).
 - mPQ: per image and class, PQ on that class's instances; classes absent from the true image are NaN, so false
-  positives of absent classes are not penalised; nanmean over classes, then over images. Class 0 is never scored.
+  positives of absent classes are not penalised; nanmean over classes, then over images. Class 0 is skipped.
 - mPQ+: CoNIC, TP/FP/FN/ΣIoU per class summed over all images, then PQ per class and the mean over classes
   (classes with no true and no predicted instance anywhere are left out).
 - Detection: centroid Hungarian pairing within the radius, TP/FP/FN pooled over the dataset; per-class F1 with
@@ -63,8 +63,14 @@ def _num(x: float) -> float | None:
 class Evaluator:
     """Accumulates per-image statistics; `result()` gives the dataset report. Memory is O(images + cells)."""
 
-    def __init__(self, num_classes: int = 6, class_names: list[str] | tuple[str, ...] | None = None,
-                 magnification: float = 40, radius: float | None = None, match_iou: float = 0.5) -> None:
+    def __init__(
+        self,
+        num_classes: int = 6,
+        class_names: list[str] | tuple[str, ...] | None = None,
+        magnification: float = 40,
+        radius: float | None = None,
+        match_iou: float = 0.5,
+    ) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background + at least one class), got {num_classes}")
         self.num_classes = int(num_classes)
@@ -119,11 +125,15 @@ class Evaluator:
         per_class = {}
         for c in cls:
             per_class[self.class_names[c]] = {
-                "pq": _num(_nanmean(cpq[:, c])), "dq": _num(_nanmean(cdq[:, c])), "sq": _num(_nanmean(csq[:, c])),
+                "pq": _num(_nanmean(cpq[:, c])),
+                "dq": _num(_nanmean(cdq[:, c])),
+                "sq": _num(_nanmean(csq[:, c])),
                 "pq_plus": _num(plus.get(c, float("nan"))),
-                "f1": _num(det["per_class"][c]["f1"]), "precision": _num(det["per_class"][c]["precision"]),
+                "f1": _num(det["per_class"][c]["f1"]),
+                "precision": _num(det["per_class"][c]["precision"]),
                 "recall": _num(det["per_class"][c]["recall"]),
-                "n_true": int(self.class_totals[c, 4]), "n_pred": int(self.class_totals[c, 0] + self.class_totals[c, 1]),
+                "n_true": int(self.class_totals[c, 4]),
+                "n_pred": int(self.class_totals[c, 0] + self.class_totals[c, 1]),
             }
         dataset = {
             "images": n,
@@ -135,27 +145,43 @@ class Evaluator:
             "mSQ": _num(_nanmean([_nanmean(s.class_sq[1:]) for s in self.images])),
             "mPQ+": _num(np.mean(list(plus.values())) if plus else float("nan")),
             "dice": _num(_nanmean([s.dice for s in self.images])),
-            "f1": _num(det["f1"]), "precision": _num(det["precision"]), "recall": _num(det["recall"]),
-            "tp": det["tp"], "fp": det["fp"], "fn": det["fn"],
+            "f1": _num(det["f1"]),
+            "precision": _num(det["precision"]),
+            "recall": _num(det["recall"]),
+            "tp": det["tp"],
+            "fp": det["fp"],
+            "fn": det["fn"],
             "type_agreement": _num(det["type_agreement"]),
             "mean_centroid_distance": _num(det["mean_centroid_distance"]),
         }
-        out = {"dataset": dataset, "per_class": per_class,
-               "conventions": {"match_iou": self.match_iou, "match_radius_px": self.radius,
-                               "f1_type_weights": [2, 2, 1, 1]}}
+        out = {
+            "dataset": dataset,
+            "per_class": per_class,
+            "conventions": {
+                "match_iou": self.match_iou,
+                "match_radius_px": self.radius,
+                "f1_type_weights": [2, 2, 1, 1],
+            },
+        }
         if any(t is not None for t in self.tissues):
             tissues = np.array([str(t) for t in self.tissues])
             per_tissue = {}
             for t in sorted(set(tissues.tolist())):
                 sel = tissues == t
                 per_tissue[t] = {
-                    "images": int(sel.sum()), "bPQ": _num(_nanmean(bpq[sel])), "mPQ": _num(_nanmean(mpq[sel])),
+                    "images": int(sel.sum()),
+                    "bPQ": _num(_nanmean(bpq[sel])),
+                    "mPQ": _num(_nanmean(mpq[sel])),
                     "per_class_pq": {self.class_names[c]: _num(_nanmean(cpq[sel, c])) for c in cls},
                 }
             out["per_tissue"] = per_tissue
             out["tissue_averaged"] = {
-                "bPQ": _num(_nanmean([v["bPQ"] if v["bPQ"] is not None else np.nan for v in per_tissue.values()])),
-                "mPQ": _num(_nanmean([v["mPQ"] if v["mPQ"] is not None else np.nan for v in per_tissue.values()])),
+                "bPQ": _num(
+                    _nanmean([v["bPQ"] if v["bPQ"] is not None else np.nan for v in per_tissue.values()])
+                ),
+                "mPQ": _num(
+                    _nanmean([v["mPQ"] if v["mPQ"] is not None else np.nan for v in per_tissue.values()])
+                ),
                 "tissues": len(per_tissue),
             }
         return out
@@ -165,11 +191,13 @@ def _astuple(s) -> tuple[float, float, float, float]:
     return (s.tp, s.fp, s.fn, s.iou_sum)
 
 
-def evaluate(trues: list[Instances], preds: list[Instances], tissues: list[str] | None = None, **kwargs) -> dict:
+def evaluate(
+    trues: list[Instances], preds: list[Instances], tissues: list[str] | None = None, **kwargs
+) -> dict:
     """One-shot `Evaluator` over aligned lists of true and predicted Instances."""
     if len(trues) != len(preds):
         raise ValueError(f"{len(trues)} true images but {len(preds)} predictions")
     ev = Evaluator(**kwargs)
-    for i, (t, p) in enumerate(zip(trues, preds)):
+    for i, (t, p) in enumerate(zip(trues, preds, strict=False)):
         ev.add(t, p, None if tissues is None else tissues[i])
     return ev.result()

@@ -2,7 +2,7 @@
 
 Everything in `cellvit_trt.metrics` works on `Instances`. Ground truth comes from an instance map and a pixel
 type map (`from_maps`); predictions come from the post-processor's `TileCells` (`from_tile`) or plain arrays
-(`from_cells`). Pixels whose id is not in `ids` count as background, so a prediction is exactly the cells in its
+(`from_cells`). Pixels whose id is not in `ids` count as background: a prediction is exactly the cells in its
 table: the upstream evaluation also scores only the cells of its cell dict (type-0 cells and cells without a
 valid contour are not there).
 """
@@ -44,11 +44,12 @@ class Instances:
         return tuple(self.inst_map.shape)  # type: ignore[return-value]
 
     @staticmethod
-    def from_maps(inst_map: np.ndarray, type_map: np.ndarray | None = None, *, name: str = "ground truth"
-                  ) -> Instances:
+    def from_maps(
+        inst_map: np.ndarray, type_map: np.ndarray | None = None, *, name: str = "ground truth"
+    ) -> Instances:
         """All instances of `inst_map`; each takes the majority type of `type_map` over its pixels.
 
-        The majority follows upstream: ties go to the lower type id, and background (0) loses to any other type
+        The majority follows upstream: ties go to the lower type id; background (0) loses to any other type
         present in the instance. Centroids are pixel means (what `cv2.moments` gives on the binary mask).
         """
         inst_map = _check_map(inst_map, f"{name} instance map")
@@ -62,8 +63,9 @@ class Instances:
         return Instances(inst_map, ids, types, centroids_of(lab, n, inst_map.shape[1]), lab)
 
     @staticmethod
-    def from_cells(inst_map: np.ndarray, ids: Any, types: Any, centroids: Any | None = None, *,
-                   name: str = "prediction") -> Instances:
+    def from_cells(
+        inst_map: np.ndarray, ids: Any, types: Any, centroids: Any | None = None, *, name: str = "prediction"
+    ) -> Instances:
         """Instances given by a cell table. Missing centroids are computed from the map."""
         inst_map = _check_map(inst_map, f"{name} instance map")
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -79,12 +81,14 @@ class Instances:
         else:
             centroids = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
             if centroids.shape[0] != ids.shape[0]:
-                raise InputError(f"{name}: 'centroid' has {centroids.shape[0]} rows but 'id' has {ids.shape[0]}")
+                raise InputError(
+                    f"{name}: 'centroid' has {centroids.shape[0]} rows but 'id' has {ids.shape[0]}"
+                )
         return Instances(inst_map, ids, types, centroids, lab)
 
     @staticmethod
     def from_tile(tile: Any, *, name: str = "prediction") -> Instances:
-        """Adapter for `cellvit_trt.kernels.TileCells` (or anything with `inst_map` and `cells.id/type/centroid`)."""
+        """From `cellvit_trt.kernels.TileCells` (or anything with `inst_map` and `cells.id/type/centroid`)."""
         if isinstance(tile, Instances):
             return tile
         try:
@@ -152,7 +156,9 @@ def compact_labels(inst_map: np.ndarray, ids: np.ndarray | None = None) -> tuple
     sorted_ids = ids[order]
     pos = np.searchsorted(sorted_ids, flat)
     pos_c = np.minimum(pos, max(sorted_ids.size - 1, 0))
-    hit = (sorted_ids.size > 0) & (sorted_ids[pos_c] == flat) if sorted_ids.size else np.zeros_like(flat, bool)
+    hit = (
+        (sorted_ids.size > 0) & (sorted_ids[pos_c] == flat) if sorted_ids.size else np.zeros_like(flat, bool)
+    )
     lab = np.zeros(flat.shape, np.int32)
     if sorted_ids.size:
         lab[hit] = order[pos_c[hit]].astype(np.int32) + 1

@@ -6,7 +6,7 @@ A fold holds three arrays (the official download nests them as `Fold 1/images/fo
 | file | shape, dtype | meaning |
 |---|---|---|
 | `images.npy` | [N, H, W, 3] float64 (0..255) or uint8 | RGB tiles (256x256 at 40x, 0.25 µm/px) |
-| `masks.npy` | [N, H, W, 6] float64 | channels 0-4: instance ids of Neoplastic, Inflammatory, Connective, Dead, Epithelial; channel 5: background |
+| `masks.npy` | [N, H, W, 6] float64 | channels 0-4: instance ids per class (`PANNUKE_TYPES`); 5: background |
 | `types.npy` | [N] str | tissue name per tile |
 
 `labels(i)` builds the maps as TIO-IKIM/CellViT `prepare_pannuke.py` does: channel by channel, later channels
@@ -36,11 +36,14 @@ def _find(root: Path, name: str) -> Path:
         return direct
     found = sorted(p for p in root.rglob(name) if p.is_file() and len(p.relative_to(root).parts) <= 4)
     if not found:
-        raise InputError(f"PanNuke fold {root}: no {name} found (expected {root / name} or the official "
-                         f"'Fold N/images|masks/foldN/{name}' layout)")
+        raise InputError(
+            f"PanNuke fold {root}: no {name} found (expected {root / name} or the official "
+            f"'Fold N/images|masks/foldN/{name}' layout)"
+        )
     if len(found) > 1:
-        raise InputError(f"PanNuke fold {root}: several {name} files ({', '.join(map(str, found))}); "
-                         "point at one fold")
+        raise InputError(
+            f"PanNuke fold {root}: several {name} files ({', '.join(map(str, found))}); point at one fold"
+        )
     return found[0]
 
 
@@ -48,7 +51,9 @@ def _load(path: Path, mmap: bool) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
-        raise InputError(f"{path}: not a plain numpy array file ({exc}); pickled/object arrays are refused") from exc
+        raise InputError(
+            f"{path}: not a plain numpy array file ({exc}); pickled/object arrays are refused"
+        ) from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc})") from exc
 
@@ -139,15 +144,19 @@ def open_pannuke_fold(path: str | Path, mmap: bool = True) -> PanNukeFold:
     if images.dtype.kind not in "uif":
         raise InputError(f"{p_img}: expected numeric pixels, got dtype {images.dtype}")
     if masks.ndim != 4 or masks.shape[-1] != 6:
-        raise InputError(f"{p_msk}: expected masks [N, H, W, 6] (5 class channels + background), "
-                         f"got shape {masks.shape}")
+        raise InputError(
+            f"{p_msk}: expected masks [N, H, W, 6] (5 class channels + background), got shape {masks.shape}"
+        )
     if masks.dtype.kind not in "uif":
         raise InputError(f"{p_msk}: expected numeric instance ids, got dtype {masks.dtype}")
     if masks.shape[:3] != images.shape[:3]:
-        raise InputError(f"{p_msk}: shape {masks.shape[:3]} (N, H, W) differs from {p_img}'s {images.shape[:3]}")
+        raise InputError(
+            f"{p_msk}: shape {masks.shape[:3]} (N, H, W) differs from {p_img}'s {images.shape[:3]}"
+        )
     if tissues.ndim != 1 or tissues.shape[0] != images.shape[0]:
-        raise InputError(f"{p_typ}: expected one tissue name per image ({images.shape[0]}), got shape "
-                         f"{tissues.shape}")
+        raise InputError(
+            f"{p_typ}: expected one tissue name per image ({images.shape[0]}), got shape {tissues.shape}"
+        )
     if tissues.dtype.kind not in "US":
         raise InputError(f"{p_typ}: expected tissue names (strings), got dtype {tissues.dtype}")
     if tissues.dtype.kind == "S":
@@ -155,8 +164,14 @@ def open_pannuke_fold(path: str | Path, mmap: bool = True) -> PanNukeFold:
     return PanNukeFold(root, images, masks, tissues)
 
 
-def write_pannuke_fold(path: str | Path, images: np.ndarray, inst_maps: Sequence[np.ndarray],
-                       type_maps: Sequence[np.ndarray], tissues: Sequence[str], dtype: str = "float64") -> Path:
+def write_pannuke_fold(
+    path: str | Path,
+    images: np.ndarray,
+    inst_maps: Sequence[np.ndarray],
+    type_maps: Sequence[np.ndarray],
+    tissues: Sequence[str],
+    dtype: str = "float64",
+) -> Path:
     """Write a fold in the flat PanNuke layout (for tests, demos and synthetic data). Each file is atomic.
 
     An instance goes to the mask channel of its majority type (types 1..5); type-0 instances are left out.
@@ -165,8 +180,10 @@ def write_pannuke_fold(path: str | Path, images: np.ndarray, inst_maps: Sequence
     images = np.asarray(images)
     n = images.shape[0]
     if len(inst_maps) != n or len(type_maps) != n or len(tissues) != n:
-        raise InputError(f"write_pannuke_fold: {n} images but {len(inst_maps)} instance maps, "
-                         f"{len(type_maps)} type maps and {len(tissues)} tissue names")
+        raise InputError(
+            f"write_pannuke_fold: {n} images but {len(inst_maps)} instance maps, "
+            f"{len(type_maps)} type maps and {len(tissues)} tissue names"
+        )
     masks = np.zeros(images.shape[:3] + (6,), dtype)
     for i in range(n):
         inst = Instances.from_maps(inst_maps[i], type_maps[i], name=f"tile {i}")
@@ -177,8 +194,11 @@ def write_pannuke_fold(path: str | Path, images: np.ndarray, inst_maps: Sequence
             masks[i, ..., t - 1] = np.where(type_px == t, id_px, 0)
         masks[i, ..., 5] = lab == 0
     root.mkdir(parents=True, exist_ok=True)
-    for name, arr in (("images.npy", images.astype(dtype)), ("masks.npy", masks),
-                      ("types.npy", np.asarray([str(t) for t in tissues]))):
+    for name, arr in (
+        ("images.npy", images.astype(dtype)),
+        ("masks.npy", masks),
+        ("types.npy", np.asarray([str(t) for t in tissues])),
+    ):
         with atomic_path(root / name) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
     return root

@@ -2,7 +2,7 @@
 
 The pairwise intersections of all true and predicted instances come from a single `np.bincount` (or
 `np.unique`) over the paired labels of overlapping pixels, so an image costs O(H·W), not O(K·H·W) like the
-reference's per-instance full-frame masks. IoU of a pair depends only on the two instances, so the per-class PQ
+reference's per-instance full-frame masks. IoU of a pair depends only on the two instances, so per-class PQ
 of mPQ is a restriction of the same pairs: one contingency serves bPQ, mPQ and mPQ+.
 
 With `match_iou >= 0.5`, pairs with IoU > match_iou are unique (an instance can overlap at most one other by
@@ -69,7 +69,7 @@ def _dq(tp: float, fp: float, fn: float) -> float:
 
 
 def _sq(tp: float, iou_sum: float) -> float:
-    # HoVer-Net divides by (TP + 1e-6); the exact mean differs by < 1e-6 relative and gives 1.0 for a perfect match.
+    # HoVer-Net divides by (TP + 1e-6); the exact mean differs by < 1e-6 relative and is 1.0 when perfect.
     return float(iou_sum / tp) if tp > 0 else 0.0
 
 
@@ -80,8 +80,9 @@ def pq_from_counts(tp: float, fp: float, fn: float, iou_sum: float) -> tuple[flo
     return dq, sq, dq * sq
 
 
-def contingency(true_lab: np.ndarray, n_true: int, pred_lab: np.ndarray, n_pred: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def contingency(
+    true_lab: np.ndarray, n_true: int, pred_lab: np.ndarray, n_pred: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Overlapping (true label, pred label, pixel count) triples; labels are compact 1-based."""
     both = (true_lab > 0) & (pred_lab > 0)
     t = true_lab[both].astype(np.int64)
@@ -132,8 +133,7 @@ def pq_stats(m: Matching) -> PQStats:
     return PQStats(tp, m.n_pred - tp, m.n_true - tp, float(m.iou.sum()))
 
 
-def class_stats(m: Matching, true_types: np.ndarray, pred_types: np.ndarray, num_classes: int
-                ) -> np.ndarray:
+def class_stats(m: Matching, true_types: np.ndarray, pred_types: np.ndarray, num_classes: int) -> np.ndarray:
     """Per-class [tp, fp, fn, iou_sum, n_true] (float64 [num_classes, 5]) on each class's own instances.
 
     A pair counts for class c only when both instances are of class c (mPQ compares class-c maps).
@@ -155,8 +155,9 @@ def class_stats(m: Matching, true_types: np.ndarray, pred_types: np.ndarray, num
     return out
 
 
-def get_fast_pq(true_map: np.ndarray, pred_map: np.ndarray, match_iou: float = 0.5
-                ) -> tuple[float, float, float]:
+def get_fast_pq(
+    true_map: np.ndarray, pred_map: np.ndarray, match_iou: float = 0.5
+) -> tuple[float, float, float]:
     """(DQ, SQ, PQ) of two instance maps, the HoVer-Net `get_fast_pq` figures (remapping is implicit)."""
     t = Instances.from_maps(true_map, name="true")
     p = Instances.from_maps(pred_map, name="pred")

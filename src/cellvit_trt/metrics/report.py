@@ -38,7 +38,10 @@ def format_evaluation(res: dict, title: str = "metrics") -> str:
 
 def format_report(rep: Any) -> str:
     status = "PASSED" if rep.passed else "FAILED"
-    out = [f"validate {rep.candidate} vs {rep.reference}: {rep.precision}, {rep.tiles} tiles of {rep.data}: {status}"]
+    out = [
+        f"validate {rep.candidate} vs {rep.reference}: {rep.precision}, {rep.tiles} tiles of {rep.data}: "
+        f"{status}"
+    ]
     out.append(f"  {'agreement with the FP32 reference':<34}{'value':>12}   bound")
     for name, value in rep.metrics.items():
         bound = ""
@@ -49,17 +52,24 @@ def format_report(rep: Any) -> str:
         mark = "FAIL" if any(f.startswith(f"{name} =") for f in rep.failures) else "    "
         out.append(f"{mark}  {name:<32}{_f(value, 6):>12}   {bound}")
     d = rep.agreement["dataset"]
-    out.append(f"  cells: reference {d['tp'] + d['fn']}, candidate {d['tp'] + d['fp']}, matched {d['tp']} "
-               f"(precision {_f(d['precision'])}, recall {_f(d['recall'])}, mean centroid shift "
-               f"{_f(d['mean_centroid_distance'], 3)} px)")
+    out.append(
+        f"  cells: reference {d['tp'] + d['fn']}, candidate {d['tp'] + d['fp']}, matched {d['tp']} "
+        f"(precision {_f(d['precision'])}, recall {_f(d['recall'])}, mean centroid shift "
+        f"{_f(d['mean_centroid_distance'], 3)} px)"
+    )
     if rep.not_applicable:
         out.append(f"  not gated (undefined on these tiles): {', '.join(rep.not_applicable)}")
     if rep.ground_truth:
         r, c = rep.ground_truth["reference"], rep.ground_truth["candidate"]
         out.append(f"  {'against ground truth':<26}{'reference':>11}{'candidate':>11}{'delta':>10}")
-        rows = [(k, r["dataset"][k], c["dataset"][k]) for k in ("bPQ", "mPQ", "mPQ+", "f1", "precision", "recall")]
+        rows = [
+            (k, r["dataset"][k], c["dataset"][k]) for k in ("bPQ", "mPQ", "mPQ+", "f1", "precision", "recall")
+        ]
         if "tissue_averaged" in r:
-            rows += [(f"{k} (tissue-avg)", r["tissue_averaged"][k], c["tissue_averaged"][k]) for k in ("bPQ", "mPQ")]
+            rows += [
+                (f"{k} (tissue-avg)", r["tissue_averaged"][k], c["tissue_averaged"][k])
+                for k in ("bPQ", "mPQ")
+            ]
         for k, a, b in rows:
             out.append(f"  {k:<26}{_f(a):>11}{_f(b):>11}{_delta(a, b):>10}")
         out.append(f"  {'class PQ / F1':<26}{'reference':>11}{'candidate':>11}{'delta':>10}")
@@ -67,8 +77,12 @@ def format_report(rep: Any) -> str:
             pr, pc = r["per_class"][name], c["per_class"][name]
             if pr["n_true"] == 0:
                 continue
-            out.append(f"  {name + ' PQ':<26}{_f(pr['pq']):>11}{_f(pc['pq']):>11}{_delta(pr['pq'], pc['pq']):>10}")
-            out.append(f"  {name + ' F1':<26}{_f(pr['f1']):>11}{_f(pc['f1']):>11}{_delta(pr['f1'], pc['f1']):>10}")
+            out.append(
+                f"  {name + ' PQ':<26}{_f(pr['pq']):>11}{_f(pc['pq']):>11}{_delta(pr['pq'], pc['pq']):>10}"
+            )
+            out.append(
+                f"  {name + ' F1':<26}{_f(pr['f1']):>11}{_f(pc['f1']):>11}{_delta(pr['f1'], pc['f1']):>10}"
+            )
         if "per_tissue" in r:
             out.append(f"  {'tissue (images) bPQ/mPQ':<26}{'reference':>15}{'candidate':>15}")
             for name, tr in r["per_tissue"].items():
@@ -78,8 +92,10 @@ def format_report(rep: Any) -> str:
                 out.append(f"  {label:<26}{a:>15}{b:>15}")
     t = rep.timing
     if t:
-        out.append(f"  time: reference {t.get('reference_s', 0):.1f} s, candidate {t.get('candidate_s', 0):.1f} s, "
-                   f"post-processing {t.get('postprocess_s', 0):.1f} s")
+        out.append(
+            f"  time: reference {t.get('reference_s', 0):.1f} s, candidate {t.get('candidate_s', 0):.1f} s, "
+            f"post-processing {t.get('postprocess_s', 0):.1f} s"
+        )
     for note in rep.notes:
         out.append(f"  note: {note}")
     for f in rep.failures:

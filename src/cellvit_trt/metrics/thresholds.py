@@ -7,7 +7,7 @@ from typing import Any
 
 
 def thresholds_for(precision: str, path: str | Path | None = None) -> Any:
-    """The gate's `Thresholds` for a precision ('fp32' | 'fp16' | 'int8'), from gate_thresholds.yaml or `path`.
+    """The gate's `Thresholds` for 'fp32' | 'fp16' | 'int8', from gate_thresholds.yaml or `path`.
 
     Returns an object with `min`/`max` dicts and `check(metrics) -> (failures, not_applicable)`.
     """

@@ -11,7 +11,7 @@ post-processing (`cellvit_trt.kernels`). The report holds:
 
 - agreement of candidate vs reference: per output tensor (fg/type pixel agreement, HV and tissue-logit errors)
   and per cell (bPQ, mPQ, detection F1, type agreement of matched cells), with the reference as ground truth;
-- where the data has ground truth (PanNuke folds, synthetic tiles): the absolute metrics of both, per class and
+- where the data has ground truth (PanNuke folds, synthetic tiles): the absolute metrics of both, per class,
   per tissue, with the published conventions (`cellvit_trt.metrics.evaluate`);
 - pass/fail against the thresholds of the candidate's precision (the export gate's `gate_thresholds.yaml`).
 
@@ -147,13 +147,24 @@ class ValidationReport:
                 return clean(v.item())
             return v
 
-        return clean({
-            "passed": self.passed, "candidate": self.candidate, "reference": self.reference,
-            "precision": self.precision, "data": self.data, "tiles": self.tiles, "metrics": self.metrics,
-            "failures": self.failures, "not_applicable": self.not_applicable, "thresholds": self.thresholds,
-            "agreement": self.agreement, "ground_truth": self.ground_truth, "timing": self.timing,
-            "notes": self.notes,
-        })
+        return clean(
+            {
+                "passed": self.passed,
+                "candidate": self.candidate,
+                "reference": self.reference,
+                "precision": self.precision,
+                "data": self.data,
+                "tiles": self.tiles,
+                "metrics": self.metrics,
+                "failures": self.failures,
+                "not_applicable": self.not_applicable,
+                "thresholds": self.thresholds,
+                "agreement": self.agreement,
+                "ground_truth": self.ground_truth,
+                "timing": self.timing,
+                "notes": self.notes,
+            }
+        )
 
     def format(self) -> str:
         from cellvit_trt.metrics.report import format_report
@@ -187,8 +198,15 @@ def _infer(runner: Any, images: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def open_candidate(candidate: Any, reference: str | Path | None, *, backend: str = "auto", batch: int = 8,
-                   tile_size: int | None = None, precision: str | None = None) -> tuple[Any, str]:
+def open_candidate(
+    candidate: Any,
+    reference: str | Path | None,
+    *,
+    backend: str = "auto",
+    batch: int = 8,
+    tile_size: int | None = None,
+    precision: str | None = None,
+) -> tuple[Any, str]:
     """(runner, label) for a candidate spec: runner object, backend name, or model file."""
     if _is_runner(candidate) and not isinstance(candidate, (str, Path)):
         return candidate, getattr(candidate, "name", type(candidate).__name__)
@@ -197,9 +215,13 @@ def open_candidate(candidate: Any, reference: str | Path | None, *, backend: str
     spec = str(candidate)
     if spec in BACKEND_NAMES:
         if reference is None:
-            raise InputError(f"--candidate {spec}: a backend name runs the reference checkpoint; give --reference")
-        return (open_backend(reference, backend=spec, batch=batch, tile_size=tile_size, precision=precision),
-                f"{spec}:{Path(str(reference)).name}" + (f"@{precision}" if precision else ""))
+            raise InputError(
+                f"--candidate {spec}: a backend name runs the reference checkpoint; give --reference"
+            )
+        return (
+            open_backend(reference, backend=spec, batch=batch, tile_size=tile_size, precision=precision),
+            f"{spec}:{Path(str(reference)).name}" + (f"@{precision}" if precision else ""),
+        )
     return open_backend(spec, backend=backend, batch=batch, tile_size=tile_size, precision=precision), spec
 
 
@@ -211,8 +233,10 @@ def open_reference(reference: str | Path | Any, tile_size: int, batch: int) -> t
 
     kind, path = model_kind(reference)
     if kind != "checkpoint":
-        raise InputError(f"--reference {reference}: the reference is the FP32 PyTorch model, so give its "
-                         f"checkpoint (.pth), not a {kind}")
+        raise InputError(
+            f"--reference {reference}: the reference is the FP32 PyTorch model, so give its "
+            f"checkpoint (.pth), not a {kind}"
+        )
     return TorchBackend(path, precision="fp32", batch=batch, tile_size=tile_size), f"torch-fp32:{path.name}"
 
 
@@ -229,26 +253,39 @@ def _mosaic(images: Sequence[np.ndarray], k: int, t: int) -> np.ndarray:
     out = np.full((k * t, k * t, 3), WHITE, np.uint8)
     for j, im in enumerate(images):
         r, c = divmod(j, k)
-        out[r * t:(r + 1) * t, c * t:(c + 1) * t] = im
+        out[r * t : (r + 1) * t, c * t : (c + 1) * t] = im
     return out
 
 
 def _cut(maps: dict[str, np.ndarray], b: int, j: int, k: int, t: int) -> dict[str, np.ndarray]:
     r, c = divmod(j, k)
     ys, xs = slice(r * t, (r + 1) * t), slice(c * t, (c + 1) * t)
-    return {"fg": np.ascontiguousarray(maps["fg"][b, ys, xs]),
-            "hv": np.ascontiguousarray(maps["hv"][b, :, ys, xs], dtype=np.float32),
-            "type_map": np.ascontiguousarray(maps["type_map"][b, ys, xs])}
+    return {
+        "fg": np.ascontiguousarray(maps["fg"][b, ys, xs]),
+        "hv": np.ascontiguousarray(maps["hv"][b, :, ys, xs], dtype=np.float32),
+        "type_map": np.ascontiguousarray(maps["type_map"][b, ys, xs]),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Main entry
 
 
-def validate(candidate: Any, reference: str | Path | Any | None = None, data: str | Path = "synthetic:8", *,
-             limit: int = 64, backend: str = "auto", batch: int = 4, precision: str | None = None,
-             candidate_precision: str | None = None, thresholds: str | Path | None = None,
-             magnification: float | None = None, seed: int = 0, synthetic_tile: int = 256) -> ValidationReport:
+def validate(
+    candidate: Any,
+    reference: str | Path | Any | None = None,
+    data: str | Path = "synthetic:8",
+    *,
+    limit: int = 64,
+    backend: str = "auto",
+    batch: int = 4,
+    precision: str | None = None,
+    candidate_precision: str | None = None,
+    thresholds: str | Path | None = None,
+    magnification: float | None = None,
+    seed: int = 0,
+    synthetic_tile: int = 256,
+) -> ValidationReport:
     """Run candidate and FP32 reference on the same tiles; see the module docstring. Never raises on a
     failed gate (use `raise_if_failed`); raises InputError/DependencyError/DeviceError on bad inputs."""
     from cellvit_trt.kernels import PostProcessor, PostProcessParams
@@ -256,19 +293,31 @@ def validate(candidate: Any, reference: str | Path | Any | None = None, data: st
     if batch < 1:
         raise InputError(f"--batch: expected >= 1, got {batch}")
     ds = parse_data(data, limit)
-    if reference is None and isinstance(candidate, (str, Path)) and Path(str(candidate)).suffix.lower() in (
-            ".pth", ".pt", ".ckpt", ".bin"):
+    if (
+        reference is None
+        and isinstance(candidate, (str, Path))
+        and Path(str(candidate)).suffix.lower() in (".pth", ".pt", ".ckpt", ".bin")
+    ):
         reference = candidate
     if reference is None:
-        raise InputError("validate: give the reference checkpoint (--reference model.pth); the candidate alone "
-                         "has no FP32 PyTorch model to compare with")
+        raise InputError(
+            "validate: give the reference checkpoint (--reference model.pth); the candidate alone "
+            "has no FP32 PyTorch model to compare with"
+        )
     # Data tile size drives a torch candidate's tile size; graphs and engines have their own.
     data_tile = synthetic_tile if ds.kind == "synthetic" else 0
     if ds.kind == "pannuke":
         from cellvit_trt.metrics.pannuke import open_pannuke_fold
+
         data_tile = open_pannuke_fold(ds.path).tile_shape[0]
-    cand_runner, cand_label = open_candidate(candidate, reference, backend=backend, batch=batch,
-                                             tile_size=data_tile or None, precision=candidate_precision)
+    cand_runner, cand_label = open_candidate(
+        candidate,
+        reference,
+        backend=backend,
+        batch=batch,
+        tile_size=data_tile or None,
+        precision=candidate_precision,
+    )
     notes: list[str] = []
     with _active(cand_runner) as cand:
         model_tile = int(getattr(cand, "tile_size", 0) or data_tile or 256)
@@ -277,8 +326,12 @@ def validate(candidate: Any, reference: str | Path | Any | None = None, data: st
         ref_runner, ref_label = open_reference(reference, model_tile, batch)
         with _active(ref_runner) as ref:
             rmeta = getattr(ref, "meta", None)
-            mag = float(magnification or getattr(rmeta, "magnification", 0) or getattr(meta, "magnification", 0)
-                        or 40.0)
+            mag = float(
+                magnification
+                or getattr(rmeta, "magnification", 0)
+                or getattr(meta, "magnification", 0)
+                or 40.0
+            )
             class_names = list(getattr(rmeta, "class_names", ()) or ()) or None
             target_mpp = float(getattr(rmeta, "target_mpp", 0.25) or 0.25)
             if ds.kind == "pannuke":
@@ -288,12 +341,16 @@ def validate(candidate: Any, reference: str | Path | Any | None = None, data: st
             else:
                 t, n, samples = image_samples(ds.path, ds.count, model_tile, target_mpp)
             if model_tile % t:
-                raise InputError(f"validate: data tiles are {t} px but the candidate's tile is {model_tile} px; "
-                                 f"export the graph at --tile-size {t} (or a multiple of it)")
+                raise InputError(
+                    f"validate: data tiles are {t} px but the candidate's tile is {model_tile} px; "
+                    f"export the graph at --tile-size {t} (or a multiple of it)"
+                )
             k = model_tile // t
             if k > 1:
-                notes.append(f"{t} px data tiles laid out {k}x{k} per {model_tile} px model tile; maps are cut "
-                             "back to data tiles before post-processing")
+                notes.append(
+                    f"{t} px data tiles laid out {k}x{k} per {model_tile} px model tile; maps are cut "
+                    "back to data tiles before post-processing"
+                )
             limits = thresholds_for(prec, thresholds)
             pp = PostProcessor(PostProcessParams.for_magnification(mag))
             result = _run(cand, ref, samples, n, k, t, batch, pp, mag, class_names)
@@ -301,22 +358,46 @@ def validate(candidate: Any, reference: str | Path | Any | None = None, data: st
     metrics = stats.result()
     a = agree.result()
     d = a["dataset"]
-    for key, val in (("bpq", d["bPQ"]), ("mpq", d["mPQ"]), ("f1", d["f1"]),
-                     ("cell_type_agreement", d["type_agreement"])):
+    for key, val in (
+        ("bpq", d["bPQ"]),
+        ("mpq", d["mPQ"]),
+        ("f1", d["f1"]),
+        ("cell_type_agreement", d["type_agreement"]),
+    ):
         metrics[key] = float("nan") if val is None else float(val)
     failures, skipped = limits.check(metrics)
     gt = None
     if gt_ref is not None:
         gt = {"reference": gt_ref.result(), "candidate": gt_cand.result()}
     return ValidationReport(
-        candidate=cand_label, reference=ref_label, precision=prec, data=str(data), tiles=timing.pop("tiles"),
-        metrics=metrics, agreement=a, failures=failures, not_applicable=skipped,
-        thresholds={"min": dict(limits.min), "max": dict(limits.max)}, ground_truth=gt, timing=timing,
-        notes=notes)
+        candidate=cand_label,
+        reference=ref_label,
+        precision=prec,
+        data=str(data),
+        tiles=timing.pop("tiles"),
+        metrics=metrics,
+        agreement=a,
+        failures=failures,
+        not_applicable=skipped,
+        thresholds={"min": dict(limits.min), "max": dict(limits.max)},
+        ground_truth=gt,
+        timing=timing,
+        notes=notes,
+    )
 
 
-def _run(cand: Any, ref: Any, samples: Iterator[Sample], n: int, k: int, t: int, batch: int, pp: Any,
-         mag: float, class_names: list[str] | None):
+def _run(
+    cand: Any,
+    ref: Any,
+    samples: Iterator[Sample],
+    n: int,
+    k: int,
+    t: int,
+    batch: int,
+    pp: Any,
+    mag: float,
+    class_names: list[str] | None,
+):
     num_classes = len(class_names) if class_names else 6
     ev_kwargs = {"num_classes": num_classes, "class_names": class_names, "magnification": mag}
     stats = OutputStats()
@@ -329,8 +410,11 @@ def _run(cand: Any, ref: Any, samples: Iterator[Sample], n: int, k: int, t: int,
     def flush() -> None:
         nonlocal gt_ref, gt_cand
         groups = _layouts(len(buf), k)
-        model_in = np.stack([_mosaic([buf[i].image for i in g], k, t) for g in groups]) if k > 1 \
+        model_in = (
+            np.stack([_mosaic([buf[i].image for i in g], k, t) for g in groups])
+            if k > 1
             else np.stack([s.image for s in buf])
+        )
         t0 = time.perf_counter()
         r_out = _infer(ref, model_in)
         t1 = time.perf_counter()
@@ -359,8 +443,9 @@ def _run(cand: Any, ref: Any, samples: Iterator[Sample], n: int, k: int, t: int,
 
     for s in samples:
         if s.image.shape != (t, t, 3) or s.image.dtype != np.uint8:
-            raise InputError(f"validate: tile {s.name} is {s.image.dtype}{list(s.image.shape)}, expected "
-                             f"uint8[{t},{t},3]")
+            raise InputError(
+                f"validate: tile {s.name} is {s.image.dtype}{list(s.image.shape)}, expected uint8[{t},{t},3]"
+            )
         buf.append(s)
         if len(buf) == per_batch:
             flush()
