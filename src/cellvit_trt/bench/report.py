@@ -73,11 +73,11 @@ def write_chart(r: dict[str, Any], path: str | Path) -> bool:
     if e2e:
         tiles = max(1, e2e["timing"]["tiles"])
         stages = {k: 1e3 * v / tiles for k, v in e2e["timing"]["stage_s"].items()}
-        stages.update({f"device: {k}": 1e3 * v / tiles for k, v in e2e["timing"].get("device_s", {}).items()})
+        stages.update({f"backend phase: {k}": 1e3 * v / tiles for k, v in e2e["timing"].get("device_s", {}).items()})
     else:
         c = r["compute"]
         stages = {"infer (host)": c["latency_ms"]["mean"] / c["batch"]}
-        stages.update({f"device: {k}": d["mean"] / c["batch"] for k, d in c.get("phases_ms", {}).items()})
+        stages.update({f"backend phase: {k}": d["mean"] / c["batch"] for k, d in c.get("phases_ms", {}).items()})
         for p in r.get("postprocess") or []:
             if p["threads"] == 1:
                 stages["post (1 thread)"] = p["ms_per_tile"]
