@@ -219,3 +219,26 @@ def test_describe_engine_reads_the_sidecar(tmp_path):
     )
     with pytest.raises(EngineCacheError, match="not found"):
         describe_engine(tmp_path / "none.engine")
+
+
+def test_compatible_builds_tolerate_what_they_were_built_for(tmp_path):
+    newer = dataclasses.replace(ENV, tensorrt="10.16.0", cuda_runtime=12090)
+    other_gpu = dataclasses.replace(ENV, gpu_name="NVIDIA A100", compute_capability="8.0", sm_count=108)
+    same_sm = dataclasses.replace(ENV, gpu_name="Orin NX (nvgpu)", sm_count=8)
+    cases = [
+        (BuildSettings(version_compatible=True), newer, True),
+        (BuildSettings(version_compatible=True), other_gpu, False),
+        (BuildSettings(hardware_compatibility="ampere_plus"), other_gpu, True),
+        (BuildSettings(hardware_compatibility="ampere_plus"), newer, False),
+        (BuildSettings(hardware_compatibility="same_compute_capability"), same_sm, True),
+        (BuildSettings(hardware_compatibility="same_compute_capability"), other_gpu, False),
+        (BuildSettings(), same_sm, False),
+    ]
+    for i, (settings, here, ok) in enumerate(cases):
+        path = tmp_path / f"e{i}.engine"
+        _write(path, settings)
+        if ok:
+            assert load_engine_bytes(path, environment=here) == PLAN
+        else:
+            with pytest.raises(EngineCacheError, match="is foreign"):
+                load_engine_bytes(path, environment=here)

@@ -87,6 +87,24 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     return data
 
 
+def portable_fields(settings: dict[str, Any]) -> set[str]:
+    """Environment fields an engine was built to tolerate; TensorRT itself checks them when deserialising.
+
+    Version-compatible plans run on later TensorRT (they bring their own lean runtime), so the TensorRT and
+    CUDA versions may differ; hardware-compatible plans run on other GPUs of their level (AMPERE_PLUS: any
+    SM >= 8.0; SAME_COMPUTE_CAPABILITY: same SM, any model).
+    """
+    out: set[str] = set()
+    if settings.get("version_compatible"):
+        out |= {"tensorrt", "cuda_driver", "cuda_runtime"}
+    level = settings.get("hardware_compatibility", "none")
+    if level == "ampere_plus":
+        out |= {"gpu_name", "compute_capability", "sm_count"}
+    elif level == "same_compute_capability":
+        out |= {"gpu_name", "sm_count"}
+    return out
+
+
 def _check_key(
     engine_path: Path,
     sidecar: dict[str, Any],
@@ -107,7 +125,8 @@ def _check_key(
         kind, why = explain_difference(recorded, expected_fields)
         raise EngineCacheError(f"engine {engine_path} is {kind}: {why}", kind)
     if environment is not None:
-        here = environment.as_dict()
+        portable = portable_fields(recorded.get("settings") or {})
+        here = {k: v for k, v in environment.as_dict().items() if k not in portable}
         env_recorded = {k: recorded.get(k) for k in here}
         if env_recorded != here:
             _, why = explain_difference(env_recorded, here)
@@ -148,7 +167,8 @@ def load_engine_bytes(
 
     - `expected_key`: the key the caller computed; a different key means stale or foreign.
     - `expected_fields`: the fields behind `expected_key`, to say exactly what differs.
-    - `environment`: this machine; without a key, at least refuse engines built for another GPU/TensorRT/CUDA.
+    - `environment`: this machine; without a key, at least refuse engines built for another GPU/TensorRT/CUDA
+      (except what a version- or hardware-compatible build was made to tolerate: `portable_fields`).
 
     Raises EngineCacheError, `reason` one of: missing, no-sidecar, bad-sidecar, foreign, stale, truncated,
     tampered.
