@@ -68,8 +68,10 @@ def test_engine_passes_the_parity_gate_against_onnxruntime(precision, graphs, tm
     art = ensure_engine(graphs[precision], settings)
     assert art.built
     side = art.sidecar
-    assert [t["name"] for t in side["io"]][:1] == ["image"] and side["io"][0]["dtype"] == "uint8"
-    assert side["io"][0]["profile"] == [[1, TILE, TILE, 3], [2, TILE, TILE, 3], [2, TILE, TILE, 3]]
+    io = {t["name"]: t for t in side["io"]}
+    assert io["image"]["mode"] == "input" and io["image"]["dtype"] == "uint8"
+    assert io["image"]["profile"] == [[1, TILE, TILE, 3], [2, TILE, TILE, 3], [2, TILE, TILE, 3]]
+    assert {"fg", "hv", "type_map", "tissue_logits"} <= set(io) and io["fg"]["dtype"] == "uint8"
     assert side["metadata"]["precision"] == precision and side["build"]["tile_size"] == TILE
     assert "Layers" in json.loads(layers_path(art.path).read_text())
     print(
@@ -83,7 +85,7 @@ def test_engine_passes_the_parity_gate_against_onnxruntime(precision, graphs, tm
 
     again = ensure_engine(graphs[precision], settings)
     assert not again.built and again.reason == "cache hit"
-    assert load_engine_bytes(art.path, art.key)[:4] == art.path.read_bytes()[:4]
+    assert load_engine_bytes(art.path, art.key) == art.path.read_bytes()
 
 
 def test_tampered_engine_is_rebuilt_for_real(graphs, tmp_path):
