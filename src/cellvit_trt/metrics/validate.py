@@ -240,6 +240,24 @@ def open_reference(reference: str | Path | Any, tile_size: int, batch: int) -> t
     return TorchBackend(path, precision="fp32", batch=batch, tile_size=tile_size), f"torch-fp32:{path.name}"
 
 
+def _sha(meta: Any) -> str | None:
+    raw = getattr(meta, "raw", None) or {}
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    for d in (raw, model):
+        for key in ("checkpoint_sha256", "source_checkpoint_sha256", "sha256"):
+            if isinstance(d.get(key), str) and d[key]:
+                return d[key]
+    return None
+
+
+def _checkpoint_mismatch(cand_meta: Any, ref_meta: Any) -> str | None:
+    a, b = _sha(cand_meta), _sha(ref_meta)
+    if a and b and a != b:
+        return (f"the candidate was made from checkpoint sha256 {a[:12]}…, the reference is {b[:12]}…: "
+                "they are different models, so agreement is not meaningful")
+    return None
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Tiling of data tiles into model tiles
 
@@ -334,6 +352,10 @@ def validate(
             )
             class_names = list(getattr(rmeta, "class_names", ()) or ()) or None
             target_mpp = float(getattr(rmeta, "target_mpp", 0.25) or 0.25)
+            mismatch = _checkpoint_mismatch(meta, rmeta)
+            if mismatch:
+                log.warning("validate: %s", mismatch)
+                notes.append(mismatch)
             if ds.kind == "pannuke":
                 t, n, samples = pannuke_samples(ds.path, ds.count)
             elif ds.kind == "synthetic":
