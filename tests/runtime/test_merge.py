@@ -29,7 +29,7 @@ def _disks(height: int, width: int, rng: np.random.Generator, spacing: int = 32)
 
 
 def _tile_table(disks: np.ndarray, grid: TileGrid, row: int, col: int, rng, jitter: float, miss: float):
-    """What one tile 'sees': the disks in its footprint, slightly jittered per tile, cut at the tile border."""
+    """What one tile sees: the disks in its footprint, jittered per tile, cut at the tile border."""
     t = grid.tile_size
     y0, x0 = grid.origin(row, col)
     inst = np.zeros((t, t), np.int32)
@@ -116,8 +116,8 @@ def _run(grid_shape, seed, upstream, existing="upstream", order=None, jitter=1.0
     kept = ocl.OverlapCellCleaner(cell_list, logging.getLogger("oracle")).clean_detected_cells()
     oracle = {keys[i] for i in kept.index}
     out = CellBatch.concat(emitted)
-    ours = [(int(t[0]), int(t[1]), *map(int, b)) for t, b in zip(out.tile, out.bbox_region)]
-    areas = {k: Polygon(d["contour"]).area for k, d in zip(keys, cell_list)}
+    ours = [(int(t[0]), int(t[1]), *map(int, b)) for t, b in zip(out.tile, out.bbox_region, strict=True)]
+    areas = {k: Polygon(d["contour"]).area for k, d in zip(keys, cell_list, strict=True)}
     return SimpleNamespace(
         grid=grid,
         merge=merge,
@@ -131,9 +131,9 @@ def _run(grid_shape, seed, upstream, existing="upstream", order=None, jitter=1.0
 
 
 def _only_area_ties(r) -> bool:
-    """Every disagreement is a tie: upstream keeps the largest overlapping cell, and among equal areas the first
-    in its STRtree query order, which depends on the whole slide's tree. Each cell only we keep must face a cell
-    only the oracle keeps, overlapping it, with the same pixel area."""
+    """Every disagreement is a tie: upstream keeps the largest overlapping cell, and among equal areas the
+    first in its STRtree query order, which depends on the whole slide's tree. Each cell only we keep must
+    face a cell only the oracle keeps, overlapping it, with the same pixel area."""
     theirs = list(r.oracle - r.ours)
     for k in r.ours - r.oracle:
         r0, c0, r1, c1 = k[2:]
@@ -150,7 +150,8 @@ def test_merge_matches_oracle(upstream, shape, seed):
     assert len(r.ours_list) == len(r.ours), "a cell was emitted twice"
     agree = len(r.ours & r.oracle) / len(r.ours | r.oracle)
     print(
-        f"grid {shape}: {r.total} tile cells -> ours {len(r.ours)}, oracle {len(r.oracle)}, agreement {agree:.4f}"
+        f"grid {shape}: {r.total} tile cells -> ours {len(r.ours)}, oracle {len(r.oracle)}, "
+        f"agreement {agree:.4f}"
     )
     assert agree >= 0.998
     assert _only_area_ties(r)

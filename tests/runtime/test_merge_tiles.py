@@ -62,8 +62,9 @@ def test_tiles_plus_merge_equal_one_large_tile():
     merge = StreamingMerge(grid, planned=list(grid.tiles()), emit=out.append)
     for row, col in grid.tiles():
         y0, x0 = grid.origin(row, col)
-        tile = pp.process_tile(_crop(t.binary, y0, x0, 1024), _crop(t.hv, y0, x0, 1024),
-                               _crop(t.type_map, y0, x0, 1024))
+        tile = pp.process_tile(
+            _crop(t.binary, y0, x0, 1024), _crop(t.hv, y0, x0, 1024), _crop(t.type_map, y0, x0, 1024)
+        )
         merge.add(row, col, CellBatch.from_tile(tile.cells, row, col, grid, info))
     merge.finish()
     merged = CellBatch.concat(out)

@@ -25,8 +25,12 @@ def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def _write_pyramid(path, image, mpp, downsamples=(1, 4), subifds=False, tile=256, compression="zlib"):
     """A tiled pyramidal TIFF: levels as separate IFDs (OpenSlide generic-tiff) or SubIFDs (tiffslide)."""
-    levels = [image if d == 1 else cv2.resize(image, (image.shape[1] // d, image.shape[0] // d),
-                                                interpolation=cv2.INTER_AREA) for d in downsamples]
+    levels = [
+        image
+        if d == 1
+        else cv2.resize(image, (image.shape[1] // d, image.shape[0] // d), interpolation=cv2.INTER_AREA)
+        for d in downsamples
+    ]
     res = dict(resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER") if mpp else {}
     with tifffile.TiffWriter(path, bigtiff=False) as tw:
         opts = dict(tile=(tile, tile), photometric="rgb", compression=compression)
@@ -36,8 +40,14 @@ def _write_pyramid(path, image, mpp, downsamples=(1, 4), subifds=False, tile=256
                 tw.write(lv, subfiletype=1, **opts)
         else:
             for i, lv in enumerate(levels):
-                r = dict(resolution=(1e4 / mpp / downsamples[i], 1e4 / mpp / downsamples[i]),
-                         resolutionunit="CENTIMETER") if mpp else {}
+                r = (
+                    dict(
+                        resolution=(1e4 / mpp / downsamples[i], 1e4 / mpp / downsamples[i]),
+                        resolutionunit="CENTIMETER",
+                    )
+                    if mpp
+                    else {}
+                )
                 tw.write(lv, subfiletype=0 if i == 0 else 1, **opts, **r)
     return levels
 
@@ -72,8 +82,9 @@ def test_slide_level_choice_and_resampling(tmp_path, slide_image):
     # 0.5 mpp target: level 1 (0.25) resampled by 2 with Lanczos; level 2 (1.0 mpp) is too coarse
     with open_source(path, target_mpp=0.5, reader="tiffslide", tile_size=256, overlap=16) as src:
         assert src.info.level == 1 and src.info.resample == pytest.approx(2.0) and src.info.scale == 4.0
-        ref = cv2.resize(levels[1], (levels[1].shape[1] // 2, levels[1].shape[0] // 2),
-                         interpolation=cv2.INTER_AREA)
+        ref = cv2.resize(
+            levels[1], (levels[1].shape[1] // 2, levels[1].shape[0] // 2), interpolation=cv2.INTER_AREA
+        )
         got = src.read_region(0, 0, *ref.shape[:2])
         assert np.abs(got.astype(int) - ref).mean() < 3
         # neighbouring tiles see the same global pixels in their overlap
@@ -115,8 +126,14 @@ def test_truncated_slide_names_file_and_tile(tmp_path, slide_image):
     # level 0 written last, so that truncation cuts its tile data but keeps every directory readable
     with tifffile.TiffWriter(path) as tw:
         small = cv2.resize(big, (big.shape[1] // 4, big.shape[0] // 4), interpolation=cv2.INTER_AREA)
-        tw.write(big, tile=(256, 256), photometric="rgb", compression="zlib",
-                 resolution=(4e4, 4e4), resolutionunit="CENTIMETER")
+        tw.write(
+            big,
+            tile=(256, 256),
+            photometric="rgb",
+            compression="zlib",
+            resolution=(4e4, 4e4),
+            resolutionunit="CENTIMETER",
+        )
         tw.write(small, tile=(256, 256), photometric="rgb", compression="zlib", subfiletype=1)
     data = path.read_bytes()
     with tifffile.TiffFile(path) as tf:
@@ -128,7 +145,7 @@ def test_truncated_slide_names_file_and_tile(tmp_path, slide_image):
     assert len(path.read_bytes()) == len(data)
     for reader in ("openslide", "tiffslide"):
         with pytest.raises(InputError) as err, open_source(path, reader=reader) as src:
-            for tile in src.tiles():
+            for _ in src.tiles():
                 pass
         msg = str(err.value)
         assert "cut.tif" in msg and "tile (row" in msg, msg
@@ -234,7 +251,12 @@ def test_tiling_coordinates_and_round_trip():
                 assert (t[5, 7] == img[yy, xx]).all()
         # tiles_touching agrees with brute force
         for box in [(0, 0, 1, 1), (900, 950, 1000, 1000), (1200, 2300, 1234, 2345), (-5, -5, 0, 0)]:
-            brute = [(r, c) for r, c in g.tiles()
-                     if g.origin(r, c)[0] < box[2] and g.origin(r, c)[0] + tile_size > box[0]
-                     and g.origin(r, c)[1] < box[3] and g.origin(r, c)[1] + tile_size > box[1]]
+            brute = [
+                (r, c)
+                for r, c in g.tiles()
+                if g.origin(r, c)[0] < box[2]
+                and g.origin(r, c)[0] + tile_size > box[0]
+                and g.origin(r, c)[1] < box[3]
+                and g.origin(r, c)[1] + tile_size > box[1]
+            ]
             assert g.tiles_touching(*box) == brute

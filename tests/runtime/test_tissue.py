@@ -25,8 +25,15 @@ def _half_glass(h: int, w: int, edge: int, seed: int = 0) -> np.ndarray:
 def test_half_glass_slide_keeps_the_tissue_tiles(tmp_path):
     img = _half_glass(1900, 3800, edge=1800)
     path = tmp_path / "half.tif"
-    tifffile.imwrite(path, img, tile=(256, 256), photometric="rgb", compression="zlib",
-                     resolution=(4e4, 4e4), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        path,
+        img,
+        tile=(256, 256),
+        photometric="rgb",
+        compression="zlib",
+        resolution=(4e4, 4e4),
+        resolutionunit="CENTIMETER",
+    )
     with open_source(path) as src:
         plan = detect_tissue(src, TissueSettings(thumbnail_size=512))
         grid = src.grid

@@ -28,12 +28,19 @@ def _table(rng, n: int, tile: int = 1024) -> SimpleNamespace:
     r0[:3], c0[3:6] = 0, tile - 12  # border-touching cells
     s = rng.integers(6, 12, n)
     bbox = np.stack([r0, c0, np.minimum(r0 + s, tile), np.minimum(c0 + s, tile)], 1).astype(np.int32)
-    contours = [np.array([[b[1], b[0]], [b[3] - 1, b[0]], [b[3] - 1, b[2] - 1], [b[1], b[2] - 1]], np.int32)
-                for b in bbox]
+    contours = [
+        np.array([[b[1], b[0]], [b[3] - 1, b[0]], [b[3] - 1, b[2] - 1], [b[1], b[2] - 1]], np.int32)
+        for b in bbox
+    ]
     centroid = np.stack([(bbox[:, 1] + bbox[:, 3] - 1) / 2, (bbox[:, 0] + bbox[:, 2] - 1) / 2], 1)
-    return SimpleNamespace(bbox=bbox, centroid=centroid, area=((bbox[:, 2] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 1])),
-                           type=rng.integers(1, 6, n), type_prob=rng.uniform(0.5, 1, n).astype(np.float32),
-                           contours=contours)
+    return SimpleNamespace(
+        bbox=bbox,
+        centroid=centroid,
+        area=((bbox[:, 2] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 1])),
+        type=rng.integers(1, 6, n),
+        type_prob=rng.uniform(0.5, 1, n).astype(np.float32),
+        contours=contours,
+    )
 
 
 @pytest.fixture()
@@ -43,13 +50,17 @@ def run(tmp_path):
     src = ArraySource(np.full((1800, 3800, 3), 200, np.uint8), mpp=0.125, target_mpp=0.25)
     assert src.info.scale == 2.0 and (src.grid.rows, src.grid.cols) == (1, 2)
     out = tmp_path / "out"
-    writers = open_writers(out, OUTPUTS, info=src.info, meta=META, grid=src.grid, source=src,
-                           overlay_window=(0, 0, 512, 512))
+    writers = open_writers(
+        out, OUTPUTS, info=src.info, meta=META, grid=src.grid, source=src, overlay_window=(0, 0, 512, 512)
+    )
     batches, tokens = [], rng.normal(size=(8, 64, 64)).astype(np.float16)
-    merge = StreamingMerge(src.grid, planned=list(src.grid.tiles()), emit=lambda b: (batches.append(b),
-                                                                                       writers.write(b)))
+    merge = StreamingMerge(
+        src.grid, planned=list(src.grid.tiles()), emit=lambda b: (batches.append(b), writers.write(b))
+    )
     for row, col in src.grid.tiles():
-        merge.add(row, col, CellBatch.from_tile(_table(rng, 200), row, col, src.grid, src.info, tokens=tokens))
+        merge.add(
+            row, col, CellBatch.from_tile(_table(rng, 200), row, col, src.grid, src.info, tokens=tokens)
+        )
         writers.add_tile_tissue(row, col, rng.normal(size=3))
     merge.finish()
     summary = writers.close({"timing": {"wall_s": 1.0}, "settings": {"batch": 8}})
@@ -66,7 +77,9 @@ def test_geojson_is_a_feature_collection_geopandas_reads(run):
     ring = f["geometry"]["coordinates"][0]
     assert ring[0] == ring[-1] and len(ring) >= 4
     cls = f["properties"]["classification"]
-    assert cls["name"] in META.class_names[1:] and cls["color"] == list(META.class_colors[META.class_names.index(cls["name"])])
+    assert cls["name"] in META.class_names[1:] and cls["color"] == list(
+        META.class_colors[META.class_names.index(cls["name"])]
+    )
     assert {"cell_id", "type_prob", "area_px", "area_um2"} <= set(f["properties"]["measurements"])
     df = geopandas.read_file(run.out / "cells.geojson")
     assert len(df) == len(run.cells) and df.geometry.is_valid.all()
@@ -75,18 +88,34 @@ def test_geojson_is_a_feature_collection_geopandas_reads(run):
     i = int(np.flatnonzero(df["cell_id"].to_numpy() == run.cells.id[0])[0])
     minx, miny, maxx, maxy = df.geometry.iloc[i].bounds
     b = run.cells.bbox[0]
-    assert (miny, minx) == (b[0], b[1]) and maxx == pytest.approx(b[3] - 2) and maxy == pytest.approx(b[2] - 2)
+    assert (
+        (miny, minx) == (b[0], b[1]) and maxx == pytest.approx(b[3] - 2) and maxy == pytest.approx(b[2] - 2)
+    )
 
 
 def test_upstream_json_fields(run):
     cells = json.loads((run.out / "cells.json").read_text())
     det = json.loads((run.out / "cell_detection.json").read_text())
     assert set(cells) == {"wsi_metadata", "type_map", "cells"} and set(det) == set(cells)
-    assert cells["type_map"] == {"1": "Neoplastic", "2": "Inflammatory", "3": "Connective", "4": "Dead",
-                                 "5": "Epithelial"}
+    assert cells["type_map"] == {
+        "1": "Neoplastic",
+        "2": "Inflammatory",
+        "3": "Connective",
+        "4": "Dead",
+        "5": "Epithelial",
+    }
     assert len(cells["cells"]) == len(det["cells"]) == len(run.cells)
-    required = {"bbox", "centroid", "contour", "type_prob", "type", "patch_coordinates", "cell_status",
-                "offset_global", "edge_position"}
+    required = {
+        "bbox",
+        "centroid",
+        "contour",
+        "type_prob",
+        "type",
+        "patch_coordinates",
+        "cell_status",
+        "offset_global",
+        "edge_position",
+    }
     for c in cells["cells"]:
         assert required <= set(c)
         assert np.array(c["bbox"]).shape == (2, 2) and c["centroid"] == np.rint(c["centroid"]).tolist()
@@ -114,7 +143,10 @@ def test_tables_embeddings_tissue_overlay_summary(run):
     assert (index["cell_id"].to_numpy() == run.cells.id).all() and (index["row"] == np.arange(len(emb))).all()
     np.testing.assert_allclose(emb, run.cells.embedding.astype(np.float16))
     # upstream token rule: mean over bbox/16, min floored, max ceiled
-    b = run.cells.bbox_region[0] - np.r_[run.src.grid.origin(*run.cells.tile[0]), run.src.grid.origin(*run.cells.tile[0])]
+    b = (
+        run.cells.bbox_region[0]
+        - np.r_[run.src.grid.origin(*run.cells.tile[0]), run.src.grid.origin(*run.cells.tile[0])]
+    )
     lo, hi = np.floor(b[:2] / 16).astype(int), np.ceil(b[2:] / 16).astype(int)
     want = run.tokens[:, lo[0] : hi[0], lo[1] : hi[1]].astype(np.float32).mean(axis=(1, 2))
     np.testing.assert_allclose(emb[0], want, atol=2e-3)
@@ -124,7 +156,9 @@ def test_tables_embeddings_tissue_overlay_summary(run):
     png = cv2.imread(str(run.out / "overlay.png"))
     assert png.shape == (512, 512, 3) and (png != 200).any()  # contours drawn over the grey image
     summary = json.loads((run.out / "summary.json").read_text())
-    assert summary["cells_total"] == len(run.cells) and sum(summary["cells_per_class"].values()) == len(run.cells)
+    assert summary["cells_total"] == len(run.cells) and sum(summary["cells_per_class"].values()) == len(
+        run.cells
+    )
     assert summary["timing"] == {"wall_s": 1.0} and "numpy" in summary["versions"]
     assert not [p.name for p in run.out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
@@ -134,7 +168,9 @@ def test_abort_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     writers = open_writers(out, OUTPUTS, info=src.info, meta=META, grid=src.grid, source=src)
     rng = np.random.default_rng(1)
-    batch = CellBatch.from_tile(_table(rng, 20), 0, 0, src.grid, src.info, tokens=np.zeros((4, 64, 64), np.float32))
+    batch = CellBatch.from_tile(
+        _table(rng, 20), 0, 0, src.grid, src.info, tokens=np.zeros((4, 64, 64), np.float32)
+    )
     batch.id = np.arange(len(batch))
     writers.write(batch)
     writers.add_tile_tissue(0, 0, np.zeros(3))

@@ -11,7 +11,7 @@
     batch.cell_status int8 [N]      upstream 0 = mid, 1..8 = margin (clockwise from top-left)
     batch.edge      uint8 [N, 4]    touches the tile border (top, right, down, left); edge_position = any
     batch.embedding float32 [N, E] or None   mean token under the cell's bbox (upstream §8)
-    batch.id        int64 [N]       global cell id, assigned by the merge when the cell becomes final (-1 before)
+    batch.id        int64 [N]       global id, set by the merge when the cell is final (-1 before)
     batch.bbox_region float64 [N, 4], batch.contours_region: the same in region (target-mpp) px, for the merge
 
 `table` is duck-typed: any object with the kernels' CellTable fields (bbox int32 [N,4] = (rmin, cmin, rmax+1,
@@ -28,7 +28,7 @@ TOKEN_SIZE = 16  # ViT patch size: token (i, j) covers tile pixels [16 i, 16 i +
 
 
 def cell_status(bbox: np.ndarray, tile_size: int, margin: int) -> np.ndarray:
-    """Upstream get_cell_position_marging, vectorised. bbox int [N, 4] (rmin, cmin, rmax+1, cmax+1) tile px."""
+    """Upstream get_cell_position_marging, vectorised; bbox int [N, 4] (rmin, cmin, rmax+1, cmax+1)."""
     r0, c0, r1, c1 = (bbox[:, i] for i in range(4))
     hi = tile_size - margin
     in_margin = (bbox.max(axis=1) > hi) | (bbox.min(axis=1) < margin)
@@ -134,7 +134,7 @@ class CellBatch:
 
     @classmethod
     def from_tile(cls, table, row: int, col: int, grid, info, tokens: np.ndarray | None = None) -> CellBatch:
-        """Tile-local CellTable -> global batch. `grid` is the TileGrid, `info` the SourceInfo (scale, offset)."""
+        """Tile-local CellTable -> global batch (`grid`: TileGrid, `info`: SourceInfo with scale, offset)."""
         bbox_local = np.asarray(table.bbox, dtype=np.int64).reshape(-1, 4)
         n = len(bbox_local)
         y0, x0 = grid.origin(row, col)

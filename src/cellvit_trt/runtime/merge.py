@@ -11,18 +11,19 @@ Rules (upstream OverlapCellCleaner.clean_detected_cells, reference §9, made inc
    other tile can see them.
 2. margin cells that do not touch the tile border are candidates.
 3. a border-touching cell is a candidate only if the first tile of upstream's get_edge_patch (the orthogonal
-   neighbour) does not exist; positions get_edge_patch does not list (e.g. touching top and bottom) are dropped,
+   neighbour) does not exist; positions get_edge_patch does not list (e.g. top and bottom) are dropped,
    as upstream. "Exists" (`existing="grid"`, default) means: inside the grid and processed. Upstream
    (`existing="upstream"`) means: contributed at least one margin cell, so an edge cell is also kept when the
-   neighbour was processed but found no margin cell there; that needs the neighbour's cells, which we have anyway.
+   neighbour was processed but found no margin cell there (needs the neighbour's cells, which we wait for).
 4. candidates that overlap (intersection > 1 % of either polygon) are resolved exactly as upstream: in arrival
    order, a query cell is replaced by the largest of its later unvisited overlapping cells; repeated (at most
    20 passes) until no overlaps remain. Ties in area go to the earliest cell (upstream: STRtree query order).
 
-Streaming: a candidate is *ready* when every tile whose footprint meets its bbox is resolved (processed, skipped
-or outside the plan). Overlap clusters (connected components of the overlap graph, kept incrementally with a
-spatial hash) are resolved when all their cells are ready; no later tile can add a cell that overlaps them,
-so the result equals the batch algorithm on the whole slide. Emitted cells get consecutive ids (0, 1, ...).
+Streaming: a candidate is *ready* when every tile whose footprint meets its bbox is resolved (processed,
+skipped or outside the plan). Overlap clusters (connected components of the overlap graph, kept
+incrementally with a spatial hash) are resolved when all their cells are ready; no later tile can add a cell
+that overlaps them, so the result equals the batch algorithm on the whole slide. Emitted cells get
+consecutive ids (0, 1, ...).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class StreamingMerge:
             if cell.neighbour is None:
                 self._drop(cell)
             elif self.grid.contains(*cell.neighbour) and not self._resolved[cell.neighbour]:
-                # undecided: it still takes part in the overlap graph, so that clusters it may join wait for it
+                # undecided: it joins the overlap graph so that clusters it may join wait for it
                 self._hash_in(cell)
                 self._undecided.setdefault(cell.neighbour, []).append(cell)
             else:
@@ -140,7 +141,7 @@ class StreamingMerge:
         self._flush()
 
     def finish(self) -> None:
-        for r, c in zip(*np.nonzero(~self._resolved)):
+        for r, c in zip(*np.nonzero(~self._resolved), strict=True):
             self._resolve_tile(int(r), int(c), flush=False)
         self._settle()
         self._flush()

@@ -1,7 +1,7 @@
 """Tiling grid compatible with upstream CellViT (PathoPatcher DeepZoom tiling).
 
 Interface:
-    grid = TileGrid(height, width)                    # region size in target-mpp pixels; tile 1024, overlap 32
+    grid = TileGrid(height, width)                    # region size in target-mpp px; tile 1024, overlap 32
     grid.rows, grid.cols, grid.stride                 # stride = tile_size - 2 * overlap (960)
     grid.origin(row, col) -> (y0, x0)                 # top-left of the tile in region pixels, may be negative
     grid.tiles() -> iterator of (row, col)            # row-major order
@@ -41,7 +41,8 @@ class TileGrid:
             raise InputError(f"tiling: region must be non-empty, got {self.height}x{self.width} pixels")
         if self.tile_size <= 0 or self.overlap < 0 or 2 * self.overlap >= self.tile_size:
             raise InputError(
-                f"tiling: need tile_size > 2 * overlap >= 0, got tile_size={self.tile_size}, overlap={self.overlap}"
+                f"tiling: need tile_size > 2 * overlap >= 0, got tile_size={self.tile_size}, "
+                f"overlap={self.overlap}"
             )
 
     @property

@@ -3,13 +3,13 @@
     plan = detect_tissue(source, TissueSettings())      # Otsu on a low-resolution thumbnail
     plan.tiles            # [(row, col)] kept, row-major: pass to source.tiles(plan.tiles) and StreamingMerge
     plan.kept, plan.skipped, plan.ratio[row, col]       # counts and tissue fraction per tile
-    background_ratio(tile_image)                        # upstream's per-tile HSV rule (push API, second check)
+    background_ratio(tile_image)                        # upstream's per-tile HSV rule (push API)
 
-Thumbnail mask (as PathoPatcher's Otsu tissue mask): HSV saturation, median-blurred, thresholded with Otsu; the
-threshold is clipped to [MIN_SATURATION, MAX_SATURATION] so that an all-glass thumbnail (Otsu splits noise) keeps
-nothing and an all-tissue one keeps pale tissue. Upstream's grey (S <= 10, V >= 70) and black (V <= 85) pixels
-are background. A tile is kept when the tissue fraction of its footprint is >= min_tissue_ratio (upstream's
-min_intersection_ratio = 0.01). `min_tissue_ratio=0` keeps every tile.
+Thumbnail mask (as PathoPatcher's Otsu tissue mask): HSV saturation, median-blurred, thresholded with Otsu;
+the threshold is clipped to [MIN_SATURATION, MAX_SATURATION] so that an all-glass thumbnail (Otsu splits
+noise) keeps nothing and an all-tissue one keeps pale tissue. Upstream's grey (S <= 10, V >= 70) and black
+(V <= 85) pixels are background. A tile is kept when the tissue fraction of its footprint is
+>= min_tissue_ratio (upstream's min_intersection_ratio = 0.01). `min_tissue_ratio=0` keeps every tile.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def tissue_mask(rgb: np.ndarray, median_kernel: int = 5) -> tuple[np.ndarray, in
 
 
 def background_ratio(tile: np.ndarray) -> float:
-    """Upstream's per-tile rule (PathoPatcher calculate_background_ratio): fraction of grey or black pixels."""
+    """Upstream's per-tile rule (PathoPatcher calculate_background_ratio): grey or black pixel fraction."""
     hsv = cv2.cvtColor(np.ascontiguousarray(tile), cv2.COLOR_RGB2HSV)
     background = cv2.inRange(hsv, *GREY) | cv2.inRange(hsv, *BLACK)
     return float(np.count_nonzero(background)) / background.size

@@ -77,13 +77,14 @@ def open_source(
     if suffix in IMAGE_SUFFIXES:
         return ImageSource(path, mpp, target_mpp, tile_size, overlap)
     raise InputError(
-        f"{path}: unknown input type {suffix or '(no suffix)'}; expected a slide ({', '.join(SLIDE_SUFFIXES)}, "
+        f"{path}: unknown input type {suffix or '(no suffix)'}; expected a slide "
+        f"({', '.join(SLIDE_SUFFIXES)}, "
         f"tiff) or an image ({', '.join(IMAGE_SUFFIXES)})"
     )
 
 
 def expand_inputs(path: str | Path) -> list[Path]:
-    """A file stays itself; a folder of images becomes its image files (sorted); a DICOM folder stays whole."""
+    """A file stays itself; a folder becomes its image files (sorted); a DICOM folder stays whole."""
     path = Path(path)
     if path.is_dir() and not any(path.glob("*.dcm")):
         return folder_images(path)

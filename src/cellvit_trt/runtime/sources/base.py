@@ -137,4 +137,6 @@ class Source:
 
     def __repr__(self) -> str:
         i = self.info
-        return f"{type(self).__name__}({i.name!r}, {i.height}x{i.width} px at {i.mpp} mpp, grid {self.grid.rows}x{self.grid.cols})"
+        g = self.grid
+        size = f"{i.height}x{i.width} px at {i.mpp} mpp"
+        return f"{type(self).__name__}({i.name!r}, {size}, grid {g.rows}x{g.cols})"

@@ -1,8 +1,8 @@
 """In-memory sources: numpy arrays, plain images (PNG, JPEG, BMP, flat TIFF) and folders of images.
 
     ArraySource(array, mpp=None, target_mpp=0.25, name="array")   # uint8 [H, W, 3] RGB (or [H, W] / RGBA)
-    ImageSource(path, mpp=None, target_mpp=0.25)                   # decoded with OpenCV (BGR -> RGB), Pillow fallback
-    folder_sources(folder, **kw) -> list[Path]                     # the image files of a folder, sorted; open each
+    ImageSource(path, mpp=None, target_mpp=0.25)                   # OpenCV (BGR -> RGB), Pillow fallback
+    folder_images(folder) -> list[Path]                            # image files, sorted; open each
                                                                    # with open_source(): one output per image
 
 An image with a known mpp that misses the target by more than the tolerance is resampled once, whole, with

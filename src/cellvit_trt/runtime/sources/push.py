@@ -16,9 +16,9 @@ Consumer side (the pipeline):
     src.close_results()
 
 A tile is complete once every region pixel of its footprint has been submitted. Pixels are kept in one buffer
-per tile row (tile_size x width); a buffer is freed when all tiles of its row are emitted, so a row-by-row scan
-holds about two tile rows. `max_bands` caps how many tile rows may be open at once (InputError beyond it), so
-memory never grows without bound. Tiles never touched by any submission are not emitted (treat as absent).
+per tile row (tile_size x width); a buffer is freed when all tiles of its row are emitted, so a row-by-row
+scan holds about two tile rows. `max_bands` caps how many tile rows may be open at once (InputError beyond
+it), so memory never grows without bound. Tiles no submission touched are not emitted (treat as absent).
 The scanner delivers pixels at the target mpp (within the tolerance); the push path does not resample.
 """
 

@@ -1,8 +1,9 @@
 """Which pyramid level to read and how much to resample, to reach the model's target mpp.
 
-Follows upstream (PathoPatcher LivePatchWSIDataset._prepare_slide, cellvit wsi_meta): a slide whose mpp is within
-the tolerance of the target is used as is; otherwise the slide is read from the best pyramid level and resampled
-with Lanczos by a rescaling factor. Slides coarser than 3x the target (mpp > 0.75 for x40) are refused, as upstream.
+Follows upstream (PathoPatcher LivePatchWSIDataset._prepare_slide, cellvit wsi_meta): a slide whose mpp is
+within the tolerance of the target is used as is; otherwise the slide is read from the best pyramid level and
+resampled with Lanczos by a rescaling factor. Slides coarser than 3x the target (mpp > 0.75 for x40) are
+refused, as upstream.
 
     choice = choose_level(path, base_mpp, level_downsamples, target_mpp)
     choice.level, choice.resample      # read this level; resample = level px per target px (1.0: none)
@@ -16,8 +17,8 @@ from collections.abc import Sequence
 
 from cellvit_trt.errors import InputError
 
-# Upstream target_mpp_tolerance = 0.035 at 0.25 mpp (cellvit inference.py). We keep it relative (14 %) so that a
-# 0.5 mpp target gets the same slack (Hamamatsu x20 slides are 0.44 mpp, like x40 at 0.22).
+# Upstream target_mpp_tolerance = 0.035 at 0.25 mpp (cellvit inference.py). We keep it relative (14 %) so
+# that a 0.5 mpp target gets the same slack (Hamamatsu x20 slides are 0.44 mpp, like x40 at 0.22).
 MPP_TOLERANCE = 0.035
 MPP_TOLERANCE_AT = 0.25
 # Upstream rejects mpp > 0.75 for the 0.25 target: never upsample by more than 3x.

@@ -40,10 +40,17 @@ __all__ = ["OUTPUTS", "ClassTable", "StreamFile", "WriterSet", "open_writers", "
 def wsi_metadata(info, grid) -> dict[str, Any]:
     """Upstream-like `wsi_metadata` block for cells.json."""
     return {
-        "orig_n_tiles_cols": grid.cols, "orig_n_tiles_rows": grid.rows, "downsampling": info.scale,
-        "patch_overlap": grid.margin, "patch_size": grid.tile_size, "base_mpp": info.base_mpp,
-        "target_patch_mpp": info.mpp, "level": info.level, "offset_level0_xy": list(info.offset),
-        "source": info.name, "reader": info.reader,
+        "orig_n_tiles_cols": grid.cols,
+        "orig_n_tiles_rows": grid.rows,
+        "downsampling": info.scale,
+        "patch_overlap": grid.margin,
+        "patch_size": grid.tile_size,
+        "base_mpp": info.base_mpp,
+        "target_patch_mpp": info.mpp,
+        "level": info.level,
+        "offset_level0_xy": list(info.offset),
+        "source": info.name,
+        "reader": info.reader,
     }
 
 
@@ -71,7 +78,7 @@ class WriterSet:
 
     def close(self, summary: dict[str, Any] | None = None) -> dict[str, Any] | None:
         items = list(self.writers.items()) + ([("tissue", self.tissue)] if self.tissue is not None else [])
-        for i, (name, w) in enumerate(items):
+        for i, (_, w) in enumerate(items):
             try:
                 w.close()
             except BaseException:
@@ -119,8 +126,13 @@ def open_writers(
 
             if grid is None:
                 raise InputError("outputs: 'cells' (upstream cells.json) needs the tiling grid")
-            ws.writers["cells"] = UpstreamJSONWriter(out_dir / "cells.json", out_dir / "cell_detection.json",
-                                                     classes, wsi_metadata(info, grid), grid)
+            ws.writers["cells"] = UpstreamJSONWriter(
+                out_dir / "cells.json",
+                out_dir / "cell_detection.json",
+                classes,
+                wsi_metadata(info, grid),
+                grid,
+            )
         if "table" in outputs:
             from cellvit_trt.runtime.writers.table import CSVWriter, ParquetWriter
 
@@ -128,27 +140,33 @@ def open_writers(
             if importlib.util.find_spec("pyarrow") is not None:
                 ws.writers["parquet"] = ParquetWriter(out_dir / "cells.parquet", classes, area)
             else:
-                log.warning("pyarrow is not installed: writing cells.csv only (pip install pyarrow for Parquet)")
+                log.warning(
+                    "pyarrow is not installed: writing cells.csv only (pip install pyarrow for Parquet)"
+                )
         if "embeddings" in outputs:
             from cellvit_trt.runtime.writers.embeddings import EmbeddingWriter
 
-            ws.writers["embeddings"] = EmbeddingWriter(out_dir / "embeddings.npy", out_dir / "embeddings_index.csv",
-                                                       embedding_dtype)
+            ws.writers["embeddings"] = EmbeddingWriter(
+                out_dir / "embeddings.npy", out_dir / "embeddings_index.csv", embedding_dtype
+            )
         if "overlay" in outputs:
             if source is None:
                 log.warning("overlay output needs the source; skipped")
             else:
                 from cellvit_trt.runtime.writers.overlay import OverlayWriter
 
-                ws.writers["overlay"] = OverlayWriter(out_dir / "overlay.png", source, classes, overlay_window)
+                ws.writers["overlay"] = OverlayWriter(
+                    out_dir / "overlay.png", source, classes, overlay_window
+                )
         if "tissue" in outputs:
             from cellvit_trt.runtime.writers.tissue_tiles import TissueTileWriter
 
             if grid is None:
                 raise InputError("outputs: 'tissue' needs the tiling grid")
             names = tuple(getattr(meta, "tissue_names", ()) or ())
-            ws.tissue = TissueTileWriter(out_dir / "tissue_tiles.csv", out_dir / "tissue_tiles.json", names, grid,
-                                         info)
+            ws.tissue = TissueTileWriter(
+                out_dir / "tissue_tiles.csv", out_dir / "tissue_tiles.json", names, grid, info
+            )
         if "summary" in outputs:
             ws.summary_path = out_dir / "summary.json"
     except BaseException:

@@ -53,8 +53,10 @@ class EmbeddingWriter:
         elif emb.shape[1] != self.dim:
             raise InputError(f"embeddings output: width changed from {self.dim} to {emb.shape[1]}")
         self._npy.fh.write(emb.tobytes())
-        lines = [f"{self.rows + i},{int(c)},{x:.2f},{y:.2f}" for i, (c, (x, y)) in
-                 enumerate(zip(batch.id, batch.centroid, strict=True))]
+        lines = [
+            f"{self.rows + i},{int(c)},{x:.2f},{y:.2f}"
+            for i, (c, (x, y)) in enumerate(zip(batch.id, batch.centroid, strict=True))
+        ]
         self._index.fh.write("\n".join(lines) + "\n")
         self.rows += len(batch)
 

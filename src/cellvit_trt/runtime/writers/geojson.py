@@ -11,7 +11,7 @@ detection per nucleus, classified and coloured:
                     "cell_id": 7, "type": 1, "type_name": "Neoplastic", "type_prob": 0.93}}
 
 Unlike upstream (a JSON list with one MultiPolygon annotation per class, reference §10), geopandas reads it
-(`geopandas.read_file`), and every cell stays a separate object. `points=True` writes centroids (Point) instead.
+(`geopandas.read_file`), and every cell stays a separate object. `points=True` writes centroids instead.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ DECIMALS = 2  # coordinates: 1/100 of a level-0 pixel
 
 class GeoJSONWriter:
     def __init__(
-        self, path: str | Path, classes: ClassTable, slide: str = "", area_um2_per_px: float | None = None,
+        self,
+        path: str | Path,
+        classes: ClassTable,
+        slide: str = "",
+        area_um2_per_px: float | None = None,
         points: bool = False,
     ) -> None:
         self.classes, self.slide, self.points = classes, slide, points
@@ -61,14 +65,19 @@ class GeoJSONWriter:
                 "objectType": "detection",
                 "classification": {"name": self.classes.name(t), "color": list(self.classes.color(t))},
                 "measurements": measurements,
-                "cell_id": cid, "type": t, "type_name": self.classes.name(t), "type_prob": prob,
+                "cell_id": cid,
+                "type": t,
+                "type_name": self.classes.name(t),
+                "type_prob": prob,
             },
         }
 
     def write(self, batch: CellBatch) -> None:
         parts = []
         for i in range(len(batch)):
-            parts.append(("" if self._first else ",\n") + json.dumps(self._feature(batch, i), separators=(",", ":")))
+            parts.append(
+                ("" if self._first else ",\n") + json.dumps(self._feature(batch, i), separators=(",", ":"))
+            )
             self._first = False
         self._file.fh.write("".join(parts))
         self.count += len(batch)

@@ -2,8 +2,8 @@
 
     OverlayWriter(path, source, classes, window=None)   # window = (y0, x0, h, w) in region (target-mpp) px;
                                                         # default: the centre 2048 x 2048 of the region
-Only cells whose centroid falls in the window are kept (memory bounded by the window); the pixels are read from
-the source at close.
+Only cells whose centroid falls in the window are kept (memory bounded by the window); the pixels are read
+from the source at close.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def default_window(height: int, width: int, side: int = WINDOW) -> tuple[int, in
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def draw_overlay(image: np.ndarray, contours: list[np.ndarray], colors: list[tuple[int, int, int]],
-                 thickness: int = 2) -> np.ndarray:
+def draw_overlay(
+    image: np.ndarray, contours: list[np.ndarray], colors: list[tuple[int, int, int]], thickness: int = 2
+) -> np.ndarray:
     """Contours (x, y) in image px drawn over a copy of an RGB image."""
     out = np.ascontiguousarray(image.copy())
     for ring, color in zip(contours, colors, strict=True):
@@ -36,8 +37,9 @@ def draw_overlay(image: np.ndarray, contours: list[np.ndarray], colors: list[tup
 
 
 class OverlayWriter:
-    def __init__(self, path: str | Path, source, classes: ClassTable,
-                 window: tuple[int, int, int, int] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, source, classes: ClassTable, window: tuple[int, int, int, int] | None = None
+    ) -> None:
         self.path, self.source, self.classes = Path(path), source, classes
         self.window = window or default_window(source.info.height, source.info.width)
         self._rings: list[np.ndarray] = []

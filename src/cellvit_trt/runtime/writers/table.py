@@ -17,20 +17,45 @@ from cellvit_trt.runtime.writers.base import ClassTable, StreamFile
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("cell_id", "x", "y", "type", "type_name", "type_prob", "area_px", "area_um2", "bbox_rmin",
-           "bbox_cmin", "bbox_rmax", "bbox_cmax", "tile_row", "tile_col", "cell_status", "edge_position")
+COLUMNS = (
+    "cell_id",
+    "x",
+    "y",
+    "type",
+    "type_name",
+    "type_prob",
+    "area_px",
+    "area_um2",
+    "bbox_rmin",
+    "bbox_cmin",
+    "bbox_rmax",
+    "bbox_cmax",
+    "tile_row",
+    "tile_col",
+    "cell_status",
+    "edge_position",
+)
 
 
 def columns(batch: CellBatch, classes: ClassTable, area_um2_per_px: float | None) -> dict[str, np.ndarray]:
     names = np.array([classes.name(int(t)) for t in batch.type], dtype=object)
     area_um2 = batch.area * area_um2_per_px if area_um2_per_px else np.full(len(batch), np.nan)
     return {
-        "cell_id": batch.id.astype(np.int64), "x": batch.centroid[:, 0], "y": batch.centroid[:, 1],
-        "type": batch.type.astype(np.int16), "type_name": names, "type_prob": batch.type_prob.astype(np.float32),
-        "area_px": batch.area.astype(np.int32), "area_um2": np.asarray(area_um2, np.float64),
-        "bbox_rmin": batch.bbox[:, 0], "bbox_cmin": batch.bbox[:, 1], "bbox_rmax": batch.bbox[:, 2],
-        "bbox_cmax": batch.bbox[:, 3], "tile_row": batch.tile[:, 0].astype(np.int32),
-        "tile_col": batch.tile[:, 1].astype(np.int32), "cell_status": batch.cell_status.astype(np.int8),
+        "cell_id": batch.id.astype(np.int64),
+        "x": batch.centroid[:, 0],
+        "y": batch.centroid[:, 1],
+        "type": batch.type.astype(np.int16),
+        "type_name": names,
+        "type_prob": batch.type_prob.astype(np.float32),
+        "area_px": batch.area.astype(np.int32),
+        "area_um2": np.asarray(area_um2, np.float64),
+        "bbox_rmin": batch.bbox[:, 0],
+        "bbox_cmin": batch.bbox[:, 1],
+        "bbox_rmax": batch.bbox[:, 2],
+        "bbox_cmax": batch.bbox[:, 3],
+        "tile_row": batch.tile[:, 0].astype(np.int32),
+        "tile_col": batch.tile[:, 1].astype(np.int32),
+        "cell_status": batch.cell_status.astype(np.int8),
         "edge_position": batch.edge.any(axis=1),
     }
 
@@ -79,13 +104,26 @@ class ParquetWriter:
         import pyarrow.parquet as pq
 
         self.pa, self.classes, self.area = pa, classes, area_um2_per_px
-        self.schema = pa.schema([
-            ("cell_id", pa.int64()), ("x", pa.float64()), ("y", pa.float64()), ("type", pa.int16()),
-            ("type_name", pa.string()), ("type_prob", pa.float32()), ("area_px", pa.int32()),
-            ("area_um2", pa.float64()), ("bbox_rmin", pa.float64()), ("bbox_cmin", pa.float64()),
-            ("bbox_rmax", pa.float64()), ("bbox_cmax", pa.float64()), ("tile_row", pa.int32()),
-            ("tile_col", pa.int32()), ("cell_status", pa.int8()), ("edge_position", pa.bool_()),
-        ])
+        self.schema = pa.schema(
+            [
+                ("cell_id", pa.int64()),
+                ("x", pa.float64()),
+                ("y", pa.float64()),
+                ("type", pa.int16()),
+                ("type_name", pa.string()),
+                ("type_prob", pa.float32()),
+                ("area_px", pa.int32()),
+                ("area_um2", pa.float64()),
+                ("bbox_rmin", pa.float64()),
+                ("bbox_cmin", pa.float64()),
+                ("bbox_rmax", pa.float64()),
+                ("bbox_cmax", pa.float64()),
+                ("tile_row", pa.int32()),
+                ("tile_col", pa.int32()),
+                ("cell_status", pa.int8()),
+                ("edge_position", pa.bool_()),
+            ]
+        )
         self._file = StreamFile(path, "wb")
         self._writer = pq.ParquetWriter(self._file.fh, self.schema, compression="zstd")
 

@@ -17,7 +17,9 @@ from cellvit_trt.runtime.writers.base import StreamFile
 
 
 class TissueTileWriter:
-    def __init__(self, csv_path: str | Path, json_path: str | Path, names: tuple[str, ...], grid, info) -> None:
+    def __init__(
+        self, csv_path: str | Path, json_path: str | Path, names: tuple[str, ...], grid, info
+    ) -> None:
         self.names, self.grid, self.info = tuple(names), grid, info
         self.json_path = Path(json_path)
         self._sum: np.ndarray | None = None
@@ -37,19 +39,25 @@ class TissueTileWriter:
         y0, x0 = self.grid.origin(row, col)
         (x, y), size = self.info.to_slide((x0, y0)), self.grid.tile_size * self.info.scale
         name = self._name(best)
-        self._file.fh.write(f'{row},{col},{x:.2f},{y:.2f},{size:.2f},{size:.2f},{best},"{name}",{p[best]:.4f}\n')
+        self._file.fh.write(
+            f'{row},{col},{x:.2f},{y:.2f},{size:.2f},{size:.2f},{best},"{name}",{p[best]:.4f}\n'
+        )
         self._sum = p if self._sum is None else self._sum + p
         self._counts[name] = self._counts.get(name, 0) + 1
         self.tiles += 1
 
     def close(self, **_: object) -> None:
         mean = (self._sum / self.tiles) if self.tiles else np.zeros(0)
-        write_json(self.json_path, {
-            "tissue_names": list(self.names), "tiles": self.tiles, "counts": self._counts,
-            "mean_probabilities": {self._name(i): round(float(v), 4) for i, v in enumerate(mean)},
-        })
+        write_json(
+            self.json_path,
+            {
+                "tissue_names": list(self.names),
+                "tiles": self.tiles,
+                "counts": self._counts,
+                "mean_probabilities": {self._name(i): round(float(v), 4) for i, v in enumerate(mean)},
+            },
+        )
         self._file.close()
 
     def abort(self) -> None:
         self._file.abort()
-

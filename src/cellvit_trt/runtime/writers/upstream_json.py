@@ -1,13 +1,14 @@
-"""Upstream-compatible `cells.json` and `cell_detection.json` (cellvit 1.0.9 layout, reference §10), streamed.
+"""Upstream-compatible `cells.json` and `cell_detection.json` (cellvit 1.0.9 layout, reference §10).
 
     {"wsi_metadata": {...}, "type_map": {"1": "Neoplastic", ...}, "cells": [
         {"bbox": [[rmin, cmin], [rmax, cmax]], "centroid": [x, y], "contour": [[x, y], ...], "type_prob": p,
          "type": t, "patch_coordinates": [row, col], "cell_status": s, "offset_global": [y0, x0],
-         "edge_position": bool, "edge_information": {"position": [t, r, d, l], "edge_patches": [[r, c], ...]}},
+         "edge_position": bool,
+         "edge_information": {"position": [t, r, d, l], "edge_patches": [[r, c], ...]}},
         ...]}
 `cell_detection.json` has the same wrapper with `bbox`, `centroid`, `type` per cell. Coordinates are level-0
 px as upstream's (centroid rounded with rint, bbox and contour scaled), `offset_global` is the tile origin in
-target-mpp px (row, col order), `edge_information` only for border-touching cells. Ours also carries `cell_id`.
+target-mpp px (row, col order), `edge_information` only for border-touching cells. We add `cell_id`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ def _num(v: float) -> float | int:
 
 
 class UpstreamJSONWriter:
-    def __init__(self, cells_path: str | Path, detection_path: str | Path, classes: ClassTable,
-                 wsi_metadata: dict, grid) -> None:
+    def __init__(
+        self,
+        cells_path: str | Path,
+        detection_path: str | Path,
+        classes: ClassTable,
+        wsi_metadata: dict,
+        grid,
+    ) -> None:
         self.grid = grid
         head = json.dumps({"wsi_metadata": wsi_metadata, "type_map": classes.type_map()})[:-1]
         self._files = []
@@ -52,11 +59,16 @@ class UpstreamJSONWriter:
             t = int(batch.type[i])
             y0, x0 = self.grid.origin(row, col)
             cell = {
-                "bbox": bbox, "centroid": centroid,
+                "bbox": bbox,
+                "centroid": centroid,
                 "contour": [[_num(x), _num(y)] for x, y in batch.contours[i]],
-                "type_prob": float(batch.type_prob[i]), "type": t, "patch_coordinates": [row, col],
-                "cell_status": int(batch.cell_status[i]), "offset_global": [y0, x0],
-                "edge_position": bool(batch.edge[i].any()), "cell_id": int(batch.id[i]),
+                "type_prob": float(batch.type_prob[i]),
+                "type": t,
+                "patch_coordinates": [row, col],
+                "cell_status": int(batch.cell_status[i]),
+                "offset_global": [y0, x0],
+                "edge_position": bool(batch.edge[i].any()),
+                "cell_id": int(batch.id[i]),
             }
             if cell["edge_position"]:
                 sides = [int(v) for v in batch.edge[i]]
@@ -64,7 +76,9 @@ class UpstreamJSONWriter:
             sep = "" if self._first else ",\n"
             self._first = False
             full.append(sep + json.dumps(cell, separators=(",", ":")))
-            det.append(sep + json.dumps({"bbox": bbox, "centroid": centroid, "type": t}, separators=(",", ":")))
+            det.append(
+                sep + json.dumps({"bbox": bbox, "centroid": centroid, "type": t}, separators=(",", ":"))
+            )
         self._files[0].fh.write("".join(full))
         self._files[1].fh.write("".join(det))
 
