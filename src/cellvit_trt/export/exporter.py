@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cellvit_trt import __version__
-from cellvit_trt.errors import CheckpointError, GateError, InputError, require
+from cellvit_trt.errors import CellViTTRTError, CheckpointError, GateError, InputError, require
 from cellvit_trt.export.settings import ExportSettings
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,13 @@ def load_model(checkpoint: Path):
 
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint {checkpoint}: file not found")
-    model, info = load_checkpoint(checkpoint)
+    try:
+        model, info = load_checkpoint(checkpoint)
+    except CellViTTRTError:
+        raise
+    except Exception as exc:  # torch.load on a foreign file raises whatever its unpickler hits
+        raise CheckpointError(f"checkpoint {checkpoint}: not a loadable CellViT checkpoint "
+                              f"({type(exc).__name__}: {exc})") from exc
     return model.eval(), info
 
 

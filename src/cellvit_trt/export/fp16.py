@@ -63,6 +63,8 @@ def keep_fp32_predicate(scopes: Iterable[str], fp32_ops: Iterable[str]) -> Calla
     scopes, ops = tuple(scopes), frozenset(fp32_ops)
 
     def keep(node: onnx.NodeProto) -> bool:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            return False  # Q/DQ are named after the tensor they quantise (maybe in an FP32 scope): always FP16
         return node.op_type in ops or any(node.name.startswith(s) for s in scopes)
 
     return keep

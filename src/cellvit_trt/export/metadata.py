@@ -16,10 +16,9 @@ SCHEMA_VERSION = 1
 
 
 def attach(model: Any, meta: dict[str, Any]) -> None:
-    """Set (replace) the `cellvit_trt` metadata entry of an onnx.ModelProto."""
-    for prop in list(model.metadata_props):
-        if prop.key == METADATA_KEY:
-            model.metadata_props.remove(prop)
+    """Set the `cellvit_trt` metadata entry of an onnx.ModelProto, dropping tool markers left by the steps
+    before it (e.g. ONNX Runtime's quantiser writes `onnx.infer`): the graph carries one metadata object."""
+    del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key = METADATA_KEY
     entry.value = json.dumps(meta, sort_keys=True)

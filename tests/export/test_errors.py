@@ -1,0 +1,98 @@
+"""Bad input gets a clear typed error, and a failed export leaves no partial .onnx behind."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cellvit_trt.config import resolve
+from cellvit_trt.errors import CheckpointError, ConfigError, GateError, InputError
+from cellvit_trt.export import ExportSettings, export
+from tests.export.conftest import TILE
+
+
+def test_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "notes.pth"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="notes.pth"):
+        export(ExportSettings(checkpoint=bad, output=tmp_path / "x.onnx", tile_size=TILE))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        export(ExportSettings(checkpoint=tmp_path / "nope.pth", output=tmp_path / "x.onnx"))
+
+
+@pytest.mark.parametrize("tile", [250, 0, -16, 1000])
+def test_tile_size_must_be_a_multiple_of_16(tile):
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        resolve(ExportSettings, {"tile_size": tile})
+
+
+def test_yaml_section_and_flags(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("export:\n  precision: fp32\n  tile_size: 512\n  tokens: true\n")
+    args = argparse.Namespace(config=cfg, tile_size=256, precision=None, tokens=None)
+    s = resolve(ExportSettings, args, section="export")
+    assert (s.precision, s.tile_size, s.tokens) == ("fp32", 256, True)
+    cfg.write_text("export:\n  precison: fp32\n")
+    with pytest.raises(ConfigError, match="precison"):
+        resolve(ExportSettings, argparse.Namespace(config=cfg), section="export")
+
+
+def test_unwritable_output(tiny, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot write"):
+        export(ExportSettings(checkpoint=tiny[2], output=blocker / "sub" / "x.onnx", tile_size=TILE))
+    with pytest.raises(InputError, match=".onnx"):
+        export(ExportSettings(checkpoint=tiny[2], output=tmp_path / "x.txt", tile_size=TILE))
+
+
+def test_calibration_folder_without_images(tiny, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    with pytest.raises(InputError, match="no images or slides"):
+        export(ExportSettings(checkpoint=tiny[2], output=tmp_path / "x.onnx", tile_size=TILE, precision="int8",
+                              calibration=empty))
+    with pytest.raises(InputError, match="calibration"):
+        export(ExportSettings(checkpoint=tiny[2], output=tmp_path / "x.onnx", tile_size=TILE, precision="int8"))
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_failed_gate_keeps_only_a_failed_graph(tiny, tmp_path, monkeypatch):
+    """A gate failure raises GateError with the report; the target path stays untouched (an older graph there
+    survives), the new graph is kept as *.failed.onnx for inspection, no work files remain."""
+    from cellvit_trt.export import gate
+
+    strict = gate.Thresholds("fp32", {"fg_agreement": 1.5}, {})  # impossible: forces the failure path
+    monkeypatch.setattr(gate, "load_thresholds", lambda precision, path=None: strict)
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"previous graph")
+    s = ExportSettings(checkpoint=tiny[2], output=target, tile_size=TILE, precision="fp32", gate_tiles=1)
+    with pytest.raises(GateError, match="fg_agreement") as err:
+        export(s)
+    assert "parity gate" in str(err.value) and "model.failed.onnx" in str(err.value)
+    assert target.read_bytes() == b"previous graph"
+    assert (tmp_path / "model.failed.onnx").is_file()
+    assert (tmp_path / "model.failed.export.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with pytest.raises(GateError):
+        export(replace(s, keep_failed=False, output=tmp_path / "other.onnx"))
+    assert not (tmp_path / "other.onnx").exists() and not (tmp_path / "other.failed.onnx").exists()
+
+
+def test_gate_rejects_bad_tiles():
+    from cellvit_trt.export.gate import run_gate
+
+    with pytest.raises(InputError, match="uint8"):
+        run_gate(lambda x: {}, lambda x: {}, np.zeros((1, 8, 8, 3), np.float32), "fp32")
+    with pytest.raises(ConfigError, match="bf16"):
+        from cellvit_trt.export.gate import load_thresholds
+
+        load_thresholds("bf16")
