@@ -110,7 +110,7 @@ def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | N
         journal = Journal.open(out_dir / RESUME_DIR, fingerprint(path, backend, settings, backend.tile_size),
                                settings.resume, settings.checkpoint_tiles)
         embeddings = "embeddings" in settings.outputs
-        writers = open_writers(out_dir, settings.outputs, info=info, meta=meta, grid=grid)
+        writers = open_writers(out_dir, settings.outputs, info=info, meta=meta, grid=grid, source=src)
         try:
             merge = StreamingMerge(grid, planned=planned, emit=writers.write)
             vote = TissueVote()
@@ -118,6 +118,7 @@ def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | N
             for row, col, cells, extra in journal.replay():
                 merge.add(row, col, cells)
                 vote.add(extra["tissue_logits"])
+                writers.add_tile_tissue(row, col, extra["tissue_logits"])
                 resumed += 1
             done = journal.done()
             todo = [rc for rc in planned if rc not in done]
@@ -139,6 +140,7 @@ def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | N
                 journal.append(rc[0], rc[1], cells, {"tissue_logits": logits})
                 merge.add(rc[0], rc[1], cells)
                 vote.add(logits)
+                writers.add_tile_tissue(rc[0], rc[1], logits)
 
             bar = Progress(len(planned), desc=path.name, enabled=progress, initial=resumed)
             pipe = Pipeline(backend, read=read, process=process, sink=sink, batch=min(settings.batch,

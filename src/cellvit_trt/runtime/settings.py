@@ -13,7 +13,8 @@ from typing import Literal
 from cellvit_trt.errors import ConfigError
 
 Backend = Literal["auto", "tensorrt", "onnxruntime", "torch", "torch-cuda"]
-OUTPUTS = ("geojson", "cells", "table", "embeddings", "summary", "overlay")
+# the writers' names (cellvit_trt.runtime.writers.OUTPUTS); kept here so `--help` stays light
+OUTPUTS = ("geojson", "cells", "table", "embeddings", "tissue", "overlay", "summary")
 DEFAULT_OUTPUTS = ("geojson", "cells", "table", "summary")
 
 
