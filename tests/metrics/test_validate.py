@@ -117,6 +117,8 @@ def test_dropped_cells_lower_recall_and_fail_the_gate(fold):
     assert d["recall"] == pytest.approx((n_ref - n_drop) / n_ref, abs=0.02)
     assert d["precision"] == pytest.approx(1.0, abs=0.01)
     assert not rep.passed and any(f.startswith("f1 =") for f in rep.failures)
+    worst = rep.worst_tiles[0]
+    assert worst["bpq"] < 1.0 and worst["candidate_cells"] < worst["reference_cells"]
     # against ground truth, the candidate loses about the same recall
     gr, gc = rep.ground_truth["reference"]["dataset"], rep.ground_truth["candidate"]["dataset"]
     assert gc["recall"] == pytest.approx(gr["recall"] * (n_ref - n_drop) / n_ref, abs=0.03)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cellvit_trt.errors import InputError
+from cellvit_trt.metrics.detection import match_radius as _radius
 from cellvit_trt.metrics.evaluate import Evaluator
 from cellvit_trt.metrics.instances import Instances
 
@@ -48,16 +49,17 @@ def as_instances(x: Any, name: str = "tile") -> Instances:
 def agreement(
     candidate: Sequence[Any],
     reference: Sequence[Any],
-    match_radius: float = 12.0,
+    match_radius: float | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     match_iou: float = 0.5,
+    magnification: float = 40.0,
 ) -> dict:
     """Agreement of `candidate` tiles with `reference` tiles (same order, same tile shapes).
 
     Returns floats `bpq`, `mpq`, `mpq_plus`, `f1`, `precision`, `recall`, `type_agreement`, `dice` (NaN where
     undefined, e.g. no reference cells at all), the cell counts, and `per_class` PQ/F1 keyed by class name.
-    Identical inputs give 1.0 everywhere.
+    Identical inputs give 1.0 everywhere. The centroid radius defaults to 12 px at 40x (6 px at 20x).
     """
     if len(candidate) != len(reference):
         raise InputError(f"agreement: {len(candidate)} candidate tiles but {len(reference)} reference tiles")
@@ -74,7 +76,7 @@ def agreement(
     ev = Evaluator(
         num_classes=num_classes,
         class_names=list(class_names) if class_names else None,
-        radius=match_radius,
+        radius=match_radius if match_radius is not None else _radius(magnification),
         match_iou=match_iou,
     )
     for c, r in zip(cand, ref, strict=False):

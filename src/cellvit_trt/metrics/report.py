@@ -90,6 +90,12 @@ def format_report(rep: Any) -> str:
                 label = f"{name} ({tr['images']})"
                 a, b = f"{_f(tr['bPQ'])}/{_f(tr['mPQ'])}", f"{_f(tc['bPQ'])}/{_f(tc['mPQ'])}"
                 out.append(f"  {label:<26}{a:>15}{b:>15}")
+    worst = [w for w in getattr(rep, "worst_tiles", []) if w["bpq"] is not None and w["bpq"] < 1.0][:3]
+    for w in worst:
+        out.append(
+            f"  low agreement: {w['tile']} bPQ {_f(w['bpq'])} mPQ {_f(w['mpq'])} "
+            f"(cells: reference {w['reference_cells']}, candidate {w['candidate_cells']})"
+        )
     t = rep.timing
     if t:
         out.append(

@@ -126,6 +126,7 @@ class ValidationReport:
     ground_truth: dict[str, Any] | None = None  # {"reference": report, "candidate": report}
     timing: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    worst_tiles: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -163,6 +164,7 @@ class ValidationReport:
                 "ground_truth": self.ground_truth,
                 "timing": self.timing,
                 "notes": self.notes,
+                "worst_tiles": self.worst_tiles,
             }
         )
 
@@ -253,8 +255,10 @@ def _sha(meta: Any) -> str | None:
 def _checkpoint_mismatch(cand_meta: Any, ref_meta: Any) -> str | None:
     a, b = _sha(cand_meta), _sha(ref_meta)
     if a and b and a != b:
-        return (f"the candidate was made from checkpoint sha256 {a[:12]}…, the reference is {b[:12]}…: "
-                "they are different models, so agreement is not meaningful")
+        return (
+            f"the candidate was made from checkpoint sha256 {a[:12]}…, the reference is {b[:12]}…: "
+            "they are different models, so agreement is not meaningful"
+        )
     return None
 
 
@@ -388,6 +392,12 @@ def validate(
     ):
         metrics[key] = float("nan") if val is None else float(val)
     failures, skipped = limits.check(metrics)
+    if d["tp"] + d["fn"] == 0:
+        notes.append(
+            "the reference found no cells on these tiles: cell-level agreement was not measured "
+            "(use tiles with nuclei, e.g. a PanNuke fold or synthetic:N)"
+        )
+    worst = timing.pop("worst_tiles")
     gt = None
     if gt_ref is not None:
         gt = {"reference": gt_ref.result(), "candidate": gt_cand.result()}
@@ -405,6 +415,7 @@ def validate(
         ground_truth=gt,
         timing=timing,
         notes=notes,
+        worst_tiles=worst,
     )
 
 
@@ -428,6 +439,7 @@ def _run(
     timing = {"reference_s": 0.0, "candidate_s": 0.0, "postprocess_s": 0.0, "tiles": 0}
     per_batch = batch * k * k
     buf: list[Sample] = []
+    per_tile: list[tuple[str, float, float, int, int]] = []
 
     def flush() -> None:
         nonlocal gt_ref, gt_cand
@@ -453,7 +465,8 @@ def _run(
                 r_cells = Instances.from_tile(pp.process_tile(rm["fg"], rm["hv"], rm["type_map"]))
                 c_cells = Instances.from_tile(pp.process_tile(cm["fg"], cm["hv"], cm["type_map"]))
                 timing["postprocess_s"] += time.perf_counter() - t3
-                agree.add(r_cells, c_cells, buf[i].tissue)
+                sc = agree.add(r_cells, c_cells, buf[i].tissue)
+                per_tile.append((buf[i].name, sc.bpq, sc.mpq, len(r_cells), int((c_cells.types > 0).sum())))
                 if buf[i].truth is not None:
                     if gt_ref is None:
                         gt_ref, gt_cand = Evaluator(**ev_kwargs), Evaluator(**ev_kwargs)
@@ -475,4 +488,15 @@ def _run(
         flush()
     if timing["tiles"] == 0:
         raise InputError("validate: no tiles to compare (empty data or every tile was glass)")
+    timing["worst_tiles"] = _worst(per_tile)
     return stats, agree, gt_ref, gt_cand, timing
+
+
+def _worst(per_tile: list[tuple[str, float, float, int, int]], n: int = 5) -> list[dict[str, Any]]:
+    """The tiles where the candidate's cells agree least with the reference's (by bPQ, then mPQ)."""
+    scored = [t for t in per_tile if not math.isnan(t[1])]
+    scored.sort(key=lambda t: (t[1], -1.0 if math.isnan(t[2]) else t[2]))
+    return [
+        {"tile": name, "bpq": b, "mpq": m, "reference_cells": nr, "candidate_cells": nc}
+        for name, b, m, nr, nc in scored[:n]
+    ]
