@@ -4,10 +4,13 @@
 
 Parts (each guarded: a failing part is reported with its error and the next one runs):
 1. environment: GPU, driver/runtime, torch, cuda-python, CuPy, Numba, TensorRT
-2. torch-cuda, tiny model @256 and CellViT-256 @1024 (random weights), FP16 autocast, in the cuda-python streaming
-   layer: tiles/s with 1 vs 2 batches in flight, H2D/compute/D2H per batch from CUDA events, how much of the copy
+2. torch-cuda, tiny model @256 and CellViT-256 @1024 (random weights), FP16 autocast, in the cuda-python
+streaming
+   layer: tiles/s with 1 vs 2 batches in flight, H2D/compute/D2H per batch from CUDA events, how much of the
+   copy
    time overlaps compute (event timeline), GPU busy fraction
-3. the pipeline (reader → backend → Numba post-processing pool → sink) on the tiny model: tiles/s end to end and
+3. the pipeline (reader → backend → Numba post-processing pool → sink) on the tiny model: tiles/s end to end
+and
    the fraction of time the backend waited for input
 4. where TensorRT is installed: the same as 2 with FP16 engines (with and without CUDA graphs)
 """
@@ -47,17 +50,26 @@ def part(name):
             print(f"[{name}] ...", flush=True)
             try:
                 res = fn(*a, **kw)
-                REPORT["parts"][name] = {"ok": True, "seconds": round(time.perf_counter() - t0, 2), **(res or {})}
+                REPORT["parts"][name] = {
+                    "ok": True,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                    **(res or {}),
+                }
                 print(f"[{name}] {json.dumps(REPORT['parts'][name], default=str)}", flush=True)
                 return res
             except BaseException as exc:  # report and go on: one broken part must not hide the others
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                REPORT["parts"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                                         "trace": traceback.format_exc(limit=6)}
+                REPORT["parts"][name] = {
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "trace": traceback.format_exc(limit=6),
+                }
                 print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", flush=True)
                 return None
+
         return run
+
     return wrap
 
 
@@ -84,13 +96,17 @@ def overlap_report(timeline):
     hidden = 0.0
     for (s, e), others in copies:
         hidden += union_length([(max(s, a), min(e, b)) for a, b in others if min(e, b) > max(s, a)])
-    span = max(t.get("d2h_done", t["compute_done"]) for t in timeline) - \
-        min(t.get("h2d_start", t["compute_start"]) for t in timeline)
+    span = max(t.get("d2h_done", t["compute_done"]) for t in timeline) - min(
+        t.get("h2d_start", t["compute_start"]) for t in timeline
+    )
     busy = union_length(comp)
-    return {"copy_ms_total": round(copy_ms, 2), "copy_ms_overlapped_with_compute": round(hidden, 2),
-            "copy_overlap_fraction": round(hidden / copy_ms, 3) if copy_ms else None,
-            "gpu_busy_fraction": round(busy / span, 3) if span > 0 else None,
-            "compute_ms_mean": round(busy / len(comp), 3)}
+    return {
+        "copy_ms_total": round(copy_ms, 2),
+        "copy_ms_overlapped_with_compute": round(hidden, 2),
+        "copy_overlap_fraction": round(hidden / copy_ms, 3) if copy_ms else None,
+        "gpu_busy_fraction": round(busy / span, 3) if span > 0 else None,
+        "compute_ms_mean": round(busy / len(comp), 3),
+    }
 
 
 def drive(backend, batches, in_flight):
@@ -109,7 +125,7 @@ def drive(backend, batches, in_flight):
 def measure_streaming(backend, tile, batch, seconds=12.0):
     rng = np.random.default_rng(0)
     pool = [rng.integers(0, 256, (batch, tile, tile, 3), dtype=np.uint8) for _ in range(4)]
-    drive(backend, pool[:2], 2)                                       # warm-up (cuDNN autotune, allocator)
+    drive(backend, pool[:2], 2)  # warm-up (cuDNN autotune, allocator)
     t0 = time.perf_counter()
     drive(backend, pool[:2], 1)
     per_batch = (time.perf_counter() - t0) / 2
@@ -119,17 +135,22 @@ def measure_streaming(backend, tile, batch, seconds=12.0):
     backend.timeline = []
     piped = drive(backend, batches, 2)
     timeline, backend.timeline = backend.timeline, None
-    return {"tile": tile, "batch": batch, "batches": n,
-            "tiles_per_s_1_in_flight": round(n * batch / serial, 2),
-            "tiles_per_s_2_in_flight": round(n * batch / piped, 2),
-            "speedup_from_overlap": round(serial / piped, 3),
-            **overlap_report(timeline)}
+    return {
+        "tile": tile,
+        "batch": batch,
+        "batches": n,
+        "tiles_per_s_1_in_flight": round(n * batch / serial, 2),
+        "tiles_per_s_2_in_flight": round(n * batch / piped, 2),
+        "speedup_from_overlap": round(serial / piped, 3),
+        **overlap_report(timeline),
+    }
 
 
 def checkpoint(variant, tmp):
     import torch
 
     from cellvit_trt.models import build_model, save_checkpoint
+
     torch.manual_seed(0)
     path = Path(tmp) / f"{variant}.pth"
     save_checkpoint(path, build_model(variant).eval())
@@ -147,6 +168,7 @@ def environment():
             env[mod] = f"absent ({type(exc).__name__})"
     from cellvit_trt.errors import CellViTTRTError
     from cellvit_trt.runtime.cuda.device import probe_device
+
     try:
         env["gpu"] = probe_device(0).describe()
         env["gpu_ok"] = True
@@ -154,6 +176,7 @@ def environment():
         env["gpu"], env["gpu_ok"] = f"none: {exc}", False
     try:
         import torch
+
         env["torch_cuda"], env["torch_sees_gpu"] = torch.version.cuda, torch.cuda.is_available()
     except ImportError:
         pass
@@ -163,6 +186,7 @@ def environment():
 @part("torch_cuda_tiny_256")
 def torch_tiny(tmp):
     from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
+
     with TorchCudaBackend(checkpoint("tiny", tmp), precision="fp16", batch=32, tile_size=256) as be:
         return measure_streaming(be, 256, 32)
 
@@ -170,6 +194,7 @@ def torch_tiny(tmp):
 @part("torch_cuda_cellvit256_1024")
 def torch_vit256(tmp):
     from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
+
     with TorchCudaBackend(checkpoint("CellViT256", tmp), precision="fp16", batch=8, tile_size=1024) as be:
         return measure_streaming(be, 1024, 8, seconds=25)
 
@@ -179,8 +204,10 @@ def pipeline(tmp):
     from cellvit_trt.kernels import PostProcessor
     from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
     from cellvit_trt.runtime.pipeline import Pipeline
+
     try:  # H&E-like tiles with nuclei, so post-processing does realistic work
         from cellvit_trt.synthetic.tile import generate_tile
+
         tiles = [generate_tile(256, seed=s, glass_fraction=0.0).image for s in range(8)]
     except Exception:
         rng = np.random.default_rng(1)
@@ -193,18 +220,27 @@ def pipeline(tmp):
 
         def sink(i, r):
             cells[0] += len(r.cells.area)
-        stats = Pipeline(be, read=lambda i: tiles[i % 8], sink=sink, batch=32, workers=workers,
-                         process=lambda i, m: pp.process_tile(m["fg"], m["hv"], m["type_map"])).run(range(2048))
+
+        stats = Pipeline(
+            be,
+            read=lambda i: tiles[i % 8],
+            sink=sink,
+            batch=32,
+            workers=workers,
+            process=lambda i, m: pp.process_tile(m["fg"], m["hv"], m["type_map"]),
+        ).run(range(2048))
     return {"workers": workers, "cells": cells[0], **stats.to_dict()}
 
 
 @part("tensorrt_tiny_and_cellvit256")
 def tensorrt(tmp):
     import importlib.util
+
     if importlib.util.find_spec("tensorrt") is None:
         return {"skipped": "TensorRT is not installed"}
     from cellvit_trt.runtime.backends import engine_cached, export_cached
     from cellvit_trt.runtime.backends.trt import TensorRTBackend
+
     out = {}
     for variant, tile, batch in (("tiny", 256, 32), ("CellViT256", 1024, 8)):
         if left() < 60:

@@ -14,7 +14,12 @@ from cellvit_trt.runtime.backends.onnxrt import resolve_providers
 from cellvit_trt.runtime.cuda.device import gpu_available
 
 TILE = 128
-CONTRACT = {"fg": (np.uint8, 3), "hv": (np.float16, 4), "type_map": (np.uint8, 3), "tissue_logits": (np.float32, 2)}
+CONTRACT = {
+    "fg": (np.uint8, 3),
+    "hv": (np.float16, 4),
+    "type_map": (np.uint8, 3),
+    "tissue_logits": (np.float32, 2),
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def test_onnxruntime_and_torch_agree(tiny):
         assert (ort.kind, ort.tile_size, ort.max_batch) == ("onnxruntime", TILE, 4)
         assert ort.meta.class_names[0] == "Background" and ort.meta.tile_size == TILE
         a = ort.infer(images)
-        one = ort.infer(images[:1])                       # a partial batch
+        one = ort.infer(images[:1])  # a partial batch
     with open_backend(ckpt, backend="torch", tile_size=TILE, batch=4) as pt:
         b = pt.infer(images)
     for out in (a, b):

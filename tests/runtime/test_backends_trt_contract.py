@@ -1,4 +1,5 @@
-"""Contract test of the TensorRT backend's call sequence against recording stand-ins of `tensorrt` and the CUDA
+"""Contract test of the TensorRT backend's call sequence against recording stand-ins of `tensorrt` and the
+CUDA
 runtime (no GPU here). The stand-ins move real bytes between real host buffers, so outputs are checked too.
 The same backend runs for real in test_backends_gpu.py (@pytest.mark.tensorrt / @pytest.mark.gpu).
 """
@@ -16,7 +17,7 @@ import pytest
 from cellvit_trt.errors import DeviceError
 from cellvit_trt.runtime.cuda import api
 
-T = 32           # tile size of the stand-in engine
+T = 32  # tile size of the stand-in engine
 TISSUE = 5
 MAX_BATCH = 4
 
@@ -72,8 +73,14 @@ class FakeCudart:
         return Err.cudaSuccess, self.devices
 
     def cudaGetDeviceProperties(self, i):
-        return Err.cudaSuccess, types.SimpleNamespace(name=b"Fake GPU", major=8, minor=7, multiProcessorCount=16,
-                                                      integrated=int(self.integrated), totalGlobalMem=1 << 30)
+        return Err.cudaSuccess, types.SimpleNamespace(
+            name=b"Fake GPU",
+            major=8,
+            minor=7,
+            multiProcessorCount=16,
+            integrated=int(self.integrated),
+            totalGlobalMem=1 << 30,
+        )
 
     def cudaSetDevice(self, i):
         self._rec("cudaSetDevice", i)
@@ -195,8 +202,13 @@ def make_fake_trt(cudart: FakeCudart, execute_ok: bool = True):
     log = cudart.log
     DT = types.SimpleNamespace(UINT8="u8", HALF="f16", FLOAT="f32")
     np_of = {"u8": np.uint8, "f16": np.float16, "f32": np.float32}
-    spec = {"image": ((-1, T, T, 3), "u8"), "fg": ((-1, T, T), "u8"), "hv": ((-1, 2, T, T), "f16"),
-            "type_map": ((-1, T, T), "u8"), "tissue_logits": ((-1, TISSUE), "f32")}
+    spec = {
+        "image": ((-1, T, T, 3), "u8"),
+        "fg": ((-1, T, T), "u8"),
+        "hv": ((-1, 2, T, T), "f16"),
+        "type_map": ((-1, T, T), "u8"),
+        "tissue_logits": ((-1, TISSUE), "f32"),
+    }
 
     class Severity(enum.IntEnum):
         INTERNAL_ERROR = 0
@@ -245,10 +257,13 @@ def make_fake_trt(cudart: FakeCudart, execute_ok: bool = True):
 
             def work():
                 nbytes = int(np.prod(shape))
-                img = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(addr["image"]), np.uint8).reshape(shape)
+                img = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(addr["image"]), np.uint8).reshape(
+                    shape
+                )
                 for name, val in reference(img.copy()).items():
                     dst = (ctypes.c_uint8 * val.nbytes).from_address(addr[name])
                     ctypes.memmove(dst, val.ctypes.data, val.nbytes)
+
             if cudart.capturing is not None:
                 cudart.captured.append(work)
             else:
@@ -314,6 +329,7 @@ def stand_ins(monkeypatch):
         monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt(cudart, execute_ok))
         made.append(previous)
         return cudart
+
     made: list = []
     yield make
     for previous in made:
@@ -326,6 +342,7 @@ def plan_loader(path, trt, device):
 
 def backend(**kw):
     from cellvit_trt.runtime.backends.trt import TensorRTBackend
+
     return TensorRTBackend("stand-in.engine", plan_loader=plan_loader, **kw)
 
 
@@ -376,16 +393,16 @@ def test_stream_event_order_contract(stand_ins):
 
     h2d, compute, d2h = streams["h2d"], streams["compute"], streams["d2h"]
     order = [
-        index("cudaStreamWaitEvent", h2d, ev["consumed"]),       # input of this slot consumed by the last run
-        index("cudaMemcpyAsync", 1, h2d),                           # H2D on the copy stream
+        index("cudaStreamWaitEvent", h2d, ev["consumed"]),  # input of this slot consumed by the last run
+        index("cudaMemcpyAsync", 1, h2d),  # H2D on the copy stream
         index("cudaEventRecord", ev["h2d_done"], h2d),
         index("cudaStreamWaitEvent", compute, ev["h2d_done"]),
         index("ctx0.execute_async_v3", compute),
         index("cudaEventRecord", ev["compute_done"], compute),
         index("cudaStreamWaitEvent", d2h, ev["compute_done"]),
-        index("cudaMemcpyAsync", 2, d2h),                           # D2H on its own stream
+        index("cudaMemcpyAsync", 2, d2h),  # D2H on its own stream
         index("cudaEventRecord", ev["d2h_done"], d2h),
-        index("cudaEventSynchronize", ev["d2h_done"]),              # the host waits for this slot only
+        index("cudaEventSynchronize", ev["d2h_done"]),  # the host waits for this slot only
     ]
     assert order == sorted(order), calls
     assert "cudaStreamSynchronize" not in names(calls), "the hot loop must not synchronise whole streams"
@@ -403,9 +420,9 @@ def test_binding_once_per_slot_contract(stand_ins):
         start = len(cudart.log)
         for seed in range(6):
             be.infer(tiles(MAX_BATCH, seed))
-        be.infer(tiles(2, 9))            # slot 0: shape change
-        be.infer(tiles(2, 10))           # slot 1: shape change
-        be.infer(tiles(2, 11))           # slot 0: nothing changes
+        be.infer(tiles(2, 9))  # slot 0: shape change
+        be.infer(tiles(2, 10))  # slot 1: shape change
+        be.infer(tiles(2, 11))  # slot 0: nothing changes
     run = cudart.log[start:]
     for c in (0, 1):
         shapes = [a[1][0] for n, a in run if n == f"ctx{c}.set_input_shape"]
@@ -473,6 +490,7 @@ def test_no_gpu_means_device_error_before_tensorrt_contract(stand_ins):
 
 def test_bad_input_is_named_contract(stand_ins):
     from cellvit_trt.errors import InputError
+
     stand_ins()
     with backend() as be, pytest.raises(InputError, match=r"tensor 'image': got float32\[1, 32, 32, 3\]"):
         be.infer(np.zeros((1, T, T, 3), np.float32))

@@ -1,8 +1,11 @@
 """End to end on CPU: `cellvit-trt run` with ONNX Runtime on synthetic pyramidal TIFF slides written here.
 
-The model is a real deployment graph (ONNX, the I/O table exactly, run by ONNX Runtime) that segments nuclei by
-colour: it needs no training, finds the synthetic nuclei well enough to check coordinates against ground truth,
-and is fast, so the tests exercise the runtime (tiling, pipeline, merge, writers, resume, memory), not a model.
+The model is a real deployment graph (ONNX, the I/O table exactly, run by ONNX Runtime) that segments nuclei
+by
+colour: it needs no training, finds the synthetic nuclei well enough to check coordinates against ground
+truth,
+and is fast, so the tests exercise the runtime (tiling, pipeline, merge, writers, resume, memory), not a
+model.
 The checkpoint route (export on the fly, PyTorch → ONNX) is covered with the tiny model at the end.
 """
 
@@ -19,18 +22,19 @@ import pytest
 
 from cellvit_trt.cli import main
 
-TILE = 256                     # tiles 256, overlap 64 total: stride 192
+TILE = 256  # tiles 256, overlap 64 total: stride 192
 STRIDE = 192
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# ---- fixtures: a colour-segmentation deployment graph and two synthetic slides ---------------------------------
+# ---- fixtures: a colour-segmentation deployment graph and two synthetic slides
+# ---------------------------------
 def _gauss(sigma):
     r = int(3 * sigma)
     x = np.arange(-r, r + 1, dtype=np.float32)
-    g = np.exp(-x ** 2 / (2 * sigma ** 2))
+    g = np.exp(-(x**2) / (2 * sigma**2))
     g /= g.sum()
-    return g, -x / sigma ** 2 * g, r
+    return g, -x / sigma**2 * g, r
 
 
 def colour_graph(path: Path, tile: int = TILE, tissue: int = 19) -> Path:
@@ -43,13 +47,19 @@ def colour_graph(path: Path, tile: int = TILE, tissue: int = 19) -> Path:
     g1, _, r1 = _gauss(1.5)
     g2, d2, r2 = _gauss(4.0)
     gain = 40.0
-    hv_w = np.stack([np.outer(g2, d2), np.outer(d2, g2)])[:, None] * gain      # d/dx, d/dy of the blur
+    hv_w = np.stack([np.outer(g2, d2), np.outer(d2, g2)])[:, None] * gain  # d/dx, d/dy of the blur
     inits = {
-        "w_red": np.array([[[[-1 / 255.0]], [[0.0]], [[0.0]]]], np.float32), "b_one": np.ones(1, np.float32),
-        "w_blur": np.outer(g1, g1)[None, None].astype(np.float32), "w_hv": hv_w.astype(np.float32),
-        "thr": np.array(0.27, np.float32), "thr2": np.array(0.39, np.float32), "lo": np.array(-1.0, np.float32),
-        "hi": np.array(1.0, np.float32), "ax1": np.array([1], np.int64),
-        "tissue_w": np.linspace(-1, 1, tissue, dtype=np.float32)[None], "inv255": np.array(1 / 255, np.float32),
+        "w_red": np.array([[[[-1 / 255.0]], [[0.0]], [[0.0]]]], np.float32),
+        "b_one": np.ones(1, np.float32),
+        "w_blur": np.outer(g1, g1)[None, None].astype(np.float32),
+        "w_hv": hv_w.astype(np.float32),
+        "thr": np.array(0.27, np.float32),
+        "thr2": np.array(0.39, np.float32),
+        "lo": np.array(-1.0, np.float32),
+        "hi": np.array(1.0, np.float32),
+        "ax1": np.array([1], np.int64),
+        "tissue_w": np.linspace(-1, 1, tissue, dtype=np.float32)[None],
+        "inv255": np.array(1 / 255, np.float32),
     }
     node = helper.make_node
     nodes = [
@@ -75,16 +85,30 @@ def colour_graph(path: Path, tile: int = TILE, tissue: int = 19) -> Path:
     ]
     vi = helper.make_tensor_value_info
     graph = helper.make_graph(
-        nodes, "colour", [vi("image", TensorProto.UINT8, ["N", tile, tile, 3])],
-        [vi("fg", TensorProto.UINT8, ["N", tile, tile]), vi("hv", TensorProto.FLOAT16, ["N", 2, tile, tile]),
-         vi("type_map", TensorProto.UINT8, ["N", tile, tile]), vi("tissue_logits", TensorProto.FLOAT, ["N", tissue]),
-         vi("tokens", TensorProto.FLOAT16, ["N", 3, tile // 16, tile // 16])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+        nodes,
+        "colour",
+        [vi("image", TensorProto.UINT8, ["N", tile, tile, 3])],
+        [
+            vi("fg", TensorProto.UINT8, ["N", tile, tile]),
+            vi("hv", TensorProto.FLOAT16, ["N", 2, tile, tile]),
+            vi("type_map", TensorProto.UINT8, ["N", tile, tile]),
+            vi("tissue_logits", TensorProto.FLOAT, ["N", tissue]),
+            vi("tokens", TensorProto.FLOAT16, ["N", 3, tile // 16, tile // 16]),
+        ],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"model": "colour-threshold", "tile_size": tile, "overlap": 64, "target_mpp": 0.25, "magnification": 40,
-            "class_names": ["Background", "Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial"],
-            "tissue_names": [f"tissue{i}" for i in range(tissue)], "precision": "fp32"}
+    meta = {
+        "model": "colour-threshold",
+        "tile_size": tile,
+        "overlap": 64,
+        "target_mpp": 0.25,
+        "magnification": 40,
+        "class_names": ["Background", "Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial"],
+        "tissue_names": [f"tissue{i}" for i in range(tissue)],
+        "precision": "fp32",
+    }
     entry = model.metadata_props.add()
     entry.key, entry.value = "cellvit_trt", json.dumps(meta)
     onnx.checker.check_model(model)
@@ -103,8 +127,12 @@ def write_slide(path: Path, height: int, width: int, seed: int, mpp: float = 0.2
     opts = {"tile": (256, 256), "photometric": "rgb", "compression": "jpeg", "resolutionunit": "CENTIMETER"}
     with tifffile.TiffWriter(path) as tw:
         tw.write(syn.image, subifds=1, resolution=(1e4 / mpp, 1e4 / mpp), **opts)
-        tw.write(np.ascontiguousarray(syn.image[::2, ::2]), subfiletype=1,
-                 resolution=(5e3 / mpp, 5e3 / mpp), **opts)
+        tw.write(
+            np.ascontiguousarray(syn.image[::2, ::2]),
+            subfiletype=1,
+            resolution=(5e3 / mpp, 5e3 / mpp),
+            **opts,
+        )
     return syn.cells
 
 
@@ -112,21 +140,38 @@ def write_slide(path: Path, height: int, width: int, seed: int, mpp: float = 0.2
 def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
     model = colour_graph(d / "colour.onnx")
-    gt_a = write_slide(d / "slide_a.tiff", 3 * STRIDE, 4 * STRIDE, seed=7)        # 4 x 3 tiles
-    write_slide(d / "slide_b.tiff", 6 * STRIDE, 8 * STRIDE, seed=7)               # 4x the area
-    return {"dir": d, "model": model, "slide_a": d / "slide_a.tiff", "slide_b": d / "slide_b.tiff", "gt_a": gt_a}
+    gt_a = write_slide(d / "slide_a.tiff", 3 * STRIDE, 4 * STRIDE, seed=7)  # 4 x 3 tiles
+    write_slide(d / "slide_b.tiff", 6 * STRIDE, 8 * STRIDE, seed=7)  # 4x the area
+    return {
+        "dir": d,
+        "model": model,
+        "slide_a": d / "slide_a.tiff",
+        "slide_b": d / "slide_b.tiff",
+        "gt_a": gt_a,
+    }
 
 
 COMMON = ["--backend", "onnxruntime", "-b", "4", "-j", "2", "--threads", "1", "-q"]
 
 
 def cli_subprocess(args, env_extra=None, timeout=120):
-    env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache")),
-           **(env_extra or {})}
-    code = ("import resource, sys\nfrom cellvit_trt.cli import main\nrc = main(sys.argv[1:])\n"
-            "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\nsys.exit(rc)")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=ROOT)
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache")),
+        **(env_extra or {}),
+    }
+    code = (
+        "import resource, sys\nfrom cellvit_trt.cli import main\nrc = main(sys.argv[1:])\n"
+        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\nsys.exit(rc)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def cells_of(out: Path) -> list:
@@ -139,15 +184,34 @@ def cell_set(out: Path) -> list:
     return sorted(cells, key=lambda c: json.dumps(c, sort_keys=True))
 
 
-# ---- tests ------------------------------------------------------------------------------------------------------
+# ---- tests
+# ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def full_run(world):
     out = world["dir"] / "full"
     cfg = world["dir"] / "run.yaml"
     cfg.write_text("run:\n  batch: 2\n  workers: 2\n  checkpoint_tiles: 3\n  tissue_threshold: 0.05\n")
-    rc = main(["run", str(world["slide_a"]), "-m", str(world["model"]), "-o", str(out), *COMMON,
-               "--config", str(cfg), "--outputs", "geojson", "cells", "table", "embeddings", "tissue", "summary",
-               "overlay"])
+    rc = main(
+        [
+            "run",
+            str(world["slide_a"]),
+            "-m",
+            str(world["model"]),
+            "-o",
+            str(out),
+            *COMMON,
+            "--config",
+            str(cfg),
+            "--outputs",
+            "geojson",
+            "cells",
+            "table",
+            "embeddings",
+            "tissue",
+            "summary",
+            "overlay",
+        ]
+    )
     assert rc == 0
     return out / "slide_a"
 
@@ -168,10 +232,13 @@ def test_outputs_are_complete_and_consistent(full_run):
     assert t["tiles"] == 12 and t["tiles_per_s"] > 0 and 0 <= t["backend_wait_fraction"] <= 1
     assert all(t["queue_max"][q] <= t["queue_bound"][q] for q in t["queue_max"])
     gdf = geopandas.read_file(out / "cells.geojson")
-    assert len(gdf) == n and set(gdf.geom_type) == {"Polygon"} and gdf.is_valid.mean() > 0.9  # raw OpenCV rings, as upstream
+    assert (
+        len(gdf) == n and set(gdf.geom_type) == {"Polygon"} and gdf.is_valid.mean() > 0.9
+    )  # raw OpenCV rings, as upstream
     assert len(cells_of(out)) == n
     assert len(json.loads((out / "cell_detection.json").read_text())["cells"]) == n
     import pandas as pd
+
     assert len(pd.read_csv(out / "cells.csv")) == n and len(pd.read_parquet(out / "cells.parquet")) == n
     emb = np.load(out / "embeddings.npy")
     assert emb.shape == (n, 3) and np.isfinite(emb.astype(np.float32)).all()
@@ -189,7 +256,7 @@ def test_merge_has_no_cross_tile_duplicates_and_matches_ground_truth(world, full
     cross = [(i, j) for i, j in cKDTree(xy).query_pairs(12) if tiles[i] != tiles[j]]
     assert cross == [], f"cells reported twice across tiles: {[(xy[i], xy[j]) for i, j in cross][:5]}"
     assert len(set(tiles)) > 6, "cells come from many tiles, border ones included"
-    gt = np.asarray(world["gt_a"].centroid, float)                         # (x, y) level-0 px
+    gt = np.asarray(world["gt_a"].centroid, float)  # (x, y) level-0 px
     d, _ = cKDTree(gt).query(xy)
     tp = int((d < 12).sum())
     f1 = 2 * tp / (len(xy) + len(gt))
@@ -198,8 +265,22 @@ def test_merge_has_no_cross_tile_duplicates_and_matches_ground_truth(world, full
 
 def test_resume_after_kill_gives_identical_cells(world, full_run):
     out = world["dir"] / "resumed"
-    args = ["run", str(world["slide_a"]), "-m", str(world["model"]), "-o", str(out), *COMMON,
-            "--checkpoint-tiles", "2", "--tissue-threshold", "0.05", "--outputs", "cells", "summary"]
+    args = [
+        "run",
+        str(world["slide_a"]),
+        "-m",
+        str(world["model"]),
+        "-o",
+        str(out),
+        *COMMON,
+        "--checkpoint-tiles",
+        "2",
+        "--tissue-threshold",
+        "0.05",
+        "--outputs",
+        "cells",
+        "summary",
+    ]
     killed = cli_subprocess(args, {"CELLVIT_TRT_FAULT_KILL_AFTER_TILES": "4"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (out / "slide_a" / "cells.json").exists(), "no output from a killed run"
@@ -220,8 +301,22 @@ def test_resume_after_kill_gives_identical_cells(world, full_run):
 def test_memory_is_bounded_by_the_pipeline_not_the_slide(world):
     peaks = {}
     for name in ("slide_a", "slide_b"):
-        r = cli_subprocess(["run", str(world[name]), "-m", str(world["model"]), "-o", str(world["dir"] / "mem"),
-                            *COMMON, "--outputs", "geojson", "cells", "table", "summary"])
+        r = cli_subprocess(
+            [
+                "run",
+                str(world[name]),
+                "-m",
+                str(world["model"]),
+                "-o",
+                str(world["dir"] / "mem"),
+                *COMMON,
+                "--outputs",
+                "geojson",
+                "cells",
+                "table",
+                "summary",
+            ]
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         peaks[name] = int(r.stdout.split("MAXRSS_KB")[1].split()[0])
     summary_b = json.loads((world["dir"] / "mem" / "slide_b" / "summary.json").read_text())
@@ -238,8 +333,9 @@ def test_corrupt_and_truncated_slides_fail_cleanly(world, capsys):
     corrupt = world["dir"] / "corrupt.tiff"
     # garble the JPEG data of one base-level TIFF tile; the file structure stays intact
     at = offsets[5] + counts[5] // 3
-    corrupt.write_bytes(data[:at] + bytes(np.random.default_rng(0).integers(0, 256, 2000, np.uint8)) +
-                        data[at + 2000:])
+    corrupt.write_bytes(
+        data[:at] + bytes(np.random.default_rng(0).integers(0, 256, 2000, np.uint8)) + data[at + 2000 :]
+    )
     out = world["dir"] / "bad"
     rc = main(["run", str(corrupt), "-m", str(world["model"]), "-o", str(out), *COMMON, "--no-tissue"])
     err = capsys.readouterr().err
@@ -276,8 +372,25 @@ def test_checkpoint_is_exported_on_the_fly(tmp_path):
     save_checkpoint(ckpt, build_model("tiny").eval())
     img = tmp_path / "field.png"
     cv2.imwrite(str(img), generate_tile((200, 300), seed=3).image[..., ::-1])
-    rc = main(["run", str(img), "-m", str(ckpt), "--tile-size", "128", "--mpp", "0.25", "-o", str(tmp_path / "o"),
-               "--cache-dir", str(tmp_path / "cache"), *COMMON, "--outputs", "summary"])
+    rc = main(
+        [
+            "run",
+            str(img),
+            "-m",
+            str(ckpt),
+            "--tile-size",
+            "128",
+            "--mpp",
+            "0.25",
+            "-o",
+            str(tmp_path / "o"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            *COMMON,
+            "--outputs",
+            "summary",
+        ]
+    )
     assert rc == 0
     summary = json.loads((tmp_path / "o" / "field" / "summary.json").read_text())
     assert summary["backend"]["backend"] == "onnxruntime" and summary["grid"]["tile_size"] == 128

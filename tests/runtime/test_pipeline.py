@@ -36,8 +36,12 @@ class NumpyBackend(Backend):
     def _infer(self, images):
         time.sleep(self.delay)
         n = len(images)
-        return {"fg": (images[..., 0] > 0).astype(np.uint8), "hv": np.zeros((n, 2, T, T), np.float16),
-                "type_map": images[..., 0].copy(), "tissue_logits": images[:, 0, 0, :2].astype(np.float32)}
+        return {
+            "fg": (images[..., 0] > 0).astype(np.uint8),
+            "hv": np.zeros((n, 2, T, T), np.float16),
+            "type_map": images[..., 0].copy(),
+            "tissue_logits": images[:, 0, 0, :2].astype(np.float32),
+        }
 
 
 def image_of(i: int) -> np.ndarray:
@@ -63,8 +67,14 @@ class Live:
 def test_results_arrive_in_order_and_complete():
     out = []
     with NumpyBackend() as be:
-        p = Pipeline(be, read=image_of, process=lambda i, m: int(m["type_map"][0, 0]),
-                     sink=lambda i, r: out.append((i, r)), batch=4, workers=3)
+        p = Pipeline(
+            be,
+            read=image_of,
+            process=lambda i, m: int(m["type_map"][0, 0]),
+            sink=lambda i, r: out.append((i, r)),
+            batch=4,
+            workers=3,
+        )
         stats = p.run(range(37))
     assert out == [(i, i % 251) for i in range(37)]
     assert stats.tiles == 37 and stats.batches == 10
@@ -110,7 +120,9 @@ def test_slow_reader_shows_as_backend_waiting_for_input():
         return image_of(i)
 
     with NumpyBackend() as be:
-        stats = Pipeline(be, read=read, process=lambda i, m: 0, sink=lambda i, r: None, batch=4).run(range(24))
+        stats = Pipeline(be, read=read, process=lambda i, m: 0, sink=lambda i, r: None, batch=4).run(
+            range(24)
+        )
     assert stats.backend_wait_fraction > 0.5, stats.to_dict()
 
 
@@ -135,7 +147,10 @@ def test_post_process_error_names_the_tile_and_stops_early():
             raise ValueError("boom")
         return i
 
-    with NumpyBackend() as be, pytest.raises(PipelineError, match="post-process failed on tile 13: boom") as ei:
+    with (
+        NumpyBackend() as be,
+        pytest.raises(PipelineError, match="post-process failed on tile 13: boom") as ei,
+    ):
         Pipeline(be, read=read, process=process, sink=lambda i, r: None, batch=4).run(range(10_000))
     assert ei.value.stage == "post-process" and ei.value.tile == 13
     assert isinstance(ei.value.__cause__, ValueError)
@@ -165,7 +180,10 @@ def test_sink_error_and_backend_error_are_reported():
     def bad_read(i):
         return np.zeros((T + 1, T, 3), np.uint8) if i == 3 else image_of(i)
 
-    with NumpyBackend() as be, pytest.raises(PipelineError, match=r"read failed on tile 3: got a tile uint8\[17, 16, 3\]"):
+    with (
+        NumpyBackend() as be,
+        pytest.raises(PipelineError, match=r"read failed on tile 3: got a tile uint8\[17, 16, 3\]"),
+    ):
         Pipeline(be, read=bad_read, process=lambda i, m: i, sink=lambda i, r: None, batch=2).run(range(50))
     assert _no_pipeline_threads()
 

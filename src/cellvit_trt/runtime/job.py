@@ -65,28 +65,44 @@ class TissueVote:
         mean = self.sum / self.n
         names = names if len(names) == len(mean) else tuple(str(i) for i in range(len(mean)))
         best = int(np.argmax(mean))
-        return {"tiles": self.n, "predicted": names[best], "probability": round(float(mean[best]), 4),
-                "mean_probabilities": {n: round(float(v), 4) for n, v in zip(names, mean, strict=True)}}
+        return {
+            "tiles": self.n,
+            "predicted": names[best],
+            "probability": round(float(mean[best]), 4),
+            "mean_probabilities": {n: round(float(v), 4) for n, v in zip(names, mean, strict=True)},
+        }
 
 
 def fingerprint(path: Path, backend: Any, settings: RunSettings, tile_size: int) -> dict[str, Any]:
     """What must not change between an interrupted run and its --resume."""
     st = path.stat()
-    model = getattr(backend, "engine_path", None) or getattr(backend, "onnx_path", None) or \
-        getattr(backend, "checkpoint", None)
+    model = (
+        getattr(backend, "engine_path", None)
+        or getattr(backend, "onnx_path", None)
+        or getattr(backend, "checkpoint", None)
+    )
     mst = Path(model).stat() if model is not None and Path(model).exists() else None
     return {
-        "input": str(path.resolve()), "input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns,
-        "model": str(model), "model_size": mst.st_size if mst else None,
-        "model_mtime_ns": mst.st_mtime_ns if mst else None, "backend": backend.kind,
-        "tile_size": tile_size, "mpp": settings.mpp, "target_mpp": settings.target_mpp,
-        "tissue": settings.tissue, "tissue_threshold": settings.tissue_threshold,
-        "embeddings": "embeddings" in settings.outputs, "package_version": __version__,
+        "input": str(path.resolve()),
+        "input_size": st.st_size,
+        "input_mtime_ns": st.st_mtime_ns,
+        "model": str(model),
+        "model_size": mst.st_size if mst else None,
+        "model_mtime_ns": mst.st_mtime_ns if mst else None,
+        "backend": backend.kind,
+        "tile_size": tile_size,
+        "mpp": settings.mpp,
+        "target_mpp": settings.target_mpp,
+        "tissue": settings.tissue,
+        "tissue_threshold": settings.tissue_threshold,
+        "embeddings": "embeddings" in settings.outputs,
+        "package_version": __version__,
     }
 
 
-def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | None = None,
-              progress: bool | None = None) -> JobResult:
+def run_input(
+    path: Path, settings: RunSettings, backend: Any, out_dir: Path | None = None, progress: bool | None = None
+) -> JobResult:
     from cellvit_trt.kernels import PostProcessor, PostProcessParams
     from cellvit_trt.runtime.cells import CellBatch
     from cellvit_trt.runtime.merge import StreamingMerge
@@ -98,8 +114,9 @@ def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | N
     out_dir = Path(out_dir or settings.output / path.stem)
     target_mpp = settings.target_mpp or meta.target_mpp
     t0 = time.perf_counter()
-    with open_source(path, target_mpp=target_mpp, mpp=settings.mpp, tile_size=backend.tile_size,
-                     overlap=meta.overlap // 2) as src:
+    with open_source(
+        path, target_mpp=target_mpp, mpp=settings.mpp, tile_size=backend.tile_size, overlap=meta.overlap // 2
+    ) as src:
         grid, info = src.grid, src.info
         if settings.tissue:
             plan = detect_tissue(src, TissueSettings(min_tissue_ratio=settings.tissue_threshold))
@@ -107,8 +124,12 @@ def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | N
         else:
             planned = list(grid.tiles())
             tissue_summary = {"tiles_total": len(grid), "tiles_kept": len(grid), "tiles_skipped": 0}
-        journal = Journal.open(out_dir / RESUME_DIR, fingerprint(path, backend, settings, backend.tile_size),
-                               settings.resume, settings.checkpoint_tiles)
+        journal = Journal.open(
+            out_dir / RESUME_DIR,
+            fingerprint(path, backend, settings, backend.tile_size),
+            settings.resume,
+            settings.checkpoint_tiles,
+        )
         embeddings = "embeddings" in settings.outputs
         writers = open_writers(out_dir, settings.outputs, info=info, meta=meta, grid=grid, source=src)
         try:
@@ -132,8 +153,9 @@ def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | N
             def process(rc: tuple[int, int], maps: dict[str, np.ndarray]) -> tuple[CellBatch, np.ndarray]:
                 tile = pp.process_tile(maps["fg"], maps["hv"], maps["type_map"])
                 tokens = maps.get("tokens") if embeddings else None
-                return CellBatch.from_tile(tile.cells, rc[0], rc[1], grid, info, tokens=tokens), \
-                    maps["tissue_logits"]
+                return CellBatch.from_tile(tile.cells, rc[0], rc[1], grid, info, tokens=tokens), maps[
+                    "tissue_logits"
+                ]
 
             def sink(rc: tuple[int, int], res: tuple[CellBatch, np.ndarray]) -> None:
                 cells, logits = res
@@ -143,10 +165,18 @@ def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | N
                 writers.add_tile_tissue(rc[0], rc[1], logits)
 
             bar = Progress(len(planned), desc=path.name, enabled=progress, initial=resumed)
-            pipe = Pipeline(backend, read=read, process=process, sink=sink, batch=min(settings.batch,
-                            backend.max_batch), workers=settings.post_workers, readers=settings.readers,
-                            queue_size=settings.queue_size, in_flight=min(settings.in_flight,
-                                                                          backend.max_in_flight), progress=bar)
+            pipe = Pipeline(
+                backend,
+                read=read,
+                process=process,
+                sink=sink,
+                batch=min(settings.batch, backend.max_batch),
+                workers=settings.post_workers,
+                readers=settings.readers,
+                queue_size=settings.queue_size,
+                in_flight=min(settings.in_flight, backend.max_in_flight),
+                progress=bar,
+            )
             try:
                 stats = pipe.run(todo)
             finally:
@@ -154,14 +184,28 @@ def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | N
             journal.commit()
             merge.finish()
             summary = {
-                "input": str(path), "output": str(out_dir), "package_version": __version__,
-                "source": _jsonable(info.as_dict()), "grid": {"rows": grid.rows, "cols": grid.cols,
-                                                              "tile_size": grid.tile_size, "overlap": grid.overlap},
-                "tissue_detection": tissue_summary, "tiles_planned": len(planned), "tiles_resumed": resumed,
-                "tiles_processed": stats.tiles, "cells": merge.emitted, "cells_dropped_in_merge": merge.dropped,
-                "merge_max_pending": merge.max_pending, "tissue": vote.summary(meta.tissue_names),
-                "model": _jsonable(meta.raw) or {"name": meta.name}, "backend": backend.describe(),
-                "settings": to_dict(settings), "timing": stats.to_dict(),
+                "input": str(path),
+                "output": str(out_dir),
+                "package_version": __version__,
+                "source": _jsonable(info.as_dict()),
+                "grid": {
+                    "rows": grid.rows,
+                    "cols": grid.cols,
+                    "tile_size": grid.tile_size,
+                    "overlap": grid.overlap,
+                },
+                "tissue_detection": tissue_summary,
+                "tiles_planned": len(planned),
+                "tiles_resumed": resumed,
+                "tiles_processed": stats.tiles,
+                "cells": merge.emitted,
+                "cells_dropped_in_merge": merge.dropped,
+                "merge_max_pending": merge.max_pending,
+                "tissue": vote.summary(meta.tissue_names),
+                "model": _jsonable(meta.raw) or {"name": meta.name},
+                "backend": backend.describe(),
+                "settings": to_dict(settings),
+                "timing": stats.to_dict(),
                 "elapsed_s": round(time.perf_counter() - t0, 3),
             }
             writers.close(summary)
@@ -169,8 +213,15 @@ def run_input(path: Path, settings: RunSettings, backend: Any, out_dir: Path | N
             writers.abort()
             raise
     journal.discard()
-    log.info("%s: %d cells from %d tiles in %.1f s (%.2f tiles/s, backend waited for input %.0f%%)", path,
-             summary["cells"], stats.tiles, stats.wall_s, stats.tiles_per_s, 100 * stats.backend_wait_fraction)
+    log.info(
+        "%s: %d cells from %d tiles in %.1f s (%.2f tiles/s, backend waited for input %.0f%%)",
+        path,
+        summary["cells"],
+        stats.tiles,
+        stats.wall_s,
+        stats.tiles_per_s,
+        100 * stats.backend_wait_fraction,
+    )
     return JobResult(path, out_dir, summary["cells"], stats.tiles, resumed, len(planned), stats, summary)
 
 

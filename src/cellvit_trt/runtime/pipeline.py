@@ -1,8 +1,10 @@
 """The streaming pipeline: reader(s) → batcher → backend (K batches in flight) → post-processing pool → sink.
 
-    stats = Pipeline(backend, read=read_tile, process=postprocess, sink=merge_and_write, batch=8, workers=2).run(specs)
+    stats = Pipeline(backend, read=read_tile, process=postprocess, sink=merge_and_write, batch=8,
+    workers=2).run(specs)
 
-- `specs` is an iterable of tile descriptions (anything; `repr`/`str` names the tile in errors). It is consumed
+- `specs` is an iterable of tile descriptions (anything; `repr`/`str` names the tile in errors). It is
+consumed
   lazily by the reader dispatcher, so a slide never has to fit in memory.
 - `read(spec) -> uint8[H,W,3]` runs in `readers` threads (slide I/O releases the GIL), order is kept.
 - The backend thread (the caller's thread) stacks tiles into batches and keeps `backend.max_in_flight` of them
@@ -11,7 +13,8 @@
   slice of the batch outputs (`fg`, `hv`, `type_map`, `tissue_logits`, [`tokens`]).
 - `sink(spec, result)` runs in one thread, in tile order (the merge and the writers live there).
 
-Every hand-off is a bounded queue, so a slow stage stalls the ones before it instead of growing memory; the most
+Every hand-off is a bounded queue, so a slow stage stalls the ones before it instead of growing memory; the
+most
 tiles alive at once is about `readers_queue + batch * (in_flight + 1) + post_queue`. An exception in any stage
 stops all of them and is raised as `PipelineError` naming the stage and the tile; KeyboardInterrupt stops the
 threads and is re-raised.
@@ -84,15 +87,26 @@ class _Queue:
 
 
 class Pipeline:
-    def __init__(self, backend, read: Callable[[Any], np.ndarray], process: Callable[[Any, dict], Any],
-                 sink: Callable[[Any, Any], None], batch: int | None = None, workers: int = 2, readers: int = 1,
-                 queue_size: int | None = None, in_flight: int | None = None,
-                 progress: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        backend,
+        read: Callable[[Any], np.ndarray],
+        process: Callable[[Any, dict], Any],
+        sink: Callable[[Any, Any], None],
+        batch: int | None = None,
+        workers: int = 2,
+        readers: int = 1,
+        queue_size: int | None = None,
+        in_flight: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ):
         self.backend = backend
         self.read, self.process, self.sink = read, process, sink
         self.batch = int(batch or backend.max_batch)
         if not 1 <= self.batch <= backend.max_batch:
-            raise ValueError(f"batch {self.batch} must be within 1..{backend.max_batch} (the backend's maximum)")
+            raise ValueError(
+                f"batch {self.batch} must be within 1..{backend.max_batch} (the backend's maximum)"
+            )
         self.workers = max(1, int(workers))
         self.readers = max(1, int(readers))
         self.in_flight = max(1, int(in_flight or getattr(backend, "max_in_flight", 1)))
@@ -180,15 +194,18 @@ class Pipeline:
         post_q = _Queue("post", self.post_bound, self._stop, st)
         read_pool = ThreadPoolExecutor(self.readers, thread_name_prefix="cvt-read")
         post_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cvt-post")
-        threads = [threading.Thread(target=self._reader, args=(specs, tiles_q, read_pool), name="cvt-reader",
-                                    daemon=True),
-                   threading.Thread(target=self._sink, args=(post_q,), name="cvt-sink", daemon=True)]
+        threads = [
+            threading.Thread(
+                target=self._reader, args=(specs, tiles_q, read_pool), name="cvt-reader", daemon=True
+            ),
+            threading.Thread(target=self._sink, args=(post_q,), name="cvt-sink", daemon=True),
+        ]
         t_start = time.perf_counter()
         for t in threads:
             t.start()
         try:
             self._backend_loop(tiles_q, post_q, post_pool)
-            threads[1].join()                           # the sink drains everything before returning
+            threads[1].join()  # the sink drains everything before returning
         except _Stopped:
             pass
         except BaseException as exc:

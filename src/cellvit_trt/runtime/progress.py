@@ -22,8 +22,15 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, desc: str = "tiles", stream: TextIO | None = None, enabled: bool | None = None,
-                 min_interval_s: float = 0.2, initial: int = 0):
+    def __init__(
+        self,
+        total: int,
+        desc: str = "tiles",
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        min_interval_s: float = 0.2,
+        initial: int = 0,
+    ):
         self.total, self.desc = int(total), desc
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled

@@ -1,4 +1,5 @@
-"""`cellvit-trt run` settings: one frozen dataclass, from the YAML `run:` section and flags (`config.resolve`).
+"""`cellvit-trt run` settings: one frozen dataclass, from the YAML `run:` section and flags
+(`config.resolve`).
 
 The effective settings are written into every run summary.
 """
@@ -22,31 +23,33 @@ DEFAULT_OUTPUTS = ("geojson", "cells", "table", "summary")
 class RunSettings:
     # what to run on, with what, where to
     input: Path | None = None
-    model: str = "demo"                 # engine, ONNX graph, checkpoint, or 'demo' (the shipped tiny model)
+    model: str = "demo"  # engine, ONNX graph, checkpoint, or 'demo' (the shipped tiny model)
     output: Path = Path("cellvit-out")  # results go to <output>/<input stem>/
     backend: Backend = "auto"
     # execution
     batch: int = 8
-    workers: int = 0                    # post-processing threads; 0 = CPU count
-    readers: int = 1                    # tile reading threads
-    in_flight: int = 2                  # batches submitted to the backend at once (GPU backends)
-    queue_size: int | None = None       # bound of the inter-stage queues; None = derived from batch/workers
-    precision: str | None = None        # torch backends: fp32/fp16; export of a checkpoint: fp32/fp16
-    providers: list[str] | None = None  # ONNX Runtime execution providers, in order ("cpu", "cuda", "tensorrt")
-    threads: int = 0                    # ONNX Runtime / PyTorch intra-op threads; 0 = library default
+    workers: int = 0  # post-processing threads; 0 = CPU count
+    readers: int = 1  # tile reading threads
+    in_flight: int = 2  # batches submitted to the backend at once (GPU backends)
+    queue_size: int | None = None  # bound of the inter-stage queues; None = derived from batch/workers
+    precision: str | None = None  # torch backends: fp32/fp16; export of a checkpoint: fp32/fp16
+    providers: list[str] | None = (
+        None  # ONNX Runtime execution providers, in order ("cpu", "cuda", "tensorrt")
+    )
+    threads: int = 0  # ONNX Runtime / PyTorch intra-op threads; 0 = library default
     device: int = 0
     cuda_graphs: bool = False
-    tile_size: int | None = None        # checkpoints only (graphs and engines carry their own)
-    cache_dir: Path | None = None       # exported graphs (default: the package cache)
+    tile_size: int | None = None  # checkpoints only (graphs and engines carry their own)
+    cache_dir: Path | None = None  # exported graphs (default: the package cache)
     # pixels
-    mpp: float | None = None            # override the slide's own mpp (level 0), e.g. for images without metadata
-    target_mpp: float | None = None     # override the model's target mpp
-    tissue: bool = True                 # process only tiles with tissue (Otsu on a thumbnail)
-    tissue_threshold: float = 0.01      # min tissue fraction of a tile (upstream min_intersection_ratio)
+    mpp: float | None = None  # override the slide's own mpp (level 0), e.g. for images without metadata
+    target_mpp: float | None = None  # override the model's target mpp
+    tissue: bool = True  # process only tiles with tissue (Otsu on a thumbnail)
+    tissue_threshold: float = 0.01  # min tissue fraction of a tile (upstream min_intersection_ratio)
     # outputs
     outputs: list[str] = DEFAULT_OUTPUTS  # type: ignore[assignment]
     resume: bool = False
-    checkpoint_tiles: int = 32          # tiles per resume-journal commit
+    checkpoint_tiles: int = 32  # tiles per resume-journal commit
 
     def validate(self) -> None:
         for name in ("batch", "readers", "in_flight", "checkpoint_tiles"):

@@ -1,6 +1,7 @@
 """Per-stage timings of a pipeline run (also reused by `cellvit-trt bench`).
 
-Times are seconds of *busy* work per stage (summed over that stage's threads), plus the two waits that say where
+Times are seconds of *busy* work per stage (summed over that stage's threads), plus the two waits that say
+where
 the bottleneck is: `backend_wait_input_s` (the backend had nothing to do: reading/tiling is too slow) and
 `backend_wait_output_s` (the backend was blocked by a full post-processing queue: the CPU side is too slow).
 """
@@ -23,7 +24,7 @@ class Stats:
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     backend_wait_input_s: float = 0.0
     backend_wait_output_s: float = 0.0
-    backend_s: float = 0.0                     # wall time of the backend thread's loop
+    backend_s: float = 0.0  # wall time of the backend thread's loop
     device_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # backend-reported phases
     queue_max: dict[str, int] = field(default_factory=dict)
     queue_bound: dict[str, int] = field(default_factory=dict)
@@ -50,7 +51,8 @@ class Stats:
 
     @property
     def backend_wait_fraction(self) -> float:
-        """Share of the backend loop's time spent waiting for input tiles (0 = the backend is the bottleneck)."""
+        """Share of the backend loop's time spent waiting for input tiles (0 = the backend is the
+        bottleneck)."""
         return self.backend_wait_input_s / self.backend_s if self.backend_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:

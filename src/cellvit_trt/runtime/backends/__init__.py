@@ -2,12 +2,13 @@
 
     with open_backend("slide-model.engine") as be:        # TensorRT
     with open_backend("model.onnx", backend="onnxruntime", providers="auto") as be:
-    with open_backend("checkpoint.pth") as be:            # auto: engine → ORT (exported once into the cache) → torch
+    with open_backend("checkpoint.pth") as be:            # auto: see below (exported once into the cache)
     with open_backend("demo") as be:                      # the shipped tiny demo checkpoint
 
 Selection with `backend="auto"` (the default):
 - an engine file → TensorRT (it needs a GPU: a clear DeviceError otherwise);
-- an ONNX graph → TensorRT when a GPU and TensorRT are present (engine from the engine cache), else ONNX Runtime;
+- an ONNX graph → TensorRT when a GPU and TensorRT are present (engine from the engine cache), else ONNX
+Runtime;
 - a checkpoint → the ONNX route above after exporting it once into the cache; on a GPU without TensorRT, the
   PyTorch CUDA backend (FP16 autocast) in the cuda-python streaming layer; without ONNX Runtime, PyTorch.
 """
@@ -40,6 +41,7 @@ def _installed(module: str) -> bool:
 
 def _gpu() -> bool:
     from cellvit_trt.runtime.cuda.device import gpu_available
+
     return gpu_available()
 
 
@@ -49,8 +51,10 @@ def model_kind(spec: str | Path) -> tuple[str, Path]:
         return "checkpoint", demo_checkpoint()
     path = Path(spec)
     if not path.exists():
-        raise InputError(f"model {spec}: no such file (expected an engine {ENGINE_SUFFIXES}, an ONNX graph, a "
-                         f"checkpoint {CHECKPOINT_SUFFIXES} or the name 'demo')")
+        raise InputError(
+            f"model {spec}: no such file (expected an engine {ENGINE_SUFFIXES}, an ONNX graph, a "
+            f"checkpoint {CHECKPOINT_SUFFIXES} or the name 'demo')"
+        )
     suffix = path.suffix.lower()
     if suffix in ENGINE_SUFFIXES:
         return "engine", path
@@ -58,15 +62,19 @@ def model_kind(spec: str | Path) -> tuple[str, Path]:
         return "onnx", path
     if suffix in CHECKPOINT_SUFFIXES:
         return "checkpoint", path
-    raise InputError(f"model {path}: unknown file type {suffix!r}; expected an engine {ENGINE_SUFFIXES}, "
-                     f"an ONNX graph (.onnx) or a checkpoint {CHECKPOINT_SUFFIXES}")
+    raise InputError(
+        f"model {path}: unknown file type {suffix!r}; expected an engine {ENGINE_SUFFIXES}, "
+        f"an ONNX graph (.onnx) or a checkpoint {CHECKPOINT_SUFFIXES}"
+    )
 
 
 def demo_checkpoint() -> Path:
     try:
         from cellvit_trt.data import demo_checkpoint_path
     except ImportError as exc:
-        raise DependencyError(f"the shipped demo model is not available in this installation ({exc})") from exc
+        raise DependencyError(
+            f"the shipped demo model is not available in this installation ({exc})"
+        ) from exc
     return Path(demo_checkpoint_path())
 
 
@@ -75,7 +83,9 @@ def choose_backend(kind: str, requested: str = "auto") -> str:
         raise InputError(f"backend: got {requested!r}, expected one of {', '.join(BACKENDS)}")
     if requested != "auto":
         if kind == "engine" and requested != "tensorrt":
-            raise InputError(f"backend {requested!r} cannot run a TensorRT engine; give an ONNX graph or checkpoint")
+            raise InputError(
+                f"backend {requested!r} cannot run a TensorRT engine; give an ONNX graph or checkpoint"
+            )
         if kind == "onnx" and requested in ("torch", "torch-cuda"):
             raise InputError(f"backend {requested!r} needs a checkpoint, not an ONNX graph")
         return requested
@@ -90,14 +100,27 @@ def choose_backend(kind: str, requested: str = "auto") -> str:
         return "onnxruntime"
     if kind == "checkpoint":
         return "torch"
-    raise DependencyError("no backend can run an ONNX graph here: install onnxruntime (pip install "
-                          "'cellvit-trt[ort]') or TensorRT with a GPU")
+    raise DependencyError(
+        "no backend can run an ONNX graph here: install onnxruntime (pip install "
+        "'cellvit-trt[ort]') or TensorRT with a GPU"
+    )
 
 
-def open_backend(spec: str | Path, backend: str = "auto", *, batch: int = 8, tile_size: int | None = None,
-                 precision: str | None = None, providers: Any = None, threads: int = 0, device: int = 0,
-                 cuda_graphs: bool = False, slots: int = 2, tokens: bool = False,
-                 cache_dir: str | Path | None = None) -> Backend:
+def open_backend(
+    spec: str | Path,
+    backend: str = "auto",
+    *,
+    batch: int = 8,
+    tile_size: int | None = None,
+    precision: str | None = None,
+    providers: Any = None,
+    threads: int = 0,
+    device: int = 0,
+    cuda_graphs: bool = False,
+    slots: int = 2,
+    tokens: bool = False,
+    cache_dir: str | Path | None = None,
+) -> Backend:
     """A backend for a model file (engine, ONNX, checkpoint) or 'demo' (not yet activated: use `with`)."""
     kind, path = model_kind(spec)
     name = choose_backend(kind, backend)
@@ -107,33 +130,59 @@ def open_backend(spec: str | Path, backend: str = "auto", *, batch: int = 8, til
             raise InputError(f"backend {name!r} needs a checkpoint, got {path}")
         if name == "torch":
             from cellvit_trt.runtime.backends.torch import TorchBackend
-            return TorchBackend(path, precision=precision or "fp32", batch=batch, tile_size=tile_size or 1024,
-                                tokens=tokens, threads=threads)
+
+            return TorchBackend(
+                path,
+                precision=precision or "fp32",
+                batch=batch,
+                tile_size=tile_size or 1024,
+                tokens=tokens,
+                threads=threads,
+            )
         from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
-        return TorchCudaBackend(path, device=device, precision=precision or "fp16", batch=batch,
-                                tile_size=tile_size or 1024, tokens=tokens, slots=slots)
+
+        return TorchCudaBackend(
+            path,
+            device=device,
+            precision=precision or "fp16",
+            batch=batch,
+            tile_size=tile_size or 1024,
+            tokens=tokens,
+            slots=slots,
+        )
     if kind == "checkpoint":
         onnx_precision = precision or ("fp16" if name == "tensorrt" else "fp32")
         path = export_cached(path, tile_size or 1024, onnx_precision, tokens=tokens, cache_dir=cache_dir)
         kind = "onnx"
     if name == "onnxruntime":
         from cellvit_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
+
         return OnnxRuntimeBackend(path, providers=providers, batch=batch, threads=threads)
     if kind == "onnx":
         path = engine_cached(path, batch=batch, device=device)
     from cellvit_trt.runtime.backends.trt import TensorRTBackend
+
     return TensorRTBackend(path, slots=slots, cuda_graphs=cuda_graphs, device=device)
 
 
-def export_cached(checkpoint: Path, tile_size: int, precision: str, *, tokens: bool = False,
-                  cache_dir: str | Path | None = None) -> Path:
+def export_cached(
+    checkpoint: Path,
+    tile_size: int,
+    precision: str,
+    *,
+    tokens: bool = False,
+    cache_dir: str | Path | None = None,
+) -> Path:
     """Export a checkpoint to a deployment ONNX graph once; later runs reuse it (keyed by checkpoint hash)."""
     from cellvit_trt.io import sha256_file
+
     try:
         from cellvit_trt.export import ExportSettings, export
     except ImportError as exc:
-        raise DependencyError(f"exporting {checkpoint} to ONNX needs the export stage (pip install "
-                              f"'cellvit-trt[export]'): {exc}") from exc
+        raise DependencyError(
+            f"exporting {checkpoint} to ONNX needs the export stage (pip install "
+            f"'cellvit-trt[export]'): {exc}"
+        ) from exc
     root = Path(cache_dir) if cache_dir else _cache_root() / "onnx"
     digest = sha256_file(checkpoint)[:16]
     out = root / f"{checkpoint.stem}-{digest}-{tile_size}-{precision}{'-tokens' if tokens else ''}.onnx"
@@ -141,21 +190,34 @@ def export_cached(checkpoint: Path, tile_size: int, precision: str, *, tokens: b
         log.info("reusing exported graph %s", out)
         return out
     log.warning("exporting %s to %s (once; later runs reuse it)", checkpoint, out)
-    export(ExportSettings(checkpoint=checkpoint, output=out, precision=precision, tile_size=tile_size,
-                          tokens=tokens))
+    export(
+        ExportSettings(
+            checkpoint=checkpoint, output=out, precision=precision, tile_size=tile_size, tokens=tokens
+        )
+    )
     return out
 
 
 def engine_cached(onnx_path: Path, batch: int, device: int = 0) -> Path:
     from cellvit_trt.engine import BuildSettings, ensure_engine
+
     artifact = ensure_engine(onnx_path, BuildSettings(max_batch=batch, device=device))
     return artifact.path
 
 
 def _cache_root() -> Path:
     from cellvit_trt.engine.settings import default_cache_root
+
     return default_cache_root()
 
 
-__all__ = ["BACKENDS", "Backend", "DeviceError", "ModelMeta", "check_images", "choose_backend", "open_backend",
-           "model_kind"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "DeviceError",
+    "ModelMeta",
+    "check_images",
+    "choose_backend",
+    "open_backend",
+    "model_kind",
+]

@@ -1,7 +1,7 @@
 """The runner interface every backend implements (Polygraphy `BaseRunner` style).
 
     with open_backend("model.onnx") as backend:        # activate() / deactivate()
-        maps = backend.infer(images)                    # uint8[N,H,W,3] -> {"fg", "hv", "type_map", "tissue_logits", ["tokens"]}
+        maps = backend.infer(images)    # uint8[N,H,W,3] -> {fg, hv, type_map, tissue_logits, [tokens]}
 
 Constructors only store arguments; sessions, engines, streams and buffers are acquired in `activate()` and
 released in `deactivate()`. The outputs follow docs/ARCHITECTURE.md's deployment-graph table exactly:
@@ -86,9 +86,14 @@ def check_images(images: Any, tile_size: int, max_batch: int, where: str = "back
         raise InputError(f"{where}: tensor 'image' must be a numpy array, got {type(images).__name__}")
     want = f"uint8[N,{tile_size},{tile_size},3] with 1 <= N <= {max_batch}"
     got = f"{images.dtype}{list(images.shape)}"
-    if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3
-            or images.shape[1] != tile_size or images.shape[2] != tile_size
-            or not 1 <= images.shape[0] <= max_batch):
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[3] != 3
+        or images.shape[1] != tile_size
+        or images.shape[2] != tile_size
+        or not 1 <= images.shape[0] <= max_batch
+    ):
         raise InputError(f"{where}: tensor 'image': got {got}, expected {want}")
     return np.ascontiguousarray(images)
 
@@ -156,7 +161,9 @@ class Backend:
 
     def _result(self, handle: int) -> dict[str, np.ndarray]:
         if not self._pending or self._pending[0][0] != handle:
-            raise RuntimeError(f"{self.name}: results must be collected in submission order (handle {handle})")
+            raise RuntimeError(
+                f"{self.name}: results must be collected in submission order (handle {handle})"
+            )
         return self._pending.popleft()[1]
 
     def _activate(self) -> None:  # pragma: no cover - interface
@@ -173,19 +180,27 @@ class Backend:
             raise RuntimeError(f"{self.name}: backend is not active; use `with backend:` or call activate()")
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.kind, "name": self.name, "max_batch": self.max_batch,
-                "tile_size": self.tile_size, "outputs": list(self.output_names)}
+        return {
+            "backend": self.kind,
+            "name": self.name,
+            "max_batch": self.max_batch,
+            "tile_size": self.tile_size,
+            "outputs": list(self.output_names),
+        }
 
 
 def normalise_outputs(raw: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
     """Coerce a graph's outputs to the contract dtypes (a no-op for conforming graphs) and check the set."""
     missing = [k for k in MAP_OUTPUTS if k not in raw]
     if missing:
-        raise InputError(f"{where}: outputs {missing} missing; a deployment graph returns {list(MAP_OUTPUTS)} "
-                         f"(+ optional {list(OPTIONAL_OUTPUTS)}), got {sorted(raw)}")
+        raise InputError(
+            f"{where}: outputs {missing} missing; a deployment graph returns {list(MAP_OUTPUTS)} "
+            f"(+ optional {list(OPTIONAL_OUTPUTS)}), got {sorted(raw)}"
+        )
     out = {
         "fg": np.asarray(raw["fg"]).astype(np.uint8, copy=False),
-        "hv": np.asarray(raw["hv"]) if raw["hv"].dtype in (np.float16, np.float32)
+        "hv": np.asarray(raw["hv"])
+        if raw["hv"].dtype in (np.float16, np.float32)
         else np.asarray(raw["hv"], dtype=np.float32),
         "type_map": np.asarray(raw["type_map"]).astype(np.uint8, copy=False),
         "tissue_logits": np.asarray(raw["tissue_logits"]).astype(np.float32, copy=False),

@@ -26,7 +26,8 @@ AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutio
 def resolve_providers(requested: Sequence[str] | str | None, available: Sequence[str]) -> list[str]:
     """Ordered provider list. None/'cpu' → CPU; 'auto' → best installed; names or aliases → exactly those.
 
-    A provider that was asked for by name but is not installed is an error (a silent CPU fall-back would make a
+    A provider that was asked for by name but is not installed is an error (a silent CPU fall-back would make
+    a
     GPU user wait hours without knowing why).
     """
     if requested is None or requested == "cpu":
@@ -38,8 +39,10 @@ def resolve_providers(requested: Sequence[str] | str | None, available: Sequence
     for n in names:
         full = PROVIDER_ALIASES.get(n.lower(), n)
         if full not in available:
-            raise DeviceError(f"ONNX Runtime execution provider {full!r} is not available here "
-                              f"(installed: {', '.join(available)})")
+            raise DeviceError(
+                f"ONNX Runtime execution provider {full!r} is not available here "
+                f"(installed: {', '.join(available)})"
+            )
         out.append(full)
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")
@@ -49,8 +52,13 @@ def resolve_providers(requested: Sequence[str] | str | None, available: Sequence
 class OnnxRuntimeBackend(Backend):
     kind = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, providers: Sequence[str] | str | None = None,
-                 batch: int = 8, threads: int = 0):
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        providers: Sequence[str] | str | None = None,
+        batch: int = 8,
+        threads: int = 0,
+    ):
         super().__init__(f"onnxruntime:{Path(onnx_path).name}")
         self.onnx_path = Path(onnx_path)
         self.requested_providers = providers
@@ -76,12 +84,21 @@ class OnnxRuntimeBackend(Backend):
             raise InputError(f"ONNX graph {self.onnx_path}: ONNX Runtime cannot load it ({exc})") from exc
         inputs = sess.get_inputs()
         if len(inputs) != 1 or inputs[0].name != "image":
-            raise InputError(f"ONNX graph {self.onnx_path}: expected one input 'image' uint8[N,H,W,3], "
-                             f"got {[(i.name, i.type, i.shape) for i in inputs]}")
+            raise InputError(
+                f"ONNX graph {self.onnx_path}: expected one input 'image' uint8[N,H,W,3], "
+                f"got {[(i.name, i.type, i.shape) for i in inputs]}"
+            )
         shape = inputs[0].shape
-        if inputs[0].type != "tensor(uint8)" or len(shape) != 4 or shape[3] != 3 or not isinstance(shape[1], int):
-            raise InputError(f"ONNX graph {self.onnx_path}: input 'image' must be uint8[N,H,W,3] with fixed H, W; "
-                             f"got {inputs[0].type}{shape}")
+        if (
+            inputs[0].type != "tensor(uint8)"
+            or len(shape) != 4
+            or shape[3] != 3
+            or not isinstance(shape[1], int)
+        ):
+            raise InputError(
+                f"ONNX graph {self.onnx_path}: input 'image' must be uint8[N,H,W,3] with fixed H, W; "
+                f"got {inputs[0].type}{shape}"
+            )
         self.tile_size = int(shape[1])
         self.max_batch = int(shape[0]) if isinstance(shape[0], int) else self.batch
         self.output_names = tuple(o.name for o in sess.get_outputs())
@@ -100,7 +117,7 @@ class OnnxRuntimeBackend(Backend):
             pad = np.full((self.max_batch - n, *images.shape[1:]), 255, np.uint8)
             images = np.concatenate([images, pad])
         raw = self._session.run(list(self.output_names), {"image": images})
-        out = normalise_outputs(dict(zip(self.output_names, raw)), self.name)
+        out = normalise_outputs(dict(zip(self.output_names, raw, strict=True)), self.name)
         return {k: v[:n] for k, v in out.items()}
 
     def describe(self) -> dict:

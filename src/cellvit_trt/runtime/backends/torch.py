@@ -1,8 +1,10 @@
-"""PyTorch backend: the reference. It runs the export stage's `DeploymentGraph` module (the very module that is
+"""PyTorch backend: the reference. It runs the export stage's `DeploymentGraph` module (the very module that
+is
 exported to ONNX), so normalisation, decisions (argmax of softmax in FP32) and output dtypes are identical to
 the ONNX/TensorRT backends by construction.
 
-FP32 by default; `precision="fp16"` on CUDA runs the model under `torch.autocast("cuda", float16)` like upstream's
+FP32 by default; `precision="fp16"` on CUDA runs the model under `torch.autocast("cuda", float16)` like
+upstream's
 `mixed_precision`, with the decisions still in FP32.
 """
 
@@ -23,8 +25,17 @@ log = logging.getLogger(__name__)
 class TorchBackend(Backend):
     kind = "torch"
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", precision: str = "fp32", batch: int = 8,
-                 tile_size: int = 1024, tokens: bool = False, hv_dtype: str = "float16", threads: int = 0):
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str = "cpu",
+        precision: str = "fp32",
+        batch: int = 8,
+        tile_size: int = 1024,
+        tokens: bool = False,
+        hv_dtype: str = "float16",
+        threads: int = 0,
+    ):
         super().__init__(f"torch:{Path(checkpoint).name}")
         self.checkpoint = Path(checkpoint)
         self.device_name = device
@@ -43,9 +54,13 @@ class TorchBackend(Backend):
         from cellvit_trt.models import load_checkpoint
 
         if self.device_name.startswith("cuda") and not torch.cuda.is_available():
-            raise DeviceError(f"torch backend: device {self.device_name!r} asked for, but PyTorch sees no CUDA GPU")
+            raise DeviceError(
+                f"torch backend: device {self.device_name!r} asked for, but PyTorch sees no CUDA GPU"
+            )
         if self.precision == "fp16" and not self.device_name.startswith("cuda"):
-            log.warning("torch backend: fp16 autocast is a CUDA feature; running FP32 on %s", self.device_name)
+            log.warning(
+                "torch backend: fp16 autocast is a CUDA feature; running FP32 on %s", self.device_name
+            )
         if self.threads:
             torch.set_num_threads(self.threads)
         model, info = load_checkpoint(self.checkpoint)
@@ -60,8 +75,11 @@ class TorchBackend(Backend):
             raise InputError(f"torch backend: tile size must be a multiple of 16, got {self.tile_size}")
         self.max_batch = self.batch
         self.output_names = tuple(self._graph.output_names)
-        self.meta = ModelMeta.from_json({**info.to_metadata(), "tile_size": self.tile_size,
-                                         "precision": self.precision}, self.tile_size, str(self.checkpoint))
+        self.meta = ModelMeta.from_json(
+            {**info.to_metadata(), "tile_size": self.tile_size, "precision": self.precision},
+            self.tile_size,
+            str(self.checkpoint),
+        )
 
     def _deactivate(self) -> None:
         self._graph = None
@@ -82,5 +100,9 @@ class TorchBackend(Backend):
         return normalise_outputs(raw, self.name)
 
     def describe(self) -> dict:
-        return {**super().describe(), "device": self.device_name, "precision": self.precision,
-                "checkpoint": str(self.checkpoint)}
+        return {
+            **super().describe(),
+            "device": self.device_name,
+            "precision": self.precision,
+            "checkpoint": str(self.checkpoint),
+        }

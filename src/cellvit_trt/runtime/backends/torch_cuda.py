@@ -1,6 +1,7 @@
 """PyTorch as the compute inside the cuda-python streaming layer (GPU machines without TensorRT).
 
-Same slot discipline as the TensorRT backend — pinned host ring, H2D / compute / D2H on three streams ordered by
+Same slot discipline as the TensorRT backend — pinned host ring, H2D / compute / D2H on three streams ordered
+by
 events, two batches in flight — with the model enqueued by PyTorch on the compute stream
 (`torch.cuda.ExternalStream` over the cuda-python stream handle). This keeps `benchmarks/gpu_check.py` able to
 measure copy/compute overlap where TensorRT is not installed.
@@ -26,7 +27,7 @@ from cellvit_trt.runtime.cuda.streams import Event, Stream, elapsed_ms
 @dataclass
 class _Slot:
     host_in: PinnedBuffer
-    dev_in: Any                                   # torch uint8 tensor [max_batch, T, T, 3] on the GPU
+    dev_in: Any  # torch uint8 tensor [max_batch, T, T, 3] on the GPU
     host_out: dict[str, PinnedBuffer]
     events: dict[str, Event]
     alive: list[Any] = field(default_factory=list)  # output tensors referenced until their D2H is done
@@ -43,7 +44,7 @@ class TorchCudaBackend(TorchBackend):
         self.max_in_flight = self.n_slots
 
     def _activate(self) -> None:
-        self.device = probe_device(self.device_index)   # DeviceError with a clear reason before torch.cuda
+        self.device = probe_device(self.device_index)  # DeviceError with a clear reason before torch.cuda
         super()._activate()
         torch = self._torch
         self.h2d, self.compute, self.d2h = Stream(), Stream(), Stream()
@@ -54,22 +55,29 @@ class TorchCudaBackend(TorchBackend):
         with torch.cuda.stream(self._tstream):
             outs = self._forward(warm)
         torch.cuda.synchronize(self._device)
-        self._out_spec = {n: ((self.max_batch, *o.shape[1:]), np.dtype(str(o.dtype).replace("torch.", "")))
-                          for n, o in zip(self.output_names, outs, strict=True)}
+        self._out_spec = {
+            n: ((self.max_batch, *o.shape[1:]), np.dtype(str(o.dtype).replace("torch.", "")))
+            for n, o in zip(self.output_names, outs, strict=True)
+        }
         self.slots = []
         for _ in range(self.n_slots):
-            events = {k: Event(timing=True) for k in ("h2d_start", "h2d_done", "compute_start", "compute_done",
-                                                      "d2h_done")}
-            self.slots.append(_Slot(
-                host_in=PinnedBuffer((self.max_batch, t, t, 3), np.uint8),
-                dev_in=torch.empty((self.max_batch, t, t, 3), dtype=torch.uint8, device=self._device),
-                host_out={n: PinnedBuffer(shape, dt) for n, (shape, dt) in self._out_spec.items()},
-                events=events))
+            events = {
+                k: Event(timing=True)
+                for k in ("h2d_start", "h2d_done", "compute_start", "compute_done", "d2h_done")
+            }
+            self.slots.append(
+                _Slot(
+                    host_in=PinnedBuffer((self.max_batch, t, t, 3), np.uint8),
+                    dev_in=torch.empty((self.max_batch, t, t, 3), dtype=torch.uint8, device=self._device),
+                    host_out={n: PinnedBuffer(shape, dt) for n, (shape, dt) in self._out_spec.items()},
+                    events=events,
+                )
+            )
         torch.cuda.synchronize(self._device)
         self._next = 0
         self._origin = Event(timing=True)
         self._origin.record(self.compute)
-        self.timeline: list[dict[str, float]] | None = None   # set to [] to record event times (ms)
+        self.timeline: list[dict[str, float]] | None = None  # set to [] to record event times (ms)
 
     def _deactivate(self) -> None:
         if getattr(self, "_origin", None) is not None:
@@ -93,7 +101,9 @@ class TorchCudaBackend(TorchBackend):
         torch = self._torch
         s = self.slots[self._next % self.n_slots]
         if s.busy is not None:
-            raise RuntimeError(f"{self.name}: {self.n_slots} batches already in flight; collect a result first")
+            raise RuntimeError(
+                f"{self.name}: {self.n_slots} batches already in flight; collect a result first"
+            )
         self._next += 1
         n = images.shape[0]
         s.host_in.array[:n] = images
@@ -124,10 +134,11 @@ class TorchCudaBackend(TorchBackend):
         n = s.busy[1]
         out = {name: buf.array[:n].copy() for name, buf in s.host_out.items()}
         s.alive, s.busy = [], None
-        self.last_timings = {"h2d": elapsed_ms(ev["h2d_start"], ev["h2d_done"]) / 1e3,
-                             "compute": elapsed_ms(ev["compute_start"], ev["compute_done"]) / 1e3,
-                             "d2h": elapsed_ms(ev["compute_done"], ev["d2h_done"]) / 1e3}
+        self.last_timings = {
+            "h2d": elapsed_ms(ev["h2d_start"], ev["h2d_done"]) / 1e3,
+            "compute": elapsed_ms(ev["compute_start"], ev["compute_done"]) / 1e3,
+            "d2h": elapsed_ms(ev["compute_done"], ev["d2h_done"]) / 1e3,
+        }
         if self.timeline is not None:
             self.timeline.append({k: elapsed_ms(self._origin, e) for k, e in ev.items()})
         return normalise_outputs(out, self.name)
-

@@ -8,7 +8,8 @@ Per slot (default 2, so one batch computes while the next one is copied in and t
     d2h stream:     wait(compute_done[s]) -> D2H(outputs[s]) -> record(d2h_done[s])
     host:           result(): synchronize(d2h_done[s]) -> copy out of the pinned slot
 
-Each slot owns one execution context whose input shape and tensor addresses are bound once and re-bound only when
+Each slot owns one execution context whose input shape and tensor addresses are bound once and re-bound only
+when
 the batch size changes; all contexts share one activation ("scratch") allocation, which is safe because they
 run on the same compute stream and so never concurrently. Optional CUDA graphs are captured per (slot, batch)
 after one eager warm-up. On an integrated GPU (Jetson) the slot buffers are mapped pinned memory given to
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 
 def read_plan(path: Path, trt: Any, device: Any) -> tuple[bytes, dict[str, Any]]:
-    """Engine bytes, verified by the engine stage against their sidecar (SHA-256, size, and that the engine was
+    """Engine bytes, verified by the engine stage against their sidecar (SHA-256, size, and that the engine
+    was
     built for this GPU, TensorRT and CUDA) before TensorRT sees them; plus the sidecar (graph metadata)."""
     from cellvit_trt.engine import load_engine_bytes, read_sidecar
     from cellvit_trt.engine.environment import Environment
@@ -53,21 +55,28 @@ class _Slot:
     index: int
     context: Any
     host_in: PinnedBuffer
-    dev_in: int                                   # device pointer of the input (mapped pointer on zero-copy)
+    dev_in: int  # device pointer of the input (mapped pointer on zero-copy)
     host_out: dict[str, PinnedBuffer]
     dev_out: dict[str, int]
     events: dict[str, Event]
     owned: list[Any] = field(default_factory=list)  # DeviceBuffers to free
     graphs: dict[int, Graph] = field(default_factory=dict)
     warmed: set[int] = field(default_factory=set)
-    busy: tuple[int, int] | None = None           # (handle, n real tiles)
+    busy: tuple[int, int] | None = None  # (handle, n real tiles)
 
 
 class TensorRTBackend(Backend):
     kind = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, slots: int = 2, cuda_graphs: bool = False,
-                 zero_copy: bool | None = None, device: int = 0, plan_loader=None):
+    def __init__(
+        self,
+        engine_path: str | Path,
+        slots: int = 2,
+        cuda_graphs: bool = False,
+        zero_copy: bool | None = None,
+        device: int = 0,
+        plan_loader=None,
+    ):
         super().__init__(f"tensorrt:{Path(engine_path).name}")
         self.engine_path = Path(engine_path)
         self.n_slots = max(1, int(slots))
@@ -80,17 +89,20 @@ class TensorRTBackend(Backend):
 
     # ---- activation ---------------------------------------------------------------------------------------
     def _activate(self) -> None:
-        self.device = probe_device(self.device_index)           # DeviceError before touching TensorRT
+        self.device = probe_device(self.device_index)  # DeviceError before touching TensorRT
         trt = require("tensorrt", "trt", "the TensorRT backend")
         from cellvit_trt.runtime.backends.trt_logger import make_logger
+
         plan, sidecar = self._plan_loader(self.engine_path, trt, self.device)
         logger = make_logger(trt)
         runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             detail = "; ".join(logger.errors) or "no message from TensorRT"
-            raise InputError(f"engine {self.engine_path}: TensorRT {getattr(trt, '__version__', '?')} cannot "
-                             f"deserialise it (built for another TensorRT version or GPU?): {detail}")
+            raise InputError(
+                f"engine {self.engine_path}: TensorRT {getattr(trt, '__version__', '?')} cannot "
+                f"deserialise it (built for another TensorRT version or GPU?): {detail}"
+            )
         self._objs.update(trt=trt, logger=logger, runtime=runtime, engine=engine)
         try:
             self._setup(trt, engine, sidecar)
@@ -104,12 +116,19 @@ class TensorRTBackend(Backend):
         if inputs != ["image"]:
             raise InputError(f"engine {self.engine_path}: expected one input 'image', got {inputs}")
         shape = tuple(engine.get_tensor_shape("image"))
-        if (len(shape) != 4 or shape[3] != 3 or shape[1] <= 0 or shape[1] != shape[2]
-                or np.dtype(trt.nptype(engine.get_tensor_dtype("image"))) != np.uint8):
+        if (
+            len(shape) != 4
+            or shape[3] != 3
+            or shape[1] <= 0
+            or shape[1] != shape[2]
+            or np.dtype(trt.nptype(engine.get_tensor_dtype("image"))) != np.uint8
+        ):
             raise InputError(f"engine {self.engine_path}: input 'image' must be uint8[N,H,H,3], got {shape}")
         self.tile_size = int(shape[1])
         self._dynamic = shape[0] == -1
-        self.max_batch = int(engine.get_tensor_profile_shape("image", 0)[2][0]) if self._dynamic else int(shape[0])
+        self.max_batch = (
+            int(engine.get_tensor_profile_shape("image", 0)[2][0]) if self._dynamic else int(shape[0])
+        )
         self.output_names = tuple(n for n in names if n != "image")
         meta = sidecar.get("metadata")
         self.meta = ModelMeta.from_json(meta, self.tile_size, str(self.engine_path))
@@ -117,10 +136,17 @@ class TensorRTBackend(Backend):
         for n in self.output_names:
             oshape = tuple(engine.get_tensor_shape(n))
             if any(d < 0 for d in oshape[1:]):
-                raise InputError(f"engine {self.engine_path}: output {n!r} has dynamic non-batch dims {oshape}")
-            self._out_spec[n] = ((self.max_batch, *oshape[1:]), np.dtype(trt.nptype(engine.get_tensor_dtype(n))))
+                raise InputError(
+                    f"engine {self.engine_path}: output {n!r} has dynamic non-batch dims {oshape}"
+                )
+            self._out_spec[n] = (
+                (self.max_batch, *oshape[1:]),
+                np.dtype(trt.nptype(engine.get_tensor_dtype(n))),
+            )
 
-        self.zero_copy = (self.device.integrated if self.zero_copy_request is None else bool(self.zero_copy_request))
+        self.zero_copy = (
+            self.device.integrated if self.zero_copy_request is None else bool(self.zero_copy_request)
+        )
         self.compute = Stream()
         self.h2d = self.compute if self.zero_copy else Stream()
         self.d2h = self.compute if self.zero_copy else Stream()
@@ -142,7 +168,9 @@ class TensorRTBackend(Backend):
         else:
             contexts = [engine.create_execution_context()] * self.n_slots
         if any(c is None for c in contexts):
-            raise DeviceError(f"engine {self.engine_path}: could not create an execution context (out of memory?)")
+            raise DeviceError(
+                f"engine {self.engine_path}: could not create an execution context (out of memory?)"
+            )
         self._shared_context = len({id(c) for c in contexts}) == 1 and self.n_slots > 1
         self._bound: dict[int, dict[str, Any]] = {}
         self.slots = [self._make_slot(i, ctx) for i, ctx in enumerate(contexts)]
@@ -152,10 +180,18 @@ class TensorRTBackend(Backend):
         self._next = 0
         self._origin = Event(timing=True)
         self._origin.record(self.compute)
-        self.timeline: list[dict[str, float]] | None = None   # set to [] to record event times (ms)
-        log.info("TensorRT %s on %s (SM %s): batch <= %d, tile %d, %d slots, zero-copy %s, graphs %s",
-                 getattr(trt, "__version__", "?"), self.device.name, self.device.sm, self.max_batch,
-                 self.tile_size, self.n_slots, self.zero_copy, self.cuda_graphs)
+        self.timeline: list[dict[str, float]] | None = None  # set to [] to record event times (ms)
+        log.info(
+            "TensorRT %s on %s (SM %s): batch <= %d, tile %d, %d slots, zero-copy %s, graphs %s",
+            getattr(trt, "__version__", "?"),
+            self.device.name,
+            self.device.sm,
+            self.max_batch,
+            self.tile_size,
+            self.n_slots,
+            self.zero_copy,
+            self.cuda_graphs,
+        )
 
     def _make_slot(self, i: int, ctx) -> _Slot:
         t = self.tile_size
@@ -202,13 +238,15 @@ class TensorRTBackend(Backend):
         if getattr(self, "_scratch", None) is not None:
             self._scratch.close()
             self._scratch = None
-        self._objs.clear()   # context/engine/runtime released here, after the memory they used
+        self._objs.clear()  # context/engine/runtime released here, after the memory they used
 
     # ---- the hot loop --------------------------------------------------------------------------------------
     def _submit(self, images: np.ndarray) -> int:
         s = self.slots[self._next % self.n_slots]
         if s.busy is not None:
-            raise RuntimeError(f"{self.name}: {self.n_slots} batches already in flight; collect a result first")
+            raise RuntimeError(
+                f"{self.name}: {self.n_slots} batches already in flight; collect a result first"
+            )
         self._next += 1
         n = images.shape[0]
         nb = n if self._dynamic else self.max_batch
@@ -218,7 +256,7 @@ class TensorRTBackend(Backend):
         self._bind(s, nb)
         ev = s.events
         if not self.zero_copy:
-            self.h2d.wait(ev["consumed"])         # the engine has read this slot's previous input
+            self.h2d.wait(ev["consumed"])  # the engine has read this slot's previous input
             ev["h2d_start"].record(self.h2d)
             copy_h2d(s.dev_in, s.host_in, nb * self.tile_size * self.tile_size * 3, int(self.h2d))
             ev["h2d_done"].record(self.h2d)
@@ -242,7 +280,9 @@ class TensorRTBackend(Backend):
         state = self._bound.setdefault(id(ctx), {"batch": 0, "slot": None})
         if state["batch"] != nb:
             if not ctx.set_input_shape("image", (nb, self.tile_size, self.tile_size, 3)):
-                raise InputError(f"{self.name}: batch {nb} is outside the engine's profile (max {self.max_batch})")
+                raise InputError(
+                    f"{self.name}: batch {nb} is outside the engine's profile (max {self.max_batch})"
+                )
             state["batch"] = nb
         if state["slot"] != s.index:
             ctx.set_tensor_address("image", s.dev_in)
@@ -281,7 +321,9 @@ class TensorRTBackend(Backend):
             raise RuntimeError(f"{self.name}: unknown or already collected handle {handle}")
         oldest = min(x.busy[0] for x in self.slots if x.busy)
         if handle != oldest:
-            raise RuntimeError(f"{self.name}: results must be collected in submission order (handle {handle})")
+            raise RuntimeError(
+                f"{self.name}: results must be collected in submission order (handle {handle})"
+            )
         ev = s.events
         ev["d2h_done"].synchronize()
         n = s.busy[1]
@@ -291,19 +333,31 @@ class TensorRTBackend(Backend):
         if self.zero_copy:
             self.last_timings = {"compute": compute}
         else:
-            self.last_timings = {"h2d": elapsed_ms(ev["h2d_start"], ev["h2d_done"]) / 1e3, "compute": compute,
-                                 "d2h": elapsed_ms(ev["compute_done"], ev["d2h_done"]) / 1e3}
+            self.last_timings = {
+                "h2d": elapsed_ms(ev["h2d_start"], ev["h2d_done"]) / 1e3,
+                "compute": compute,
+                "d2h": elapsed_ms(ev["compute_done"], ev["d2h_done"]) / 1e3,
+            }
         if self.timeline is not None:
-            keys = ("compute_start", "compute_done") if self.zero_copy else \
-                ("h2d_start", "h2d_done", "compute_start", "compute_done", "d2h_done")
+            keys = (
+                ("compute_start", "compute_done")
+                if self.zero_copy
+                else ("h2d_start", "h2d_done", "compute_start", "compute_done", "d2h_done")
+            )
             self.timeline.append({k: elapsed_ms(self._origin, ev[k]) for k in keys})
         return normalise_outputs(out, self.name)
 
     def describe(self) -> dict:
         d = super().describe()
         if getattr(self, "device", None) is not None:
-            d.update(device=self.device.name, sm=self.device.sm, zero_copy=self.zero_copy,
-                     slots=self.n_slots, cuda_graphs=self.cuda_graphs, engine=str(self.engine_path))
+            d.update(
+                device=self.device.name,
+                sm=self.device.sm,
+                zero_copy=self.zero_copy,
+                slots=self.n_slots,
+                cuda_graphs=self.cuda_graphs,
+                engine=str(self.engine_path),
+            )
         return d
 
 

@@ -1,4 +1,5 @@
-"""cuda-python helpers for the streaming runtime: error funnel, device probe, buffers, streams, events, graphs.
+"""cuda-python helpers for the streaming runtime: error funnel, device probe, buffers, streams, events,
+graphs.
 
 Importing this package does not import cuda-python; the first `api.cudart()` call does.
 """
@@ -6,4 +7,13 @@ Importing this package does not import cuda-python; the first `api.cudart()` cal
 from cellvit_trt.runtime.cuda.api import CudaError, call, cuda_call, cudart, set_cudart
 from cellvit_trt.runtime.cuda.device import DeviceInfo, gpu_available, probe_device
 
-__all__ = ["CudaError", "DeviceInfo", "call", "cuda_call", "cudart", "gpu_available", "probe_device", "set_cudart"]
+__all__ = [
+    "CudaError",
+    "DeviceInfo",
+    "call",
+    "cuda_call",
+    "cudart",
+    "gpu_available",
+    "probe_device",
+    "set_cudart",
+]

@@ -1,4 +1,5 @@
-"""The device probe of the runtime: the engine stage's probe (`cellvit_trt.engine.cuda_probe`) run through this
+"""The device probe of the runtime: the engine stage's probe (`cellvit_trt.engine.cuda_probe`) run through
+this
 package's swappable runtime module, so contract tests and real runs take the same path.
 
 A TensorRT runtime created without a working driver returns an object whose first use segfaults

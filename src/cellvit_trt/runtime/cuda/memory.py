@@ -1,6 +1,7 @@
 """Buffer objects that each own exactly one allocation (NVIDIA common_runtime.py style).
 
-- `PinnedBuffer`: page-locked host memory, viewed as a numpy array; optionally *mapped* into the device address
+- `PinnedBuffer`: page-locked host memory, viewed as a numpy array; optionally *mapped* into the device
+address
   space (`device_ptr`), which on an integrated GPU (Jetson) removes the copies altogether.
 - `DeviceBuffer`: device memory.
 Both are allocated once (at backend activation) and freed by `close()`; freeing twice is a no-op and a failed
@@ -38,8 +39,11 @@ class PinnedBuffer:
             self.ptr = int(api.call("cudaMallocHost", self.nbytes))
             self.device_ptr = 0
         raw = (ctypes.c_byte * self.nbytes).from_address(self.ptr)
-        self.array = np.frombuffer(raw, dtype=np.uint8, count=_nbytes(self.shape, self.dtype)) \
-            .view(self.dtype).reshape(self.shape)
+        self.array = (
+            np.frombuffer(raw, dtype=np.uint8, count=_nbytes(self.shape, self.dtype))
+            .view(self.dtype)
+            .reshape(self.shape)
+        )
 
     def close(self) -> None:
         if self.ptr:

@@ -82,7 +82,9 @@ class Graph:
 
     def __init__(self, stream: Stream, enqueue) -> None:
         rt = api.cudart()
-        api.call("cudaStreamBeginCapture", stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+        api.call(
+            "cudaStreamBeginCapture", stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        )
         try:
             enqueue()
         finally:
