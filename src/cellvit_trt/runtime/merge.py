@@ -40,7 +40,7 @@ from cellvit_trt.runtime.tiling import TileGrid
 
 MIN_OVERLAP = 0.01  # upstream: intersection / area > 0.01 of either cell
 MAX_PASSES = 20  # upstream iteration cap
-HASH_BIN = 256  # region px per spatial-hash bin
+HASH_BIN = 64  # region px per spatial-hash bin (about two nuclei at x40)
 
 
 def _polygon(contour: np.ndarray) -> Polygon:
@@ -208,16 +208,22 @@ class StreamingMerge:
         """Build the cell's polygon and link it to every overlapping cell already held."""
         cell.poly = _polygon(cell.batch.contours_region[cell.idx])
         cell.area = cell.poly.area
-        seen: set[_Cell] = set()
+        near: dict[_Cell, None] = {}  # bbox-overlapping cells, in a stable order
+        r0, c0, r1, c1 = cell.bbox
         for b in self._bins(cell.bbox):
             for other in self._hash.get(b, ()):
-                if other in seen:
-                    continue
-                seen.add(other)
-                if self._overlaps(cell, other):
-                    cell.adj.add(other)
-                    other.adj.add(cell)
+                o = other.bbox
+                if o[0] < r1 and r0 < o[2] and o[1] < c1 and c0 < o[3]:
+                    near[other] = None
             self._hash.setdefault(b, set()).add(cell)
+        if not near:
+            return
+        others = list(near)
+        inter = shapely.area(shapely.intersection(cell.poly, np.array([o.poly for o in others], dtype=object)))
+        for other, area in zip(others, inter, strict=True):
+            if self._overlaps(cell.area, other.area, float(area)):
+                cell.adj.add(other)
+                other.adj.add(cell)
 
     def _make_candidate(self, cell: _Cell) -> None:
         if cell.poly is None:
@@ -226,15 +232,11 @@ class StreamingMerge:
         if cell.waiting == 0:
             self._ready.add(cell)
 
-    def _overlaps(self, a: _Cell, b: _Cell) -> bool:
-        ra, rb = a.bbox, b.bbox
-        if ra[0] >= rb[2] or rb[0] >= ra[2] or ra[1] >= rb[3] or rb[1] >= ra[3]:
-            return False
-        inter = shapely.intersection(a.poly, b.poly).area
-        # zero-area (degenerate) polygons never overlap; upstream would divide by zero
-        return (a.area > 0 and inter / a.area > self.min_overlap) or (
-            b.area > 0 and inter / b.area > self.min_overlap
-        )
+    def _overlaps(self, area_a: float, area_b: float, inter: float) -> bool:
+        # upstream: inter / area > 0.01 for either cell; zero-area (degenerate) polygons never overlap
+        # (upstream would divide by zero)
+        m = self.min_overlap
+        return (area_a > 0 and inter / area_a > m) or (area_b > 0 and inter / area_b > m)
 
     # -- resolution ---------------------------------------------------------------------------------------
     def _settle(self) -> None:

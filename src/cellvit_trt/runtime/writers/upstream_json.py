@@ -22,10 +22,10 @@ from cellvit_trt.runtime.cells import CellBatch, edge_patches
 from cellvit_trt.runtime.writers.base import ClassTable, StreamFile
 
 
-def _num(v: float) -> float | int:
-    """Integers stay integers in the JSON (upstream's level-0 coordinates are integer-valued at ds = 1)."""
-    f = float(v)
-    return int(f) if f.is_integer() else round(f, 3)
+def _nums(a: np.ndarray) -> list:
+    """Integer-valued arrays stay integers in the JSON (upstream's coordinates are integers at ds = 1)."""
+    a = np.asarray(a, np.float64)
+    return a.astype(np.int64).tolist() if np.all(np.mod(a, 1) == 0) else np.round(a, 3).tolist()
 
 
 class UpstreamJSONWriter:
@@ -54,14 +54,14 @@ class UpstreamJSONWriter:
         full, det = [], []
         for i in range(len(batch)):
             row, col = int(batch.tile[i, 0]), int(batch.tile[i, 1])
-            bbox = [[_num(v) for v in batch.bbox[i, :2]], [_num(v) for v in batch.bbox[i, 2:]]]
-            centroid = [_num(v) for v in np.rint(batch.centroid[i])]
+            bbox = _nums(batch.bbox[i].reshape(2, 2))
+            centroid = _nums(np.rint(batch.centroid[i]))
             t = int(batch.type[i])
             y0, x0 = self.grid.origin(row, col)
             cell = {
                 "bbox": bbox,
                 "centroid": centroid,
-                "contour": [[_num(x), _num(y)] for x, y in batch.contours[i]],
+                "contour": _nums(batch.contours[i]),
                 "type_prob": float(batch.type_prob[i]),
                 "type": t,
                 "patch_coordinates": [row, col],
