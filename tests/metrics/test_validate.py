@@ -14,7 +14,7 @@ import pytest
 
 from cellvit_trt.cli import main
 from cellvit_trt.metrics.pannuke import write_pannuke_fold
-from cellvit_trt.metrics.validate import validate
+from cellvit_trt.metrics.validate import validate, validate_all
 from cellvit_trt.synthetic.targets import make_targets
 
 T = 128  # data tile: nuclei of ~16-20 px, as at 40x
@@ -138,6 +138,22 @@ def test_relabelled_types_lower_mpq_and_type_agreement(fold):
     assert not rep.passed
 
 
+def test_several_candidates_share_one_reference_pass(fold):
+    root, images, insts, types = fold
+    ref = TruthRunner(images, insts, types, T)
+    calls = []
+    orig = ref.infer
+    ref.infer = lambda x: calls.append(len(x)) or orig(x)
+    same = TruthRunner(images, insts, types, T, name="same")
+    dropped = TruthRunner(images, insts, types, T, drop_every=3, name="dropped")
+    a, b = validate_all([same, dropped], ref, root, limit=0, batch=6, precision="fp16")
+    assert calls == [6]  # the reference ran once for both candidates
+    assert (a.candidate, b.candidate) == ("same", "dropped")
+    assert a.passed and a.metrics["f1"] == 1.0
+    assert not b.passed and b.agreement["dataset"]["recall"] < 0.8
+    assert a.ground_truth["reference"] == b.ground_truth["reference"]
+
+
 def test_small_tiles_are_laid_out_in_larger_model_tiles(fold):
     root, images, insts, types = fold
     direct = validate(
@@ -180,6 +196,10 @@ def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
     rep = json.loads(out.read_text())
     assert rep["passed"] and rep["tiles"] == 2 and rep["metrics"]["fg_agreement"] == 1.0
     assert rep["settings"]["limit"] == 2 and "ground_truth" in rep
+    both = tmp_path / "both.json"
+    assert main(args[:-2] + ["--candidate", "torch", "--json", str(both)]) == 0
+    doc = json.loads(both.read_text())
+    assert doc["passed"] and len(doc["reports"]) == 2
     strict = tmp_path / "strict.yaml"
     strict.write_text("fp32:\n  min:\n    fg_agreement: 1.5\n")
     assert main(args + ["--thresholds", str(strict)]) == 3

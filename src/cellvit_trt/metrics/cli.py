@@ -2,11 +2,14 @@
 
     cellvit-trt validate --candidate cellvit.int8.onnx --reference model.pth --data pannuke/fold2 --limit 256
     cellvit-trt validate --candidate model.engine --reference model.pth --data slide.svs --json out/val.json
+    cellvit-trt validate --candidate m.fp16.onnx --candidate m.int8.onnx --reference m.pth --data synthetic:32
     cellvit-trt validate --candidate torch-cuda --candidate-precision fp16 --reference model.pth \
         --data synthetic:16
 
-Exit status: 0 when every gated agreement metric meets the thresholds of the candidate's precision
-(gate_thresholds.yaml of the export stage, or --thresholds), 3 when one does not, 1 on an error.
+Several --candidate options share one reference pass. Exit status: 0 when every gated agreement metric of
+every candidate meets the thresholds of its precision (gate_thresholds.yaml of the export stage, or
+--thresholds), 3 when one does not, 1 on an error. The JSON holds one report, or {"passed", "reports"}
+for several candidates.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ EXIT_BELOW_THRESHOLDS = 3
 
 @dataclasses.dataclass(frozen=True)
 class ValidateSettings:
-    candidate: str = ""
+    candidate: list[str] = dataclasses.field(default_factory=list)
     reference: str | None = None
+    reference_device: str = "auto"
     data: str = "synthetic:16"
     limit: int = 64
     backend: str = "auto"
@@ -39,6 +43,10 @@ class ValidateSettings:
     def validate(self) -> None:
         if not self.candidate:
             raise ValueError("candidate: required (an engine, an ONNX graph, a checkpoint or a backend name)")
+        if self.reference_device != "auto" and not self.reference_device.startswith(("cpu", "cuda")):
+            raise ValueError(
+                f"reference_device: expected auto, cpu or cuda[:N], got {self.reference_device!r}"
+            )
         if self.limit < 0:
             raise ValueError(f"limit: expected >= 0 (0 = every tile of a PanNuke fold), got {self.limit}")
         if self.batch < 1:
@@ -53,10 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument(
         "--candidate",
+        action="append",
         help="engine (.engine/.plan), ONNX graph, checkpoint, 'demo', or a backend "
-        "name (torch, torch-cuda, onnxruntime, tensorrt) run on the --reference checkpoint",
+        "name (torch, torch-cuda, onnxruntime, tensorrt) run on the --reference checkpoint; repeatable",
     )
     parser.add_argument("--reference", help="checkpoint of the FP32 PyTorch reference (.pth)")
+    parser.add_argument(
+        "--reference-device",
+        dest="reference_device",
+        help="device of the FP32 reference: auto (a CUDA GPU when PyTorch sees one), cpu, cuda[:N]",
+    )
     parser.add_argument(
         "--data",
         help="PanNuke fold folder (images.npy, masks.npy, types.npy), an image, a slide, "
@@ -87,10 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cellvit_trt.io import write_json
-    from cellvit_trt.metrics.validate import validate
+    from cellvit_trt.metrics.validate import validate_all
 
     s = resolve(ValidateSettings, args, section="validate")
-    rep = validate(
+    reports = validate_all(
         s.candidate,
         s.reference,
         s.data,
@@ -102,9 +116,15 @@ def run(args: argparse.Namespace) -> int:
         thresholds=s.thresholds,
         magnification=s.magnification,
         seed=s.seed,
+        reference_device=s.reference_device,
     )
-    print(rep.format())
+    print("\n\n".join(r.format() for r in reports))
+    passed = all(r.passed for r in reports)
     if s.json is not None:
-        write_json(s.json, {**rep.to_dict(), "settings": to_dict(s)})
+        if len(reports) == 1:
+            doc = {**reports[0].to_dict(), "settings": to_dict(s)}
+        else:
+            doc = {"passed": passed, "reports": [r.to_dict() for r in reports], "settings": to_dict(s)}
+        write_json(s.json, doc)
         print(f"report written to {s.json}", file=sys.stderr)
-    return 0 if rep.passed else EXIT_BELOW_THRESHOLDS
+    return 0 if passed else EXIT_BELOW_THRESHOLDS

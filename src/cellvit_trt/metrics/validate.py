@@ -42,6 +42,7 @@ from cellvit_trt.metrics.thresholds import thresholds_for
 log = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("torch", "torch-cuda", "onnxruntime", "tensorrt")
+CKPT = (".pth", ".pt", ".ckpt", ".bin")
 WHITE = 255
 
 
@@ -227,7 +228,10 @@ def open_candidate(
     return open_backend(spec, backend=backend, batch=batch, tile_size=tile_size, precision=precision), spec
 
 
-def open_reference(reference: str | Path | Any, tile_size: int, batch: int) -> tuple[Any, str]:
+def open_reference(
+    reference: str | Path | Any, tile_size: int, batch: int, device: str = "auto"
+) -> tuple[Any, str]:
+    """The FP32 PyTorch reference (on the GPU when `device` is 'auto' and PyTorch sees one)."""
     if _is_runner(reference) and not isinstance(reference, (str, Path)):
         return reference, getattr(reference, "name", type(reference).__name__)
     from cellvit_trt.runtime.backends import model_kind
@@ -239,7 +243,12 @@ def open_reference(reference: str | Path | Any, tile_size: int, batch: int) -> t
             f"--reference {reference}: the reference is the FP32 PyTorch model, so give its "
             f"checkpoint (.pth), not a {kind}"
         )
-    return TorchBackend(path, precision="fp32", batch=batch, tile_size=tile_size), f"torch-fp32:{path.name}"
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    ref = TorchBackend(path, device=device, precision="fp32", batch=batch, tile_size=tile_size)
+    return ref, f"torch-fp32:{path.name}"
 
 
 def _sha(meta: Any) -> str | None:
@@ -293,8 +302,36 @@ def _cut(maps: dict[str, np.ndarray], b: int, j: int, k: int, t: int) -> dict[st
 # Main entry
 
 
+@dataclass
+class _Candidate:
+    """One candidate's runner and accumulators (several candidates share one reference pass)."""
+
+    runner: Any
+    label: str
+    precision: str
+    limits: Any
+    ev_kwargs: dict[str, Any]
+    stats: OutputStats = field(default_factory=OutputStats)
+    agree: Evaluator | None = None
+    truth: Evaluator | None = None
+    seconds: float = 0.0
+    post_seconds: float = 0.0
+    per_tile: list[tuple[str, float, float, int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.agree = Evaluator(**self.ev_kwargs)
+
+
 def validate(
-    candidate: Any,
+    candidate: Any, reference: str | Path | Any | None = None, data: str | Path = "synthetic:8", **kwargs: Any
+) -> ValidationReport:
+    """Run one candidate and the FP32 reference on the same tiles; see the module docstring and
+    `validate_all` for the keyword arguments. Never raises on a failed gate (use `raise_if_failed`)."""
+    return validate_all([candidate], reference, data, **kwargs)[0]
+
+
+def validate_all(
+    candidates: Sequence[Any],
     reference: str | Path | Any | None = None,
     data: str | Path = "synthetic:8",
     *,
@@ -307,20 +344,24 @@ def validate(
     magnification: float | None = None,
     seed: int = 0,
     synthetic_tile: int = 256,
-) -> ValidationReport:
-    """Run candidate and FP32 reference on the same tiles; see the module docstring. Never raises on a
-    failed gate (use `raise_if_failed`); raises InputError/DependencyError/DeviceError on bad inputs."""
+    reference_device: str = "auto",
+) -> list[ValidationReport]:
+    """Validate several candidates (e.g. the FP16 and INT8 graphs) against one reference pass over the tiles.
+
+    `precision` forces the thresholds for every candidate (default: each graph's metadata, else fp32);
+    `candidate_precision` is passed to backend-name candidates (e.g. fp16 autocast for torch-cuda). Raises
+    InputError/DependencyError/DeviceError on bad inputs, never on a failed gate.
+    """
     from cellvit_trt.kernels import PostProcessor, PostProcessParams
 
     if batch < 1:
         raise InputError(f"--batch: expected >= 1, got {batch}")
+    if not candidates:
+        raise InputError("validate: no candidate given (--candidate)")
     ds = parse_data(data, limit)
-    if (
-        reference is None
-        and isinstance(candidate, (str, Path))
-        and Path(str(candidate)).suffix.lower() in (".pth", ".pt", ".ckpt", ".bin")
-    ):
-        reference = candidate
+    if reference is None:
+        ckpts = [c for c in candidates if isinstance(c, (str, Path)) and Path(str(c)).suffix.lower() in CKPT]
+        reference = ckpts[0] if ckpts else None
     if reference is None:
         raise InputError(
             "validate: give the reference checkpoint (--reference model.pth); the candidate alone "
@@ -332,57 +373,76 @@ def validate(
         from cellvit_trt.metrics.pannuke import open_pannuke_fold
 
         data_tile = open_pannuke_fold(ds.path).tile_shape[0]
-    cand_runner, cand_label = open_candidate(
-        candidate,
-        reference,
-        backend=backend,
-        batch=batch,
-        tile_size=data_tile or None,
-        precision=candidate_precision,
-    )
     notes: list[str] = []
-    with _active(cand_runner) as cand:
-        model_tile = int(getattr(cand, "tile_size", 0) or data_tile or 256)
-        meta = getattr(cand, "meta", None)
-        prec = precision or (getattr(meta, "precision", None) if meta is not None else None) or "fp32"
-        ref_runner, ref_label = open_reference(reference, model_tile, batch)
-        with _active(ref_runner) as ref:
-            rmeta = getattr(ref, "meta", None)
-            mag = float(
-                magnification
-                or getattr(rmeta, "magnification", 0)
-                or getattr(meta, "magnification", 0)
-                or 40.0
+    with contextlib.ExitStack() as stack:
+        opened = []
+        for c in candidates:
+            runner, label = open_candidate(
+                c,
+                reference,
+                backend=backend,
+                batch=batch,
+                tile_size=data_tile or None,
+                precision=candidate_precision,
             )
-            class_names = list(getattr(rmeta, "class_names", ()) or ()) or None
-            target_mpp = float(getattr(rmeta, "target_mpp", 0.25) or 0.25)
+            opened.append((stack.enter_context(_active(runner)), label))
+        tiles = {int(getattr(r, "tile_size", 0) or data_tile or 256) for r, _ in opened}
+        if len(tiles) > 1:
+            raise InputError(
+                f"validate: the candidates have different tile sizes {sorted(tiles)}; run them separately"
+            )
+        model_tile = tiles.pop()
+        ref_runner, ref_label = open_reference(reference, model_tile, batch, reference_device)
+        ref = stack.enter_context(_active(ref_runner))
+        rmeta = getattr(ref, "meta", None)
+        cmeta = getattr(opened[0][0], "meta", None)
+        mag = float(
+            magnification or getattr(rmeta, "magnification", 0) or getattr(cmeta, "magnification", 0) or 40.0
+        )
+        class_names = list(getattr(rmeta, "class_names", ()) or ()) or None
+        ev_kwargs = {
+            "num_classes": len(class_names) if class_names else 6,
+            "class_names": class_names,
+            "magnification": mag,
+        }
+        target_mpp = float(getattr(rmeta, "target_mpp", 0.25) or 0.25)
+        sides = []
+        for runner, label in opened:
+            meta = getattr(runner, "meta", None)
+            prec = precision or getattr(meta, "precision", None) or "fp32"
+            side = _Candidate(runner, label, prec, thresholds_for(prec, thresholds), ev_kwargs)
             mismatch = _checkpoint_mismatch(meta, rmeta)
             if mismatch:
-                log.warning("validate: %s", mismatch)
-                notes.append(mismatch)
-            if ds.kind == "pannuke":
-                t, n, samples = pannuke_samples(ds.path, ds.count)
-            elif ds.kind == "synthetic":
-                t, n, samples = synthetic_samples(ds.count, data_tile, seed=seed)
-            else:
-                t, n, samples = image_samples(ds.path, ds.count, model_tile, target_mpp)
-            if model_tile % t:
-                raise InputError(
-                    f"validate: data tiles are {t} px but the candidate's tile is {model_tile} px; "
-                    f"export the graph at --tile-size {t} (or a multiple of it)"
-                )
-            k = model_tile // t
-            if k > 1:
-                notes.append(
-                    f"{t} px data tiles laid out {k}x{k} per {model_tile} px model tile; maps are cut "
-                    "back to data tiles before post-processing"
-                )
-            limits = thresholds_for(prec, thresholds)
-            pp = PostProcessor(PostProcessParams.for_magnification(mag))
-            result = _run(cand, ref, samples, n, k, t, batch, pp, mag, class_names)
-    stats, agree, gt_ref, gt_cand, timing = result
-    metrics = stats.result()
-    a = agree.result()
+                log.warning("validate: %s: %s", label, mismatch)
+            sides.append((side, [mismatch] if mismatch else []))
+        if ds.kind == "pannuke":
+            t, n, samples = pannuke_samples(ds.path, ds.count)
+        elif ds.kind == "synthetic":
+            t, n, samples = synthetic_samples(ds.count, data_tile, seed=seed)
+        else:
+            t, n, samples = image_samples(ds.path, ds.count, model_tile, target_mpp)
+        if model_tile % t:
+            raise InputError(
+                f"validate: data tiles are {t} px but the candidate's tile is {model_tile} px; "
+                f"export the graph at --tile-size {t} (or a multiple of it)"
+            )
+        k = model_tile // t
+        if k > 1:
+            notes.append(
+                f"{t} px data tiles laid out {k}x{k} per {model_tile} px model tile; maps are cut "
+                "back to data tiles before post-processing"
+            )
+        pp = PostProcessor(PostProcessParams.for_magnification(mag))
+        ref_truth, timing = _run(ref, [c for c, _ in sides], samples, n, k, t, batch, pp, ev_kwargs)
+    ref_gt = ref_truth.result() if ref_truth is not None else None
+    return [_report(side, extra + notes, ref_label, ref_gt, data, timing) for side, extra in sides]
+
+
+def _report(
+    side: _Candidate, notes: list[str], ref_label: str, ref_gt: dict | None, data: Any, timing: dict[str, Any]
+) -> ValidationReport:
+    metrics = side.stats.result()
+    a = side.agree.result()
     d = a["dataset"]
     for key, val in (
         ("bpq", d["bPQ"]),
@@ -391,88 +451,97 @@ def validate(
         ("cell_type_agreement", d["type_agreement"]),
     ):
         metrics[key] = float("nan") if val is None else float(val)
-    failures, skipped = limits.check(metrics)
+    failures, skipped = side.limits.check(metrics)
+    notes = list(notes)
     if d["tp"] + d["fn"] == 0:
         notes.append(
             "the reference found no cells on these tiles: cell-level agreement was not measured "
             "(use tiles with nuclei, e.g. a PanNuke fold or synthetic:N)"
         )
-    worst = timing.pop("worst_tiles")
-    gt = None
-    if gt_ref is not None:
-        gt = {"reference": gt_ref.result(), "candidate": gt_cand.result()}
+    gt = {"reference": ref_gt, "candidate": side.truth.result()} if ref_gt is not None else None
     return ValidationReport(
-        candidate=cand_label,
+        candidate=side.label,
         reference=ref_label,
-        precision=prec,
+        precision=side.precision,
         data=str(data),
-        tiles=timing.pop("tiles"),
+        tiles=int(timing["tiles"]),
         metrics=metrics,
         agreement=a,
         failures=failures,
         not_applicable=skipped,
-        thresholds={"min": dict(limits.min), "max": dict(limits.max)},
+        thresholds={"min": dict(side.limits.min), "max": dict(side.limits.max)},
         ground_truth=gt,
-        timing=timing,
+        timing={
+            "reference_s": timing["reference_s"],
+            "reference_postprocess_s": timing["postprocess_s"],
+            "candidate_s": side.seconds,
+            "postprocess_s": side.post_seconds,
+        },
         notes=notes,
-        worst_tiles=worst,
+        worst_tiles=_worst(side.per_tile),
     )
 
 
 def _run(
-    cand: Any,
     ref: Any,
+    sides: list[_Candidate],
     samples: Iterator[Sample],
     n: int,
     k: int,
     t: int,
     batch: int,
     pp: Any,
-    mag: float,
-    class_names: list[str] | None,
-):
-    num_classes = len(class_names) if class_names else 6
-    ev_kwargs = {"num_classes": num_classes, "class_names": class_names, "magnification": mag}
-    stats = OutputStats()
-    agree = Evaluator(**ev_kwargs)
-    gt_ref = gt_cand = None
-    timing = {"reference_s": 0.0, "candidate_s": 0.0, "postprocess_s": 0.0, "tiles": 0}
+    ev_kwargs: dict[str, Any],
+) -> tuple[Evaluator | None, dict[str, Any]]:
+    """Stream the tiles: one reference inference per batch, then every candidate on the same batch."""
+    ref_truth: Evaluator | None = None
+    timing: dict[str, Any] = {"reference_s": 0.0, "postprocess_s": 0.0, "tiles": 0}
     per_batch = batch * k * k
     buf: list[Sample] = []
-    per_tile: list[tuple[str, float, float, int, int]] = []
+
+    def cells(maps: dict[str, np.ndarray]) -> Instances:
+        return Instances.from_tile(pp.process_tile(maps["fg"], maps["hv"], maps["type_map"]))
 
     def flush() -> None:
-        nonlocal gt_ref, gt_cand
+        nonlocal ref_truth
         groups = _layouts(len(buf), k)
-        model_in = (
-            np.stack([_mosaic([buf[i].image for i in g], k, t) for g in groups])
-            if k > 1
-            else np.stack([s.image for s in buf])
-        )
+        if k > 1:
+            model_in = np.stack([_mosaic([buf[i].image for i in g], k, t) for g in groups])
+        else:
+            model_in = np.stack([s.image for s in buf])
         t0 = time.perf_counter()
         r_out = _infer(ref, model_in)
-        t1 = time.perf_counter()
-        c_out = _infer(cand, model_in)
-        t2 = time.perf_counter()
-        timing["reference_s"] += t1 - t0
-        timing["candidate_s"] += t2 - t1
-        stats.add_tissue(r_out["tissue_logits"], c_out["tissue_logits"])
+        timing["reference_s"] += time.perf_counter() - t0
+        r_maps, r_cells = {}, {}
+        t0 = time.perf_counter()
         for b, g in enumerate(groups):
             for j, i in enumerate(g):
-                rm, cm = _cut(r_out, b, j, k, t), _cut(c_out, b, j, k, t)
-                stats.add_maps(rm, cm)
-                t3 = time.perf_counter()
-                r_cells = Instances.from_tile(pp.process_tile(rm["fg"], rm["hv"], rm["type_map"]))
-                c_cells = Instances.from_tile(pp.process_tile(cm["fg"], cm["hv"], cm["type_map"]))
-                timing["postprocess_s"] += time.perf_counter() - t3
-                sc = agree.add(r_cells, c_cells, buf[i].tissue)
-                per_tile.append((buf[i].name, sc.bpq, sc.mpq, len(r_cells), int((c_cells.types > 0).sum())))
+                r_maps[i] = _cut(r_out, b, j, k, t)
+                r_cells[i] = cells(r_maps[i])
                 if buf[i].truth is not None:
-                    if gt_ref is None:
-                        gt_ref, gt_cand = Evaluator(**ev_kwargs), Evaluator(**ev_kwargs)
-                    gt_ref.add(buf[i].truth, r_cells, buf[i].tissue)
-                    gt_cand.add(buf[i].truth, c_cells, buf[i].tissue)
-                timing["tiles"] += 1
+                    ref_truth = ref_truth or Evaluator(**ev_kwargs)
+                    ref_truth.add(buf[i].truth, r_cells[i], buf[i].tissue)
+        timing["postprocess_s"] += time.perf_counter() - t0
+        for side in sides:
+            t0 = time.perf_counter()
+            c_out = _infer(side.runner, model_in)
+            side.seconds += time.perf_counter() - t0
+            side.stats.add_tissue(r_out["tissue_logits"], c_out["tissue_logits"])
+            for b, g in enumerate(groups):
+                for j, i in enumerate(g):
+                    cm = _cut(c_out, b, j, k, t)
+                    side.stats.add_maps(r_maps[i], cm)
+                    t0 = time.perf_counter()
+                    c_cells = cells(cm)
+                    side.post_seconds += time.perf_counter() - t0
+                    sc = side.agree.add(r_cells[i], c_cells, buf[i].tissue)
+                    side.per_tile.append(
+                        (buf[i].name, sc.bpq, sc.mpq, len(r_cells[i]), int((c_cells.types > 0).sum()))
+                    )
+                    if buf[i].truth is not None:
+                        side.truth = side.truth or Evaluator(**ev_kwargs)
+                        side.truth.add(buf[i].truth, c_cells, buf[i].tissue)
+        timing["tiles"] += len(buf)
         buf.clear()
         log.info("validate: %d/%d tiles", timing["tiles"], n)
 
@@ -488,8 +557,7 @@ def _run(
         flush()
     if timing["tiles"] == 0:
         raise InputError("validate: no tiles to compare (empty data or every tile was glass)")
-    timing["worst_tiles"] = _worst(per_tile)
-    return stats, agree, gt_ref, gt_cand, timing
+    return ref_truth, timing
 
 
 def _worst(per_tile: list[tuple[str, float, float, int, int]], n: int = 5) -> list[dict[str, Any]]:
