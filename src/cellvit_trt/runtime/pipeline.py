@@ -200,7 +200,7 @@ class Pipeline:
             ),
             threading.Thread(target=self._sink, args=(post_q,), name="cvt-sink", daemon=True),
         ]
-        t_start = time.perf_counter()
+        t_start, cpu_start = time.perf_counter(), time.process_time()
         for t in threads:
             t.start()
         try:
@@ -219,6 +219,7 @@ class Pipeline:
             raise
         self._shutdown(threads, read_pool, post_pool)
         st.wall_s = time.perf_counter() - t_start
+        st.cpu_s = time.process_time() - cpu_start
         if self._error is not None:
             raise self._error from self._error.__cause__
         return st

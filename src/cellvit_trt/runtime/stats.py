@@ -25,6 +25,7 @@ class Stats:
     backend_wait_input_s: float = 0.0
     backend_wait_output_s: float = 0.0
     backend_s: float = 0.0  # wall time of the backend thread's loop
+    cpu_s: float = 0.0  # process CPU time (all threads) during the run: meaningful on a shared machine
     device_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # backend-reported phases
     queue_max: dict[str, int] = field(default_factory=dict)
     queue_bound: dict[str, int] = field(default_factory=dict)
@@ -60,6 +61,8 @@ class Stats:
             "tiles": self.tiles,
             "batches": self.batches,
             "wall_s": round(self.wall_s, 4),
+            "cpu_s": round(self.cpu_s, 4),
+            "cpu_ms_per_tile": round(1e3 * self.cpu_s / self.tiles, 2) if self.tiles else None,
             "tiles_per_s": round(self.tiles_per_s, 3),
             "stage_busy_s": {k: round(v, 4) for k, v in self.stage_s.items()},
             "backend_wait_input_s": round(self.backend_wait_input_s, 4),
