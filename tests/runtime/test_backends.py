@@ -110,7 +110,7 @@ def test_selection_and_model_errors(tiny, tmp_path):
 def test_provider_lists():
     avail = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert resolve_providers(None, avail) == ["CPUExecutionProvider"]
-    assert resolve_providers("auto", avail) == avail
+    assert resolve_providers("auto", avail) == avail == resolve_providers(["auto"], avail)
     assert resolve_providers(["cuda"], avail) == avail
     with pytest.raises(DeviceError, match="TensorrtExecutionProvider"):
         resolve_providers(["tensorrt", "cuda"], avail)

@@ -395,3 +395,80 @@ def test_checkpoint_is_exported_on_the_fly(tmp_path):
     summary = json.loads((tmp_path / "o" / "field" / "summary.json").read_text())
     assert summary["backend"]["backend"] == "onnxruntime" and summary["grid"]["tile_size"] == 128
     assert list((tmp_path / "cache").glob("tiny-*-128-fp32.onnx"))
+
+
+def test_sigterm_stops_with_130_and_keeps_finished_tiles(world):
+    import signal
+    import time
+
+    out = world["dir"] / "term" / "slide_b"
+    env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))}
+    args = [
+        "run",
+        str(world["slide_b"]),
+        "-m",
+        str(world["model"]),
+        "-o",
+        str(world["dir"] / "term"),
+        *COMMON,
+        "--checkpoint-tiles",
+        "1",
+        "--outputs",
+        "cells",
+        "summary",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cellvit_trt.cli", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    manifest = out / ".resume" / "manifest.json"
+    deadline = time.time() + 90
+    while not manifest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    done = json.loads(manifest.read_text())
+    assert 1 <= sum(c["tiles"] for c in done["chunks"]) < 48
+    assert not (out / "cells.json").exists() and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_folder_of_images_continues_past_a_bad_one(world, tmp_path, capsys):
+    import cv2
+
+    from cellvit_trt.synthetic.tile import generate_tile
+
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for seed in (1, 2):
+        cv2.imwrite(
+            str(folder / f"field{seed}.png"),
+            generate_tile((300, 420), seed=seed, glass_fraction=0.0).image[..., ::-1],
+        )
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    rc = main(
+        [
+            "run",
+            str(folder),
+            "-m",
+            str(world["model"]),
+            "--mpp",
+            "0.25",
+            "-o",
+            str(tmp_path / "o"),
+            *COMMON,
+            "--outputs",
+            "cells",
+            "summary",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.png" in err and "1 of 3 inputs failed" in err, err
+    for seed in (1, 2):
+        s = json.loads((tmp_path / "o" / f"field{seed}" / "summary.json").read_text())
+        assert s["cells_total"] > 0 and s["grid"]["tile_size"] == TILE

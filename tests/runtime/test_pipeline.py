@@ -197,3 +197,38 @@ def test_keyboard_interrupt_stops_all_threads():
     with NumpyBackend() as be, pytest.raises(KeyboardInterrupt):
         Pipeline(be, read=image_of, process=lambda i, m: i, sink=sink, batch=2).run(range(100_000))
     assert _no_pipeline_threads()
+
+
+class FailingBackend(NumpyBackend):
+    def _infer(self, images):
+        if (images[:, 0, 0, 0] == 6).any():
+            raise RuntimeError("device lost")
+        return super()._infer(images)
+
+
+def test_backend_error_names_the_tiles_of_the_batch():
+    with (
+        FailingBackend() as be,
+        pytest.raises(PipelineError, match=r"infer failed on tile 4, 5, 6, 7: device lost"),
+    ):
+        Pipeline(be, read=image_of, process=lambda i, m: i, sink=lambda i, r: None, batch=4).run(range(40))
+    assert _no_pipeline_threads()
+
+
+def test_progress_line_and_quiet_mode():
+    import io
+
+    from cellvit_trt.runtime.progress import Progress
+
+    buf = io.StringIO()
+    bar = Progress(10, desc="slide", stream=buf, enabled=True, min_interval_s=0.0)
+    for _ in range(4):
+        bar(1)
+    bar.close()
+    text = buf.getvalue()
+    assert "slide 4/10 [ 40.0%]" in text and "tiles/s" in text and "ETA" in text and text.endswith("\n")
+    quiet = io.StringIO()
+    q = Progress(10, stream=quiet, enabled=False)
+    q(5)
+    q.close()
+    assert quiet.getvalue() == ""

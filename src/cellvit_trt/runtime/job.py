@@ -179,6 +179,9 @@ def run_input(
             )
             try:
                 stats = pipe.run(todo)
+            except KeyboardInterrupt:
+                journal.commit()  # the pipeline threads are stopped: keep every finished tile for --resume
+                raise
             finally:
                 bar.close()
             journal.commit()

@@ -30,6 +30,8 @@ def resolve_providers(requested: Sequence[str] | str | None, available: Sequence
     a
     GPU user wait hours without knowing why).
     """
+    if not isinstance(requested, str) and requested is not None and len(requested) == 1:
+        requested = requested[0]  # `--providers auto` arrives as ["auto"]
     if requested is None or requested == "cpu":
         return ["CPUExecutionProvider"]
     if requested == "auto":
