@@ -260,3 +260,26 @@ def test_tiling_coordinates_and_round_trip():
                 and g.origin(r, c)[1] + tile_size > box[1]
             ]
             assert g.tiles_touching(*box) == brute
+
+
+def test_synthetic_aperio_slide_both_readers(tmp_path):
+    """The Aperio-style synthetic slide: OpenSlide and tiffslide agree pixel for pixel, mpp from metadata."""
+    from cellvit_trt.runtime.tissue import detect_tissue
+    from cellvit_trt.synthetic.slide import write_synthetic_slide
+
+    truth = write_synthetic_slide(
+        tmp_path / "s.svs", 1400, 1000, compression="deflate", write_labels=False, seed=3
+    )
+    tiles, plans = {}, {}
+    for reader in ("openslide", "tiffslide"):
+        with open_source(truth.slide, reader=reader) as src:
+            assert src.info.base_mpp == pytest.approx(0.25) and (src.info.height, src.info.width) == (
+                1000,
+                1400,
+            )
+            assert src.info.properties[f"{reader}.vendor"] == "aperio"
+            tiles[reader] = [t.image for t in src.tiles()]
+            plans[reader] = detect_tissue(src).ratio
+    for a, b in zip(tiles["openslide"], tiles["tiffslide"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(plans["openslide"], plans["tiffslide"])

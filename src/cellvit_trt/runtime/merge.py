@@ -219,7 +219,9 @@ class StreamingMerge:
         if not near:
             return
         others = list(near)
-        inter = shapely.area(shapely.intersection(cell.poly, np.array([o.poly for o in others], dtype=object)))
+        inter = shapely.area(
+            shapely.intersection(cell.poly, np.array([o.poly for o in others], dtype=object))
+        )
         for other, area in zip(others, inter, strict=True):
             if self._overlaps(cell.area, other.area, float(area)):
                 cell.adj.add(other)

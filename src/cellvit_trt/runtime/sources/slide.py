@@ -179,13 +179,16 @@ class SlideSource(Source):
         return np.asarray(out)
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
-        """From the coarsest pyramid level that still has >= max_side px (never the full-resolution region)."""
+        """From the coarsest pyramid level that still has >= max_side px (never the full region)."""
         import cv2
 
         factor = max(1.0, max(self.info.height, self.info.width) / max_side)
         th, tw = max(1, round(self.info.height / factor)), max(1, round(self.info.width / factor))
         bx, by = self._bounds
-        bw, bh = self._level_box[2] * self._choice.level_downsample, self._level_box[3] * self._choice.level_downsample
+        bw, bh = (
+            self._level_box[2] * self._choice.level_downsample,
+            self._level_box[3] * self._choice.level_downsample,
+        )
         need = factor * self.info.scale  # level-0 px per thumbnail px
         levels = [i for i, d in enumerate(self._slide.level_downsamples) if d <= need] or [0]
         level = max(levels, key=lambda i: self._slide.level_downsamples[i])
@@ -201,7 +204,9 @@ class SlideSource(Source):
             try:
                 part = _to_rgb(np.asarray(self._slide.read_region(loc, level, (max(1, lw), r1 - r0))))
             except Exception as exc:  # any reader failure, as in read_region
-                raise InputError(f"{self.info.name}: cannot read the thumbnail at level {level} ({exc})") from exc
+                raise InputError(
+                    f"{self.info.name}: cannot read the thumbnail at level {level} ({exc})"
+                ) from exc
             out[y:y2] = cv2.resize(part, (tw, y2 - y), interpolation=cv2.INTER_AREA)
             y = y2
         return out, factor

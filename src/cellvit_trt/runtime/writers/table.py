@@ -60,6 +60,11 @@ def columns(batch: CellBatch, classes: ClassTable, area_um2_per_px: float | None
     }
 
 
+def _num(v: float) -> str:
+    """Integer-valued floats without a fraction, others with 3 decimals (never exponent notation)."""
+    return str(int(v)) if float(v).is_integer() else f"{v:.3f}"
+
+
 class CSVWriter:
     def __init__(self, path: str | Path, classes: ClassTable, area_um2_per_px: float | None = None) -> None:
         self.classes, self.area = classes, area_um2_per_px
@@ -69,25 +74,32 @@ class CSVWriter:
     def write(self, batch: CellBatch) -> None:
         if not len(batch):
             return
-        cols = columns(batch, self.classes, self.area)
-        fmt = {"x": "{:.2f}", "y": "{:.2f}", "type_prob": "{:.4f}", "area_um2": "{:.3f}"}
-        text = []
-        for i in range(len(batch)):
-            vals = []
-            for c in COLUMNS:
-                v = cols[c][i]
-                if c == "type_name":
-                    vals.append('"' + str(v).replace('"', '""') + '"')
-                elif c == "area_um2" and not np.isfinite(v):
-                    vals.append("")
-                elif c in fmt:
-                    vals.append(fmt[c].format(float(v)))
-                elif c == "edge_position":
-                    vals.append("true" if v else "false")
-                else:
-                    vals.append(str(int(v)) if float(v).is_integer() else f"{float(v):.3f}")
-            text.append(",".join(vals))
-        self._file.fh.write("\n".join(text) + "\n")
+        c = columns(batch, self.classes, self.area)
+        names = ['"' + str(v).replace('"', '""') + '"' for v in c["type_name"]]
+        area = ["" if not np.isfinite(v) else f"{v:.3f}" for v in c["area_um2"]]
+        bbox = np.stack([c["bbox_rmin"], c["bbox_cmin"], c["bbox_rmax"], c["bbox_cmax"]], 1)
+        bbox_txt = [",".join(_num(v) for v in row) for row in bbox.tolist()]
+        rows = zip(
+            c["cell_id"].tolist(),
+            c["x"].tolist(),
+            c["y"].tolist(),
+            c["type"].tolist(),
+            names,
+            c["type_prob"].tolist(),
+            c["area_px"].tolist(),
+            area,
+            bbox_txt,
+            c["tile_row"].tolist(),
+            c["tile_col"].tolist(),
+            c["cell_status"].tolist(),
+            c["edge_position"].tolist(),
+            strict=True,
+        )
+        text = "".join(
+            f"{i},{x:.2f},{y:.2f},{t},{n},{p:.4f},{a},{um},{bb},{tr},{tc},{st},{'true' if e else 'false'}\n"
+            for i, x, y, t, n, p, a, um, bb, tr, tc, st, e in rows
+        )
+        self._file.fh.write(text)
 
     def close(self, **_: object) -> None:
         self._file.close()
