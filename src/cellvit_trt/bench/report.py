@@ -40,9 +40,9 @@ def format_table(r: dict[str, Any]) -> str:
         t = e2e["timing"]
         lines += ["", f"End to end ({e2e['input']}, {t['tiles']} tiles)",
                   f"  throughput: {t['tiles_per_s']:.2f} tiles/s; backend waited for input "
-                  f"{100 * t['backend_wait_fraction']:.1f}% of its time, for post-processing "
-                  f"{100 * t.get('backend_wait_output_fraction', 0.0):.1f}%",
-                  "  busy seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in t["stage_s"].items())]
+                  f"{100 * t['backend_wait_fraction']:.1f}% of its time, "
+                  f"{t.get('backend_wait_output_s', 0.0):.2f} s blocked by post-processing",
+                  "  busy seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in t["stage_busy_s"].items())]
         if e2e.get("latency_ms"):
             lines.append(f"  {'tile latency (ms)':<24}" + " ".join(f"{k:>9}" for k in LAT_KEYS))
             lines.append(_lat_row("read → cells", e2e["latency_ms"]))
@@ -72,7 +72,7 @@ def write_chart(r: dict[str, Any], path: str | Path) -> bool:
     stages: dict[str, float] = {}
     if e2e:
         tiles = max(1, e2e["timing"]["tiles"])
-        stages = {k: 1e3 * v / tiles for k, v in e2e["timing"]["stage_s"].items()}
+        stages = {k: 1e3 * v / tiles for k, v in e2e["timing"]["stage_busy_s"].items()}
         stages.update({f"backend phase: {k}": 1e3 * v / tiles for k, v in e2e["timing"].get("device_s", {}).items()})
     else:
         c = r["compute"]
