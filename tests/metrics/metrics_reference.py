@@ -125,13 +125,24 @@ def ref_cell_type_detection_scores(
     return f1, prec, rec
 
 
-def _cells(inst_map, type_of):
-    """Upstream-style cell dict content: ids ascending, pixel-mean centroid (x, y), type."""
+def _cells(inst_map, type_of, check_contour=False):
+    """Upstream-style cell dict content: ids ascending, moments centroid (x, y), type; with `check_contour`,
+    instances whose first contour has < 3 points are skipped (CellViT `calculate_instances`)."""
     ids = [i for i in np.unique(inst_map) if i != 0]
     cents, types = [], []
     for i in ids:
-        rr, cc = np.nonzero(inst_map == i)
-        cents.append([cc.mean(), rr.mean()])
+        mask = inst_map == i
+        rr, cc = np.nonzero(mask)
+        rmin, rmax, cmin, cmax = rr.min(), rr.max() + 1, cc.min(), cc.max() + 1
+        crop = mask[rmin:rmax, cmin:cmax].astype(np.uint8)
+        if check_contour:
+            contour = np.squeeze(
+                cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].astype("int32")
+            )
+            if contour.shape[0] < 3 or len(contour.shape) != 2:
+                continue
+        m = cv2.moments(crop)
+        cents.append([m["m10"] / m["m00"] + cmin, m["m01"] / m["m00"] + rmin])
         types.append(type_of[i])
     return np.array(cents, np.float64).reshape(-1, 2), np.array(types, np.int64)
 
@@ -166,7 +177,7 @@ def ref_dataset(gts, preds, num_classes=6, radius=12.0):
                 [_, _, pq], _ = ref_get_fast_pq(pred_j, true_j, match_iou=0.5)
                 per.append(pq)
         cls_pq.append(per)
-        tc, tt = _cells(g_inst, g_types)
+        tc, tt = _cells(g_inst, g_types, check_contour=True)
         p_keep = {i: t for i, t in p_types.items() if t != 0}
         p_only = np.where(np.isin(p_inst, list(p_keep)), p_inst, 0)
         pc, ptypes = _cells(p_only, p_keep)

@@ -101,7 +101,7 @@ class Evaluator:
         for c in range(1, self.num_classes):
             if cs[c, 4] > 0:
                 cdq[c], csq[c], cpq[c] = pq_from_counts(*cs[c, :4])
-        self.detection.add(true.centroids, true.types, pred.centroids, pred.types, self.radius)
+        self.detection.add(*true.detection_view(), *pred.detection_view(), self.radius)
         scores = ImageScores(bpq, bdq, bsq, cpq, cdq, csq, m.dice)
         self.images.append(scores)
         self.tissues.append(tissue)

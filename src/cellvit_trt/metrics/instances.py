@@ -29,6 +29,15 @@ class Instances:
     types: np.ndarray  # int64 [K]; 0 = background / unclassified
     centroids: np.ndarray  # float64 [K, 2] = (x, y)
     _labels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # bool [K]: instances that get a cell entry (upstream drops contours of < 3 points); None = all.
+    # Only centroid detection looks at it; PQ scores every instance of the map.
+    detectable: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def detection_view(self) -> tuple[np.ndarray, np.ndarray]:
+        """(centroids, types) of the instances that have a cell entry."""
+        if self.detectable is None:
+            return self.centroids, self.types
+        return self.centroids[self.detectable], self.types[self.detectable]
 
     def labels(self) -> np.ndarray:
         """Flat compact labels: position in `ids` + 1 for each pixel, 0 for background (cached)."""
@@ -45,12 +54,18 @@ class Instances:
 
     @staticmethod
     def from_maps(
-        inst_map: np.ndarray, type_map: np.ndarray | None = None, *, name: str = "ground truth"
+        inst_map: np.ndarray,
+        type_map: np.ndarray | None = None,
+        *,
+        name: str = "ground truth",
+        cell_entries: bool = True,
     ) -> Instances:
         """All instances of `inst_map`; each takes the majority type of `type_map` over its pixels.
 
         The majority follows upstream: ties go to the lower type id; background (0) loses to any other type
         present in the instance. Centroids are pixel means (what `cv2.moments` gives on the binary mask).
+        With `cell_entries`, instances whose first contour has < 3 points (1-2 px specks, 1 px lines) are
+        left out of centroid detection, as upstream's cell dicts leave them out (`calculate_instances`).
         """
         inst_map = _check_map(inst_map, f"{name} instance map")
         lab, ids = compact_labels(inst_map)
@@ -60,7 +75,8 @@ class Instances:
         else:
             type_map = _check_map(type_map, f"{name} type map", shape=inst_map.shape)
             types = majority_types(lab, n, type_map)
-        return Instances(inst_map, ids, types, centroids_of(lab, n, inst_map.shape[1]), lab)
+        det = has_cell_entry(lab.reshape(inst_map.shape), n) if cell_entries else None
+        return Instances(inst_map, ids, types, centroids_of(lab, n, inst_map.shape[1]), lab, det)
 
     @staticmethod
     def from_cells(
@@ -110,7 +126,8 @@ class Instances:
             lut = np.zeros(len(self) + 1, np.int32)
             lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
             lab = lut[self._labels]
-        return Instances(self.inst_map, self.ids[keep], self.types[keep], self.centroids[keep], lab)
+        det = None if self.detectable is None else self.detectable[keep]
+        return Instances(self.inst_map, self.ids[keep], self.types[keep], self.centroids[keep], lab, det)
 
 
 def _check_map(arr: Any, what: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -191,6 +208,25 @@ def centroids_of(lab: np.ndarray, n: int, width: int) -> np.ndarray:
     sy = np.bincount(lab_nz, weights=y.astype(np.float64), minlength=n + 1)[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.stack([sx / area, sy / area], axis=1)
+
+
+def has_cell_entry(lab2d: np.ndarray, n: int) -> np.ndarray:
+    """bool [n]: whether the first contour (cv2 RETR_TREE, CHAIN_APPROX_SIMPLE) of each label's bbox crop has
+    >= 3 points, the condition for a cell entry upstream (`_create_single_instance_entry`,
+    `calculate_instances`)."""
+    import cv2
+    from scipy import ndimage as ndi
+
+    ok = np.zeros(n, bool)
+    for k, sl in enumerate(ndi.find_objects(lab2d, max_label=n)):
+        if sl is None:
+            continue
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        if h == 1 or w == 1:  # a 1 px wide line: its contour has at most 2 points
+            continue
+        crop = (lab2d[sl] == k + 1).astype(np.uint8)
+        ok[k] = cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].shape[0] >= 3
+    return ok
 
 
 def remap_label(inst_map: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from cellvit_trt.errors import InputError
 from cellvit_trt.io import atomic_path
-from cellvit_trt.metrics.instances import Instances, centroids_of, compact_labels
+from cellvit_trt.metrics.instances import Instances, centroids_of, compact_labels, has_cell_entry
 
 PANNUKE_TYPES = ("Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial")  # mask channels 0..4
 FILES = ("images.npy", "masks.npy", "types.npy")
@@ -115,7 +115,8 @@ class PanNukeFold:
         inst, _, types = self.labels(i)
         lab = inst.reshape(-1)
         ids = np.arange(1, types.shape[0] + 1, dtype=np.int64)
-        return Instances(inst, ids, types, centroids_of(lab, ids.shape[0], inst.shape[1]), lab)
+        det = has_cell_entry(inst, ids.shape[0])
+        return Instances(inst, ids, types, centroids_of(lab, ids.shape[0], inst.shape[1]), lab, det)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, Instances, str]]:
         for i in range(len(self)):
