@@ -18,13 +18,13 @@ from cellvit_trt.runtime.sources.base import SourceInfo
 from cellvit_trt.runtime.tiling import TileGrid
 
 
-def _disks(height: int, width: int, rng: np.random.Generator, spacing: int = 32) -> np.ndarray:
-    """Non-overlapping disks (y, x, r): a jittered lattice, 70 % occupied, seeded."""
+def _disks(height: int, width: int, rng: np.random.Generator, spacing: int = 29) -> np.ndarray:
+    """Non-touching disks (y, x, r) on a jittered lattice, 70 % occupied, seeded. The spacing does not divide
+    the 960 px stride, so tile borders cut through cells at every phase."""
     ys, xs = np.mgrid[spacing // 2 : height : spacing, spacing // 2 : width : spacing]
     n = ys.size
-    d = np.stack(
-        [ys.ravel() + rng.uniform(-4, 4, n), xs.ravel() + rng.uniform(-4, 4, n), rng.uniform(4, 11, n)], 1
-    )
+    jy, jx = rng.uniform(-4, 4, n), rng.uniform(-4, 4, n)
+    d = np.stack([ys.ravel() + jy, xs.ravel() + jx, rng.uniform(4, 8, n)], 1)
     return d[rng.random(n) < 0.7]
 
 
@@ -153,7 +153,7 @@ def test_merge_matches_oracle(upstream, shape, seed):
         f"grid {shape}: {r.total} tile cells -> ours {len(r.ours)}, oracle {len(r.oracle)}, "
         f"agreement {agree:.4f}"
     )
-    assert agree >= 0.998
+    assert agree >= 0.995
     assert _only_area_ties(r)
     assert np.array_equal(r.out.id, np.arange(len(r.out)))
     assert r.merge.pending == 0 and r.merge.emitted + r.merge.dropped == r.total
@@ -181,7 +181,7 @@ def test_order_independent_and_bounded(upstream):
     """Column-major arrival agrees with the oracle too; row-major keeps about one tile row pending."""
     col_major = lambda g: [(r, c) for c in range(g.cols) for r in range(g.rows)]  # noqa: E731
     r = _run((3, 3), 4, upstream, order=col_major)
-    assert len(r.ours & r.oracle) / len(r.ours | r.oracle) >= 0.998 and _only_area_ties(r)
+    assert len(r.ours & r.oracle) / len(r.ours | r.oracle) >= 0.995 and _only_area_ties(r)
     r = _run((5, 3), 5, upstream)
     grid, out = r.grid, r.out
     per_tile = np.bincount(out.tile[:, 0] * grid.cols + out.tile[:, 1], minlength=len(grid)).max()
@@ -189,3 +189,39 @@ def test_order_independent_and_bounded(upstream):
     bound = (grid.cols + 1) * per_tile * band * 1.5
     print(f"max pending {r.merge.max_pending}, bound {bound:.0f}, cells {len(out)}")
     assert r.merge.max_pending <= bound
+
+
+@pytest.mark.oracle
+def test_skipped_neighbour_keeps_border_cells(upstream):
+    """Tiles outside the tissue plan do not exist: cells cut by the border facing them are kept, as upstream
+    keeps them when the neighbour produced nothing."""
+    grid = TileGrid(2 * 960, 2 * 960)
+    rng = np.random.default_rng(7)
+    disks = _disks(grid.height, grid.width, rng)
+    info = SourceInfo(name="synthetic", height=grid.height, width=grid.width, mpp=0.25)
+    planned = [(0, 0), (1, 1)]  # (0, 1) and (1, 0) are glass
+    emitted: list[CellBatch] = []
+    merge = StreamingMerge(grid, planned=planned, emit=emitted.append)
+    cell_list, total = [], 0
+    for r, c in planned:
+        batch = CellBatch.from_tile(_tile_table(disks, grid, r, c, rng, 1.0, 0.0), r, c, grid, info)
+        merge.add(r, c, batch)
+        cell_list += _upstream_dicts(batch, r, c, grid)
+        total += len(batch)
+    merge.finish()
+    ocl = importlib.import_module("cellvit.inference.overlap_cell_cleaner")
+    kept = ocl.OverlapCellCleaner(cell_list, logging.getLogger("oracle")).clean_detected_cells()
+    out = CellBatch.concat(emitted)
+    assert len(out) == len(kept)
+    facing_glass = sum(
+        1
+        for d in cell_list
+        if d["edge_position"]
+        and d["edge_information"]["edge_patches"] is not None
+        and tuple(d["edge_information"]["edge_patches"][0]) not in planned
+    )
+    assert (
+        facing_glass >= 3 and out.edge_position.sum() >= facing_glass - 2
+    )  # they survive (bar corner overlaps)
+    # the only cells dropped are the diagonal neighbours' shared corner copies and get_edge_patch gaps
+    assert merge.dropped == total - len(out) and merge.dropped < 0.02 * total
