@@ -31,7 +31,8 @@ def tiny(tmp_path_factory):
     torch.manual_seed(0)
     ckpt = d / "tiny.pth"
     save_checkpoint(ckpt, build_model("tiny").eval())
-    onnx = export_cached(ckpt, TILE, "fp32", cache_dir=d / "cache")
+    # no export gate here: this module's first test is that comparison, with its own tolerances
+    onnx = export_cached(ckpt, TILE, "fp32", cache_dir=d / "cache", gate=False)
     return ckpt, onnx
 
 

@@ -172,8 +172,12 @@ def export_cached(
     *,
     tokens: bool = False,
     cache_dir: str | Path | None = None,
+    gate: bool = True,
 ) -> Path:
-    """Export a checkpoint to a deployment ONNX graph once; later runs reuse it (keyed by checkpoint hash)."""
+    """Export a checkpoint to a deployment ONNX graph once; later runs reuse it (keyed by checkpoint hash).
+
+    `gate`: run the export stage's parity gate against PyTorch (on by default; a graph that fails it is not
+    cached)."""
     from cellvit_trt.io import sha256_file
 
     try:
@@ -192,7 +196,12 @@ def export_cached(
     log.warning("exporting %s to %s (once; later runs reuse it)", checkpoint, out)
     export(
         ExportSettings(
-            checkpoint=checkpoint, output=out, precision=precision, tile_size=tile_size, tokens=tokens
+            checkpoint=checkpoint,
+            output=out,
+            precision=precision,
+            tile_size=tile_size,
+            tokens=tokens,
+            gate=gate,
         )
     )
     return out
