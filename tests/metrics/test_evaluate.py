@@ -190,3 +190,27 @@ def test_agreement_identity_and_shift():
     far = [Instances(np.roll(g.inst_map, 3, axis=1), g.ids, g.types, g.centroids + [3, 0]) for g in gt]
     c = agreement(far, gt, match_radius=12)
     assert c["bpq"] == 0.0 and c["f1"] == 1.0  # IoU 18/54 < 0.5: no PQ match, centroids still within 12 px
+
+
+def test_large_sets_pair_per_cluster(monkeypatch):
+    """Above the dense limit (a whole slide), pairing is per cluster of cells within reach: the same pairs as
+    upstream's full-matrix Hungarian on jittered points, and never fewer pairs when spurious points make the
+    full assignment trade near pairs for far ones."""
+    from cellvit_trt.metrics import detection
+
+    rng = np.random.default_rng(5)
+    grid = np.stack(np.meshgrid(np.arange(40), np.arange(40)), -1).reshape(-1, 2) * 30.0
+    a = grid + rng.normal(0, 1, grid.shape)
+    keep = rng.random(len(grid)) < 0.9
+    b = rng.permutation(grid[keep] + rng.normal(0, 3, (keep.sum(), 2)))
+    noisy = np.concatenate([b, rng.uniform(0, 1200, (50, 2))])
+    dense = pair_coordinates(a, b, 12.0)
+    dense_noisy = pair_coordinates(a, noisy, 12.0)
+    monkeypatch.setattr(detection, "DENSE_LIMIT", 0)
+    sparse = pair_coordinates(a, b, 12.0)
+    assert sorted(zip(*dense[:2], strict=True)) == sorted(zip(*sparse[:2], strict=True))
+    assert dense[2].tolist() == sparse[2].tolist() and dense[3].tolist() == sparse[3].tolist()
+    pa, pb, ua, ub = pair_coordinates(a, noisy, 12.0)
+    assert len(pa) >= len(dense_noisy[0]) and len(set(pa)) == len(pa) and len(set(pb)) == len(pb)
+    assert np.all(np.hypot(*(a[pa] - noisy[pb]).T) <= 12.0)
+    assert len(pa) + len(ua) == len(a) and len(pb) + len(ub) == len(noisy)

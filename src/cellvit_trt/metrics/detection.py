@@ -22,25 +22,68 @@ def match_radius(magnification: float) -> float:
     return RADIUS_PX_AT_40X * float(magnification) / 40.0
 
 
+# Above this many distance-matrix entries (about 2,000 x 2,000 cells, 32 MB), pairing is done per cluster of
+# cells within reach of each other instead of on the full matrix.
+DENSE_LIMIT = 4_000_000
+
+
 def pair_coordinates(
     true_xy: np.ndarray, pred_xy: np.ndarray, radius: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(paired true idx, paired pred idx, unpaired true idx, unpaired pred idx)."""
+    """(paired true idx, paired pred idx, unpaired true idx, unpaired pred idx).
+
+    Up to `DENSE_LIMIT` matrix entries (every tile size in use) this is upstream's pairing exactly: Hungarian
+    on the full distance matrix, then pairs beyond `radius` dropped. For larger sets (a whole slide at once)
+    the full matrix is infeasible; pairs are then found per connected cluster of cells within `radius` of
+    each other, with a minimum-distance maximum matching inside each cluster.
+    """
     true_xy = np.asarray(true_xy, np.float64).reshape(-1, 2)
     pred_xy = np.asarray(pred_xy, np.float64).reshape(-1, 2)
     nt, np_ = true_xy.shape[0], pred_xy.shape[0]
     if nt == 0 or np_ == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.arange(nt, dtype=np.int64), np.arange(np_, dtype=np.int64)
-    dist = cdist(true_xy, pred_xy)
-    a, b = linear_sum_assignment(dist)
-    keep = dist[a, b] <= radius
-    a, b = a[keep].astype(np.int64), b[keep].astype(np.int64)
+    if nt * np_ <= DENSE_LIMIT:
+        dist = cdist(true_xy, pred_xy)
+        a, b = linear_sum_assignment(dist)
+        keep = dist[a, b] <= radius
+        a, b = a[keep].astype(np.int64), b[keep].astype(np.int64)
+    else:
+        a, b = _pair_clusters(true_xy, pred_xy, radius)
     ut = np.ones(nt, bool)
     ut[a] = False
     up = np.ones(np_, bool)
     up[b] = False
     return a, b, np.flatnonzero(ut), np.flatnonzero(up)
+
+
+def _pair_clusters(true_xy: np.ndarray, pred_xy: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    nt, np_ = true_xy.shape[0], pred_xy.shape[0]
+    near = cKDTree(true_xy).sparse_distance_matrix(cKDTree(pred_xy), radius, output_type="coo_matrix")
+    if near.nnz == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # bipartite graph on nt + np_ nodes; clusters are its connected components
+    graph = coo_matrix((np.ones(near.nnz), (near.row, near.col + nt)), shape=(nt + np_, nt + np_))
+    _, comp = connected_components(graph, directed=False)
+    order = np.argsort(comp[near.row], kind="stable")
+    rows, cols, dists = near.row[order], near.col[order], near.data[order]
+    bounds = np.flatnonzero(np.diff(comp[rows])) + 1
+    out_a, out_b = [], []
+    big = 1e6 * (radius + 1.0)  # out-of-reach pairs: never chosen over an in-reach one
+    for r, c, d in zip(np.split(rows, bounds), np.split(cols, bounds), np.split(dists, bounds), strict=True):
+        ur, ri = np.unique(r, return_inverse=True)
+        uc, ci = np.unique(c, return_inverse=True)
+        cost = np.full((ur.size, uc.size), big)
+        cost[ri, ci] = d
+        i, j = linear_sum_assignment(cost)
+        ok = cost[i, j] <= radius
+        out_a.append(ur[i[ok]])
+        out_b.append(uc[j[ok]])
+    return np.concatenate(out_a).astype(np.int64), np.concatenate(out_b).astype(np.int64)
 
 
 def detection_scores(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
