@@ -21,8 +21,13 @@ __all__ = ["measure_instances"]
 
 
 @njit(nogil=True, cache=True)
-def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int):
-    """(inst_map int32, bbox int32[N,4], area int64[N], m10 int64[N], m01 int64[N], type int16[N], type_count int64[N])."""
+def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int, cut: np.ndarray):
+    """Renumber and measure: (inst_map int32, bbox int32[N,4], area int64[N], m10 int64[N], m01 int64[N],
+    type int16[N], type_count int64[N], first_x int64[N], first_y int64[N], split bool[N]).
+
+    `cut[raw_label]` marks watershed labels whose marker was cut by the mask (the instance may be split);
+    (first_x, first_y) is each instance's first pixel in raster order, where OpenCV starts its outer border.
+    """
     h, w = labels.shape
     max_label = 0
     for r in range(h):
@@ -49,6 +54,12 @@ def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int):
     sum_c = np.zeros(n, np.int64)
     sum_r = np.zeros(n, np.int64)
     counts = np.zeros((n, n_types), np.int64)
+    first_x = np.zeros(n, np.int64)
+    first_y = np.zeros(n, np.int64)
+    split = np.zeros(n, np.bool_)
+    for lab in range(1, max_label + 1):
+        if present[lab] and lab < cut.shape[0] and cut[lab]:
+            split[remap[lab] - 1] = True
     for r in range(h):
         for c in range(w):
             k = remap[labels[r, c]]
@@ -56,6 +67,9 @@ def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int):
             if k == 0:
                 continue
             i = k - 1
+            if area[i] == 0:
+                first_x[i] = c
+                first_y[i] = r
             area[i] += 1
             sum_c[i] += c
             sum_r[i] += r
@@ -90,4 +104,4 @@ def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int):
                 best = second
         cell_type[i] = best
         type_count[i] = counts[i, best]
-    return inst, bbox, area, m10, m01, cell_type, type_count
+    return inst, bbox, area, m10, m01, cell_type, type_count, first_x, first_y, split

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cellvit_trt.errors import InputError
+from cellvit_trt.kernels.halfs import half_to_float
 
 __all__ = ["as_batch"]
 
@@ -81,7 +82,12 @@ def as_batch(fg, hv, type_map, fg_threshold: float = 0.5) -> tuple[np.ndarray, n
         if type_map.size and (int(type_map.min()) < 0 or int(type_map.max()) > 255):
             raise InputError("type_map: class ids must be in 0..255")
         type_map = type_map.astype(np.uint8)
-    hv32 = np.ascontiguousarray(hv, dtype=np.float32)
-    _check_finite("hv", hv32)
+    if hv.dtype == np.float16:
+        hv32, bad = half_to_float(hv)
+        if bad:
+            raise InputError(f"hv: {bad} NaN or infinite values; expected finite numbers")
+    else:
+        hv32 = np.ascontiguousarray(hv, dtype=np.float32)
+        _check_finite("hv", hv32)
     fg01 = np.ascontiguousarray(_foreground(fg, fg_threshold))
     return fg01, hv32, np.ascontiguousarray(type_map), batched

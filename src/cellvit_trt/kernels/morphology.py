@@ -17,91 +17,126 @@ __all__ = ["label4_filtered", "fill_holes4"]
 
 
 @njit(nogil=True, cache=True)
-def label4_filtered(binary: np.ndarray, min_size: int) -> np.ndarray:
-    """int32 labels of the 4-connected components of `binary` != 0, components < min_size set to 0."""
+def label4_components(binary: np.ndarray, min_size: int):
+    """(labels int32 [H,W], members int64 [P], start int64 [n_labels+2]).
+
+    `labels` as `label4_filtered`; the pixels (flat indices) of kept label k are members[start[k]:start[k+1]]
+    (empty ranges for removed labels), so later passes can visit the foreground only.
+    """
     h, w = binary.shape
     labels = np.zeros((h, w), np.int32)
-    stack = np.empty(h * w, np.int64)
+    flat = labels.reshape(-1)
+    flat_bin = binary.reshape(-1)
     members = np.empty(h * w, np.int64)
+    comp_first = np.empty(h * w // 2 + 2, np.int64)
+    comp_size = np.empty(h * w // 2 + 2, np.int64)
+    n_kept_px = 0
     next_label = 0
-    for r0 in range(h):
-        for c0 in range(w):
-            if binary[r0, c0] == 0 or labels[r0, c0] != 0:
-                continue
-            next_label += 1
-            labels[r0, c0] = next_label
-            top = 0
-            stack[top] = r0 * w + c0
-            top += 1
-            size = 0
-            while top > 0:
-                top -= 1
-                p = stack[top]
-                members[size] = p
+    for p0 in range(h * w):
+        if flat_bin[p0] == 0 or flat[p0] != 0:
+            continue
+        next_label += 1
+        flat[p0] = next_label
+        base = n_kept_px
+        members[base] = p0
+        size = 1
+        k = base
+        while k < base + size:  # breadth-first, the member list doubles as the queue
+            p = members[k]
+            k += 1
+            r = p // w
+            c = p - r * w
+            if r > 0 and flat_bin[p - w] != 0 and flat[p - w] == 0:
+                flat[p - w] = next_label
+                members[base + size] = p - w
                 size += 1
-                r = p // w
-                c = p - r * w
-                if r > 0 and binary[r - 1, c] != 0 and labels[r - 1, c] == 0:
-                    labels[r - 1, c] = next_label
-                    stack[top] = p - w
-                    top += 1
-                if c > 0 and binary[r, c - 1] != 0 and labels[r, c - 1] == 0:
-                    labels[r, c - 1] = next_label
-                    stack[top] = p - 1
-                    top += 1
-                if c < w - 1 and binary[r, c + 1] != 0 and labels[r, c + 1] == 0:
-                    labels[r, c + 1] = next_label
-                    stack[top] = p + 1
-                    top += 1
-                if r < h - 1 and binary[r + 1, c] != 0 and labels[r + 1, c] == 0:
-                    labels[r + 1, c] = next_label
-                    stack[top] = p + w
-                    top += 1
-            if size < min_size:
-                flat = labels.reshape(-1)
-                for k in range(size):
-                    flat[members[k]] = -1  # visited but removed; cleared below
-    for r in range(h):
-        for c in range(w):
-            if labels[r, c] < 0:
-                labels[r, c] = 0
-    return labels
+            if c > 0 and flat_bin[p - 1] != 0 and flat[p - 1] == 0:
+                flat[p - 1] = next_label
+                members[base + size] = p - 1
+                size += 1
+            if c < w - 1 and flat_bin[p + 1] != 0 and flat[p + 1] == 0:
+                flat[p + 1] = next_label
+                members[base + size] = p + 1
+                size += 1
+            if r < h - 1 and flat_bin[p + w] != 0 and flat[p + w] == 0:
+                flat[p + w] = next_label
+                members[base + size] = p + w
+                size += 1
+        comp_first[next_label] = base
+        if size < min_size:
+            for m in range(base, base + size):
+                flat[members[m]] = -1  # visited but removed
+            comp_size[next_label] = 0
+        else:
+            comp_size[next_label] = size
+            n_kept_px += size
+    start = np.zeros(next_label + 2, np.int64)
+    for lab in range(1, next_label + 1):
+        start[lab + 1] = start[lab] + comp_size[lab]
+    for p in range(h * w):
+        if flat[p] < 0:
+            flat[p] = 0
+    return labels, members[:n_kept_px], start
+
+
+@njit(nogil=True, cache=True)
+def label4_filtered(binary: np.ndarray, min_size: int) -> np.ndarray:
+    """int32 labels of the 4-connected components of `binary` != 0, components < min_size set to 0."""
+    return label4_components(binary, min_size)[0]
 
 
 @njit(nogil=True, cache=True)
 def fill_holes4(binary: np.ndarray) -> np.ndarray:
-    """uint8 copy of `binary` != 0 with every background region not 4-connected to the border filled."""
+    """uint8 copy of `binary` != 0 with every background region not 4-connected to the border filled.
+
+    Scan-line flood of the outside background from the border: each span is filled at once and seeds one
+    entry per free run in the rows above and below, so the big open background costs a few sequential passes.
+    A fill seeds at most (span length + 1) entries, so 2*H*W + border entries bound the stack (pages that are
+    never touched cost nothing).
+    """
     h, w = binary.shape
     outside = np.zeros((h, w), np.uint8)
-    stack = np.empty(h * w, np.int64)
+    stack = np.empty(2 * h * w + 4 * (h + w) + 8, np.int64)
     top = 0
+    for c in range(w):
+        if binary[0, c] == 0:
+            stack[top] = c
+            top += 1
+        if binary[h - 1, c] == 0:
+            stack[top] = (h - 1) * w + c
+            top += 1
     for r in range(h):
-        for c in range(w):
-            if (r == 0 or c == 0 or r == h - 1 or c == w - 1) and binary[r, c] == 0 and outside[r, c] == 0:
-                outside[r, c] = 1
-                stack[top] = r * w + c
-                top += 1
+        if binary[r, 0] == 0:
+            stack[top] = r * w
+            top += 1
+        if binary[r, w - 1] == 0:
+            stack[top] = r * w + w - 1
+            top += 1
     while top > 0:
         top -= 1
-        p = stack[top]
-        r = p // w
-        c = p - r * w
-        if r > 0 and binary[r - 1, c] == 0 and outside[r - 1, c] == 0:
-            outside[r - 1, c] = 1
-            stack[top] = p - w
-            top += 1
-        if c > 0 and binary[r, c - 1] == 0 and outside[r, c - 1] == 0:
-            outside[r, c - 1] = 1
-            stack[top] = p - 1
-            top += 1
-        if c < w - 1 and binary[r, c + 1] == 0 and outside[r, c + 1] == 0:
-            outside[r, c + 1] = 1
-            stack[top] = p + 1
-            top += 1
-        if r < h - 1 and binary[r + 1, c] == 0 and outside[r + 1, c] == 0:
-            outside[r + 1, c] = 1
-            stack[top] = p + w
-            top += 1
+        r = stack[top] // w
+        c = stack[top] - r * w
+        if outside[r, c] != 0 or binary[r, c] != 0:
+            continue
+        left = c
+        while left > 0 and binary[r, left - 1] == 0 and outside[r, left - 1] == 0:
+            left -= 1
+        right = c
+        while right < w - 1 and binary[r, right + 1] == 0 and outside[r, right + 1] == 0:
+            right += 1
+        for x in range(left, right + 1):
+            outside[r, x] = 1
+        for d in range(2):
+            rr = r - 1 + 2 * d
+            if rr < 0 or rr >= h:
+                continue
+            in_run = False
+            for x in range(left, right + 1):
+                free = binary[rr, x] == 0 and outside[rr, x] == 0
+                if free and not in_run:
+                    stack[top] = rr * w + x
+                    top += 1
+                in_run = free
     out = np.empty((h, w), np.uint8)
     for r in range(h):
         for c in range(w):

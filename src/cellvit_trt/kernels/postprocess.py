@@ -18,53 +18,52 @@ import cv2
 import numpy as np
 
 from cellvit_trt.kernels.cells import measure_instances
+from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
 from cellvit_trt.kernels.inputs import as_batch
-from cellvit_trt.kernels.morphology import fill_holes4, label4_filtered
+from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.table import CellTable, TileCells
-from cellvit_trt.kernels.watershed import watershed_masked
+from cellvit_trt.kernels.watershed import watershed_fast
 
 __all__ = ["PostProcessor", "instance_map"]
 
 
-def instance_map(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams) -> np.ndarray:
-    """Raw watershed labels (upstream `_proc_np_hv`): int32 [H,W], marker label numbers with gaps."""
-    blb = (label4_filtered(fg01, params.blob_min_size) > 0).view(np.uint8)
+def instance_map(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams) -> tuple[np.ndarray, np.ndarray]:
+    """Raw watershed labels (upstream `_proc_np_hv`): int32 [H,W] with marker label numbers (gaps kept), and
+    the per-label flag "marker cut by the foreground mask" (see `watershed_fast`)."""
+    components, members, start = label4_components(fg01, params.blob_min_size)
+    blb = (components > 0).view(np.uint8)
     relief, marker = relief_and_markers(hv, blb, params.sobel_ksize, params.marker_threshold, params.blur_ksize)
     marker = open_ellipse(fill_holes4(marker), params.opening_size)
     markers = label4_filtered(marker, params.object_size)
-    return watershed_masked(relief, markers, blb)
+    return watershed_fast(relief, markers, components, members, start)
 
 
-def _first_contour(crop: np.ndarray) -> Optional[np.ndarray]:
-    contours = cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
-    return contours[0].reshape(-1, 2) if contours else None
-
-
-def _cell_table(inst: np.ndarray, bbox, area, m10, m01, cell_type, type_count, params: PostProcessParams) -> CellTable:
-    keep = []
-    contours = []
-    min_pts = params.min_contour_points
+def _cell_table(inst, bbox, area, m10, m01, cell_type, type_count, first_x, first_y, split, params) -> CellTable:
     candidates = np.flatnonzero(cell_type != 0) if params.drop_background else np.arange(len(area))
     if len(area) and int(area.sum()) == inst.size:
         # upstream visits np.unique(inst)[1:], assuming the first value is background: on a tile without any
         # background pixel it silently skips instance 1. Reproduced for parity.
         candidates = candidates[candidates != 0]
-    for i in candidates:
+    points, offsets = trace_first_contours(inst, np.where(split[candidates], 0, candidates + 1),
+                                           first_x[candidates], first_y[candidates])
+    contours = [points[offsets[k] : offsets[k + 1]] for k in range(len(candidates))]
+    for k in np.flatnonzero(split[candidates]):  # possibly split instance: OpenCV picks its first contour
+        i = candidates[k]
         r0, c0, r1, c1 = bbox[i]
-        crop = (inst[r0:r1, c0:c1] == i + 1).view(np.uint8)
-        contour = _first_contour(crop)
-        if contour is None or contour.shape[0] < min_pts:
-            continue
-        contour = contour.astype(np.int32, copy=True)
+        found = cv2.findContours((inst[r0:r1, c0:c1] == i + 1).view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+        contour = found[0].reshape(-1, 2).astype(np.int32)
         contour[:, 0] += c0
         contour[:, 1] += r0
-        keep.append(i)
-        contours.append(contour)
-    if not keep:
+        contours[k] = contour
+    n_points = np.diff(offsets)
+    for k in np.flatnonzero(split[candidates]):
+        n_points[k] = len(contours[k])
+    ok = n_points >= params.min_contour_points
+    if not ok.any():
         return CellTable.empty()
-    idx = np.asarray(keep, np.int64)
+    idx = candidates[ok]
     a = area[idx]
     centroid = np.empty((idx.size, 2), np.float64)
     centroid[:, 0] = m10[idx] / a + bbox[idx, 1]
@@ -78,7 +77,7 @@ def _cell_table(inst: np.ndarray, bbox, area, m10, m01, cell_type, type_count, p
         type=cell_type[idx].astype(np.int16),
         type_prob=(tc / (a + 1.0e-6)).astype(np.float32),
         type_count=tc.astype(np.int32),
-        contours=contours,
+        contours=[c for c, keep in zip(contours, ok) if keep],
     )
 
 
@@ -89,10 +88,10 @@ class PostProcessor:
         self.params = params if params is not None else PostProcessParams()
 
     def _one(self, fg01: np.ndarray, hv: np.ndarray, type_map: np.ndarray) -> TileCells:
-        labels = instance_map(fg01, hv, self.params)
+        labels, cut = instance_map(fg01, hv, self.params)
         n_types = int(type_map.max()) + 1 if type_map.size else 1
-        inst, bbox, area, m10, m01, cell_type, type_count = measure_instances(labels, type_map, n_types)
-        return TileCells(inst_map=inst, cells=_cell_table(inst, bbox, area, m10, m01, cell_type, type_count, self.params))
+        measured = measure_instances(labels, type_map, n_types, cut)
+        return TileCells(inst_map=measured[0], cells=_cell_table(*measured, self.params))
 
     def process_tile(self, fg, hv, type_map) -> TileCells:
         """One tile: fg uint8/bool [H,W] (or float probability), hv float16/32 [2,H,W], type_map uint8 [H,W]."""

@@ -46,42 +46,60 @@ def _swap(values, keys, a, b):
 
 @njit(nogil=True, cache=True, inline="always")
 def _push(values, keys, n, value, key):
+    """skimage's heappush: sift up while strictly smaller than the parent (hole moves instead of swaps)."""
     child = n
-    values[child] = value
-    keys[child] = key
+    age = key >> 32
     while child > 0:
         parent = (child + 1) // 2 - 1
-        if _smaller(values, keys, child, parent):
-            _swap(values, keys, parent, child)
+        pv = values[parent]
+        if value < pv or (value == pv and age < (keys[parent] >> 32)):
+            values[child] = pv
+            keys[child] = keys[parent]
             child = parent
         else:
             break
+    values[child] = value
+    keys[child] = key
     return n + 1
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _sift_down(values, keys, n):
+    """skimage's heappop repair after the last item moved to the root, with a branch-free child choice.
+
+    skimage takes the left child if it is smaller than the item, then the right one if smaller than that;
+    for a strict weak order this equals: pick the right child only if strictly smaller than the left, then
+    move it up if strictly smaller than the item."""
+    xv = values[0]
+    xk = keys[0]
+    xa = xk >> 32
     i = 0
-    smallest = 0
     while True:
         left = 2 * i + 1
+        if left >= n:
+            break
+        c = left
         right = left + 1
-        if left < n:
-            if _smaller(values, keys, left, i):
-                smallest = left
-            if right < n and _smaller(values, keys, right, smallest):
-                smallest = right
+        if right < n:
+            vl = values[left]
+            vr = values[right]
+            take_right = (vr < vl) | ((vr == vl) & ((keys[right] >> 32) < (keys[left] >> 32)))
+            c = left + np.int64(take_right)
+        vc = values[c]
+        if vc < xv or (vc == xv and (keys[c] >> 32) < xa):
+            values[i] = vc
+            keys[i] = keys[c]
+            i = c
         else:
             break
-        if smallest == i:
-            break
-        _swap(values, keys, i, smallest)
-        i = smallest
+    values[i] = xv
+    keys[i] = xk
 
 
 @njit(nogil=True, cache=True)
-def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """int32 labels: `markers` (int32, 0 = none) flooded over `image` (float64) inside `mask` (!= 0)."""
+def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
+    """(int32 labels, bool cut[max_label+1]): `markers` (int32, 0 = none) flooded over `image` (float64) inside
+    `mask` (!= 0); `cut[label]` is True where part of that marker lay outside the mask (the region may be split)."""
     h, w = image.shape
     npx = h * w
     out = np.zeros((h, w), np.int32)
@@ -91,12 +109,19 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -
     flat_mark = markers.reshape(-1)
     n_seed = 0
     n_mask = 0
+    max_label = 0
+    for p in range(npx):
+        if flat_mark[p] > max_label:
+            max_label = flat_mark[p]
+    cut = np.zeros(max_label + 1, np.bool_)
     for p in range(npx):
         if flat_mask[p] != 0:
             n_mask += 1
             if flat_mark[p] != 0:
                 flat_out[p] = flat_mark[p]
                 n_seed += 1
+        elif flat_mark[p] != 0:
+            cut[flat_mark[p]] = True
     capacity = n_seed + n_mask + 1
     values = np.empty(capacity, np.float64)
     keys = np.empty(capacity, np.int64)
@@ -140,4 +165,208 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -
             if nv < value:
                 nv = value
             n = _push(values, keys, n, nv, (age << _AGE_SHIFT) | q)
-    return out
+    return out, cut
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fast exact variant.
+#
+# In skimage's heap every pushed pixel gets a unique age, so (value, age) is a strict total order on everything
+# except the markers (all age 0): among markers of equal value the pop order depends on the heap's layout.
+# That order can matter only between "boundary" markers (marker pixels with an unlabelled in-mask neighbour at
+# the start; interior markers never push anything) of the same mask component (components never interact).
+# Restricted to one component, the global pop order is the component's own (value, age) order, and ages keep
+# their relative order if each component is flooded on its own with a running age counter.
+# So each 4-connected mask component is flooded separately with a small, cache-resident heap. Only if some
+# component holds two boundary markers of equal value is the exact global heap replayed (phase 1), until every
+# boundary marker at or below the highest such value has popped; the remaining items then go to their
+# components (phase 2). `tests/kernels/test_watershed.py` checks equality with skimage, ties included.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _is_boundary(flat_out, flat_comp, p, h, w):
+    r = p // w
+    c = p - r * w
+    if r > 0 and flat_comp[p - w] != 0 and flat_out[p - w] == 0:
+        return True
+    if c > 0 and flat_comp[p - 1] != 0 and flat_out[p - 1] == 0:
+        return True
+    if c < w - 1 and flat_comp[p + 1] != 0 and flat_out[p + 1] == 0:
+        return True
+    if r < h - 1 and flat_comp[p + w] != 0 and flat_out[p + w] == 0:
+        return True
+    return False
+
+
+@njit(nogil=True, cache=True)
+def _flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, stop_count, watch, watch_max):
+    """Pop/push loop of skimage's watershed on the heap (values, keys)[:n].
+
+    With stop_count > 0, stops once that many watched boundary markers (watch[p] and value <= watch_max[p])
+    have popped. Returns (n, age)."""
+    while n > 0:
+        value = values[0]
+        key = keys[0]
+        p = key & _IDX_MASK
+        n -= 1
+        if n > 0:
+            _swap(values, keys, 0, n)
+            _sift_down(values, keys, n)
+        lab = flat_out[p]
+        r = p // w
+        c = p - r * w
+        for k in range(4):
+            if k == 0:
+                if r == 0:
+                    continue
+                q = p - w
+            elif k == 1:
+                if c == 0:
+                    continue
+                q = p - 1
+            elif k == 2:
+                if c == w - 1:
+                    continue
+                q = p + 1
+            else:
+                if r == h - 1:
+                    continue
+                q = p + w
+            if flat_comp[q] == 0 or flat_out[q] != 0:
+                continue
+            age += 1
+            nv = flat_img[q]
+            flat_out[q] = lab
+            if nv < value:
+                nv = value
+            n = _push(values, keys, n, nv, (age << _AGE_SHIFT) | q)
+        if stop_count > 0 and (key >> _AGE_SHIFT) == 0 and watch[p] and value <= watch_max[flat_comp[p]]:
+            stop_count -= 1
+            if stop_count == 0:
+                break
+    return n, age
+
+
+@njit(nogil=True, cache=True)
+def watershed_fast(image: np.ndarray, markers: np.ndarray, components: np.ndarray, members: np.ndarray,
+                   start: np.ndarray):
+    """Same result as `watershed_masked(image, markers, components > 0)` (exact skimage order), much faster.
+
+    (components, members, start) describe the 4-connected components of the mask as `label4_components`
+    returns them. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
+    h, w = image.shape
+    npx = h * w
+    out = np.zeros((h, w), np.int32)
+    flat_out = out.reshape(-1)
+    flat_img = image.reshape(-1)
+    flat_comp = components.reshape(-1)
+    flat_mark = markers.reshape(-1)
+    n_comp = start.shape[0] - 2
+    max_label = 0
+    for p in range(npx):
+        if flat_mark[p] > max_label:
+            max_label = flat_mark[p]
+    cut = np.zeros(max_label + 1, np.bool_)
+    n_seed = 0
+    for p in range(npx):
+        if flat_mark[p] != 0:
+            if flat_comp[p] != 0:
+                flat_out[p] = flat_mark[p]
+                n_seed += 1
+            else:
+                cut[flat_mark[p]] = True
+    if n_seed == 0:
+        return out, cut
+    # boundary markers per component (member order; only phase 1 needs raster order and it scans the image)
+    n_fg = members.shape[0]
+    bpix = np.empty(n_fg, np.int64)
+    bstart = np.zeros(n_comp + 2, np.int64)
+    nb = 0
+    for cp in range(1, n_comp + 1):
+        bstart[cp] = nb
+        for k in range(start[cp], start[cp + 1]):
+            p = members[k]
+            if flat_out[p] != 0 and _is_boundary(flat_out, flat_comp, p, h, w):
+                bpix[nb] = p
+                nb += 1
+    bstart[n_comp + 1] = nb
+    # ties among a component's boundary markers
+    tie_max = np.full(n_comp + 1, -np.inf)
+    n_watch = 0
+    any_tie = False
+    scratch = np.empty(nb + 1, np.float64)
+    for cp in range(1, n_comp + 1):
+        a, b = bstart[cp], bstart[cp + 1]
+        if b - a < 2:
+            continue
+        vals = scratch[: b - a]
+        for k in range(a, b):
+            vals[k - a] = flat_img[bpix[k]]
+        vals.sort()
+        for k in range(1, b - a):
+            if vals[k] == vals[k - 1]:
+                tie_max[cp] = vals[k]
+                any_tie = True
+        if tie_max[cp] > -np.inf:
+            for k in range(b - a):
+                if vals[k] <= tie_max[cp]:
+                    n_watch += 1
+    biggest = 0
+    for cp in range(1, n_comp + 1):
+        if start[cp + 1] - start[cp] > biggest:
+            biggest = start[cp + 1] - start[cp]
+    age = np.int64(1)
+    pending_head = np.full(n_comp + 1, -1, np.int64)
+    if any_tie:
+        # phase 1: exact replay of the global heap (all markers, raster order) until the ties are resolved
+        boundary = np.zeros(npx, np.bool_)
+        for k in range(nb):
+            boundary[bpix[k]] = True
+        capacity = n_seed + n_fg + 1
+        values = np.empty(capacity, np.float64)
+        keys = np.empty(capacity, np.int64)
+        n = 0
+        for p in range(npx):
+            if flat_out[p] != 0:
+                n = _push(values, keys, n, flat_img[p], np.int64(p))
+        n, age = _flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, n_watch, boundary, tie_max)
+        # the rest of the heap goes to its components; interior markers are inert and dropped
+        it_val = np.empty(n, np.float64)
+        it_key = np.empty(n, np.int64)
+        it_next = np.empty(n, np.int64)
+        m = 0
+        for j in range(n):
+            key = keys[j]
+            p = key & _IDX_MASK
+            if (key >> _AGE_SHIFT) == 0 and not boundary[p]:
+                continue
+            cp = flat_comp[p]
+            it_val[m] = values[j]
+            it_key[m] = key
+            it_next[m] = pending_head[cp]
+            pending_head[cp] = m
+            m += 1
+        biggest = max(biggest, m)
+    else:
+        it_val = np.empty(0, np.float64)
+        it_key = np.empty(0, np.int64)
+        it_next = np.empty(0, np.int64)
+    # phase 2: each component on its own heap; no ties left, so pop order is the strict (value, age) order
+    values = np.empty(2 * biggest + 8, np.float64)
+    keys = np.empty(2 * biggest + 8, np.int64)
+    watch = np.zeros(1, np.bool_)
+    for cp in range(1, n_comp + 1):
+        n = 0
+        if any_tie:
+            j = pending_head[cp]
+            while j != -1:
+                n = _push(values, keys, n, it_val[j], it_key[j])
+                j = it_next[j]
+        else:
+            for k in range(bstart[cp], bstart[cp + 1]):
+                p = bpix[k]
+                n = _push(values, keys, n, flat_img[p], np.int64(p))
+        if n > 0:
+            n, age = _flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, 0, watch, tie_max)
+    return out, cut
