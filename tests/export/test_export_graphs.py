@@ -110,3 +110,32 @@ def test_int8_recipe_places_symmetric_qdq_on_weight_layers_only(exported):
                            for f in feeds), node.name
     assert result.summary["int8"]["excluded"]["attention_matmul"] == 2 * 4  # 4 blocks: q·kᵀ and attn·v
     assert result.summary["int8"]["excluded"]["output_layer"] >= 4  # three heads + tissue head
+
+
+def test_sam_encoder_exports_with_layernorm2d_as_one_node(tmp_path):
+    """A small SAM-kind model (windowed + global attention, rel-pos, neck with LayerNorm2d) in FP16: the
+    hand-written LayerNorm2d becomes LayerNormalization (kept FP32), and the graph passes its gate."""
+    import torch
+
+    from cellvit_trt.export import ExportSettings, export
+    from cellvit_trt.models import DecoderDims, EncoderSpec, build_model, custom_spec, make_info
+
+    enc = EncoderSpec("sam", 64, 4, 2, (1, 2, 3, 4), img_size=256, global_attn_indexes=(1, 3), window_size=6,
+                      out_chans=32)
+    spec = custom_spec("tinysam", enc, DecoderDims(skip_dim_11=32, skip_dim_12=16, bottleneck_dim=32,
+                                                   stage_dims=(16, 32, 64), stem_dim=8))
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    result = export(ExportSettings(output=tmp_path / "sam.onnx", precision="fp16", tile_size=TILE, gate_tiles=1,
+                                   gate_batch=1), model, make_info(spec))
+    assert result.gate.passed
+    model_proto = onnx.load(str(result.path))
+    ops = [n.op_type for n in model_proto.graph.node]
+    assert "Sqrt" not in ops and "Pow" not in ops  # no decomposed norm left
+    assert ops.count("LayerNormalization") == 2 * 4 + 2  # norm1/norm2 per block + the neck's two
+    types = _types(model_proto)
+    for node in model_proto.graph.node:
+        if node.op_type == "LayerNormalization":
+            assert types[node.input[0]] == F32
+    # the SAM model's own weights are unchanged after export (patches are undone)
+    assert type(model.encoder.neck[1]).__name__ == "LayerNorm2d"

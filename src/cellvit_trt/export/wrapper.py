@@ -96,10 +96,11 @@ class _ChannelLayerNorm(nn.Module):
         self.weight = original.weight
         self.bias = original.bias
         self.eps = float(original.eps)
+        self.shape = (int(original.weight.shape[0]),)  # a Python constant: traced shapes would become ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        x = F.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
 
