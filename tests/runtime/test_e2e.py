@@ -116,37 +116,37 @@ def colour_graph(path: Path, tile: int = TILE, tissue: int = 19) -> Path:
     return path
 
 
-def write_slide(path: Path, height: int, width: int, seed: int, mpp: float = 0.25):
-    """A pyramidal tiled TIFF (2 levels, JPEG like most scanners) of a synthetic H&E window; returns its
-    ground-truth cells."""
-    import tifffile
+def write_slide(path: Path, height: int, width: int, seed: int):
+    """A pyramidal Aperio-style TIFF (JPEG tiles, levels 1 and 2) from helper D's synthetic slide writer;
+    returns its ground-truth cells (level-0 px)."""
+    from cellvit_trt.synthetic import load_slide_cells, write_synthetic_slide
 
-    from cellvit_trt.synthetic.tile import generate_tile
-
-    syn = generate_tile((height, width), seed=seed, glass_fraction=0.15)
-    opts = {"tile": (256, 256), "photometric": "rgb", "compression": "jpeg", "resolutionunit": "CENTIMETER"}
-    with tifffile.TiffWriter(path) as tw:
-        tw.write(syn.image, subifds=1, resolution=(1e4 / mpp, 1e4 / mpp), **opts)
-        tw.write(
-            np.ascontiguousarray(syn.image[::2, ::2]),
-            subfiletype=1,
-            resolution=(5e3 / mpp, 5e3 / mpp),
-            **opts,
-        )
-    return syn.cells
+    write_synthetic_slide(
+        path,
+        width=width,
+        height=height,
+        mpp=0.25,
+        seed=seed,
+        tile_size=256,
+        downsamples=(1, 2),
+        compression="jpeg",
+        glass_fraction=0.15,
+        write_labels=False,
+    )
+    return load_slide_cells(path)[0]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
     model = colour_graph(d / "colour.onnx")
-    gt_a = write_slide(d / "slide_a.tiff", 3 * STRIDE, 4 * STRIDE, seed=7)  # 4 x 3 tiles
-    write_slide(d / "slide_b.tiff", 6 * STRIDE, 8 * STRIDE, seed=7)  # 4x the area
+    gt_a = write_slide(d / "slide_a.svs", 3 * STRIDE, 4 * STRIDE, seed=7)  # 4 x 3 tiles
+    write_slide(d / "slide_b.svs", 6 * STRIDE, 8 * STRIDE, seed=7)  # 4x the area
     return {
         "dir": d,
         "model": model,
-        "slide_a": d / "slide_a.tiff",
-        "slide_b": d / "slide_b.tiff",
+        "slide_a": d / "slide_a.svs",
+        "slide_b": d / "slide_b.svs",
         "gt_a": gt_a,
     }
 
@@ -223,13 +223,17 @@ def test_outputs_are_complete_and_consistent(full_run):
     summary = json.loads((out / "summary.json").read_text())
     n = summary["cells_total"]
     assert n > 100 and summary["cells"] == n
-    assert summary["tiles_planned"] == summary["tiles_processed"] == 12 and summary["tiles_resumed"] == 0
+    assert summary["tiles_planned"] == summary["tiles_processed"] >= 8 and summary["tiles_resumed"] == 0
     # effective configuration: YAML values, overridden by flags (-b 4 beats batch: 2)
     s = summary["settings"]
     assert (s["batch"], s["workers"], s["checkpoint_tiles"], s["tissue_threshold"]) == (4, 2, 3, 0.05)
     assert summary["backend"]["backend"] == "onnxruntime"
     t = summary["timing"]
-    assert t["tiles"] == 12 and t["tiles_per_s"] > 0 and 0 <= t["backend_wait_fraction"] <= 1
+    assert (
+        t["tiles"] == summary["tiles_processed"]
+        and t["tiles_per_s"] > 0
+        and 0 <= t["backend_wait_fraction"] <= 1
+    )
     assert all(t["queue_max"][q] <= t["queue_bound"][q] for q in t["queue_max"])
     gdf = geopandas.read_file(out / "cells.geojson")
     assert (
@@ -289,7 +293,7 @@ def test_resume_after_kill_gives_identical_cells(world, full_run):
     resumed = cli_subprocess([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((out / "slide_a" / "summary.json").read_text())
-    assert summary["tiles_resumed"] == 4 and summary["tiles_processed"] == 8
+    assert summary["tiles_resumed"] == 4 and summary["tiles_processed"] == summary["tiles_planned"] - 4
     assert cell_set(out / "slide_a") == cell_set(full_run)
     # a resume with other settings is refused with the reason
     assert cli_subprocess(args, {"CELLVIT_TRT_FAULT_KILL_AFTER_TILES": "2"}).returncode == -9
@@ -320,7 +324,7 @@ def test_memory_is_bounded_by_the_pipeline_not_the_slide(world):
         assert r.returncode == 0, r.stderr[-2000:]
         peaks[name] = int(r.stdout.split("MAXRSS_KB")[1].split()[0])
     summary_b = json.loads((world["dir"] / "mem" / "slide_b" / "summary.json").read_text())
-    assert summary_b["tiles_processed"] == 48
+    assert summary_b["tiles_processed"] == summary_b["tiles_planned"] >= 32
     assert peaks["slide_b"] < 1.2 * peaks["slide_a"], peaks
 
 
@@ -330,7 +334,7 @@ def test_corrupt_and_truncated_slides_fail_cleanly(world, capsys):
     data = world["slide_a"].read_bytes()
     with tifffile.TiffFile(world["slide_a"]) as tf:
         offsets, counts = tf.pages[0].dataoffsets, tf.pages[0].databytecounts
-    corrupt = world["dir"] / "corrupt.tiff"
+    corrupt = world["dir"] / "corrupt.svs"
     # garble the JPEG data of one base-level TIFF tile; the file structure stays intact
     at = offsets[5] + counts[5] // 3
     corrupt.write_bytes(
@@ -340,14 +344,14 @@ def test_corrupt_and_truncated_slides_fail_cleanly(world, capsys):
     rc = main(["run", str(corrupt), "-m", str(world["model"]), "-o", str(out), *COMMON, "--no-tissue"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "corrupt.tiff" in err and "tile (row" in err, err
+    assert "corrupt.svs" in err and "tile (row" in err, err
     left = [p.name for p in (out / "corrupt").iterdir()] if (out / "corrupt").exists() else []
     assert [n for n in left if n != ".resume"] == [], left
-    truncated = world["dir"] / "truncated.tiff"
+    truncated = world["dir"] / "truncated.svs"
     truncated.write_bytes(data[: len(data) // 2])
     rc = main(["run", str(truncated), "-m", str(world["model"]), "-o", str(out), *COMMON])
     err = capsys.readouterr().err
-    assert rc == 1 and "truncated.tiff" in err, err
+    assert rc == 1 and "truncated.svs" in err, err
     assert not (out / "truncated" / "cells.geojson").exists()
 
 
@@ -434,7 +438,7 @@ def test_sigterm_stops_with_130_and_keeps_finished_tiles(world):
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     done = json.loads(manifest.read_text())
-    assert 1 <= sum(c["tiles"] for c in done["chunks"]) < 48
+    assert 1 <= sum(c["tiles"] for c in done["chunks"]) < 40
     assert not (out / "cells.json").exists() and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
