@@ -198,7 +198,9 @@ def reference(images: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def make_fake_trt(cudart: FakeCudart, execute_ok: bool = True):
+def make_fake_trt(
+    cudart: FakeCudart, execute_ok: bool = True, static_batch: int | None = None, user_managed: bool = True
+):
     log = cudart.log
     DT = types.SimpleNamespace(UINT8="u8", HALF="f16", FLOAT="f32")
     np_of = {"u8": np.uint8, "f16": np.float16, "f32": np.float32}
@@ -209,6 +211,8 @@ def make_fake_trt(cudart: FakeCudart, execute_ok: bool = True):
         "type_map": ((-1, T, T), "u8"),
         "tissue_logits": ((-1, TISSUE), "f32"),
     }
+    if static_batch:
+        spec = {k: ((static_batch, *shape[1:]), dt) for k, (shape, dt) in spec.items()}
 
     class Severity(enum.IntEnum):
         INTERNAL_ERROR = 0
@@ -316,17 +320,18 @@ def make_fake_trt(cudart: FakeCudart, execute_ok: bool = True):
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "10.99-standin"
     trt.ILogger, trt.Runtime, trt.TensorIOMode, trt.DataType = ILogger, Runtime, TensorIOMode, DT
-    trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(USER_MANAGED="user-managed")
+    if user_managed:
+        trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(USER_MANAGED="user-managed")
     trt.nptype = lambda dt: np_of[dt]
     return trt
 
 
 @pytest.fixture
 def stand_ins(monkeypatch):
-    def make(integrated=False, devices=1, execute_ok=True):
+    def make(integrated=False, devices=1, execute_ok=True, **trt_kw):
         cudart = FakeCudart(integrated=integrated, devices=devices)
         previous = api.set_cudart(cudart)
-        monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt(cudart, execute_ok))
+        monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt(cudart, execute_ok, **trt_kw))
         made.append(previous)
         return cudart
 
@@ -494,3 +499,42 @@ def test_bad_input_is_named_contract(stand_ins):
     stand_ins()
     with backend() as be, pytest.raises(InputError, match=r"tensor 'image': got float32\[1, 32, 32, 3\]"):
         be.infer(np.zeros((1, T, T, 3), np.float32))
+
+
+def test_static_batch_engine_pads_partial_batches_contract(stand_ins):
+    cudart = stand_ins(static_batch=MAX_BATCH)
+    batch = tiles(3, 8)
+    with backend() as be:
+        assert be.max_batch == MAX_BATCH
+        start = len(cudart.log)
+        out = be.infer(batch)
+        pad = be.slots[0].host_in.array[3].copy()
+    assert [a[1][0] for n, a in cudart.log[start:] if n.endswith("set_input_shape")] == [MAX_BATCH]
+    assert (pad == 255).all(), "the padding tile is white, like the slide's padding"
+    for k, v in reference(batch).items():
+        np.testing.assert_array_equal(out[k], v)
+
+
+def test_without_user_managed_memory_one_context_is_rebound_per_slot_contract(stand_ins):
+    cudart = stand_ins(user_managed=False)
+    batches = [tiles(MAX_BATCH, s) for s in range(4)]
+    with backend() as be:
+        start = len(cudart.log)
+        outs = [be.infer(b) for b in batches]
+    run = names(cudart.log[start:])
+    assert names(cudart.log, "create_execution_context") == ["create_execution_context"]
+    assert run.count("ctx0.set_input_shape") == 1, "shape is bound once: the batch size never changes"
+    assert run.count("ctx0.set_tensor_address") == 4 * 5, "addresses follow the slot on every switch"
+    assert run.count("ctx0.set_input_consumed_event") == 4
+    for b, out in zip(batches, outs, strict=True):
+        np.testing.assert_array_equal(out["fg"], reference(b)["fg"])
+
+
+def test_event_timeline_on_request_contract(stand_ins):
+    stand_ins()
+    with backend() as be:
+        be.timeline = []
+        be.infer(tiles(2, 1))
+        be.infer(tiles(2, 2))
+        assert len(be.timeline) == 2
+        assert set(be.timeline[0]) == {"h2d_start", "h2d_done", "compute_start", "compute_done", "d2h_done"}
