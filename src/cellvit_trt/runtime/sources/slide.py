@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,8 @@ class SlideSource(Source):
             raise
         self._choice = choice
         self._bounds = (bx, by)
+        # OpenSlide handles are thread-safe; tiffslide's are not documented to be: serialise its reads
+        self._lock = threading.Lock() if used == "tiffslide" else None
         d = choice.level_downsample
         lw, lh = self._slide.level_dimensions[choice.level]
         # region of the level that holds the bounds, in level px
@@ -156,7 +159,11 @@ class SlideSource(Source):
         """Level px window (relative to the bounds) -> uint8 RGB."""
         d = self._choice.level_downsample
         loc = (int(round(self._bounds[0] + lx * d)), int(round(self._bounds[1] + ly * d)))
-        region = self._slide.read_region(loc, self._choice.level, (w, h))
+        if self._lock is None:
+            region = self._slide.read_region(loc, self._choice.level, (w, h))
+        else:
+            with self._lock:
+                region = self._slide.read_region(loc, self._choice.level, (w, h))
         return _to_rgb(np.asarray(region))
 
     def _read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
