@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/bench_merge.py [--rows 4] [--cols 6]
 
 Synthetic cells (jittered disks on a lattice, seen by every 1024 tile that covers them, cut at tile borders)
-on a rows x cols grid. Prints, from one run: upstream 1.0.9 OverlapCellCleaner.clean_detected_cells (batch, pandas)
-and ours (StreamingMerge, fed tile by tile) in process CPU seconds and ms per tile, their ratio, the agreement
-of the kept sets, the peak number of pending cells, and the writers' cost per cell.
+on a rows x cols grid. Prints, from one run: upstream 1.0.9 OverlapCellCleaner.clean_detected_cells (batch,
+pandas) and ours (StreamingMerge, fed tile by tile) in process CPU seconds and ms per tile, their ratio, the
+agreement of the kept sets, the peak number of pending cells, and the writers' cost per cell.
 """
 
 from __future__ import annotations
