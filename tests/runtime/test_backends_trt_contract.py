@@ -129,6 +129,7 @@ class FakeCudart:
         return (Err.cudaSuccess,)
 
     def cudaStreamSynchronize(self, s):
+        self._rec("cudaStreamSynchronize", s)
         return (Err.cudaSuccess,)
 
     def cudaEventCreateWithFlags(self, flags):
@@ -388,7 +389,7 @@ def test_stream_event_order_contract(stand_ins):
         ev = {k: int(v) for k, v in be.slots[0].events.items()}
         start = len(cudart.log)
         be.infer(tiles(2, 0))
-    calls = [(n, a) for n, a in cudart.log[start:]]
+        calls = [(n, a) for n, a in cudart.log[start:]]
 
     def index(name, *args):
         for i, (n, a) in enumerate(calls):
@@ -477,6 +478,8 @@ def test_deactivate_frees_everything_contract(stand_ins):
     assert n.count("cudaMalloc") == n.count("cudaFree") > 0
     assert n.count("cudaEventCreateWithFlags") == n.count("cudaEventDestroy")
     assert n.count("cudaStreamCreateWithFlags") == n.count("cudaStreamDestroy") == 3
+    teardown = n[len(n) - n[::-1].index("cudaStreamSynchronize") - 1 :]
+    assert "cudaFree" in teardown and "cudaFreeHost" in teardown, "streams are drained before memory is freed"
     assert not be.is_active and be.slots == []
 
 

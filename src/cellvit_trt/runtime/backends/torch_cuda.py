@@ -21,7 +21,7 @@ from cellvit_trt.runtime.backends.base import normalise_outputs
 from cellvit_trt.runtime.backends.torch import TorchBackend
 from cellvit_trt.runtime.cuda.device import probe_device
 from cellvit_trt.runtime.cuda.memory import PinnedBuffer, copy_d2h, copy_h2d
-from cellvit_trt.runtime.cuda.streams import Event, Stream, elapsed_ms
+from cellvit_trt.runtime.cuda.streams import Event, Stream, drain, elapsed_ms
 
 
 @dataclass
@@ -52,6 +52,9 @@ class TorchCudaBackend(TorchBackend):
         t = self.tile_size
         # Output shapes per tile from one warm-up batch (also initialises cuDNN/cuBLAS before timing starts).
         warm = torch.full((1, t, t, 3), 255, dtype=torch.uint8, device=self._device)
+        # Weights and `warm` were written on PyTorch's default stream; our non-blocking streams do not
+        # order themselves after it.
+        torch.cuda.synchronize(self._device)
         with torch.cuda.stream(self._tstream):
             outs = self._forward(warm)
         torch.cuda.synchronize(self._device)
@@ -80,6 +83,9 @@ class TorchCudaBackend(TorchBackend):
         self.timeline: list[dict[str, float]] | None = None  # set to [] to record event times (ms)
 
     def _deactivate(self) -> None:
+        drain(
+            getattr(self, name, None) for name in ("h2d", "compute", "d2h")
+        )  # nothing may still use the memory
         if getattr(self, "_origin", None) is not None:
             self._origin.close()
             self._origin = None

@@ -32,7 +32,7 @@ from cellvit_trt.runtime.backends.base import Backend, ModelMeta, normalise_outp
 from cellvit_trt.runtime.cuda import api
 from cellvit_trt.runtime.cuda.device import probe_device
 from cellvit_trt.runtime.cuda.memory import DeviceBuffer, PinnedBuffer, copy_d2h, copy_h2d
-from cellvit_trt.runtime.cuda.streams import Event, Graph, Stream, elapsed_ms
+from cellvit_trt.runtime.cuda.streams import Event, Graph, Stream, drain, elapsed_ms
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,9 @@ class TensorRTBackend(Backend):
         return _Slot(i, ctx, host_in, dev_in, host_out, dev_out, events, owned)
 
     def _deactivate(self) -> None:
+        drain(
+            getattr(self, name, None) for name in ("h2d", "compute", "d2h")
+        )  # nothing may still use the memory
         if getattr(self, "_origin", None) is not None:
             self._origin.close()
             self._origin = None

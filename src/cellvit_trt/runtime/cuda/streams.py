@@ -69,6 +69,19 @@ class Event:
                 log.warning("destroying a CUDA event failed: %s", exc)
 
 
+def drain(streams) -> None:
+    """Wait for every stream given (None and repeats skipped); failures are logged: this runs on teardown."""
+    seen: set[int] = set()
+    for st in streams:
+        if st is None or st.handle is None or id(st) in seen:
+            continue
+        seen.add(id(st))
+        try:
+            st.synchronize()
+        except api.CudaError as exc:
+            log.warning("synchronising a CUDA stream on teardown failed: %s", exc)
+
+
 def elapsed_ms(start: Event, end: Event) -> float:
     return float(api.call("cudaEventElapsedTime", start.handle, end.handle))
 
