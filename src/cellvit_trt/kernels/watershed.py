@@ -278,13 +278,32 @@ def watershed_fast(image: np.ndarray, markers: np.ndarray, components: np.ndarra
                 cut[flat_mark[p]] = True
     if n_seed == 0:
         return out, cut
-    # boundary markers per component (member order; only phase 1 needs raster order and it scans the image)
+    # A component whose markers all carry one label is flooded entirely with it (it is 4-connected), whatever
+    # the order: label it directly. Only components with two or more labels need the priority flood.
     n_fg = members.shape[0]
+    # (Labelled after phase 1, which must replay the untouched global heap.)
+    multi = np.zeros(n_comp + 1, np.bool_)
+    single = np.zeros(n_comp + 1, np.int32)
+    for cp in range(1, n_comp + 1):
+        first = 0
+        for k in range(start[cp], start[cp + 1]):
+            lab = flat_out[members[k]]
+            if lab != 0:
+                if first == 0:
+                    first = lab
+                elif lab != first:
+                    multi[cp] = True
+                    break
+        if not multi[cp]:
+            single[cp] = first
+    # boundary markers per multi-label component (member order; phase 1 scans the image in raster order)
     bpix = np.empty(n_fg, np.int64)
     bstart = np.zeros(n_comp + 2, np.int64)
     nb = 0
     for cp in range(1, n_comp + 1):
         bstart[cp] = nb
+        if not multi[cp]:
+            continue
         for k in range(start[cp], start[cp + 1]):
             p = members[k]
             if flat_out[p] != 0 and _is_boundary(flat_out, flat_comp, p, h, w):
@@ -352,11 +371,17 @@ def watershed_fast(image: np.ndarray, markers: np.ndarray, components: np.ndarra
         it_val = np.empty(0, np.float64)
         it_key = np.empty(0, np.int64)
         it_next = np.empty(0, np.int64)
+    for cp in range(1, n_comp + 1):
+        if single[cp] != 0:
+            for k in range(start[cp], start[cp + 1]):
+                flat_out[members[k]] = single[cp]
     # phase 2: each component on its own heap; no ties left, so pop order is the strict (value, age) order
     values = np.empty(2 * biggest + 8, np.float64)
     keys = np.empty(2 * biggest + 8, np.int64)
     watch = np.zeros(1, np.bool_)
     for cp in range(1, n_comp + 1):
+        if not multi[cp]:
+            continue
         n = 0
         if any_tie:
             j = pending_head[cp]
