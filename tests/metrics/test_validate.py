@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -178,9 +179,12 @@ def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny.pth"
     save_checkpoint(ckpt, build_model("tiny").eval())
-    out = tmp_path / "val.json"
+    # Two candidates on a PanNuke fold: one reference pass, a JSON with both reports.
+    both = tmp_path / "both.json"
     args = [
         "validate",
+        "--candidate",
+        "torch",
         "--candidate",
         "torch",
         "--reference",
@@ -190,20 +194,45 @@ def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
         "--limit",
         "2",
         "--json",
-        str(out),
+        str(both),
     ]
     assert main(args) == 0
-    rep = json.loads(out.read_text())
-    assert rep["passed"] and rep["tiles"] == 2 and rep["metrics"]["fg_agreement"] == 1.0
-    assert rep["settings"]["limit"] == 2 and "ground_truth" in rep
-    both = tmp_path / "both.json"
-    assert main(args[:-2] + ["--candidate", "torch", "--json", str(both)]) == 0
     doc = json.loads(both.read_text())
-    assert doc["passed"] and len(doc["reports"]) == 2
+    assert doc["passed"] and len(doc["reports"]) == 2 and doc["settings"]["limit"] == 2
+    rep = doc["reports"][0]
+    assert rep["tiles"] == 2 and rep["metrics"]["fg_agreement"] == 1.0 and rep["ground_truth"] is not None
+    # A folder of plain images: tissue tiles at the given tile size, agreement only (no ground truth);
+    # impossible thresholds give exit status 3 and still a report.
+    folder = tmp_path / "images"
+    folder.mkdir()
+    yy, xx = np.mgrid[:200, :300]
+    tex = (120 + 60 * np.sin(xx / 5.0) * np.cos(yy / 7.0))[..., None] * np.array([1.0, 0.6, 0.9])
+    cv2.imwrite(str(folder / "a.png"), np.clip(tex, 0, 255).astype(np.uint8)[..., ::-1])
     strict = tmp_path / "strict.yaml"
     strict.write_text("fp32:\n  min:\n    fg_agreement: 1.5\n")
-    assert main(args + ["--thresholds", str(strict)]) == 3
+    img_json = tmp_path / "img.json"
+    img_args = [
+        "validate",
+        "--candidate",
+        "torch",
+        "--reference",
+        str(ckpt),
+        "--data",
+        str(folder),
+        "--tile-size",
+        "128",
+        "--limit",
+        "2",
+        "--thresholds",
+        str(strict),
+        "--json",
+        str(img_json),
+    ]
+    assert main(img_args) == 3
+    img = json.loads(img_json.read_text())
+    assert img["ground_truth"] is None and img["tiles"] == 2 and not img["passed"]
+    assert img["failures"] == ["fg_agreement = 1, required >= 1.5"]
     assert (
-        main(["validate", "--candidate", "torch", "--reference", str(ckpt), "--data", str(tmp_path / "nope")])
+        main(["validate", "--candidate", "torch", "--reference", str(ckpt), "--data", str(tmp_path / "no")])
         == 1
     )

@@ -37,6 +37,7 @@ class ValidateSettings:
     candidate_precision: str | None = None
     thresholds: Path | None = None
     magnification: float | None = None
+    tile_size: int | None = None
     seed: int = 0
     json: Path | None = None
 
@@ -95,6 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--thresholds", type=Path, help="YAML thresholds file (default: the export gate's)")
     parser.add_argument("--magnification", type=float, help="override the model's magnification (40 or 20)")
+    parser.add_argument(
+        "--tile-size",
+        dest="tile_size",
+        type=int,
+        help="tile of a checkpoint/backend-name candidate (graphs and engines have their own; default: the "
+        "data's tile, else 1024)",
+    )
     parser.add_argument("--seed", type=int, help="seed of synthetic tiles (default 0)")
     parser.add_argument("--json", type=Path, help="write the full report as JSON (atomic)")
 
@@ -116,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         thresholds=s.thresholds,
         magnification=s.magnification,
         seed=s.seed,
+        tile_size=s.tile_size,
         reference_device=s.reference_device,
     )
     print("\n\n".join(r.format() for r in reports))

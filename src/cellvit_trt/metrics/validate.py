@@ -344,12 +344,14 @@ def validate_all(
     magnification: float | None = None,
     seed: int = 0,
     synthetic_tile: int = 256,
+    tile_size: int | None = None,
     reference_device: str = "auto",
 ) -> list[ValidationReport]:
     """Validate several candidates (e.g. the FP16 and INT8 graphs) against one reference pass over the tiles.
 
     `precision` forces the thresholds for every candidate (default: each graph's metadata, else fp32);
-    `candidate_precision` is passed to backend-name candidates (e.g. fp16 autocast for torch-cuda). Raises
+    `candidate_precision` is passed to backend-name candidates (e.g. fp16 autocast for torch-cuda), and
+    `tile_size` to candidates without a fixed tile (checkpoints; default: the data's tile, else 1024). Raises
     InputError/DependencyError/DeviceError on bad inputs, never on a failed gate.
     """
     from cellvit_trt.kernels import PostProcessor, PostProcessParams
@@ -382,11 +384,11 @@ def validate_all(
                 reference,
                 backend=backend,
                 batch=batch,
-                tile_size=data_tile or None,
+                tile_size=tile_size or data_tile or None,
                 precision=candidate_precision,
             )
             opened.append((stack.enter_context(_active(runner)), label))
-        tiles = {int(getattr(r, "tile_size", 0) or data_tile or 256) for r, _ in opened}
+        tiles = {int(getattr(r, "tile_size", 0) or tile_size or data_tile or 256) for r, _ in opened}
         if len(tiles) > 1:
             raise InputError(
                 f"validate: the candidates have different tile sizes {sorted(tiles)}; run them separately"
