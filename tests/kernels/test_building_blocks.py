@@ -1,0 +1,108 @@
+"""Each Numba building block against the library call it replaces (bit-exact), including tie-heavy inputs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from cellvit_trt.kernels.contours import trace_first_contours
+from cellvit_trt.kernels.halfs import half_to_float
+from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
+from cellvit_trt.kernels.sobel import sobel_x, sobel_y, use_numba_sobel
+from cellvit_trt.kernels.watershed import watershed_fast, watershed_masked
+
+
+def _remove_small(lab, min_size):
+    sizes = np.bincount(lab.ravel())
+    lab = lab.copy()
+    lab[(sizes < min_size)[lab]] = 0
+    return lab
+
+
+def test_label_and_fill_holes_match_scipy():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        h, w = rng.integers(1, 50, 2)
+        b = (rng.random((h, w)) < rng.uniform(0.1, 0.9)).astype(np.uint8)
+        ms = int(rng.integers(0, 8))
+        ref = _remove_small(ndi.label(b)[0], ms)
+        np.testing.assert_array_equal(label4_filtered(b, ms), ref)
+        labels, members, start = label4_components(b, ms)
+        for k in range(1, start.shape[0] - 1):
+            pix = np.sort(members[start[k] : start[k + 1]])
+            np.testing.assert_array_equal(pix, np.flatnonzero(ref.ravel() == k))
+        np.testing.assert_array_equal(fill_holes4(b), ndi.binary_fill_holes(b))
+
+
+def test_watershed_matches_skimage_with_ties():
+    rng = np.random.default_rng(1)
+    for it in range(400):
+        h, w = rng.integers(3, 60, 2)
+        kind = it % 3
+        if kind == 0:  # integer relief: massive ties, also among markers of one component
+            img = rng.integers(0, int(rng.integers(1, 5)), (h, w)).astype(np.float64)
+        elif kind == 1:
+            img = rng.random((h, w))
+        else:
+            img = np.round(rng.random((h, w)) * 40) / 40
+        mask = (rng.random((h, w)) < rng.uniform(0.4, 1.0)).astype(np.uint8)
+        comps = label4_components(mask, int(rng.integers(0, 4)))
+        mask = (comps[0] > 0).astype(np.uint8)
+        markers = label4_filtered((rng.random((h, w)) < rng.uniform(0.02, 0.4)).astype(np.uint8), 0)
+        ref = watershed(img, markers=markers, mask=mask.astype(bool))
+        exact, cut_a = watershed_masked(img, markers, mask)
+        fast, cut_b = watershed_fast(img, markers, *comps)
+        np.testing.assert_array_equal(exact, ref)
+        np.testing.assert_array_equal(fast, ref)
+        np.testing.assert_array_equal(cut_a, cut_b)
+        expect_cut = np.zeros(markers.max() + 1, bool)
+        expect_cut[np.unique(markers[(markers > 0) & (mask == 0)])] = True
+        np.testing.assert_array_equal(cut_b, expect_cut)
+
+
+@pytest.mark.parametrize("ksize", [21, 11, 7])
+@pytest.mark.parametrize("shape", [(64, 96), (300, 37), (12, 15)])
+def test_sobel_bit_exact(ksize, shape):
+    rng = np.random.default_rng(ksize)
+    src = rng.random(shape).astype(np.float32)
+    if shape[0] == 64:
+        src = np.round(src * 8) / 8  # quantised values: many equal partial sums
+    assert use_numba_sobel(ksize)
+    np.testing.assert_array_equal(sobel_x(src, ksize), cv2.Sobel(src, cv2.CV_64F, 1, 0, ksize=ksize))
+    np.testing.assert_array_equal(sobel_y(src, ksize), cv2.Sobel(src, cv2.CV_64F, 0, 1, ksize=ksize))
+
+
+def test_contours_match_opencv_first_contour():
+    rng = np.random.default_rng(2)
+    for it in range(600):
+        h, w = rng.integers(1, 14, 2)
+        m = (rng.random((h, w)) < rng.uniform(0.3, 0.95)).astype(np.uint8)
+        if it % 2 and h > 2 and w > 2:
+            m = ndi.binary_closing(m).astype(np.uint8)
+        lab = ndi.label(m, structure=np.ones((3, 3)))[0]
+        if lab.max() == 0:
+            continue
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        comp = lab == sizes.argmax()  # one 8-connected component, holes allowed
+        tile = rng.integers(0, 3, (h + 6, w + 6)).astype(np.int32) * 5
+        tile[3 : 3 + h, 3 : 3 + w] = np.where(comp, 7, np.where(tile[3 : 3 + h, 3 : 3 + w] == 7, 0, tile[3 : 3 + h, 3 : 3 + w]))
+        ys, xs = np.nonzero(tile == 7)
+        r0, c0 = ys.min(), xs.min()
+        crop = (tile[r0 : ys.max() + 1, c0 : xs.max() + 1] == 7).astype(np.uint8)
+        ref = cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].reshape(-1, 2) + [c0, r0]
+        pts, off = trace_first_contours(tile, np.array([7]), np.array([xs[0]]), np.array([ys[0]]))
+        np.testing.assert_array_equal(pts, ref)
+
+
+def test_half_to_float_all_bit_patterns():
+    halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    ours, bad = half_to_float(halves)
+    ref = halves.astype(np.float32)
+    finite = np.isfinite(ref)
+    assert bad == int((~finite).sum())
+    np.testing.assert_array_equal(ours[finite].view(np.uint32), ref[finite].view(np.uint32))
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
