@@ -31,6 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", "270"))
+# GPU_CHECK_CPU_SMOKE=1: run the script's logic with the CPU PyTorch backend and tiny sizes (no GPU needed);
+# the numbers mean nothing, the point is that the script itself works before GPU time is spent on it.
+SMOKE = os.environ.get("GPU_CHECK_CPU_SMOKE") == "1"
 T_START = time.perf_counter()
 REPORT: dict = {"parts": {}}
 
@@ -85,6 +88,8 @@ def union_length(intervals):
 
 def overlap_report(timeline):
     """Copy/compute overlap from per-batch CUDA event times (ms from a common origin)."""
+    if not timeline:
+        return {"timeline": "not recorded by this backend"}
     comp = [(t["compute_start"], t["compute_done"]) for t in timeline]
     copies = []
     for i, t in enumerate(timeline):
@@ -146,6 +151,17 @@ def measure_streaming(backend, tile, batch, seconds=12.0):
     }
 
 
+def streaming_backend(variant, tmp, tile, batch):
+    """The PyTorch CUDA backend in the cuda-python streaming layer (CPU PyTorch in smoke mode)."""
+    if SMOKE:
+        from cellvit_trt.runtime.backends.torch import TorchBackend
+
+        return TorchBackend(checkpoint(variant, tmp), batch=batch, tile_size=tile)
+    from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
+
+    return TorchCudaBackend(checkpoint(variant, tmp), precision="fp16", batch=batch, tile_size=tile)
+
+
 def checkpoint(variant, tmp):
     import torch
 
@@ -185,24 +201,21 @@ def environment():
 
 @part("torch_cuda_tiny_256")
 def torch_tiny(tmp):
-    from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
-
-    with TorchCudaBackend(checkpoint("tiny", tmp), precision="fp16", batch=32, tile_size=256) as be:
-        return measure_streaming(be, 256, 32)
+    tile, batch = (64, 2) if SMOKE else (256, 32)
+    with streaming_backend("tiny", tmp, tile, batch) as be:
+        return measure_streaming(be, tile, batch, seconds=2 if SMOKE else 12)
 
 
 @part("torch_cuda_cellvit256_1024")
 def torch_vit256(tmp):
-    from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
-
-    with TorchCudaBackend(checkpoint("CellViT256", tmp), precision="fp16", batch=8, tile_size=1024) as be:
-        return measure_streaming(be, 1024, 8, seconds=25)
+    tile, batch = (64, 1) if SMOKE else (1024, 8)
+    with streaming_backend("CellViT256", tmp, tile, batch) as be:
+        return measure_streaming(be, tile, batch, seconds=2 if SMOKE else 25)
 
 
 @part("pipeline_tiny_256_torch_cuda")
 def pipeline(tmp):
     from cellvit_trt.kernels import PostProcessor
-    from cellvit_trt.runtime.backends.torch_cuda import TorchCudaBackend
     from cellvit_trt.runtime.pipeline import Pipeline
 
     try:  # H&E-like tiles with nuclei, so post-processing does realistic work
@@ -214,7 +227,9 @@ def pipeline(tmp):
         tiles = [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(8)]
     pp = PostProcessor()
     workers = os.cpu_count() or 4
-    with TorchCudaBackend(checkpoint("tiny", tmp), precision="fp16", batch=32, tile_size=256) as be:
+    tile, batch, n = (64, 4, 32) if SMOKE else (256, 32, 2048)
+    tiles = [t[:tile, :tile].copy() for t in tiles]
+    with streaming_backend("tiny", tmp, tile, batch) as be:
         pp.process_tile(*[be.infer(np.stack(tiles[:1]))[k][0] for k in ("fg", "hv", "type_map")])  # JIT
         cells = [0]
 
@@ -225,10 +240,10 @@ def pipeline(tmp):
             be,
             read=lambda i: tiles[i % 8],
             sink=sink,
-            batch=32,
+            batch=batch,
             workers=workers,
             process=lambda i, m: pp.process_tile(m["fg"], m["hv"], m["type_map"]),
-        ).run(range(2048))
+        ).run(range(n))
     return {"workers": workers, "cells": cells[0], **stats.to_dict()}
 
 
@@ -257,7 +272,7 @@ def tensorrt(tmp):
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         env = environment()
-        if not env or not env.get("gpu_ok"):
+        if not env or not (env.get("gpu_ok") or SMOKE):
             print("no usable GPU: nothing else to check", flush=True)
         else:
             torch_tiny(tmp)
