@@ -75,6 +75,9 @@ class _Queue:
         self._stats.seen_queue(self.name, self._q.qsize(), self.bound)
         return time.perf_counter() - t0
 
+    def ready(self) -> bool:
+        return not self._q.empty()
+
     def get(self) -> tuple[Any, float]:
         t0 = time.perf_counter()
         while True:
@@ -240,7 +243,9 @@ class Pipeline:
         t_loop = time.perf_counter()
         done = False
         while not done or in_flight:
-            if not done and len(in_flight) < self.in_flight:
+            # Submit more while there is room, unless no tile is waiting and a batch is already in flight:
+            # then hand that batch to post-processing first instead of idling on a slow reader.
+            if not done and len(in_flight) < self.in_flight and (not in_flight or tiles_q.ready()):
                 specs, images, done = self._gather(tiles_q)
                 if specs:
                     t0 = time.perf_counter()
