@@ -54,6 +54,22 @@ def _polygon(contour: np.ndarray) -> Polygon:
     return poly
 
 
+def _polygons(contours: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """`_polygon` for many contours at once (one GEOS call per step); returns (polygons, areas)."""
+    if not contours:
+        return np.empty(0, dtype=object), np.empty(0)
+    closed = [np.concatenate([c, c[:1]]) for c in contours]
+    lengths = np.array([len(c) for c in closed])
+    ring_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    geom_offsets = np.arange(len(closed) + 1)
+    polys = shapely.from_ragged_array(
+        shapely.GeometryType.POLYGON, np.concatenate(closed).astype(np.float64), (ring_offsets, geom_offsets)
+    )
+    for i in np.flatnonzero(~shapely.is_valid(polys)):
+        polys[i] = _polygon(contours[i])
+    return polys, shapely.area(polys)
+
+
 def _edge_patch(sides: np.ndarray, row: int, col: int) -> tuple[int, int] | None:
     """First entry of upstream get_edge_patch (the orthogonal neighbour); None where upstream has none."""
     patches = edge_patches(sides, row, col)
@@ -61,7 +77,19 @@ def _edge_patch(sides: np.ndarray, row: int, col: int) -> tuple[int, int] | None
 
 
 class _Cell:
-    __slots__ = ("order", "batch", "idx", "bbox", "poly", "area", "waiting", "neighbour", "candidate", "adj")
+    __slots__ = (
+        "order",
+        "batch",
+        "idx",
+        "bbox",
+        "poly",
+        "area",
+        "waiting",
+        "neighbour",
+        "candidate",
+        "adj",
+        "hashed",
+    )
 
     def __init__(self, order: int, batch: CellBatch, idx: int) -> None:
         self.order, self.batch, self.idx = order, batch, idx
@@ -71,6 +99,7 @@ class _Cell:
         self.waiting = 0  # unresolved tiles that meet the bbox
         self.neighbour: tuple[int, int] | None = None  # edge cells: the tile that decides them
         self.candidate = False
+        self.hashed = False
         self.adj: set[_Cell] = set()
 
 
@@ -116,9 +145,13 @@ class StreamingMerge:
         if len(mid):
             self._out.append(batch.take(mid))
         edge = batch.edge_position
-        for i in np.flatnonzero(status != 0):
+        margin = np.flatnonzero(status != 0)
+        polys, areas = _polygons([batch.contours_region[i] for i in margin])
+        spans = self._spans(batch.bbox_region[margin])
+        for k, i in enumerate(margin):
             cell = _Cell(self._order + int(i), batch, int(i))
-            self._track(cell)
+            cell.poly, cell.area = polys[k], float(areas[k])
+            self._track(cell, spans[k])
             if not edge[i]:
                 self._make_candidate(cell)
                 continue
@@ -157,14 +190,25 @@ class StreamingMerge:
         if self._resolved[row, col]:
             raise ValueError(f"merge: tile ({row}, {col}) was already added, skipped or not planned")
 
-    def _track(self, cell: _Cell) -> None:
+    def _spans(self, bbox: np.ndarray) -> np.ndarray:
+        """[r_first, r_last, c_first, c_last] of the tiles meeting each bbox (as TileGrid.tiles_touching)."""
+        g = self.grid
+        s, o, t = g.stride, g.overlap, g.tile_size
+        first = np.floor((bbox[:, :2] + o - t) / s).astype(np.int64) + 1
+        last = np.ceil((bbox[:, 2:] + o) / s).astype(np.int64) - 1
+        first = np.maximum(first, 0)
+        last = np.minimum(last, [g.rows - 1, g.cols - 1])
+        return np.stack([first[:, 0], last[:, 0], first[:, 1], last[:, 1]], 1)
+
+    def _track(self, cell: _Cell, span: np.ndarray) -> None:
         self.pending += 1
         self.max_pending = max(self.max_pending, self.pending)
-        r0, c0, r1, c1 = cell.bbox
-        for t in self.grid.tiles_touching(r0, c0, r1, c1):
-            if not self._resolved[t]:
-                cell.waiting += 1
-                self._waiting_on.setdefault(t, []).append(cell)
+        r_first, r_last, c_first, c_last = span.tolist()
+        for r in range(r_first, r_last + 1):
+            for c in range(c_first, c_last + 1):
+                if not self._resolved[r, c]:
+                    cell.waiting += 1
+                    self._waiting_on.setdefault((r, c), []).append(cell)
 
     def _resolve_tile(self, row: int, col: int, flush: bool = True) -> None:
         self._resolved[row, col] = True
@@ -195,7 +239,7 @@ class StreamingMerge:
         self.dropped += 1
         cell.waiting = -1  # never ready
         cell.candidate = False
-        if cell.poly is not None:
+        if cell.hashed:
             freed = list(cell.adj)
             self._unhash(cell)
             self._ready.update(c for c in freed if c.candidate and c.waiting == 0)
@@ -205,9 +249,8 @@ class StreamingMerge:
         return [(i, j) for i in range(r0, r1 + 1) for j in range(c0, c1 + 1)]
 
     def _hash_in(self, cell: _Cell) -> None:
-        """Build the cell's polygon and link it to every overlapping cell already held."""
-        cell.poly = _polygon(cell.batch.contours_region[cell.idx])
-        cell.area = cell.poly.area
+        """Link the cell to every overlapping cell already held."""
+        cell.hashed = True
         near: dict[_Cell, None] = {}  # bbox-overlapping cells, in a stable order
         r0, c0, r1, c1 = cell.bbox
         for b in self._bins(cell.bbox):
@@ -218,17 +261,32 @@ class StreamingMerge:
             self._hash.setdefault(b, set()).add(cell)
         if not near:
             return
-        others = list(near)
-        inter = shapely.area(
-            shapely.intersection(cell.poly, np.array([o.poly for o in others], dtype=object))
-        )
+        # identical outlines (one nucleus seen whole by two tiles) overlap by their whole area: no GEOS call
+        mine = cell.batch.contours_region[cell.idx]
+        same = [o for o in near if np.array_equal(o.batch.contours_region[o.idx], mine)]
+        for other in same:
+            if self._overlaps(cell.area, other.area, cell.area):
+                cell.adj.add(other)
+                other.adj.add(cell)
+        same_set = set(same)
+        rest = [o for o in near if o not in same_set]
+        if not rest:
+            return
+        # cheap predicate next: most bbox neighbours are disjoint cells of the same tile
+        shapely.prepare(cell.poly)
+        cand = np.array([o.poly for o in rest], dtype=object)
+        hit = shapely.intersects(cell.poly, cand)
+        if not hit.any():
+            return
+        others = [o for o, h in zip(rest, hit, strict=True) if h]
+        inter = shapely.area(shapely.intersection(cell.poly, cand[hit]))
         for other, area in zip(others, inter, strict=True):
             if self._overlaps(cell.area, other.area, float(area)):
                 cell.adj.add(other)
                 other.adj.add(cell)
 
     def _make_candidate(self, cell: _Cell) -> None:
-        if cell.poly is None:
+        if not cell.hashed:
             self._hash_in(cell)
         cell.candidate = True
         if cell.waiting == 0:
