@@ -257,7 +257,7 @@ def test_synthetic_tiles_have_ground_truth():
         cells = Instances.from_tile(
             pp.process_tile(maps["fg"][0], maps["hv"][0].astype(np.float32), maps["type_map"][0])
         )
-        truth = Instances.from_cells(t.inst_map, t.cells.id, t.cells.type, t.cells.centroid)
+        truth = Instances.from_maps(t.inst_map, t.type_map)
         ev.add(truth, cells, TISSUE_NAMES[t.tissue] if t.tissue >= 0 else "mixed")
     want = ev.result()
     got = rep.ground_truth["reference"]

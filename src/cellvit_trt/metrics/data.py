@@ -86,9 +86,7 @@ def synthetic_samples(count: int, tile_size: int, seed: int = 0) -> tuple[int, i
     def gen() -> Iterator[Sample]:
         for k in range(count):
             t = generate_tile(tile_size, seed=seed + k)
-            truth = Instances.from_cells(
-                t.inst_map, t.cells.id, t.cells.type, t.cells.centroid, name="synthetic"
-            )
+            truth = Instances.from_maps(t.inst_map, t.type_map, name=f"synthetic tile {seed + k}")
             tissue = TISSUE_NAMES[t.tissue] if 0 <= t.tissue < len(TISSUE_NAMES) else "mixed"
             yield Sample(t.image, truth, tissue, f"synthetic[{seed + k}]")
 
