@@ -52,6 +52,9 @@ class GeoJSONWriter:
         else:
             ring = np.round(batch.contours[i], DECIMALS)
             ring = np.concatenate([ring, ring[:1]]) if len(ring) and (ring[0] != ring[-1]).any() else ring
+            as_int = ring.astype(np.int64)
+            if (as_int == ring).all():  # integer slide coordinates (scale 1): shorter and faster to write
+                ring = as_int
             geometry = {"type": "Polygon", "coordinates": [ring.tolist()]}
         prob = round(float(batch.type_prob[i]), 4)
         measurements = {"cell_id": cid, "type_prob": prob, "area_px": int(batch.area[i])}
