@@ -283,3 +283,27 @@ def test_synthetic_aperio_slide_both_readers(tmp_path):
     for a, b in zip(tiles["openslide"], tiles["tiffslide"], strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(plans["openslide"], plans["tiffslide"])
+
+
+def test_ome_tiff_pyramid_through_tiffslide(tmp_path, slide_image):
+    """OME-TIFF with a SubIFD pyramid: read by tiffslide (OpenSlide's generic-tiff would see level 0 only),
+    mpp from the OME-XML PhysicalSizeX in nanometres."""
+    path = tmp_path / "x.ome.tif"
+    md = {
+        "axes": "YXS",
+        "PhysicalSizeX": 250.0,
+        "PhysicalSizeXUnit": "nm",
+        "PhysicalSizeY": 250.0,
+        "PhysicalSizeYUnit": "nm",
+    }
+    small = cv2.resize(
+        slide_image, (slide_image.shape[1] // 4, slide_image.shape[0] // 4), interpolation=cv2.INTER_AREA
+    )
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(slide_image, subifds=1, tile=(256, 256), photometric="rgb", compression="zlib", metadata=md)
+        tw.write(small, subfiletype=1, tile=(256, 256), photometric="rgb", compression="zlib")
+    with open_source(path) as src:
+        assert src.info.reader == "tiffslide" and src.info.base_mpp == pytest.approx(0.25)
+        np.testing.assert_array_equal(src.read_tile(1, 1).image, cut_tile(slide_image, src.grid, 1, 1))
+        thumb, factor = src.thumbnail(256)
+        assert max(thumb.shape[:2]) == 256 and factor == pytest.approx(2300 / 256)

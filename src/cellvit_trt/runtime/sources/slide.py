@@ -45,10 +45,23 @@ def _to_rgb(region: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(region[..., :3])
 
 
+def _subifd_pyramid(path: Path) -> bool:
+    """OME-TIFF or SubIFD pyramid: OpenSlide's generic-tiff would see level 0 only; tiffslide sees all."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return bool(tf.is_ome or tf.pages[0].subifds)
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError):
+        return False
+
+
 def _open(path: Path, reader: str):
     if reader in ("auto", "openslide"):
         openslide = require("openslide", "slides", "reading whole-slide images")
         fmt = openslide.OpenSlide.detect_format(str(path))
+        if fmt == "generic-tiff" and reader == "auto" and _subifd_pyramid(path):
+            fmt = None
         if fmt is not None:
             try:
                 return openslide.OpenSlide(str(path)), "openslide"
@@ -80,6 +93,34 @@ def _slide_mpp(path: Path, props: dict, reader: str) -> float | None:
         if match:
             log.warning("%s: mpp %s read from the image description; check it", path, match.group(1))
             return float(match.group(1))
+    return _tiff_file_mpp(path)
+
+
+_UM_PER_UNIT = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def _tiff_file_mpp(path: Path) -> float | None:
+    """OME-XML PhysicalSizeX (any unit), else TIFF resolution tags in inch/centimetre; None when absent."""
+    import xml.etree.ElementTree as ET
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            if tf.is_ome and tf.ome_metadata:
+                for el in ET.fromstring(tf.ome_metadata).iter():
+                    if el.tag.endswith("Pixels") and el.get("PhysicalSizeX"):
+                        unit = _UM_PER_UNIT.get(el.get("PhysicalSizeXUnit", "µm"))
+                        return float(el.get("PhysicalSizeX")) * unit if unit else None
+            tags = tf.pages[0].tags
+            res, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
+            if res is not None and unit is not None and int(unit.value) in (2, 3):
+                num, den = res.value
+                per_unit = num / den if den else 0.0
+                if per_unit > 1:  # 1 px per unit is the "unset" default of many writers
+                    return (25400.0 if int(unit.value) == 2 else 10000.0) / per_unit
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, ET.ParseError):
+        return None
     return None
 
 
