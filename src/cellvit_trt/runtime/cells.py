@@ -154,7 +154,7 @@ class CellBatch:
             edge=edge_sides(bbox_local, grid.tile_size),
             bbox_region=bbox_region,
             contours_region=contours_region,
-            embedding=None if tokens is None or n == 0 else cell_embeddings(tokens, bbox_local),
+            embedding=None if tokens is None else cell_embeddings(tokens, bbox_local),
         )
 
     def take(self, index: np.ndarray | list[int]) -> CellBatch:
