@@ -476,3 +476,71 @@ def test_folder_of_images_continues_past_a_bad_one(world, tmp_path, capsys):
     for seed in (1, 2):
         s = json.loads((tmp_path / "o" / f"field{seed}" / "summary.json").read_text())
         assert s["cells_total"] > 0 and s["grid"]["tile_size"] == TILE
+
+
+def test_scanner_push_api_gives_the_cells_of_a_file_run(world, tmp_path):
+    """Scanner mode (sources.PushSource + job.run_push): strips pushed while cells stream back, and the cells
+    equal those of `cellvit-trt run` on the same pixels saved as an image."""
+    import threading
+    import time
+
+    import cv2
+
+    from cellvit_trt.runtime.backends import open_backend
+    from cellvit_trt.runtime.cells import CellBatch
+    from cellvit_trt.runtime.job import run_push
+    from cellvit_trt.runtime.sources import PushSource
+    from cellvit_trt.synthetic.tile import generate_tile
+
+    image = generate_tile((3 * STRIDE, 4 * STRIDE), seed=21, glass_fraction=0.0).image
+    cv2.imwrite(str(tmp_path / "scan.png"), image[..., ::-1])
+    assert (
+        main(
+            [
+                "run",
+                str(tmp_path / "scan.png"),
+                "-m",
+                str(world["model"]),
+                "--mpp",
+                "0.25",
+                "--no-tissue",
+                "-o",
+                str(tmp_path / "o"),
+                *COMMON,
+                "--outputs",
+                "cells",
+            ]
+        )
+        == 0
+    )
+    expected = sorted(tuple(c["centroid"]) for c in cells_of(tmp_path / "o" / "scan"))
+
+    src = PushSource(*image.shape[:2], mpp=0.25, tile_size=TILE, overlap=32, maxsize=4, timeout=60)
+    received: list[CellBatch] = []
+    progress = {"rows": 0, "rows_at_first_cells": None}
+
+    def scanner():
+        for y in range(0, image.shape[0], 48):
+            src.submit(image[y : y + 48], y, 0)
+            progress["rows"] = y + 48
+            time.sleep(0.2)  # a scanner's pace: the slide is not there all at once
+        src.finish()
+
+    def reader():
+        for batch in src.results(timeout=60):
+            if progress["rows_at_first_cells"] is None and len(batch):
+                progress["rows_at_first_cells"] = progress["rows"]
+            received.append(batch)
+
+    threads = [threading.Thread(target=scanner), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    with open_backend(world["model"], backend="onnxruntime", batch=4, threads=1) as be:
+        stats = run_push(src, be, batch=4, workers=2)
+    for t in threads:
+        t.join(timeout=60)
+    cells = CellBatch.concat(received)
+    assert stats.tiles == 12 and len(cells) == len(expected) > 50
+    assert sorted(map(tuple, np.rint(cells.centroid).astype(int).tolist())) == expected
+    assert np.array_equal(np.sort(cells.id), np.arange(len(cells)))
+    assert progress["rows_at_first_cells"] < image.shape[0], "cells reached the scanner before the scan ended"

@@ -242,3 +242,72 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (Path, os.PathLike)):
         return str(obj)
     return obj
+
+
+class _PushTile:
+    """A pushed tile as a pipeline spec: small repr for messages, pixels dropped once read."""
+
+    __slots__ = ("row", "col", "image")
+
+    def __init__(self, tile: Any) -> None:
+        self.row, self.col, self.image = tile.row, tile.col, tile.image
+
+    def __repr__(self) -> str:
+        return f"({self.row}, {self.col})"
+
+
+def run_push(
+    src: Any,
+    backend: Any,
+    *,
+    batch: int | None = None,
+    workers: int = 0,
+    embeddings: bool = False,
+    queue_size: int | None = None,
+) -> Stats:
+    """Scanner mode: tiles of a `sources.PushSource`, as they complete, through the pipeline and the merge;
+    every final CellBatch is handed back with `src.deliver` (the scanner reads them from `src.results()`).
+
+    Call it in the consumer thread while the scanner thread submits pixels; it returns when the scanner has
+    called `finish()` and every cell was delivered (then `src.results()` ends).
+    """
+    from cellvit_trt.errors import InputError
+    from cellvit_trt.kernels import PostProcessor, PostProcessParams
+    from cellvit_trt.runtime.cells import CellBatch
+    from cellvit_trt.runtime.merge import StreamingMerge
+
+    grid, info, meta = src.grid, src.info, backend.meta
+    if grid.tile_size != backend.tile_size:
+        raise InputError(
+            f"{info.name}: push tiles are {grid.tile_size} px, the model takes {backend.tile_size} px "
+            f"(create the PushSource with tile_size={backend.tile_size})"
+        )
+    pp = PostProcessor(PostProcessParams.for_magnification(meta.magnification))
+    merge = StreamingMerge(grid, planned=None, emit=src.deliver)
+
+    def read(t: _PushTile) -> np.ndarray:
+        image, t.image = t.image, None
+        return image
+
+    def process(t: _PushTile, maps: dict[str, np.ndarray]) -> CellBatch:
+        tile = pp.process_tile(maps["fg"], maps["hv"], maps["type_map"])
+        tokens = maps.get("tokens") if embeddings else None
+        return CellBatch.from_tile(tile.cells, t.row, t.col, grid, info, tokens=tokens)
+
+    def sink(t: _PushTile, cells: CellBatch) -> None:
+        merge.add(t.row, t.col, cells)
+
+    try:
+        stats = Pipeline(
+            backend,
+            read=read,
+            process=process,
+            sink=sink,
+            batch=min(batch or backend.max_batch, backend.max_batch),
+            workers=workers or max(1, os.cpu_count() or 1),
+            queue_size=queue_size,
+        ).run(_PushTile(t) for t in src.tiles())
+        merge.finish()
+    finally:
+        src.close_results()
+    return stats
