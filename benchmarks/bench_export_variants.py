@@ -1,6 +1,6 @@
-"""FP32 vs FP16 vs INT8 deployment graphs of one model on ONNX Runtime: speed, with the gate's accuracy beside it.
+"""FP32 vs FP16 vs INT8 deployment graphs of one model on ONNX Runtime: speed, gate accuracy beside it.
 
-    .venv/bin/python benchmarks/bench_export_variants.py                          # tiny, random weights, 256 px
+    .venv/bin/python benchmarks/bench_export_variants.py                  # tiny, random weights, 256 px
     .venv/bin/python benchmarks/bench_export_variants.py --checkpoint ck.pth --tile 1024 --calibration tiles/
     .venv/bin/python benchmarks/bench_export_variants.py --variant CellViT256 --tile 1024 --iters 3 --batch 1
 
@@ -8,9 +8,9 @@ Each variant is exported by `cellvit_trt.export` (gate on, synthetic H&E tiles),
 with ONNX Runtime (CPU unless --provider): warm-up, then --iters timed batches; latency stats in trtexec's
 conventions and throughput in tiles/s, with the ratio to FP32 from the same run.
 
-Caveat printed with the table: on a CPU, ONNX Runtime runs FP16 nodes through inserted casts (no FP16 kernels on
-x86), so FP16 is *slower* there; the FP16/INT8 graphs exist for TensorRT. The CPU numbers show the cost of
-each graph on the reference runtime and the accuracy each recipe keeps; GPU speed is `cellvit-trt bench`'s job.
+Caveat printed with the table: on a CPU, ONNX Runtime runs FP16 nodes through inserted casts (no FP16 kernels
+on x86), so FP16 is *slower* there; the FP16/INT8 graphs exist for TensorRT. The CPU numbers show the cost of
+each graph on the reference runtime and the accuracy each recipe keeps; GPU speed is for `cellvit-trt bench`.
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def _time(path: Path, tiles: np.ndarray, batch: int, iters: int, provider: str, 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument("--variant", default="tiny", help="random-weight variant when no --checkpoint (default tiny)")
+    p.add_argument(
+        "--variant", default="tiny", help="random-weight variant when no --checkpoint (default tiny)"
+    )
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
@@ -103,23 +105,53 @@ def main() -> int:
         calib_folder = _calibration_folder(args, root) if "int8" in precisions else None
         for precision in precisions:
             calib = calib_folder if precision == "int8" else None
-            s = ExportSettings(output=root / f"{precision}.onnx", precision=precision, tile_size=args.tile,
-                               gate_tiles=args.gate_tiles, gate_batch=1, calibration=calib,
-                               calibration_tiles=args.calibration_tiles, calibration_batch=1, seed=args.seed)
+            s = ExportSettings(
+                output=root / f"{precision}.onnx",
+                precision=precision,
+                tile_size=args.tile,
+                gate_tiles=args.gate_tiles,
+                gate_batch=1,
+                calibration=calib,
+                calibration_tiles=args.calibration_tiles,
+                calibration_batch=1,
+                seed=args.seed,
+            )
             t = time.perf_counter()
             res = export(s, model, info)
             export_s = time.perf_counter() - t
             speed = _time(res.path, tiles, args.batch, args.iters, args.provider, args.threads)
             g = res.gate.metrics
-            rows.append({"precision": precision, "size_mb": res.summary["size_bytes"] / 1e6, "export_s": export_s,
-                         "latency_ms": speed, "gate_passed": res.gate.passed,
-                         "gate": {k: g.get(k) for k in ("fg_agreement", "type_agreement", "hv_mean_abs",
-                                                         "hv_max_abs", "tissue_max_abs", "bpq", "f1")}})
+            rows.append(
+                {
+                    "precision": precision,
+                    "size_mb": res.summary["size_bytes"] / 1e6,
+                    "export_s": export_s,
+                    "latency_ms": speed,
+                    "gate_passed": res.gate.passed,
+                    "gate": {
+                        k: g.get(k)
+                        for k in (
+                            "fg_agreement",
+                            "type_agreement",
+                            "hv_mean_abs",
+                            "hv_max_abs",
+                            "tissue_max_abs",
+                            "bpq",
+                            "f1",
+                        )
+                    },
+                }
+            )
     base = next((r for r in rows if r["precision"] == "fp32"), rows[0])
     name = args.checkpoint.name if args.checkpoint else f"{args.variant} (random weights)"
-    print(f"\nexport variants: {name}, tile {args.tile}, batch {args.batch}, {args.iters} iters, {args.provider}")
-    print(f"{'precision':<9} {'MB':>7} {'median ms':>10} {'p90 ms':>9} {'tiles/s':>8} {'vs fp32':>8} | "
-          f"{'gate':<5} {'fg agr':>8} {'type agr':>8} {'hv mean':>9} {'hv max':>8} {'bPQ':>6} {'F1':>6}")
+    print(
+        f"\nexport variants: {name}, tile {args.tile}, batch {args.batch}, {args.iters} iters, "
+        f"{args.provider}"
+    )
+    print(
+        f"{'precision':<9} {'MB':>7} {'median ms':>10} {'p90 ms':>9} {'tiles/s':>8} {'vs fp32':>8} | "
+        f"{'gate':<5} {'fg agr':>8} {'type agr':>8} {'hv mean':>9} {'hv max':>8} {'bPQ':>6} {'F1':>6}"
+    )
     for r in rows:
         lat, g = r["latency_ms"], r["gate"]
         ratio = base["latency_ms"]["median"] / lat["median"]
@@ -127,12 +159,18 @@ def main() -> int:
         def f(v, fmt):
             return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
 
-        print(f"{r['precision']:<9} {r['size_mb']:>7.1f} {lat['median']:>10.1f} {lat['p90']:>9.1f} "
-              f"{lat['tiles_per_s']:>8.2f} {ratio:>7.2f}x | {'pass' if r['gate_passed'] else 'FAIL':<5} "
-              f"{f(g['fg_agreement'], '.5f'):>8} {f(g['type_agreement'], '.5f'):>8} {f(g['hv_mean_abs'], '.2e'):>9} "
-              f"{f(g['hv_max_abs'], '.3f'):>8} {f(g['bpq'], '.3f'):>6} {f(g['f1'], '.3f'):>6}")
-    print("(vs fp32 = fp32 median / this median; on CPU, FP16 runs through inserted casts: the FP16/INT8 graphs "
-          "are for TensorRT)")
+        print(
+            f"{r['precision']:<9} {r['size_mb']:>7.1f} {lat['median']:>10.1f} {lat['p90']:>9.1f} "
+            f"{lat['tiles_per_s']:>8.2f} {ratio:>7.2f}x | {'pass' if r['gate_passed'] else 'FAIL':<5} "
+            f"{f(g['fg_agreement'], '.5f'):>8} {f(g['type_agreement'], '.5f'):>8} "
+            f"{f(g['hv_mean_abs'], '.2e'):>9} "
+            f"{f(g['hv_max_abs'], '.3f'):>8} {f(g['bpq'], '.3f'):>6} {f(g['f1'], '.3f'):>6}"
+        )
+    print(
+        "(vs fp32 = fp32 median / this median; on CPU, FP16 runs through inserted casts: "
+        "the FP16/INT8 graphs "
+        "are for TensorRT)"
+    )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
     return 0

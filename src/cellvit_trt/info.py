@@ -13,7 +13,9 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", type=Path, help="checkpoint (.pth/.pt), ONNX graph (.onnx), engine or its .json sidecar")
+    p.add_argument(
+        "file", type=Path, help="checkpoint (.pth/.pt), ONNX graph (.onnx), engine or its .json sidecar"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -36,10 +38,16 @@ def graph_info(path: Path) -> dict[str, Any]:
             out[v.name] = f"{onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name}{dims}"
         return out
 
-    return {"kind": "onnx", "file": str(path), "metadata": from_model(model, f"graph {path}"),
-            "inputs": io(model.graph.input), "outputs": io(model.graph.output),
-            "opset": {i.domain or "ai.onnx": i.version for i in model.opset_import},
-            "nodes": len(model.graph.node), "producer": f"{model.producer_name} {model.producer_version}"}
+    return {
+        "kind": "onnx",
+        "file": str(path),
+        "metadata": from_model(model, f"graph {path}"),
+        "inputs": io(model.graph.input),
+        "outputs": io(model.graph.output),
+        "opset": {i.domain or "ai.onnx": i.version for i in model.opset_import},
+        "nodes": len(model.graph.node),
+        "producer": f"{model.producer_name} {model.producer_version}",
+    }
 
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
@@ -47,7 +55,12 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
 
     model, info = load_checkpoint(path)
     params = sum(p.numel() for p in model.parameters())
-    return {"kind": "checkpoint", "file": str(path), "metadata": info.to_metadata(), "parameters": int(params)}
+    return {
+        "kind": "checkpoint",
+        "file": str(path),
+        "metadata": info.to_metadata(),
+        "parameters": int(params),
+    }
 
 
 def sidecar_info(path: Path) -> dict[str, Any]:
@@ -71,8 +84,10 @@ def describe(path: Path) -> dict[str, Any]:
     if suffix in ENGINE_SUFFIXES:
         side = path.with_name(path.name + ".json")
         if not side.is_file():
-            raise InputError(f"info {path}: engine without its sidecar {side.name}; the engine's metadata lives "
-                             "in the sidecar written by `cellvit-trt build`")
+            raise InputError(
+                f"info {path}: engine without its sidecar {side.name}; the engine's metadata lives "
+                "in the sidecar written by `cellvit-trt build`"
+            )
         return {**sidecar_info(side), "kind": "engine", "engine": str(path)}
     return checkpoint_info(path)
 

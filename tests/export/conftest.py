@@ -65,9 +65,16 @@ def exported(tiny, workdir, calib_dir):
         catch = Catch()
         logging.getLogger("cellvit_trt").addHandler(catch)
         try:
-            s = ExportSettings(checkpoint=tiny[2], output=workdir / f"tiny.{precision}.onnx", precision=precision,
-                               tile_size=TILE, gate_tiles=2, calibration=calib_dir if precision == "int8" else None,
-                               calibration_tiles=4, calibration_batch=2)
+            s = ExportSettings(
+                checkpoint=tiny[2],
+                output=workdir / f"tiny.{precision}.onnx",
+                precision=precision,
+                tile_size=TILE,
+                gate_tiles=2,
+                calibration=calib_dir if precision == "int8" else None,
+                calibration_tiles=4,
+                calibration_batch=2,
+            )
             out[precision] = (export(s), catch.messages)
         finally:
             logging.getLogger("cellvit_trt").removeHandler(catch)
@@ -79,4 +86,4 @@ def ort_run(path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, {"image": images})))
+    return dict(zip(names, sess.run(names, {"image": images}), strict=True))

@@ -2,8 +2,8 @@
 
 Upstream (cellvit==1.0.9) applies torch.softmax to the heads' logits and takes the argmax of the
 probabilities. Softmax can map nearly equal logits to exactly equal probabilities; then the lowest class id
-wins, which an argmax over the raw logits would not reproduce. The graph's decision subgraph is exported from the
-same `Decide` module the deployment graph uses and fed (a) logits of the upstream oracle model and
+wins, which an argmax over the raw logits would not reproduce. The graph's decision subgraph is exported from
+the same `Decide` module the deployment graph uses and fed (a) logits of the upstream oracle model and
 (b) constructed ties.
 """
 
@@ -16,10 +16,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from tests.export.conftest import TILE, ort_run
 
 from cellvit_trt.export.samples import gate_tiles
 from cellvit_trt.export.wrapper import Decide
-from tests.export.conftest import TILE, ort_run
 
 
 def _expected(logits: np.ndarray) -> np.ndarray:
@@ -36,9 +36,16 @@ def _numpy_softmax_argmax(logits: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def decide_session(tmp_path_factory):
     path = tmp_path_factory.mktemp("decide") / "decide.onnx"
-    torch.onnx.export(Decide().eval(), (torch.zeros(1, 6, 8, 8),), str(path), input_names=["logits"],
-                      output_names=["label"], dynamic_axes={"logits": {0: "N", 1: "C", 2: "H", 3: "W"}},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        Decide().eval(),
+        (torch.zeros(1, 6, 8, 8),),
+        str(path),
+        input_names=["logits"],
+        output_names=["label"],
+        dynamic_axes={"logits": {0: "N", 1: "C", 2: "H", 3: "W"}},
+        opset_version=17,
+        dynamo=False,
+    )
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -84,16 +91,16 @@ def test_binary_ties_go_to_background(decide_session):
 
 
 def test_decisions_on_upstream_oracle_maps(decide_session, upstream):
-    """Logits of the upstream CellViT (oracle classes, random weights): the graph's decisions equal numpy/torch
-    argmax(softmax) pixel for pixel, including the many exact ties of a saturated type head."""
+    """Logits of the upstream CellViT (oracle classes, random weights): the graph's decisions equal
+    numpy/torch argmax(softmax) pixel for pixel, including the many exact ties of a saturated type head."""
     if "ray" not in sys.modules:
         sys.modules["ray"] = types.ModuleType("ray")
     from cellvit.models.cell_segmentation.cellvit import CellViT as UpstreamCellViT
 
     torch.manual_seed(1)
-    model = UpstreamCellViT(6, 19, embed_dim=64, input_channels=3, depth=4, num_heads=2,
-                            extract_layers=[1, 2, 3, 4]).eval()
-    enc = model.encoder
+    model = UpstreamCellViT(
+        6, 19, embed_dim=64, input_channels=3, depth=4, num_heads=2, extract_layers=[1, 2, 3, 4]
+    ).eval()
     size = 128
     with torch.no_grad():
         image = torch.from_numpy(gate_tiles(1, size, seed=4)).permute(0, 3, 1, 2).float() / 255
@@ -110,8 +117,9 @@ def test_decisions_on_upstream_oracle_maps(decide_session, upstream):
 def test_full_graph_matches_torch_decisions_where_not_a_near_tie(exported, tiny):
     model, info, _ = tiny
     tiles = gate_tiles(2, TILE, seed=9)
-    x = (torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255 - torch.tensor(info.mean).view(1, 3, 1, 1)) \
-        / torch.tensor(info.std).view(1, 3, 1, 1)
+    x = (
+        torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255 - torch.tensor(info.mean).view(1, 3, 1, 1)
+    ) / torch.tensor(info.std).view(1, 3, 1, 1)
     with torch.no_grad():
         ref = model(x)
     got = ort_run(exported["fp32"][0].path, tiles)

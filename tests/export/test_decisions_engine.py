@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from tests.export.test_decisions import _constructed_ties, _expected
+from torch import nn
 
 S = 16  # the smallest legal tile
 
@@ -29,10 +28,12 @@ class FixedLogits(nn.Module):
     def forward(self, x: torch.Tensor, retrieve_tokens: bool = False) -> dict[str, torch.Tensor]:
         n = x.shape[0]
         zero = x[:, :1] * 0.0  # ties the outputs to the input's batch (exactly +0 for finite pixels)
-        return {"nuclei_binary_map": self.binary.expand(n, -1, -1, -1) + zero,
-                "nuclei_type_map": self.types.expand(n, -1, -1, -1) + zero,
-                "hv_map": torch.cat([zero, zero], dim=1),
-                "tissue_types": x.mean(dim=(2, 3)).sum(dim=1, keepdim=True).expand(n, 19)}
+        return {
+            "nuclei_binary_map": self.binary.expand(n, -1, -1, -1) + zero,
+            "nuclei_type_map": self.types.expand(n, -1, -1, -1) + zero,
+            "hv_map": torch.cat([zero, zero], dim=1),
+            "tissue_types": x.mean(dim=(2, 3)).sum(dim=1, keepdim=True).expand(n, 19),
+        }
 
 
 def _logits():
@@ -55,15 +56,30 @@ def tie_graph(tmp_path_factory):
     binary, types = _logits()
     graph = DeploymentGraph(FixedLogits(binary, types), (0.5,) * 3, (0.5,) * 3).eval()
     path = tmp_path_factory.mktemp("ties") / "ties.onnx"
-    torch.onnx.export(graph, (torch.zeros(1, S, S, 3, dtype=torch.uint8),), str(path), input_names=["image"],
-                      output_names=graph.output_names,
-                      dynamic_axes={n: {0: "N"} for n in ["image", *graph.output_names]}, opset_version=17,
-                      dynamo=False)
+    torch.onnx.export(
+        graph,
+        (torch.zeros(1, S, S, 3, dtype=torch.uint8),),
+        str(path),
+        input_names=["image"],
+        output_names=graph.output_names,
+        dynamic_axes={n: {0: "N"} for n in ["image", *graph.output_names]},
+        opset_version=17,
+        dynamo=False,
+    )
     import onnx
 
     model = onnx.load(str(path))
-    metadata.attach(model, {"schema": 1, "model": "ties", "tile_size": S, "precision": "fp32",
-                            "class_names": [str(i) for i in range(6)], "magnification": 40})
+    metadata.attach(
+        model,
+        {
+            "schema": 1,
+            "model": "ties",
+            "tile_size": S,
+            "precision": "fp32",
+            "class_names": [str(i) for i in range(6)],
+            "magnification": 40,
+        },
+    )
     onnx.save(model, str(path))
     return path, _expected(binary)[0], _expected(types)[0]
 
@@ -90,8 +106,9 @@ def test_tie_decisions_tensorrt(tie_graph, tmp_path):
     from cellvit_trt.runtime.backends.trt import TensorRTBackend
 
     path, fg, tm = tie_graph
-    art = ensure_engine(path, BuildSettings(max_batch=2, output=tmp_path / "ties.engine",
-                                            timing_cache_dir=tmp_path / "tc"))
+    art = ensure_engine(
+        path, BuildSettings(max_batch=2, output=tmp_path / "ties.engine", timing_cache_dir=tmp_path / "tc")
+    )
     images = np.full((2, S, S, 3), 128, np.uint8)
     with TensorRTBackend(art.path) as backend:
         _check(backend.infer(images), fg, tm)

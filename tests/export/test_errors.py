@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from tests.export.conftest import TILE
 
 from cellvit_trt.config import resolve
 from cellvit_trt.errors import CheckpointError, ConfigError, GateError, InputError
 from cellvit_trt.export import ExportSettings, export
-from tests.export.conftest import TILE
 
 
 def test_not_a_checkpoint(tmp_path):
@@ -58,10 +58,19 @@ def test_calibration_folder_without_images(tiny, tmp_path):
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
     with pytest.raises(InputError, match="no images or slides"):
-        export(ExportSettings(checkpoint=tiny[2], output=tmp_path / "x.onnx", tile_size=TILE, precision="int8",
-                              calibration=empty))
+        export(
+            ExportSettings(
+                checkpoint=tiny[2],
+                output=tmp_path / "x.onnx",
+                tile_size=TILE,
+                precision="int8",
+                calibration=empty,
+            )
+        )
     with pytest.raises(InputError, match="calibration"):
-        export(ExportSettings(checkpoint=tiny[2], output=tmp_path / "x.onnx", tile_size=TILE, precision="int8"))
+        export(
+            ExportSettings(checkpoint=tiny[2], output=tmp_path / "x.onnx", tile_size=TILE, precision="int8")
+        )
     assert not list(tmp_path.glob("*.onnx"))
 
 

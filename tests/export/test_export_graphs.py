@@ -7,9 +7,9 @@ import json
 import numpy as np
 import onnx
 import pytest
+from tests.export.conftest import TILE, ort_run
 
 from cellvit_trt.export.samples import gate_tiles
-from tests.export.conftest import TILE, ort_run
 
 PRECISIONS = ("fp32", "fp16", "int8")
 F32, F16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
@@ -17,8 +17,10 @@ F32, F16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:
     inferred = onnx.shape_inference.infer_shapes(model)
-    t = {v.name: v.type.tensor_type.elem_type for v in
-         list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    t = {
+        v.name: v.type.tensor_type.elem_type
+        for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    }
     t.update({i.name: i.data_type for i in model.graph.initializer})
     return t
 
@@ -57,7 +59,9 @@ def test_gate_ran_and_passed_with_the_files_in_place(exported, precision):
     sidecar = result.path.with_name(result.path.name.replace(".onnx", ".export.json"))
     saved = json.loads(sidecar.read_text())
     assert saved["gate"]["passed"] and saved["metadata"]["precision"] == precision
-    leftovers = [p.name for p in result.path.parent.iterdir() if p.name.startswith(".") or ".failed." in p.name]
+    leftovers = [
+        p.name for p in result.path.parent.iterdir() if p.name.startswith(".") or ".failed." in p.name
+    ]
     assert leftovers == []
 
 
@@ -95,19 +99,27 @@ def test_int8_recipe_places_symmetric_qdq_on_weight_layers_only(exported):
             zp = onnx.numpy_helper.to_array(inits[node.input[2]])
             assert zp.dtype == np.int8 and not zp.any(), node.name
             assert inits[node.input[1]].data_type == F16 if node.input[1] in inits else True
-    quantised = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")
-                 and n.input[0] in producer and producer[n.input[0]].op_type == "DequantizeLinear"]
+    quantised = [
+        n
+        for n in model.graph.node
+        if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")
+        and n.input[0] in producer
+        and producer[n.input[0]].op_type == "DequantizeLinear"
+    ]
     assert len(quantised) >= 0.8 * result.summary["int8"]["quantized_nodes"]
     for node in model.graph.node:
         if node.op_type in ("Softmax", "LayerNormalization"):
-            assert producer.get(node.input[0]) is None or producer[node.input[0]].op_type != "DequantizeLinear"
+            assert (
+                producer.get(node.input[0]) is None or producer[node.input[0]].op_type != "DequantizeLinear"
+            )
         if node.op_type == "MatMul" and not any(i in inits for i in node.input):
             feeds = [producer.get(i) for i in node.input]
             if all(f is not None and f.op_type != "DequantizeLinear" for f in feeds):
                 continue
             # an attention matmul may only see DQ on the weight path, never on both activations
-            assert not all(f is not None and f.op_type == "DequantizeLinear" and f.input[0] not in inits
-                           for f in feeds), node.name
+            assert not all(
+                f is not None and f.op_type == "DequantizeLinear" and f.input[0] not in inits for f in feeds
+            ), node.name
     assert result.summary["int8"]["excluded"]["attention_matmul"] == 2 * 4  # 4 blocks: q·kᵀ and attn·v
     assert result.summary["int8"]["excluded"]["output_layer"] >= 4  # three heads + tissue head
 
@@ -120,14 +132,23 @@ def test_sam_encoder_exports_with_layernorm2d_as_one_node(tmp_path):
     from cellvit_trt.export import ExportSettings, export
     from cellvit_trt.models import DecoderDims, EncoderSpec, build_model, custom_spec, make_info
 
-    enc = EncoderSpec("sam", 64, 4, 2, (1, 2, 3, 4), img_size=256, global_attn_indexes=(1, 3), window_size=6,
-                      out_chans=32)
-    spec = custom_spec("tinysam", enc, DecoderDims(skip_dim_11=32, skip_dim_12=16, bottleneck_dim=32,
-                                                   stage_dims=(16, 32, 64), stem_dim=8))
+    enc = EncoderSpec(
+        "sam", 64, 4, 2, (1, 2, 3, 4), img_size=256, global_attn_indexes=(1, 3), window_size=6, out_chans=32
+    )
+    spec = custom_spec(
+        "tinysam",
+        enc,
+        DecoderDims(skip_dim_11=32, skip_dim_12=16, bottleneck_dim=32, stage_dims=(16, 32, 64), stem_dim=8),
+    )
     torch.manual_seed(0)
     model = build_model(spec).eval()
-    result = export(ExportSettings(output=tmp_path / "sam.onnx", precision="fp16", tile_size=TILE, gate_tiles=1,
-                                   gate_batch=1), model, make_info(spec))
+    result = export(
+        ExportSettings(
+            output=tmp_path / "sam.onnx", precision="fp16", tile_size=TILE, gate_tiles=1, gate_batch=1
+        ),
+        model,
+        make_info(spec),
+    )
     assert result.gate.passed
     model_proto = onnx.load(str(result.path))
     ops = [n.op_type for n in model_proto.graph.node]

@@ -1,6 +1,6 @@
 """The parity gate on maps with known cells: synthetic ground-truth targets as the reference, a candidate that
-is identical / slightly perturbed / missing cells. Tests the per-output and cell-level metrics and the verdicts,
-independent of any model."""
+is identical / slightly perturbed / missing cells. Tests the per-output and cell-level metrics and the
+verdicts, independent of any model."""
 
 from __future__ import annotations
 
@@ -28,8 +28,12 @@ def truth():
         hv.append(t.hv)
         tm.append(t.type_map)
         images.append(w.image)
-    ref = {"fg": np.stack(fg), "hv": np.stack(hv).astype(np.float32), "type_map": np.stack(tm),
-           "tissue_logits": np.tile(np.linspace(-1, 1, 19, dtype=np.float32), (2, 1))}
+    ref = {
+        "fg": np.stack(fg),
+        "hv": np.stack(hv).astype(np.float32),
+        "type_map": np.stack(tm),
+        "tissue_logits": np.tile(np.linspace(-1, 1, 19, dtype=np.float32), (2, 1)),
+    }
     return ref, np.stack(images)
 
 
@@ -44,12 +48,14 @@ class Fixed:
         n = len(images)
         lo = self.calls
         self.calls += n
-        return {k: v[lo:lo + n] for k, v in self.out.items()}
+        return {k: v[lo : lo + n] for k, v in self.out.items()}
 
 
 def test_identical_maps_pass_with_perfect_scores(truth):
     ref, images = truth
-    report = run_gate(None, Fixed(ref), images, "fp32", reference_outputs=ref, class_names=[str(i) for i in range(6)])
+    report = run_gate(
+        None, Fixed(ref), images, "fp32", reference_outputs=ref, class_names=[str(i) for i in range(6)]
+    )
     assert report.passed, report.format()
     m = report.metrics
     assert m["fg_agreement"] == 1 and m["type_agreement"] == 1 and m["hv_max_abs"] == 0

@@ -6,15 +6,28 @@ import json
 
 import onnx
 import pytest
+from tests.export.conftest import TILE
 
 from cellvit_trt.cli import main
 from cellvit_trt.errors import InputError
 from cellvit_trt.export.metadata import read_graph_metadata
 from cellvit_trt.io import sha256_file
-from tests.export.conftest import TILE
 
-REQUIRED = ("model", "variant", "class_names", "class_colors", "tissue_names", "tile_size", "overlap",
-            "target_mpp", "magnification", "normalization", "checkpoint_sha256", "precision", "package_version")
+REQUIRED = (
+    "model",
+    "variant",
+    "class_names",
+    "class_colors",
+    "tissue_names",
+    "tile_size",
+    "overlap",
+    "target_mpp",
+    "magnification",
+    "normalization",
+    "checkpoint_sha256",
+    "precision",
+    "package_version",
+)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
@@ -27,7 +40,9 @@ def test_metadata_round_trip(exported, tiny, precision):
     _, info, ckpt = tiny
     assert meta["checkpoint_sha256"] == sha256_file(ckpt) == info.sha256
     assert meta["precision"] == precision and meta["tile_size"] == TILE and meta["model"] == "tiny"
-    assert meta["class_names"] == list(info.nuclei_names) and len(meta["class_colors"]) == len(meta["class_names"])
+    assert meta["class_names"] == list(info.nuclei_names) and len(meta["class_colors"]) == len(
+        meta["class_names"]
+    )
     assert meta["normalization"]["mean"] == list(info.mean)
     props = {p.key for p in onnx.load(str(result.path), load_external_data=False).metadata_props}
     assert props == {"cellvit_trt"}
@@ -60,16 +75,24 @@ def test_info_errors(tmp_path, capsys):
 def test_cli_export_with_yaml_and_external_data(tiny, tmp_path, capsys):
     """The CLI path (YAML `export:` section + flags), weights in an external data file, gate off."""
     cfg = tmp_path / "export.yaml"
-    cfg.write_text(f"export:\n  precision: fp16\n  tile_size: {TILE}\n  external_data: always\n  tokens: true\n")
+    cfg.write_text(
+        f"export:\n  precision: fp16\n  tile_size: {TILE}\n  external_data: always\n  tokens: true\n"
+    )
     out = tmp_path / "ext.onnx"
-    assert main(["export", str(tiny[2]), "-o", str(out), "--config", str(cfg), "--precision", "fp32",
-                 "--no-gate"]) == 0
+    assert (
+        main(
+            ["export", str(tiny[2]), "-o", str(out), "--config", str(cfg), "--precision", "fp32", "--no-gate"]
+        )
+        == 0
+    )
     assert "parity gate: skipped" in capsys.readouterr().out
     assert out.is_file() and (tmp_path / "ext.onnx.data").is_file()
     meta = read_graph_metadata(out)
     assert meta["precision"] == "fp32" and meta["tokens"] is True and "tokens" in meta["outputs"]
-    from cellvit_trt.export.samples import gate_tiles
     from tests.export.conftest import ort_run
 
+    from cellvit_trt.export.samples import gate_tiles
+
     res = ort_run(out, gate_tiles(1, TILE))
-    assert res["tokens"].dtype.name == "float16" and res["tokens"].shape == (1, 128, TILE // 16, TILE // 16)
+    assert res["tokens"].dtype.name == "float16"
+    assert res["tokens"].shape == (1, tiny[1].embed_dim, TILE // 16, TILE // 16)

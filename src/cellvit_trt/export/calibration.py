@@ -41,8 +41,10 @@ def _candidate_files(path: Path) -> list[Path]:
     suffixes = set(IMAGE_SUFFIXES) | set(SLIDE_SUFFIXES)
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
-        raise InputError(f"calibration folder {path}: no images or slides in it (looked for "
-                         f"{', '.join(sorted(suffixes))}); INT8 calibration needs real H&E tiles")
+        raise InputError(
+            f"calibration folder {path}: no images or slides in it (looked for "
+            f"{', '.join(sorted(suffixes))}); INT8 calibration needs real H&E tiles"
+        )
     return files
 
 
@@ -57,8 +59,13 @@ class CalibrationPlan:
     """`len(plan)` tiles; `plan.batches(b)` yields uint8 [b,S,S,3] batches read on demand."""
 
     def __init__(self, picks: list[_Pick], tile_size: int, overlap: int, target_mpp: float, source: Path):
-        self.picks, self.tile_size, self.overlap, self.target_mpp, self.source = picks, tile_size, overlap, \
-            target_mpp, source
+        self.picks, self.tile_size, self.overlap, self.target_mpp, self.source = (
+            picks,
+            tile_size,
+            overlap,
+            target_mpp,
+            source,
+        )
 
     def __len__(self) -> int:
         return len(self.picks)
@@ -66,7 +73,9 @@ class CalibrationPlan:
     def _open(self, file: Path):
         from cellvit_trt.runtime.sources import open_source
 
-        return open_source(file, target_mpp=self.target_mpp, tile_size=self.tile_size, overlap=self.overlap // 2)
+        return open_source(
+            file, target_mpp=self.target_mpp, tile_size=self.tile_size, overlap=self.overlap // 2
+        )
 
     def read(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, self.tile_size, self.tile_size, 3), np.uint8)
@@ -80,8 +89,9 @@ class CalibrationPlan:
         return out
 
 
-def plan_calibration(path: str | Path, n_tiles: int, tile_size: int, overlap: int = 64, target_mpp: float = 0.25,
-                     seed: int = 0) -> CalibrationPlan:
+def plan_calibration(
+    path: str | Path, n_tiles: int, tile_size: int, overlap: int = 64, target_mpp: float = 0.25, seed: int = 0
+) -> CalibrationPlan:
     """Choose up to `n_tiles` tissue tiles, spread over all files, seeded. Warns below 500 tiles."""
     from cellvit_trt.runtime.sources import open_source
 
@@ -116,9 +126,16 @@ def plan_calibration(path: str | Path, n_tiles: int, tile_size: int, overlap: in
                 chosen.append(p[depth])
         depth += 1
     if not chosen:
-        raise InputError(f"calibration source {path}: no tissue tiles found in {len(files)} file(s) "
-                         f"(tiles need >= {TISSUE_MIN_FRACTION:.0%} stained pixels)")
+        raise InputError(
+            f"calibration source {path}: no tissue tiles found in {len(files)} file(s) "
+            f"(tiles need >= {TISSUE_MIN_FRACTION:.0%} stained pixels)"
+        )
     if len(chosen) < RECOMMENDED_TILES:
-        log.warning("INT8 calibration on %d tiles from %s; at least %d are recommended for ViT models "
-                    "(fewer tiles give less reliable activation ranges)", len(chosen), path, RECOMMENDED_TILES)
+        log.warning(
+            "INT8 calibration on %d tiles from %s; at least %d are recommended for ViT models "
+            "(fewer tiles give less reliable activation ranges)",
+            len(chosen),
+            path,
+            RECOMMENDED_TILES,
+        )
     return CalibrationPlan(chosen, tile_size, overlap, target_mpp, path)

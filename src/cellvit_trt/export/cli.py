@@ -15,40 +15,111 @@ from cellvit_trt.errors import InputError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", type=Path, default=None, help="CellViT checkpoint (.pth)")
-    p.add_argument("-o", "--output", type=Path, default=None,
-                   help="graph to write (default: <checkpoint>.<precision>.t<tile>.onnx beside the checkpoint)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
-                   help="precision written into the graph (default fp16; int8 needs --calibration)")
-    p.add_argument("--tile-size", dest="tile_size", type=int, default=None,
-                   help="fixed tile size in pixels, a multiple of 16 (default 1024)")
-    p.add_argument("--overlap", type=int, default=None, help="tile overlap recorded in the metadata (default 64)")
-    p.add_argument("--target-mpp", dest="target_mpp", type=float, default=None,
-                   help="microns per pixel the graph expects (metadata; default 0.25)")
-    p.add_argument("--hv-dtype", dest="hv_dtype", choices=("float16", "float32"), default=None,
-                   help="dtype of the hv output (default float16)")
-    p.add_argument("--tokens", action=argparse.BooleanOptionalAction, default=None,
-                   help="also output the encoder token map (float16) for cell embeddings")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="graph to write (default: <checkpoint>.<precision>.t<tile>.onnx beside the checkpoint)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default=None,
+        help="precision written into the graph (default fp16; int8 needs --calibration)",
+    )
+    p.add_argument(
+        "--tile-size",
+        dest="tile_size",
+        type=int,
+        default=None,
+        help="fixed tile size in pixels, a multiple of 16 (default 1024)",
+    )
+    p.add_argument(
+        "--overlap", type=int, default=None, help="tile overlap recorded in the metadata (default 64)"
+    )
+    p.add_argument(
+        "--target-mpp",
+        dest="target_mpp",
+        type=float,
+        default=None,
+        help="microns per pixel the graph expects (metadata; default 0.25)",
+    )
+    p.add_argument(
+        "--hv-dtype",
+        dest="hv_dtype",
+        choices=("float16", "float32"),
+        default=None,
+        help="dtype of the hv output (default float16)",
+    )
+    p.add_argument(
+        "--tokens",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also output the encoder token map (float16) for cell embeddings",
+    )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 19 for int8)")
-    p.add_argument("--fp32-attention-softmax", dest="fp32_attention_softmax",
-                   action=argparse.BooleanOptionalAction, default=None,
-                   help="FP16 recipe: keep the attention softmax in FP32 too (breaks TensorRT MHA fusion)")
-    p.add_argument("--calibration", type=Path, default=None,
-                   help="int8: folder of H&E images/tiles, an image, a slide, or a folder of slides")
-    p.add_argument("--calibration-tiles", dest="calibration_tiles", type=int, default=None,
-                   help="int8: number of calibration tiles (default 500, the recommended minimum)")
-    p.add_argument("--calibration-method", dest="calibration_method",
-                   choices=("minmax", "percentile", "entropy"), default=None,
-                   help="int8: activation range estimator (default percentile 99.999)")
-    p.add_argument("--calibration-batch", dest="calibration_batch", type=int, default=None,
-                   help="int8: tiles per calibration step (memory grows with it; default 4)")
-    p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the parity gate against the PyTorch FP32 model (default on)")
-    p.add_argument("--gate-tiles", dest="gate_tiles", type=int, default=None,
-                   help="synthetic H&E tiles for the gate (default 4)")
-    p.add_argument("--keep-failed", dest="keep_failed", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep a graph that fails the gate as <name>.failed.onnx (default on)")
-    p.add_argument("--external-data", dest="external_data", choices=("auto", "always", "never"), default=None,
-                   help="weights in a separate <graph>.onnx.data file (auto: above 1.8 GB, e.g. SAM-H)")
+    p.add_argument(
+        "--fp32-attention-softmax",
+        dest="fp32_attention_softmax",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="FP16 recipe: keep the attention softmax in FP32 too (breaks TensorRT MHA fusion)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="int8: folder of H&E images/tiles, an image, a slide, or a folder of slides",
+    )
+    p.add_argument(
+        "--calibration-tiles",
+        dest="calibration_tiles",
+        type=int,
+        default=None,
+        help="int8: number of calibration tiles (default 500, the recommended minimum)",
+    )
+    p.add_argument(
+        "--calibration-method",
+        dest="calibration_method",
+        choices=("minmax", "percentile", "entropy"),
+        default=None,
+        help="int8: activation range estimator (default percentile 99.999)",
+    )
+    p.add_argument(
+        "--calibration-batch",
+        dest="calibration_batch",
+        type=int,
+        default=None,
+        help="int8: tiles per calibration step (memory grows with it; default 4)",
+    )
+    p.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the parity gate against the PyTorch FP32 model (default on)",
+    )
+    p.add_argument(
+        "--gate-tiles",
+        dest="gate_tiles",
+        type=int,
+        default=None,
+        help="synthetic H&E tiles for the gate (default 4)",
+    )
+    p.add_argument(
+        "--keep-failed",
+        dest="keep_failed",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep a graph that fails the gate as <name>.failed.onnx (default on)",
+    )
+    p.add_argument(
+        "--external-data",
+        dest="external_data",
+        choices=("auto", "always", "never"),
+        default=None,
+        help="weights in a separate <graph>.onnx.data file (auto: above 1.8 GB, e.g. SAM-H)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of the calibration and gate tile sampling")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_config_argument(p)
@@ -72,15 +143,30 @@ def run(args: argparse.Namespace) -> int:
 
     result = export(s)
     if getattr(args, "json", False):
-        print(json.dumps({"graph": str(result.path), "metadata": result.metadata, "timings": result.timings,
-                          "gate": result.gate.to_dict() if result.gate else None}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "graph": str(result.path),
+                    "metadata": result.metadata,
+                    "timings": result.timings,
+                    "gate": result.gate.to_dict() if result.gate else None,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"wrote {result.path} ({result.summary['size_bytes'] / 1e6:.1f} MB, {s.precision}, tile {s.tile_size}, "
-          f"opset {s.resolved_opset}{', external data' if result.summary.get('external_data') else ''})")
+    print(
+        f"wrote {result.path} ({result.summary['size_bytes'] / 1e6:.1f} MB, {s.precision}, "
+        f"tile {s.tile_size}, "
+        f"opset {s.resolved_opset}{', external data' if result.summary.get('external_data') else ''})"
+    )
     if result.gate is not None:
         print(result.gate.format())
     else:
         print("parity gate: skipped (--no-gate)")
     t = result.timings
-    print(f"time: build {t.get('build_s')} s, gate {t.get('gate_s', 0)} s; peak RSS {t.get('peak_rss_mb', 0):.0f} MB")
+    print(
+        f"time: build {t.get('build_s')} s, gate {t.get('gate_s', 0)} s; "
+        f"peak RSS {t.get('peak_rss_mb', 0):.0f} MB"
+    )
     return 0

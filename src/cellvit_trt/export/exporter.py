@@ -3,8 +3,8 @@
 Steps: load -> wrap (uint8 NHWC in, decisions out) -> trace to ONNX (fixed tile, dynamic batch) -> onnxslim ->
 attention-scale rewrite -> hygiene check -> precision recipe -> metadata -> onnx.checker -> parity gate ->
 atomic rename. Everything is written inside a hidden work folder beside the target and moved into place only
-at the end: a failed export leaves no partial `.onnx` at the target path. A graph that fails the *gate* is kept
-as `<name>.failed.onnx` (with its report `<name>.failed.export.json`) when `keep_failed` is set, for inspection.
+at the end: a failed export leaves no partial `.onnx` at the target path. A graph that fails the *gate* is
+kept as `<name>.failed.onnx` (report: `<name>.failed.export.json`) when `keep_failed` is set, for inspection.
 """
 
 from __future__ import annotations
@@ -73,12 +73,15 @@ def load_model(checkpoint: Path):
     except CellViTTRTError:
         raise
     except Exception as exc:  # torch.load on a foreign file raises whatever its unpickler hits
-        raise CheckpointError(f"checkpoint {checkpoint}: not a loadable CellViT checkpoint "
-                              f"({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: not a loadable CellViT checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
     return model.eval(), info
 
 
-def build_metadata(info: Any, s: ExportSettings, outputs: list[str], summary: dict[str, Any]) -> dict[str, Any]:
+def build_metadata(
+    info: Any, s: ExportSettings, outputs: list[str], summary: dict[str, Any]
+) -> dict[str, Any]:
     names = list(info.nuclei_names)
     return {
         "schema": 1,
@@ -115,8 +118,14 @@ def _save(model: Any, path: Path, external: bool) -> None:
     import onnx
 
     if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{path.name}.data", size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{path.name}.data",
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, str(path))
 
@@ -132,9 +141,17 @@ def _trace(model: Any, info: Any, s: ExportSettings, path: Path) -> list[str]:
     dummy = torch.full((1, s.tile_size, s.tile_size, 3), 200, dtype=torch.uint8)
     with export_patches(model, s.tile_size) as patched, torch.no_grad(), warnings_quiet():
         log.info("tracing at %d px (%s)", s.tile_size, patched)
-        torch.onnx.export(graph, (dummy,), str(path), input_names=["image"], output_names=names,
-                          dynamic_axes={n: {0: "N"} for n in ["image", *names]},
-                          opset_version=s.resolved_opset, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            graph,
+            (dummy,),
+            str(path),
+            input_names=["image"],
+            output_names=names,
+            dynamic_axes={n: {0: "N"} for n in ["image", *names]},
+            opset_version=s.resolved_opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     return names
 
 
@@ -179,8 +196,15 @@ def build_graph(model: Any, info: Any, s: ExportSettings, work: Path, plan: Any 
 
         qdq_path = work / "qdq.onnx"
         t1 = time.perf_counter()
-        summary["int8"] = quantize_int8(fp32_path, qdq_path, plan, s.calibration_batch, s.calibration_method,
-                                        s.calibration_percentile, external)
+        summary["int8"] = quantize_int8(
+            fp32_path,
+            qdq_path,
+            plan,
+            s.calibration_batch,
+            s.calibration_method,
+            s.calibration_percentile,
+            external,
+        )
         summary["calibration_s"] = round(time.perf_counter() - t1, 2)
         onnx_model = onnx.load(str(qdq_path))
     if s.precision in ("fp16", "int8"):
@@ -193,8 +217,10 @@ def build_graph(model: Any, info: Any, s: ExportSettings, work: Path, plan: Any 
     summary["recipe"] = recipe
     onnx_model.producer_name = "cellvit-trt"
     onnx_model.producer_version = __version__
-    onnx_model.doc_string = (f"CellViT {info.variant} deployment graph ({s.precision}), tile {s.tile_size}; "
-                             "see metadata_props['cellvit_trt']")
+    onnx_model.doc_string = (
+        f"CellViT {info.variant} deployment graph ({s.precision}), tile {s.tile_size}; "
+        "see metadata_props['cellvit_trt']"
+    )
     metadata.attach(onnx_model, build_metadata(info, s, outputs, summary))
     summary["ops"] = graph_passes.check_hygiene(onnx_model, s.tile_size)["ops"]
     summary["initializer_bytes"] = graph_passes.initializer_bytes(onnx_model)
@@ -225,14 +251,19 @@ def export(settings: ExportSettings, model: Any = None, info: Any = None) -> Exp
     plan = None
     if s.precision == "int8":
         if s.calibration is None:
-            raise InputError("export --precision int8: needs --calibration (a folder of H&E images/tiles, or a "
-                             "slide or folder of slides) to calibrate activation ranges on real tissue")
+            raise InputError(
+                "export --precision int8: needs --calibration (a folder of H&E images/tiles, or a "
+                "slide or folder of slides) to calibrate activation ranges on real tissue"
+            )
         from cellvit_trt.export.calibration import RECOMMENDED_TILES, plan_calibration
 
         if s.calibration_tiles < RECOMMENDED_TILES:
-            log.warning("calibration_tiles=%d is below the recommended %d", s.calibration_tiles,
-                        RECOMMENDED_TILES)
-        plan = plan_calibration(s.calibration, s.calibration_tiles, s.tile_size, s.overlap, s.target_mpp, s.seed)
+            log.warning(
+                "calibration_tiles=%d is below the recommended %d", s.calibration_tiles, RECOMMENDED_TILES
+            )
+        plan = plan_calibration(
+            s.calibration, s.calibration_tiles, s.tile_size, s.overlap, s.target_mpp, s.seed
+        )
     if model is None:
         if s.checkpoint is None:
             raise InputError("export: no checkpoint given (--checkpoint / export.checkpoint)")
@@ -248,7 +279,8 @@ def export(settings: ExportSettings, model: Any = None, info: Any = None) -> Exp
         graph, summary = build_graph(model, info, s, work, plan)
         timings["build_s"] = round(time.perf_counter() - t, 2)
         external = s.external_data == "always" or (
-            s.external_data == "auto" and summary["initializer_bytes"] > EXTERNAL_DATA_BYTES)
+            s.external_data == "auto" and summary["initializer_bytes"] > EXTERNAL_DATA_BYTES
+        )
         staged = work / out.name
         _save(graph, staged, external)
         meta = _meta_of(graph)
@@ -256,7 +288,8 @@ def export(settings: ExportSettings, model: Any = None, info: Any = None) -> Exp
         onnx.checker.check_model(str(staged), full_check=True)
         summary["external_data"] = external
         summary["size_bytes"] = staged.stat().st_size + (
-            (work / f"{out.name}.data").stat().st_size if external else 0)
+            (work / f"{out.name}.data").stat().st_size if external else 0
+        )
         report = None
         if s.gate:
             t = time.perf_counter()
@@ -269,10 +302,15 @@ def export(settings: ExportSettings, model: Any = None, info: Any = None) -> Exp
             if s.keep_failed:
                 _move_graph(staged, failed, external)
                 _write_report(failed, s, result)
-            where = f"; the graph is kept as {failed} for inspection" if s.keep_failed else \
-                "; nothing was written"
-            raise GateError(f"export of {s.checkpoint or info.variant} ({s.precision}) failed the parity gate"
-                            f"{where}:\n{report.format()}")
+            where = (
+                f"; the graph is kept as {failed} for inspection"
+                if s.keep_failed
+                else "; nothing was written"
+            )
+            raise GateError(
+                f"export of {s.checkpoint or info.variant} ({s.precision}) failed the parity gate"
+                f"{where}:\n{report.format()}"
+            )
         _move_graph(staged, out, external)
         _write_report(out, s, result)
         return result
@@ -291,7 +329,9 @@ def _move_graph(staged: Path, target: Path, external: bool) -> None:
     if external:
         import onnx
 
-        if staged.name != target.name:  # the data file name is recorded in the graph: re-save under the new name
+        if (
+            staged.name != target.name
+        ):  # the data file name is recorded in the graph: re-save under the new name
             model = onnx.load(str(staged))
             _save(model, staged.with_name(target.name), True)
             staged = staged.with_name(target.name)
@@ -304,9 +344,17 @@ def _write_report(graph_path: Path, s: ExportSettings, result: ExportResult) -> 
     from cellvit_trt.io import write_json
 
     path = graph_path.with_name(graph_path.name[: -len(".onnx")] + ".export.json")
-    write_json(path, {"graph": graph_path.name, "settings": to_dict(s), "metadata": result.metadata,
-                      "summary": result.summary, "timings": result.timings,
-                      "gate": result.gate.to_dict() if result.gate is not None else None})
+    write_json(
+        path,
+        {
+            "graph": graph_path.name,
+            "settings": to_dict(s),
+            "metadata": result.metadata,
+            "summary": result.summary,
+            "timings": result.timings,
+            "gate": result.gate.to_dict() if result.gate is not None else None,
+        },
+    )
 
 
 def reference_runner(model: Any, info: Any, tokens: bool):
@@ -321,7 +369,7 @@ def reference_runner(model: Any, info: Any, tokens: bool):
     def infer(images: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():
             outs = graph(torch.from_numpy(np.ascontiguousarray(images)))
-        return {k: v.numpy() for k, v in zip(graph.output_names, outs)}
+        return {k: v.numpy() for k, v in zip(graph.output_names, outs, strict=True)}
 
     return infer
 
@@ -334,5 +382,12 @@ def gate_graph(model: Any, info: Any, graph_path: Path, s: ExportSettings):
 
     tiles = gate_tiles(s.gate_tiles, s.tile_size, seed=s.seed, mpp=s.target_mpp)
     with OnnxRuntimeBackend(graph_path, providers="cpu", batch=s.gate_batch) as backend:
-        return run_gate(reference_runner(model, info, s.tokens), backend, tiles, s.precision,
-                        batch=s.gate_batch, magnification=info.magnification, class_names=list(info.nuclei_names))
+        return run_gate(
+            reference_runner(model, info, s.tokens),
+            backend,
+            tiles,
+            s.precision,
+            batch=s.gate_batch,
+            magnification=info.magnification,
+            class_names=list(info.nuclei_names),
+        )

@@ -7,8 +7,8 @@ Every float node computes in FP16 except the FP32 set:
 - the decisions (`/decide_*` scopes: Softmax + ArgMax over the heads' logits);
 - optionally the attention Softmax (`fp32_softmax=True`; off by default because a Cast between the first
   batched matmul and the Softmax breaks TensorRT's fused attention, whose kernels accumulate in FP32 anyway).
-Boundaries get explicit `Cast` nodes; initializers are stored in the dtype of the node that reads them (one FP16
-copy when FP32 and FP16 nodes share one). Graph outputs keep the dtypes promised in ARCHITECTURE.md.
+Boundaries get explicit `Cast` nodes; initializers are stored in the dtype of the node that reads them (one
+FP16 copy when FP32 and FP16 nodes share one). Graph outputs keep the dtypes promised in ARCHITECTURE.md.
 Q/DQ nodes (INT8 recipe) are treated as FP16 nodes: their scales become FP16 (opset >= 19), so INT8 layers sit
 in an FP16 network as TensorRT's explicit quantisation expects.
 
@@ -32,20 +32,49 @@ FLOATS = (F32, F16)
 FP16_MAX = float(np.finfo(np.float16).max)
 
 # outputs that keep the dtype of input 0 (data movement and elementwise ops)
-_NON_FLOAT_OUT = {"Shape": TensorProto.INT64, "Size": TensorProto.INT64, "ArgMax": TensorProto.INT64,
-                  "ArgMin": TensorProto.INT64, "NonZero": TensorProto.INT64, "Equal": TensorProto.BOOL,
-                  "Less": TensorProto.BOOL, "Greater": TensorProto.BOOL, "LessOrEqual": TensorProto.BOOL,
-                  "GreaterOrEqual": TensorProto.BOOL, "Not": TensorProto.BOOL, "And": TensorProto.BOOL,
-                  "Or": TensorProto.BOOL, "Xor": TensorProto.BOOL, "IsNaN": TensorProto.BOOL,
-                  "IsInf": TensorProto.BOOL}
+_NON_FLOAT_OUT = {
+    "Shape": TensorProto.INT64,
+    "Size": TensorProto.INT64,
+    "ArgMax": TensorProto.INT64,
+    "ArgMin": TensorProto.INT64,
+    "NonZero": TensorProto.INT64,
+    "Equal": TensorProto.BOOL,
+    "Less": TensorProto.BOOL,
+    "Greater": TensorProto.BOOL,
+    "LessOrEqual": TensorProto.BOOL,
+    "GreaterOrEqual": TensorProto.BOOL,
+    "Not": TensorProto.BOOL,
+    "And": TensorProto.BOOL,
+    "Or": TensorProto.BOOL,
+    "Xor": TensorProto.BOOL,
+    "IsNaN": TensorProto.BOOL,
+    "IsInf": TensorProto.BOOL,
+}
 # inputs whose dtype does not matter to the node (shape-only readers): never cast them
-_TYPE_AGNOSTIC_INPUTS = {"Shape": {0}, "Size": {0}}
+_TYPE_AGNOSTIC_INPUTS = {"Shape": {0}, "Size": {0}, "Cast": {0}}
 # inputs that are indices/shapes, never floats we convert
-_INT_INPUTS = {"Reshape": {1}, "Expand": {1}, "Tile": {1}, "Slice": {1, 2, 3, 4}, "Gather": {1},
-               "Unsqueeze": {1}, "Squeeze": {1}, "ConstantOfShape": {0}, "Pad": {1, 3}, "TopK": {1},
-               "Range": set(), "Where": {0}, "QuantizeLinear": {2}, "DequantizeLinear": {0, 2},
-               "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1}, "ReduceMin": {1}, "Split": {1},
-               "CumSum": {1}}
+_INT_INPUTS = {
+    "Reshape": {1},
+    "Expand": {1},
+    "Tile": {1},
+    "Slice": {1, 2, 3, 4},
+    "Gather": {1},
+    "Unsqueeze": {1},
+    "Squeeze": {1},
+    "ConstantOfShape": {0},
+    "Pad": {1, 3},
+    "TopK": {1},
+    "Range": set(),
+    "Where": {0},
+    "QuantizeLinear": {2},
+    "DequantizeLinear": {0, 2},
+    "ReduceMean": {1},
+    "ReduceSum": {1},
+    "ReduceMax": {1},
+    "ReduceMin": {1},
+    "Split": {1},
+    "CumSum": {1},
+}
 # input whose dtype defines the float output dtype
 _DATA_INPUT = {"Where": 1, "DequantizeLinear": 1}
 
@@ -53,8 +82,11 @@ _DATA_INPUT = {"Where": 1, "DequantizeLinear": 1}
 def _tensor_to_fp16(t: TensorProto, new_name: str) -> TensorProto:
     arr = numpy_helper.to_array(t).astype(np.float32)
     if arr.size and np.abs(arr).max() > FP16_MAX:
-        log.warning("initializer %s has values beyond the FP16 range (max |x| = %.3g); clipped to +-65504",
-                    t.name, float(np.abs(arr).max()))
+        log.warning(
+            "initializer %s has values beyond the FP16 range (max |x| = %.3g); clipped to +-65504",
+            t.name,
+            float(np.abs(arr).max()),
+        )
         arr = np.clip(arr, -FP16_MAX, FP16_MAX)
     return numpy_helper.from_array(arr.astype(np.float16), new_name)
 
@@ -64,7 +96,9 @@ def keep_fp32_predicate(scopes: Iterable[str], fp32_ops: Iterable[str]) -> Calla
 
     def keep(node: onnx.NodeProto) -> bool:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            return False  # Q/DQ are named after the tensor they quantise (maybe in an FP32 scope): always FP16
+            return (
+                False  # Q/DQ are named after the tensor they quantise (maybe in an FP32 scope): always FP16
+            )
         return node.op_type in ops or any(node.name.startswith(s) for s in scopes)
 
     return keep
@@ -93,8 +127,15 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Callable[[onnx.NodeProto]
         key = (name, to)
         if key not in casts:
             casts[key] = f"{name}__to_{'fp16' if to == F16 else 'fp32'}"
-            new_nodes.append(helper.make_node("Cast", [name], [casts[key]], to=to,
-                                              name=f"{where}/Cast_{'fp16' if to == F16 else 'fp32'}_{len(casts)}"))
+            new_nodes.append(
+                helper.make_node(
+                    "Cast",
+                    [name],
+                    [casts[key]],
+                    to=to,
+                    name=f"{where}/Cast_{'fp16' if to == F16 else 'fp32'}_{len(casts)}",
+                )
+            )
             dtype[casts[key]] = to
             stats["casts"] += 1
         return casts[key]
@@ -126,11 +167,14 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Callable[[onnx.NodeProto]
                 to = F16
             dtype[node.output[0]] = to
         elif op == "ConstantOfShape":
+            if not any(a.name == "value" for a in node.attribute):  # spec default: float32 zero
+                node.attribute.append(
+                    helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float32)))
+                )
             for attr in node.attribute:
                 if attr.name == "value" and attr.t.data_type == F32 and target == F16:
                     attr.t.CopyFrom(_tensor_to_fp16(attr.t, attr.t.name))
-            vals = [a.t.data_type for a in node.attribute if a.name == "value"]
-            dtype[node.output[0]] = vals[0] if vals else (target if target == F16 else F32)
+            dtype[node.output[0]] = next(a.t.data_type for a in node.attribute if a.name == "value")
         elif op in _NON_FLOAT_OUT:
             for out in node.output:
                 dtype[out] = _NON_FLOAT_OUT[op]
@@ -158,10 +202,14 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Callable[[onnx.NodeProto]
                 for i, name in enumerate(node.input):
                     if name == out.name:
                         node.input[i] = raw
-            new_nodes.append(helper.make_node("Cast", [raw], [out.name], to=want, name=f"/output/{out.name}/Cast"))
+            new_nodes.append(
+                helper.make_node("Cast", [raw], [out.name], to=want, name=f"/output/{out.name}/Cast")
+            )
             stats["casts"] += 1
     del graph.node[:]
-    graph.node.extend(_toposort(new_nodes, {i.name for i in graph.input} | {t.name for t in graph.initializer}))
+    graph.node.extend(
+        _toposort(new_nodes, {i.name for i in graph.input} | {t.name for t in graph.initializer})
+    )
     used = {n for node in graph.node for n in node.input}
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]

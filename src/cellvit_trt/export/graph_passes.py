@@ -1,10 +1,10 @@
 """Small ONNX rewrites applied to every exported graph, and the graph hygiene check.
 
 - `scale_before_qk`: DINO attention computes `softmax((q @ kᵀ) * scale)`. TensorRT fuses multi-head attention
-  only when the scale is applied to Q (or K) *before* the first batched matmul, and the unscaled q·kᵀ product is
-  also the value most likely to overflow FP16. Moving the scalar Mul onto Q is exact in real arithmetic and
+  only when the scale is applied to Q (or K) *before* the first batched matmul, and the unscaled q·kᵀ product
+  is also the value most likely to overflow FP16. Moving the scalar Mul onto Q is exact in real arithmetic and
   changes FP32 results only at rounding level.
-- `check_hygiene`: no Resize/control flow/data-dependent ops, one uint8 NHWC input with only the batch dynamic,
+- `check_hygiene`: no Resize/control flow/data-dependent ops, one uint8 NHWC input, only the batch dynamic,
   and outputs whose non-batch dims are static.
 """
 
@@ -18,9 +18,25 @@ from onnx import numpy_helper
 
 from cellvit_trt.errors import CellViTTRTError
 
-FORBIDDEN_OPS = frozenset({"Resize", "Upsample", "If", "Loop", "Scan", "NonZero", "NonMaxSuppression", "Unique",
-                           "SequenceConstruct", "SplitToSequence", "RandomNormal", "RandomUniform",
-                           "RandomNormalLike", "RandomUniformLike", "Dropout"})
+FORBIDDEN_OPS = frozenset(
+    {
+        "Resize",
+        "Upsample",
+        "If",
+        "Loop",
+        "Scan",
+        "NonZero",
+        "NonMaxSuppression",
+        "Unique",
+        "SequenceConstruct",
+        "SplitToSequence",
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Dropout",
+    }
+)
 
 
 class GraphHygieneError(CellViTTRTError):
@@ -51,7 +67,7 @@ def _scalar_constant(graph: onnx.GraphProto, name: str) -> float | None:
 
 
 def scale_before_qk(model: onnx.ModelProto) -> int:
-    """Rewrite MatMul(q, kᵀ) -> Mul(scale) -> Softmax into Mul(q, scale) -> MatMul -> Softmax. Returns the count."""
+    """Rewrite MatMul(q, k^T) -> Mul(scale) -> Softmax to Mul(q, scale) -> MatMul -> Softmax; count."""
     graph = model.graph
     users = consumers(graph)
     outputs = {o.name for o in graph.output}
@@ -96,8 +112,10 @@ def scale_before_qk(model: onnx.ModelProto) -> int:
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in value.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value.type.tensor_type.shape.dim
+    ]
 
 
 def check_hygiene(model: onnx.ModelProto, tile_size: int) -> dict[str, object]:
@@ -107,7 +125,9 @@ def check_hygiene(model: onnx.ModelProto, tile_size: int) -> dict[str, object]:
     problems: list[str] = []
     bad = sorted(set(ops) & FORBIDDEN_OPS)
     if bad:
-        problems.append(f"forbidden ops {bad} (Resize means a pos-embed or rel-pos interpolation was not frozen)")
+        problems.append(
+            f"forbidden ops {bad} (Resize means a pos-embed or rel-pos interpolation was not frozen)"
+        )
     if len(graph.input) != 1:
         problems.append(f"expected exactly one graph input 'image', got {[i.name for i in graph.input]}")
     else:
@@ -116,16 +136,21 @@ def check_hygiene(model: onnx.ModelProto, tile_size: int) -> dict[str, object]:
         if inp.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
             problems.append("input 'image' must be uint8")
         if len(dims) != 4 or dims[1:] != [tile_size, tile_size, 3] or isinstance(dims[0], int):
-            problems.append(f"input 'image' must be [N, {tile_size}, {tile_size}, 3] with a dynamic N, got {dims}")
+            problems.append(
+                f"input 'image' must be [N, {tile_size}, {tile_size}, 3] with a dynamic N, got {dims}"
+            )
     for out in graph.output:
         dims = _dims(out)
         if any(not isinstance(d, int) for d in dims[1:]):
             problems.append(f"output {out.name!r} has dynamic non-batch dims {dims}")
     if problems:
         raise GraphHygieneError("exported graph failed the hygiene check: " + "; ".join(problems))
-    return {"ops": dict(sorted(ops.items())), "nodes": len(graph.node),
-            "inputs": {i.name: _dims(i) for i in graph.input},
-            "outputs": {o.name: _dims(o) for o in graph.output}}
+    return {
+        "ops": dict(sorted(ops.items())),
+        "nodes": len(graph.node),
+        "inputs": {i.name: _dims(i) for i in graph.input},
+        "outputs": {o.name: _dims(o) for o in graph.output},
+    }
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:

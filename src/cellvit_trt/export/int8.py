@@ -1,8 +1,8 @@
 """INT8 recipe: explicit Q/DQ from calibration on real tiles, with ONNX Runtime's static QDQ quantiser.
 
 Placement follows what TensorRT fuses (tensorrt.md §12-13; ModelOpt's default INT8 placement):
-- quantised: the inputs and weights of Conv, ConvTranspose and of weight MatMul/Gemm (QKV, attention projection,
-  MLP, patch embedding, decoder convs);
+- quantised: the inputs and weights of Conv, ConvTranspose and of weight MatMul/Gemm (QKV, attention
+  projection, MLP, patch embedding, decoder convs);
 - not quantised: the attention core (activation x activation MatMuls and their Softmax: TensorRT's fused MHA
   runs it in FP16), LayerNorm, and the last layer before every output (1x1 head convs, tissue head), whose
   error lands directly in the decisions;
@@ -95,29 +95,64 @@ class _Reader:
             yield item
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, plan: CalibrationPlan, batch: int, method: str,
-                  percentile: float, external_data: bool) -> dict[str, object]:
+def quantize_int8(
+    fp32_path: Path,
+    out_path: Path,
+    plan: CalibrationPlan,
+    batch: int,
+    method: str,
+    percentile: float,
+    external_data: bool,
+) -> dict[str, object]:
     """Write the Q/DQ graph of `fp32_path` (FP32 elsewhere) to `out_path`; return a summary."""
     require("onnxruntime", "export", "INT8 calibration")
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     model = onnx.load(str(fp32_path), load_external_data=False)
     nodes, skipped = select_nodes(model)
     del model
     reader = _Reader(plan, batch)
     CalibrationDataReader.register(_Reader)
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
-    extra = {
-        "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False, "UseQDQContribOps": False,
-        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}, "CalibTensorRangeSymmetric": True,
-        "CalibStridedMinMax": 1, "CalibPercentile": float(percentile),
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
     }
-    quantize_static(str(fp32_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(WEIGHT_OPS), nodes_to_quantize=nodes, per_channel=True,
-                    reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=methods[method], use_external_data_format=external_data,
-                    extra_options=extra)
-    return {"quantized_nodes": len(nodes), "excluded": skipped, "calibration_tiles": len(plan),
-            "calibration_method": method, "percentile": percentile if method == "percentile" else None}
+    extra = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "UseQDQContribOps": False,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        "CalibTensorRangeSymmetric": True,
+        "CalibStridedMinMax": 1,
+        "CalibPercentile": float(percentile),
+    }
+    quantize_static(
+        str(fp32_path),
+        str(out_path),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(WEIGHT_OPS),
+        nodes_to_quantize=nodes,
+        per_channel=True,
+        reduce_range=False,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=methods[method],
+        use_external_data_format=external_data,
+        extra_options=extra,
+    )
+    return {
+        "quantized_nodes": len(nodes),
+        "excluded": skipped,
+        "calibration_tiles": len(plan),
+        "calibration_method": method,
+        "percentile": percentile if method == "percentile" else None,
+    }

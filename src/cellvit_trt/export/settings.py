@@ -1,4 +1,4 @@
-"""Export settings: one frozen dataclass, filled from YAML (`export:` section) and flags (`config.resolve`)."""
+"""Export settings: one frozen dataclass, from YAML (`export:` section) and flags (`config.resolve`)."""
 
 from __future__ import annotations
 
@@ -47,17 +47,25 @@ class ExportSettings:
 
     def validate(self) -> None:
         if self.tile_size <= 0 or self.tile_size % PATCH:
-            raise ConfigError(f"tile_size: got {self.tile_size}, expected a positive multiple of {PATCH} "
-                              f"(the ViT patch size), e.g. 256 or 1024")
+            raise ConfigError(
+                f"tile_size: got {self.tile_size}, expected a positive multiple of {PATCH} "
+                f"(the ViT patch size), e.g. 256 or 1024"
+            )
         if not 0 <= self.overlap < self.tile_size:
-            raise ConfigError(f"overlap: got {self.overlap}, expected 0 <= overlap < tile_size ({self.tile_size})")
+            raise ConfigError(
+                f"overlap: got {self.overlap}, expected 0 <= overlap < tile_size ({self.tile_size})"
+            )
         if self.target_mpp <= 0:
             raise ConfigError(f"target_mpp: got {self.target_mpp}, expected > 0")
         if self.opset is not None and not 17 <= self.opset <= 21:
-            raise ConfigError(f"opset: got {self.opset}, expected 17..21 (LayerNormalization needs 17; "
-                              f"TensorRT 10.3 parses up to 20)")
+            raise ConfigError(
+                f"opset: got {self.opset}, expected 17..21 (LayerNormalization needs 17; "
+                f"TensorRT 10.3 parses up to 20)"
+            )
         if self.opset is not None and self.precision == "int8" and self.opset < 19:
-            raise ConfigError(f"opset: int8 graphs carry FP16 Q/DQ scales, which need opset >= 19, got {self.opset}")
+            raise ConfigError(
+                f"opset: int8 graphs carry FP16 Q/DQ scales, which need opset >= 19, got {self.opset}"
+            )
         for name in ("calibration_tiles", "calibration_batch", "gate_tiles", "gate_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: got {getattr(self, name)}, expected >= 1")

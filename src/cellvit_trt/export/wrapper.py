@@ -4,8 +4,8 @@
     fg uint8 [N,H,W], hv float16|32 [N,2,H,W], type_map uint8 [N,H,W], tissue_logits float32 [N,T],
     (tokens float16 [N,E,H/16,W/16])
 
-Decisions are `argmax(softmax(logits, 1), 1)` in FP32, exactly upstream's order of operations: softmax can turn
-nearly equal logits into exactly equal probabilities, and then the lowest class id wins (ArgMax with
+Decisions are `argmax(softmax(logits, 1), 1)` in FP32, exactly upstream's order of operations: softmax can
+turn nearly equal logits into exactly equal probabilities, and then the lowest class id wins (ArgMax with
 select_last_index=0), which an argmax over logits would not reproduce.
 
 Submodule names (`normalize`, `decide_fg`, `decide_type`) become ONNX node-name scopes; the FP16 recipe keeps
@@ -26,7 +26,7 @@ FP32_SCOPES = ("/normalize/", "/decide_fg/", "/decide_type/")
 
 
 class Normalize(nn.Module):
-    """uint8 NHWC -> float32 NCHW, `(x / 255 - mean) / std` (torchvision ToTensor + Normalize, same op order)."""
+    """uint8 NHWC -> float32 NCHW, `(x / 255 - mean) / std` (torchvision ToTensor + Normalize op order)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
@@ -47,8 +47,14 @@ class Decide(nn.Module):
 
 
 class DeploymentGraph(nn.Module):
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float],
-                 hv_dtype: torch.dtype = torch.float16, tokens: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        hv_dtype: torch.dtype = torch.float16,
+        tokens: bool = False,
+    ):
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.model = model
@@ -115,7 +121,7 @@ def export_patches(model: nn.Module, tile_size: int) -> Iterator[dict[str, int]]
     """Temporarily make `model` export cleanly at a fixed tile size; everything is restored afterwards.
 
     - ViT-256 pos-embed: the bicubic interpolation (DINO `interpolate_pos_encoding`, or `pos_embed_for`) is
-      evaluated once, eagerly, with the exact upstream call, and frozen as a constant: no Resize op in the graph.
+      evaluated once, eagerly, with the exact upstream call, and frozen as a constant: no Resize op.
     - LayerNorm2d: replaced by an equivalent single-node LayerNormalization.
     Yields counts of what was patched (for the export report).
     """
