@@ -83,6 +83,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-dir", dest="cache_dir", type=Path, default=None, help="where exported graphs are kept"
     )
+    p.add_argument(
+        "--reader",
+        default=None,
+        choices=["auto", "openslide", "tiffslide"],
+        help="slide reader (default auto: OpenSlide where it knows the format, else tiffslide)",
+    )
     p.add_argument("--mpp", type=float, default=None, help="override the input's microns per pixel")
     p.add_argument(
         "--target-mpp",

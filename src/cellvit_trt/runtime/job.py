@@ -93,6 +93,7 @@ def fingerprint(path: Path, backend: Any, settings: RunSettings, tile_size: int)
         "tile_size": tile_size,
         "mpp": settings.mpp,
         "target_mpp": settings.target_mpp,
+        "reader": settings.reader,
         "tissue": settings.tissue,
         "tissue_threshold": settings.tissue_threshold,
         "embeddings": "embeddings" in settings.outputs,
@@ -115,7 +116,12 @@ def run_input(
     target_mpp = settings.target_mpp or meta.target_mpp
     t0 = time.perf_counter()
     with open_source(
-        path, target_mpp=target_mpp, mpp=settings.mpp, tile_size=backend.tile_size, overlap=meta.overlap // 2
+        path,
+        target_mpp=target_mpp,
+        mpp=settings.mpp,
+        tile_size=backend.tile_size,
+        overlap=meta.overlap // 2,
+        reader=settings.reader,
     ) as src:
         grid, info = src.grid, src.info
         if settings.tissue:

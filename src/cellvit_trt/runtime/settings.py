@@ -42,6 +42,9 @@ class RunSettings:
     tile_size: int | None = None  # checkpoints only (graphs and engines carry their own)
     cache_dir: Path | None = None  # exported graphs (default: the package cache)
     # pixels
+    reader: Literal["auto", "openslide", "tiffslide"] = (
+        "auto"  # slide library (auto: OpenSlide, else tiffslide)
+    )
     mpp: float | None = None  # override the slide's own mpp (level 0), e.g. for images without metadata
     target_mpp: float | None = None  # override the model's target mpp
     tissue: bool = True  # process only tiles with tissue (Otsu on a thumbnail)
