@@ -1,9 +1,14 @@
-"""Terminal tables for `validate` reports and `Evaluator` results."""
+"""The `validate` report (`ValidationReport`) and terminal tables for it and for `Evaluator` results."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+from cellvit_trt.errors import GateError
 
 
 def _f(v: Any, digits: int = 4) -> str:
@@ -107,3 +112,64 @@ def format_report(rep: Any) -> str:
     for f in rep.failures:
         out.append(f"  FAILED: {f}")
     return "\n".join(out)
+
+
+@dataclass
+class ValidationReport:
+    candidate: str
+    reference: str
+    precision: str
+    data: str
+    tiles: int
+    metrics: dict[str, float]  # gated agreement metrics (gate names)
+    agreement: dict[str, Any]  # full cell-level agreement report (Evaluator, reference as truth)
+    failures: list[str]
+    not_applicable: list[str]
+    thresholds: dict[str, dict[str, float]]
+    ground_truth: dict[str, Any] | None = None  # {"reference": report, "candidate": report}
+    timing: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    worst_tiles: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def raise_if_failed(self) -> None:
+        if not self.passed:
+            raise GateError(f"{self.candidate} failed validation at {self.precision}:\n{self.format()}")
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and math.isnan(v):
+                return None
+            if isinstance(v, dict):
+                return {str(k): clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            if isinstance(v, np.generic):
+                return clean(v.item())
+            return v
+
+        return clean(
+            {
+                "passed": self.passed,
+                "candidate": self.candidate,
+                "reference": self.reference,
+                "precision": self.precision,
+                "data": self.data,
+                "tiles": self.tiles,
+                "metrics": self.metrics,
+                "failures": self.failures,
+                "not_applicable": self.not_applicable,
+                "thresholds": self.thresholds,
+                "agreement": self.agreement,
+                "ground_truth": self.ground_truth,
+                "timing": self.timing,
+                "notes": self.notes,
+                "worst_tiles": self.worst_tiles,
+            }
+        )
+
+    def format(self) -> str:
+        return format_report(self)

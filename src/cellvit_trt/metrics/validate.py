@@ -33,273 +33,26 @@ from typing import Any
 
 import numpy as np
 
-from cellvit_trt.errors import GateError, InputError
+from cellvit_trt.errors import InputError
 from cellvit_trt.metrics.data import Sample, image_samples, pannuke_samples, parse_data, synthetic_samples
 from cellvit_trt.metrics.evaluate import Evaluator
 from cellvit_trt.metrics.instances import Instances
+from cellvit_trt.metrics.mosaic import cut, layouts, mosaic
+from cellvit_trt.metrics.outputs import OutputStats
+from cellvit_trt.metrics.report import ValidationReport
+from cellvit_trt.metrics.runners import (
+    CKPT,
+    active,
+    checkpoint_mismatch,
+    infer_maps,
+    open_candidate,
+    open_reference,
+)
 from cellvit_trt.metrics.thresholds import thresholds_for
 
 log = logging.getLogger(__name__)
 
-BACKEND_NAMES = ("torch", "torch-cuda", "onnxruntime", "tensorrt")
-CKPT = (".pth", ".pt", ".ckpt", ".bin")
-WHITE = 255
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Per-output agreement, streamed (the gate's metric names, without holding every map in memory)
-
-
-class OutputStats:
-    """Streaming version of `export.gate.output_metrics` (same metric names)."""
-
-    def __init__(self) -> None:
-        self.px = 0
-        self.fg_equal = 0
-        self.fg_ref = 0
-        self.fg_cand = 0
-        self.fg_both = 0
-        self.type_equal = 0
-        self.type_equal_in_fg = 0
-        self.hv_max = 0.0
-        self.hv_sum = 0.0
-        self.hv_n = 0
-        self.tissue_max = 0.0
-        self.tissue_equal = 0
-        self.tissue_n = 0
-
-    def add_maps(self, ref: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> None:
-        fr, fc = ref["fg"] > 0, cand["fg"] > 0
-        self.px += fr.size
-        self.fg_equal += int((fr == fc).sum())
-        self.fg_ref += int(fr.sum())
-        self.fg_cand += int(fc.sum())
-        self.fg_both += int((fr & fc).sum())
-        same = ref["type_map"] == cand["type_map"]
-        self.type_equal += int(same.sum())
-        self.type_equal_in_fg += int(same[fr].sum())
-        d = np.abs(ref["hv"].astype(np.float32) - cand["hv"].astype(np.float32))
-        self.hv_max = max(self.hv_max, float(d.max()) if d.size else 0.0)
-        self.hv_sum += float(d.sum(dtype=np.float64))
-        self.hv_n += d.size
-
-    def add_tissue(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        r, c = np.asarray(ref, np.float32), np.asarray(cand, np.float32)
-        if r.size:
-            self.tissue_max = max(self.tissue_max, float(np.abs(r - c).max()))
-            self.tissue_equal += int((r.argmax(1) == c.argmax(1)).sum())
-            self.tissue_n += r.shape[0]
-
-    def result(self) -> dict[str, float]:
-        nan = float("nan")
-
-        def ratio(a: float, b: float) -> float:
-            return a / b if b else nan
-
-        return {
-            "fg_agreement": ratio(self.fg_equal, self.px),
-            "fg_dice": ratio(2 * self.fg_both, self.fg_ref + self.fg_cand),
-            "type_agreement": ratio(self.type_equal, self.px),
-            "type_agreement_in_fg": ratio(self.type_equal_in_fg, self.fg_ref),
-            "hv_max_abs": self.hv_max if self.hv_n else nan,
-            "hv_mean_abs": ratio(self.hv_sum, self.hv_n),
-            "tissue_max_abs": self.tissue_max if self.tissue_n else nan,
-            "tissue_argmax_agreement": ratio(self.tissue_equal, self.tissue_n),
-        }
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Report
-
-
-@dataclass
-class ValidationReport:
-    candidate: str
-    reference: str
-    precision: str
-    data: str
-    tiles: int
-    metrics: dict[str, float]  # gated agreement metrics (gate names)
-    agreement: dict[str, Any]  # full cell-level agreement report (Evaluator, reference as truth)
-    failures: list[str]
-    not_applicable: list[str]
-    thresholds: dict[str, dict[str, float]]
-    ground_truth: dict[str, Any] | None = None  # {"reference": report, "candidate": report}
-    timing: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    worst_tiles: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def raise_if_failed(self) -> None:
-        if not self.passed:
-            raise GateError(f"{self.candidate} failed validation at {self.precision}:\n{self.format()}")
-
-    def to_dict(self) -> dict[str, Any]:
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and math.isnan(v):
-                return None
-            if isinstance(v, dict):
-                return {str(k): clean(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            if isinstance(v, np.generic):
-                return clean(v.item())
-            return v
-
-        return clean(
-            {
-                "passed": self.passed,
-                "candidate": self.candidate,
-                "reference": self.reference,
-                "precision": self.precision,
-                "data": self.data,
-                "tiles": self.tiles,
-                "metrics": self.metrics,
-                "failures": self.failures,
-                "not_applicable": self.not_applicable,
-                "thresholds": self.thresholds,
-                "agreement": self.agreement,
-                "ground_truth": self.ground_truth,
-                "timing": self.timing,
-                "notes": self.notes,
-                "worst_tiles": self.worst_tiles,
-            }
-        )
-
-    def format(self) -> str:
-        from cellvit_trt.metrics.report import format_report
-
-        return format_report(self)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Runners
-
-
-def _is_runner(x: Any) -> bool:
-    return hasattr(x, "infer") or callable(x)
-
-
-@contextlib.contextmanager
-def _active(runner: Any) -> Iterator[Any]:
-    """Activate a backend for the block unless it is already active (then the caller owns it)."""
-    if hasattr(runner, "activate") and not getattr(runner, "is_active", True):
-        with runner:
-            yield runner
-    else:
-        yield runner
-
-
-def _infer(runner: Any, images: np.ndarray) -> dict[str, np.ndarray]:
-    out = runner.infer(images) if hasattr(runner, "infer") else runner(images)
-    for key in ("fg", "hv", "type_map", "tissue_logits"):
-        if key not in out:
-            raise InputError(f"validate: runner output {key!r} missing (got {sorted(out)})")
-    return out
-
-
-def open_candidate(
-    candidate: Any,
-    reference: str | Path | None,
-    *,
-    backend: str = "auto",
-    batch: int = 8,
-    tile_size: int | None = None,
-    precision: str | None = None,
-) -> tuple[Any, str]:
-    """(runner, label) for a candidate spec: runner object, backend name, or model file."""
-    if _is_runner(candidate) and not isinstance(candidate, (str, Path)):
-        return candidate, getattr(candidate, "name", type(candidate).__name__)
-    from cellvit_trt.runtime.backends import open_backend
-
-    spec = str(candidate)
-    if spec in BACKEND_NAMES:
-        if reference is None:
-            raise InputError(
-                f"--candidate {spec}: a backend name runs the reference checkpoint; give --reference"
-            )
-        return (
-            open_backend(reference, backend=spec, batch=batch, tile_size=tile_size, precision=precision),
-            f"{spec}:{Path(str(reference)).name}" + (f"@{precision}" if precision else ""),
-        )
-    return open_backend(spec, backend=backend, batch=batch, tile_size=tile_size, precision=precision), spec
-
-
-def open_reference(
-    reference: str | Path | Any, tile_size: int, batch: int, device: str = "auto"
-) -> tuple[Any, str]:
-    """The FP32 PyTorch reference (on the GPU when `device` is 'auto' and PyTorch sees one)."""
-    if _is_runner(reference) and not isinstance(reference, (str, Path)):
-        return reference, getattr(reference, "name", type(reference).__name__)
-    from cellvit_trt.runtime.backends import model_kind
-    from cellvit_trt.runtime.backends.torch import TorchBackend
-
-    kind, path = model_kind(reference)
-    if kind != "checkpoint":
-        raise InputError(
-            f"--reference {reference}: the reference is the FP32 PyTorch model, so give its "
-            f"checkpoint (.pth), not a {kind}"
-        )
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    ref = TorchBackend(path, device=device, precision="fp32", batch=batch, tile_size=tile_size)
-    return ref, f"torch-fp32:{path.name}"
-
-
-def _sha(meta: Any) -> str | None:
-    raw = getattr(meta, "raw", None) or {}
-    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
-    for d in (raw, model):
-        for key in ("checkpoint_sha256", "source_checkpoint_sha256", "sha256"):
-            if isinstance(d.get(key), str) and d[key]:
-                return d[key]
-    return None
-
-
-def _checkpoint_mismatch(cand_meta: Any, ref_meta: Any) -> str | None:
-    a, b = _sha(cand_meta), _sha(ref_meta)
-    if a and b and a != b:
-        return (
-            f"the candidate was made from checkpoint sha256 {a[:12]}…, the reference is {b[:12]}…: "
-            "they are different models, so agreement is not meaningful"
-        )
-    return None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Tiling of data tiles into model tiles
-
-
-def _layouts(n: int, k: int) -> list[list[int]]:
-    per = k * k
-    return [list(range(s, min(s + per, n))) for s in range(0, n, per)]
-
-
-def _mosaic(images: Sequence[np.ndarray], k: int, t: int) -> np.ndarray:
-    out = np.full((k * t, k * t, 3), WHITE, np.uint8)
-    for j, im in enumerate(images):
-        r, c = divmod(j, k)
-        out[r * t : (r + 1) * t, c * t : (c + 1) * t] = im
-    return out
-
-
-def _cut(maps: dict[str, np.ndarray], b: int, j: int, k: int, t: int) -> dict[str, np.ndarray]:
-    r, c = divmod(j, k)
-    ys, xs = slice(r * t, (r + 1) * t), slice(c * t, (c + 1) * t)
-    return {
-        "fg": np.ascontiguousarray(maps["fg"][b, ys, xs]),
-        "hv": np.ascontiguousarray(maps["hv"][b, :, ys, xs], dtype=np.float32),
-        "type_map": np.ascontiguousarray(maps["type_map"][b, ys, xs]),
-    }
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Main entry
+__all__ = ["ValidationReport", "validate", "validate_all"]
 
 
 @dataclass
@@ -387,7 +140,7 @@ def validate_all(
                 tile_size=tile_size or data_tile or None,
                 precision=candidate_precision,
             )
-            opened.append((stack.enter_context(_active(runner)), label))
+            opened.append((stack.enter_context(active(runner)), label))
         tiles = {int(getattr(r, "tile_size", 0) or tile_size or data_tile or 256) for r, _ in opened}
         if len(tiles) > 1:
             raise InputError(
@@ -395,7 +148,7 @@ def validate_all(
             )
         model_tile = tiles.pop()
         ref_runner, ref_label = open_reference(reference, model_tile, batch, reference_device)
-        ref = stack.enter_context(_active(ref_runner))
+        ref = stack.enter_context(active(ref_runner))
         rmeta = getattr(ref, "meta", None)
         cmeta = getattr(opened[0][0], "meta", None)
         mag = float(
@@ -413,7 +166,7 @@ def validate_all(
             meta = getattr(runner, "meta", None)
             prec = precision or getattr(meta, "precision", None) or "fp32"
             side = _Candidate(runner, label, prec, thresholds_for(prec, thresholds), ev_kwargs)
-            mismatch = _checkpoint_mismatch(meta, rmeta)
+            mismatch = checkpoint_mismatch(meta, rmeta)
             if mismatch:
                 log.warning("validate: %s: %s", label, mismatch)
             sides.append((side, [mismatch] if mismatch else []))
@@ -506,19 +259,19 @@ def _run(
 
     def flush() -> None:
         nonlocal ref_truth
-        groups = _layouts(len(buf), k)
+        groups = layouts(len(buf), k)
         if k > 1:
-            model_in = np.stack([_mosaic([buf[i].image for i in g], k, t) for g in groups])
+            model_in = np.stack([mosaic([buf[i].image for i in g], k, t) for g in groups])
         else:
             model_in = np.stack([s.image for s in buf])
         t0 = time.perf_counter()
-        r_out = _infer(ref, model_in)
+        r_out = infer_maps(ref, model_in)
         timing["reference_s"] += time.perf_counter() - t0
         r_maps, r_cells = {}, {}
         t0 = time.perf_counter()
         for b, g in enumerate(groups):
             for j, i in enumerate(g):
-                r_maps[i] = _cut(r_out, b, j, k, t)
+                r_maps[i] = cut(r_out, b, j, k, t)
                 r_cells[i] = cells(r_maps[i])
                 if buf[i].truth is not None:
                     ref_truth = ref_truth or Evaluator(**ev_kwargs)
@@ -526,12 +279,12 @@ def _run(
         timing["postprocess_s"] += time.perf_counter() - t0
         for side in sides:
             t0 = time.perf_counter()
-            c_out = _infer(side.runner, model_in)
+            c_out = infer_maps(side.runner, model_in)
             side.seconds += time.perf_counter() - t0
             side.stats.add_tissue(r_out["tissue_logits"], c_out["tissue_logits"])
             for b, g in enumerate(groups):
                 for j, i in enumerate(g):
-                    cm = _cut(c_out, b, j, k, t)
+                    cm = cut(c_out, b, j, k, t)
                     side.stats.add_maps(r_maps[i], cm)
                     t0 = time.perf_counter()
                     c_cells = cells(cm)
