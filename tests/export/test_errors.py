@@ -105,3 +105,20 @@ def test_gate_rejects_bad_tiles():
         from cellvit_trt.export.gate import load_thresholds
 
         load_thresholds("bf16")
+
+
+def test_calibration_plan_from_a_slide(tmp_path):
+    """Tissue tiles from a pyramidal synthetic slide (35 % glass), seeded, read lazily at the tile size."""
+    from cellvit_trt.export.calibration import plan_calibration
+    from cellvit_trt.synthetic import write_synthetic_slide
+
+    truth = write_synthetic_slide(tmp_path / "s.svs", 1400, 1000, compression="deflate", write_labels=False,
+                                  seed=3)
+    plan = plan_calibration(truth.slide, 5, TILE, seed=1)
+    again = plan_calibration(truth.slide, 5, TILE, seed=1)
+    assert len(plan) == 5 and [(p.row, p.col) for p in plan.picks] == [(p.row, p.col) for p in again.picks]
+    tiles = plan.read(0, len(plan))
+    assert tiles.dtype == np.uint8 and tiles.shape == (5, TILE, TILE, 3)
+    assert (tiles.reshape(5, -1).mean(axis=1) < 235).all()  # tissue, not glass
+    with pytest.raises(InputError, match="no such file"):
+        plan_calibration(tmp_path / "missing.svs", 5, TILE)

@@ -3,7 +3,7 @@
 The plan (which file, which tile) is fixed up front from thumbnails, seeded; pixels are read lazily when the
 calibrator asks, so 500 tiles of 1024² never sit in memory at once. Reading goes through
 `cellvit_trt.runtime.sources` (OpenSlide/tiffslide for slides, OpenCV/Pillow for images) at the graph's
-target mpp and tile size.
+target mpp and tile size; tissue tiles are chosen by `cellvit_trt.runtime.tissue.detect_tissue`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,6 @@ log = logging.getLogger(__name__)
 
 RECOMMENDED_TILES = 500  # "at least 500 for CNN and ViT models" (NVIDIA Model-Optimizer onnx_ptq README)
 TISSUE_MIN_FRACTION = 0.25
-
-
-def tissue_mask(rgb: np.ndarray) -> np.ndarray:
-    """Pixels that look like stained tissue: not white/grey background, not black scanner border."""
-    rgb = rgb.astype(np.int16)
-    sat = rgb.max(axis=-1) - rgb.min(axis=-1)
-    gray = rgb.mean(axis=-1)
-    return (sat > 15) & (gray < 235) & (gray > 20)
 
 
 def _candidate_files(path: Path) -> list[Path]:
@@ -94,6 +86,7 @@ def plan_calibration(
 ) -> CalibrationPlan:
     """Choose up to `n_tiles` tissue tiles, spread over all files, seeded. Warns below 500 tiles."""
     from cellvit_trt.runtime.sources import open_source
+    from cellvit_trt.runtime.tissue import TissueSettings, detect_tissue
 
     path = Path(path)
     files = _candidate_files(path)
@@ -103,18 +96,13 @@ def plan_calibration(
         # `overlap` is the total shared by neighbours (metadata convention); the tile grid takes it per side
         with open_source(file, target_mpp=target_mpp, tile_size=tile_size, overlap=overlap // 2) as src:
             grid = src.grid
-            thumb, factor = src.thumbnail(max_side=2048)
-            mask = tissue_mask(thumb)
-            tissue, blank = [], []
-            for row, col in grid.tiles():
-                y0, x0 = grid.origin(row, col)
-                ys, xs = max(0, int(y0 / factor)), max(0, int(x0 / factor))
-                ye = min(mask.shape[0], int(np.ceil((y0 + tile_size) / factor)))
-                xe = min(mask.shape[1], int(np.ceil((x0 + tile_size) / factor)))
-                frac = float(mask[ys:ye, xs:xe].mean()) if ye > ys and xe > xs else 0.0
-                (tissue if frac >= TISSUE_MIN_FRACTION else blank).append(_Pick(file, row, col))
-            # images handed in as tiles may be pale; a slide's blank tiles are never wanted
-            picks = tissue or (blank if grid.rows * grid.cols <= 4 else [])
+            # the runtime's tissue detection (Otsu on a thumbnail's saturation) with a higher bar: calibration
+            # wants tiles that are mostly tissue, not the 1 % upstream needs to process a tile
+            plan = detect_tissue(src, TissueSettings(min_tissue_ratio=TISSUE_MIN_FRACTION))
+            tissue = [_Pick(file, r, c) for r, c in plan.tiles]
+            # an image handed in as a tile may be pale; a slide's blank tiles are never wanted
+            small = grid.rows * grid.cols <= 4
+            picks = tissue or ([_Pick(file, r, c) for r, c in grid.tiles()] if small else [])
             order = rng.permutation(len(picks))
             per_file.append([picks[i] for i in order])
     # round robin over files so every slide contributes
