@@ -48,6 +48,8 @@ class TruthRunner:
         return tg.binary, tg.hv, tg.type_map
 
     def infer(self, images):
+        if len(images) > getattr(self, "max_batch", len(images)):
+            raise ValueError(f"{self.name}: {len(images)} tiles > max batch {self.max_batch}")
         n, s = images.shape[0], images.shape[1]
         k = s // T
         out = {
@@ -147,8 +149,9 @@ def test_several_candidates_share_one_reference_pass(fold):
     ref.infer = lambda x: calls.append(len(x)) or orig(x)
     same = TruthRunner(images, insts, types, T, name="same")
     dropped = TruthRunner(images, insts, types, T, drop_every=3, name="dropped")
+    dropped.max_batch = 2  # like an engine whose profile stops at 2 tiles
     a, b = validate_all([same, dropped], ref, root, limit=0, batch=6, precision="fp16")
-    assert calls == [6]  # the reference ran once for both candidates
+    assert calls == [2, 2, 2]  # the reference ran once per batch for both candidates, batches capped
     assert (a.candidate, b.candidate) == ("same", "dropped")
     assert a.passed and a.metrics["f1"] == 1.0
     assert not b.passed and b.agreement["dataset"]["recall"] < 0.8

@@ -147,6 +147,8 @@ def validate_all(
                 f"validate: the candidates have different tile sizes {sorted(tiles)}; run them separately"
             )
         model_tile = tiles.pop()
+        # An engine's optimisation profile may allow fewer tiles per call than asked for.
+        batch = min([batch] + [int(m) for r, _ in opened if (m := getattr(r, "max_batch", 0) or 0) > 0])
         ref_runner, ref_label = open_reference(reference, model_tile, batch, reference_device)
         ref = stack.enter_context(active(ref_runner))
         rmeta = getattr(ref, "meta", None)
