@@ -135,6 +135,7 @@ def run_input(
             fingerprint(path, backend, settings, backend.tile_size),
             settings.resume,
             settings.checkpoint_tiles,
+            transform=(float(info.scale), info.offset),
         )
         embeddings = "embeddings" in settings.outputs
         writers = open_writers(out_dir, settings.outputs, info=info, meta=meta, grid=grid, source=src)

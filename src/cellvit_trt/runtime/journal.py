@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import signal
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,34 +50,66 @@ _ARRAYS = (
 )
 
 
-def _pack(batches: list[CellBatch], prefix: str, out: dict[str, np.ndarray]) -> None:
+def _pack(batches: list[CellBatch], out: dict[str, np.ndarray], transform: tuple | None) -> None:
+    """Struct of arrays for one chunk.
+
+    With `transform` = (scale, (ox, oy)) the slide contours are not stored: they are `region * scale + offset`
+    (CellBatch.from_tile), recomputed bit-identically from the integral region contours, which are stored as
+    int32 (a quarter of the bytes of both float64 ring sets)."""
     cat = CellBatch.concat(batches) if batches else CellBatch.empty()
     for name in _ARRAYS:
-        out[f"{prefix}{name}"] = np.asarray(getattr(cat, name))
-    for name in ("contours", "contours_region"):
-        rings = getattr(cat, name)
-        out[f"{prefix}{name}_len"] = np.array([len(r) for r in rings], np.int64)
-        out[f"{prefix}{name}"] = np.concatenate(rings) if rings else np.zeros((0, 2))
+        out[name] = np.asarray(getattr(cat, name))
+    region = np.concatenate(cat.contours_region) if cat.contours_region else np.zeros((0, 2))
+    out["contours_region_len"] = np.array([len(r) for r in cat.contours_region], np.int64)
+    derive = (
+        transform is not None
+        and np.array_equal(region, np.rint(region))
+        and np.abs(region).max(initial=0) < 2**31
+    )
+    out["contours_region"] = region.astype(np.int32) if derive else region
+    if not derive:
+        out["contours_len"] = np.array([len(r) for r in cat.contours], np.int64)
+        out["contours"] = np.concatenate(cat.contours) if cat.contours else np.zeros((0, 2))
     if cat.embedding is not None:
-        out[f"{prefix}embedding"] = cat.embedding
+        out["embedding"] = cat.embedding
 
 
-def _unpack(z: Any, lo: int, hi: int, offs: dict[str, np.ndarray]) -> CellBatch:
-    def rings(name: str) -> list[np.ndarray]:
-        o = offs[name]
-        flat = z[name]
-        return [flat[o[i] : o[i + 1]] for i in range(lo, hi)]
+def _split(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
-    kw = {name: z[name][lo:hi] for name in _ARRAYS}
-    emb = z["embedding"][lo:hi] if "embedding" in z.files else None
+
+def _load_chunk(path: Path, transform: tuple | None) -> dict[str, Any]:
+    """Every array of a chunk, read once (an NpzFile re-reads its zip member on every access)."""
+    with np.load(path, allow_pickle=False) as z:
+        d = {k: z[k] for k in z.files}
+    region = d["contours_region"].astype(np.float64)
+    d["contours_region"] = _split(region, d["contours_region_len"])
+    if "contours" in d:
+        d["contours"] = _split(d["contours"], d["contours_len"])
+    else:
+        if transform is None:
+            raise InputError(f"--resume: journal chunk {path} needs the slide transform to rebuild contours")
+        scale, offset = transform
+        d["contours"] = [c * scale + offset for c in d["contours_region"]]
+    return d
+
+
+def _take(d: dict[str, Any], lo: int, hi: int) -> CellBatch:
+    kw = {name: d[name][lo:hi] for name in _ARRAYS}
     return CellBatch(
-        contours=rings("contours"), contours_region=rings("contours_region"), embedding=emb, **kw
+        contours=d["contours"][lo:hi],
+        contours_region=d["contours_region"][lo:hi],
+        embedding=d["embedding"][lo:hi] if "embedding" in d else None,
+        **kw,
     )
 
 
 class Journal:
-    def __init__(self, folder: Path, fingerprint: dict[str, Any], chunk_tiles: int = 32):
+    def __init__(
+        self, folder: Path, fingerprint: dict[str, Any], chunk_tiles: int = 32, transform: tuple | None = None
+    ):
         self.folder, self.fingerprint, self.chunk_tiles = Path(folder), fingerprint, max(1, int(chunk_tiles))
+        self.transform = transform  # (scale, (ox, oy)) region px -> slide px, as SourceInfo; see _pack
         self.chunks: list[dict[str, Any]] = []
         self._buf: list[tuple[int, int, CellBatch, dict[str, np.ndarray]]] = []
         self.committed_tiles = 0
@@ -89,9 +122,14 @@ class Journal:
 
     @classmethod
     def open(
-        cls, folder: str | Path, fingerprint: dict[str, Any], resume: bool, chunk_tiles: int = 32
+        cls,
+        folder: str | Path,
+        fingerprint: dict[str, Any],
+        resume: bool,
+        chunk_tiles: int = 32,
+        transform: tuple | None = None,
     ) -> Journal:
-        j = cls(Path(folder), fingerprint, chunk_tiles)
+        j = cls(Path(folder), fingerprint, chunk_tiles, transform)
         if not resume:
             j.discard()
             return j
@@ -125,22 +163,16 @@ class Journal:
         for chunk in self.chunks:
             path = self.folder / chunk["file"]
             try:
-                z = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
+                d = _load_chunk(path, self.transform)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
                 raise InputError(
                     f"--resume: journal chunk {path} is unreadable ({exc}); run without --resume"
                 ) from exc
-            with z:
-                counts = z["counts"]
-                offs = {
-                    n: np.concatenate([[0], np.cumsum(z[f"{n}_len"])])
-                    for n in ("contours", "contours_region")
-                }
-                starts = np.concatenate([[0], np.cumsum(counts)])
-                extra_names = [f for f in z.files if f.startswith("extra_")]
-                for i, (row, col) in enumerate(z["tiles"]):
-                    extra = {n[len("extra_") :]: z[n][i] for n in extra_names}
-                    yield int(row), int(col), _unpack(z, int(starts[i]), int(starts[i + 1]), offs), extra
+            starts = np.concatenate([[0], np.cumsum(d["counts"])])
+            extra_names = [k for k in d if k.startswith("extra_")]
+            for i, (row, col) in enumerate(d["tiles"]):
+                extra = {n[len("extra_") :]: d[n][i] for n in extra_names}
+                yield int(row), int(col), _take(d, int(starts[i]), int(starts[i + 1])), extra
 
     def done(self) -> set[tuple[int, int]]:
         return {(int(r), int(c)) for chunk in self.chunks for r, c in chunk["tile_list"]}
@@ -160,7 +192,7 @@ class Journal:
             "tiles": np.array([(r, c) for r, c, _, _ in self._buf], np.int32).reshape(-1, 2),
             "counts": np.array([len(b) for _, _, b, _ in self._buf], np.int64),
         }
-        _pack([b for _, _, b, _ in self._buf], "", arrays)
+        _pack([b for _, _, b, _ in self._buf], arrays, self.transform)
         for key in self._buf[0][3]:
             arrays[f"extra_{key}"] = np.stack([e[key] for _, _, _, e in self._buf])
         name = f"chunk-{len(self.chunks):06d}.npz"
