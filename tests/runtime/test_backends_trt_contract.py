@@ -541,3 +541,24 @@ def test_event_timeline_on_request_contract(stand_ins):
         be.infer(tiles(2, 2))
         assert len(be.timeline) == 2
         assert set(be.timeline[0]) == {"h2d_start", "h2d_done", "compute_start", "compute_done", "d2h_done"}
+
+
+def test_cuda_layer_error_funnel_and_single_ownership_contract(stand_ins):
+    from cellvit_trt.runtime.cuda.memory import DeviceBuffer, PinnedBuffer
+
+    cudart = stand_ins()
+    buf = PinnedBuffer((2, 3, 4), np.float16)
+    assert buf.array.shape == (2, 3, 4) and buf.array.dtype == np.float16
+    buf.array[:] = 1.5
+    buf.close()
+    buf.close()
+    assert buf.array is None and names(cudart.log).count("cudaFreeHost") == 1
+
+    def out_of_memory(n):
+        return Err.cudaErrorInsufficientDriver, 0
+
+    cudart.cudaMalloc = out_of_memory
+    with pytest.raises(api.CudaError, match="cudaMalloc failed: cudaErrorInsufficientDriver") as e:
+        DeviceBuffer(1 << 20)
+    assert e.value.name == "cudaErrorInsufficientDriver" and e.value.code == 35
+    assert isinstance(e.value, DeviceError)
