@@ -228,10 +228,7 @@ class Pipeline:
         return st
 
     def _shutdown(self, threads, read_pool, post_pool) -> None:
-        if self._error is not None:
-            self._stop.set()
-        else:
-            self._stop.set()  # everything has drained; wake pollers
+        self._stop.set()  # after a failure: stop every stage; after success: everything has drained already
         for t in threads:
             t.join(timeout=10)
         read_pool.shutdown(wait=True, cancel_futures=True)
