@@ -1,10 +1,9 @@
 """`cellvit-trt validate`: a candidate deployment vs the FP32 PyTorch reference (and ground truth if known).
 
-    cellvit-trt validate --candidate cellvit.int8.onnx --reference model.pth --data pannuke/fold2 --limit 256
-    cellvit-trt validate --candidate model.engine --reference model.pth --data slide.svs --json out/val.json
-    cellvit-trt validate --candidate m.fp16.onnx --candidate m.int8.onnx --reference m.pth --data synthetic:32
-    cellvit-trt validate --candidate torch-cuda --candidate-precision fp16 --reference model.pth \
-        --data synthetic:16
+  cellvit-trt validate --candidate cellvit.int8.onnx --reference model.pth --data pannuke/fold2 --limit 256
+  cellvit-trt validate --candidate model.engine --reference model.pth --data slide.svs --json out/val.json
+  cellvit-trt validate --candidate m.fp16.onnx --candidate m.int8.onnx --reference m.pth --data synthetic:32
+  cellvit-trt validate --candidate torch-cuda --candidate-precision fp16 --reference m.pth --data synthetic:8
 
 Several --candidate options share one reference pass. Exit status: 0 when every gated agreement metric of
 every candidate meets the thresholds of its precision (gate_thresholds.yaml of the export stage, or

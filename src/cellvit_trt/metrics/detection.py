@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 
 # 12 px at 40x (0.25 µm/px) = 3 µm; upstream uses 6 px at 20x.
 RADIUS_PX_AT_40X = 12.0
@@ -43,6 +41,9 @@ def pair_coordinates(
     if nt == 0 or np_ == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.arange(nt, dtype=np.int64), np.arange(np_, dtype=np.int64)
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
     if nt * np_ <= DENSE_LIMIT:
         dist = cdist(true_xy, pred_xy)
         a, b = linear_sum_assignment(dist)
@@ -58,6 +59,7 @@ def pair_coordinates(
 
 
 def _pair_clusters(true_xy: np.ndarray, pred_xy: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.optimize import linear_sum_assignment
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from cellvit_trt.metrics.instances import Instances
 
@@ -116,6 +115,8 @@ def match(true: Instances, pred: Instances, match_iou: float = 0.5) -> Matching:
         keep = iou > match_iou
         ti, pi, iou = ti[keep], pi[keep], iou[keep]
     elif ti.size:
+        from scipy.optimize import linear_sum_assignment
+
         rows, r_inv = np.unique(ti, return_inverse=True)
         cols, c_inv = np.unique(pi, return_inverse=True)
         dense = np.zeros((rows.size, cols.size))
