@@ -91,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="calibration_batch",
         type=int,
         default=None,
-        help="int8: tiles per calibration step (memory grows with it; default 4)",
+        help="int8: tiles per calibration step (memory grows with it; default 1)",
     )
     p.add_argument(
         "--gate",

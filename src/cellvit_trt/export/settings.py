@@ -34,7 +34,9 @@ class ExportSettings:
     calibration_tiles: int = 500
     calibration_method: Literal["minmax", "percentile", "entropy"] = "percentile"
     calibration_percentile: float = 99.999
-    calibration_batch: int = 4
+    # tiles per calibration step: ORT keeps every quantised input of a step in memory (~5 GB per 1024² tile
+    # for CellViT-256), so 1 by default
+    calibration_batch: int = 1
     seed: int = 0
     # Parity gate against the PyTorch FP32 model (runs by default)
     gate: bool = True
