@@ -12,6 +12,7 @@ from metrics_reference import (
     ref_pair_coordinates,
 )
 
+from cellvit_trt.errors import InputError
 from cellvit_trt.metrics import Evaluator, Instances, agreement, evaluate, pair_coordinates
 from cellvit_trt.metrics.detection import match_radius, type_scores
 
@@ -214,3 +215,9 @@ def test_large_sets_pair_per_cluster(monkeypatch):
     assert len(pa) >= len(dense_noisy[0]) and len(set(pa)) == len(pa) and len(set(pb)) == len(pb)
     assert np.all(np.hypot(*(a[pa] - noisy[pb]).T) <= 12.0)
     assert len(pa) + len(ua) == len(a) and len(pb) + len(ub) == len(noisy)
+
+
+def test_class_ids_beyond_the_evaluator_are_refused():
+    g = _grid_dataset(n_images=1, types=(1, 7))[0]
+    with pytest.raises(InputError, match=r"true class ids span 1..7, but the evaluator has 6 classes"):
+        Evaluator(num_classes=6).add(g, g)

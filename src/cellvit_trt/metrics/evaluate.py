@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cellvit_trt.errors import InputError
 from cellvit_trt.metrics.detection import DetectionPool, match_radius
 from cellvit_trt.metrics.instances import Instances
 from cellvit_trt.metrics.pq import class_stats, match, pq_from_counts, pq_stats
@@ -87,6 +88,13 @@ class Evaluator:
         self.detection = DetectionPool()
 
     def add(self, true: Instances, pred: Instances, tissue: str | None = None) -> ImageScores:
+        for side, inst in (("true", true), ("predicted", pred)):
+            if len(inst) and (inst.types.min() < 0 or inst.types.max() >= self.num_classes):
+                raise InputError(
+                    f"image {len(self.images)}: {side} class ids span {inst.types.min()}.."
+                    f"{inst.types.max()}, but the evaluator has {self.num_classes} classes "
+                    f"(0..{self.num_classes - 1})"
+                )
         pred = pred.restricted(pred.types > 0)  # predicted type-0 cells are never scored
         m = match(true, pred, self.match_iou)
         if len(true) == 0:
