@@ -325,6 +325,7 @@ def test_memory_is_bounded_by_the_pipeline_not_the_slide(world):
         peaks[name] = int(r.stdout.split("MAXRSS_KB")[1].split()[0])
     summary_b = json.loads((world["dir"] / "mem" / "slide_b" / "summary.json").read_text())
     assert summary_b["tiles_processed"] == summary_b["tiles_planned"] >= 32
+    print(f"peak RSS (KiB): {peaks}")
     assert peaks["slide_b"] < 1.2 * peaks["slide_a"], peaks
 
 
