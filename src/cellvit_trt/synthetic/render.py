@@ -117,7 +117,10 @@ def render_window(world: World, y0: int, x0: int, h: int, w: int) -> Window:
     halo = int(math.ceil(5 * reach)) + 8
     cy0, cx0, ch, cw = y0 - halo, x0 - halo, h + 2 * halo, w + 2 * halo
 
-    comp, tfield = compartment_map(world, cy0, cx0, ch, cw)
+    # stain is rendered on the window plus a margin that covers the optical blur and the texture filters
+    pm = int(math.ceil(32 * s)) + 8
+    py0, px0, ph, pw = y0 - pm, x0 - pm, h + 2 * pm, w + 2 * pm
+    comp, tfield = compartment_map(world, py0, px0, ph, pw)
     gm = GLAND_MAX_REACH * s + 6 * reach
     glands = glands_in(world, cy0 - gm, cx0 - gm, cy0 + ch + gm, cx0 + cw + gm)
     nuc = nuclei_in(world, y0 - 6 * reach, x0 - 6 * reach, y0 + h + 6 * reach, x0 + w + 6 * reach, glands)
@@ -181,34 +184,37 @@ def render_window(world: World, y0: int, x0: int, h: int, w: int) -> Window:
     area = np.bincount(lab[lab >= 0], minlength=n)
     small = (area > 0) & (area < min_area)
     # hematoxylin: summed profiles of the drawn nuclei, plus a faint background in tissue
-    fine = fields.white_noise(world.seed, S_FINE, cy0, cx0, ch, cw)
+    fine = fields.white_noise(world.seed, S_FINE, py0, px0, ph, pw)
     fine = cv2.GaussianBlur(fine, (0, 0), 0.8) / np.float32(_blur_std(0.8))
-    coarse = fields.white_noise(world.seed, S_COARSE, cy0, cx0, ch, cw)
+    coarse = fields.white_noise(world.seed, S_COARSE, py0, px0, ph, pw)
     coarse = cv2.GaussianBlur(coarse, (0, 0), 1.8 * s) / np.float32(_blur_std(1.8 * s))
     tissue = comp != GLASS
-    mottle = fields.smooth_field(world.seed, S_MOTTLE, cy0, cx0, ch, cw, world.px(3.0))
+    mottle = fields.smooth_field(world.seed, S_MOTTLE, py0, px0, ph, pw, world.px(3.0))
     hem = np.where(tissue, 0.06 + 0.02 * mottle, 0.0).astype(np.float32)
     hem[comp == TUMOUR] += 0.06
     for i, (sl, mm) in paint.items():
         if small[i]:
             continue
         r0, c0, _, rr = rasters[i]
-        gy, gx = r0 - cy0 + sl[0].start, c0 - cx0 + sl[1].start
+        gy, gx = r0 + sl[0].start - py0, c0 + sl[1].start - px0  # box origin in the stain canvas
         hh, ww = mm.shape
-        prof = stain_profile(nuc, i, r0 + sl[0].start, c0 + sl[1].start, rr[sl],
-                             fine[gy:gy + hh, gx:gx + ww], coarse[gy:gy + hh, gx:gx + ww])
-        hem[gy:gy + hh, gx:gx + ww] += np.where(mm, prof, 0.0)
+        ya, yb, xa, xb = max(gy, 0), min(gy + hh, ph), max(gx, 0), min(gx + ww, pw)
+        if ya >= yb or xa >= xb:
+            continue
+        box = (slice(ya - gy + sl[0].start, yb - gy + sl[0].start), slice(xa - gx + sl[1].start, xb - gx + sl[1].start))
+        prof = stain_profile(nuc, i, ya + py0, xa + px0, rr[box], fine[ya:yb, xa:xb], coarse[ya:yb, xa:xb])
+        hem[ya:yb, xa:xb] += np.where(mm[ya - gy:yb - gy, xa - gx:xb - gx], prof, 0.0)
 
-    eos = _eosin(world, comp, tfield, glands, nuc, keep & ~small, cy0, cx0, ch, cw)
+    eos = _eosin(world, comp, tfield, glands, nuc, keep & ~small, py0, px0, ph, pw)
     # slow stain unevenness across the slide
-    hem *= 1.0 + 0.1 * fields.smooth_field(world.seed, S_STAIN_VAR_H, cy0, cx0, ch, cw, world.px(150.0))
-    eos *= 1.0 + 0.12 * fields.smooth_field(world.seed, S_STAIN_VAR_E, cy0, cx0, ch, cw, world.px(150.0))
+    hem *= 1.0 + 0.1 * fields.smooth_field(world.seed, S_STAIN_VAR_H, py0, px0, ph, pw, world.px(150.0))
+    eos *= 1.0 + 0.12 * fields.smooth_field(world.seed, S_STAIN_VAR_E, py0, px0, ph, pw, world.px(150.0))
 
     noise = np.stack([fields.white_noise(world.seed, S_SENSOR + k, y0, x0, h, w) for k in range(3)], axis=-1)
-    image = compose_rgb(hem, eos, world.stain, noise=noise, margin=halo)
+    image = compose_rgb(hem, eos, world.stain, noise=noise, margin=pm)
     core = lab[halo:halo + h, halo:halo + w]
     return Window(image=image, label=np.ascontiguousarray(core), nuclei=nuc,
-                  tissue=np.ascontiguousarray(tissue[halo:halo + h, halo:halo + w]))
+                  tissue=np.ascontiguousarray(tissue[pm:pm + h, pm:pm + w]))
 
 
 def _eosin(world: World, comp: np.ndarray, tfield: np.ndarray, glands: Glands, nuc: Nuclei, drawn: np.ndarray,

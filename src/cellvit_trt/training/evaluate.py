@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiles", type=int, default=16)
     p.add_argument("--tile-size", type=int, default=256)
     p.add_argument("--seed-base", type=int, default=EVAL_SEED_BASE)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     p.add_argument("--json", type=Path, default=None, help="also write the full report here")
     args = p.parse_args(argv)
     import torch
