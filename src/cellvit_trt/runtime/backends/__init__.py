@@ -158,7 +158,7 @@ def open_backend(
         from cellvit_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
 
         if providers is None and backend == "auto" and _gpu():
-            providers = "auto"  # a GPU without TensorRT: ONNX Runtime's CUDA/TensorRT providers where installed
+            providers = "auto"  # a GPU without TensorRT: ORT's CUDA/TensorRT providers where installed
         return OnnxRuntimeBackend(path, providers=providers, batch=batch, threads=threads)
     if kind == "onnx":
         path = engine_cached(path, batch=batch, device=device)
