@@ -474,6 +474,8 @@ def test_folder_of_images_continues_past_a_bad_one(world, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert rc == 1 and "broken.png" in err and "1 of 3 inputs failed" in err, err
+    index = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert index["failed"] == 1 and [e["ok"] for e in index["inputs"]] == [False, True, True]
     for seed in (1, 2):
         s = json.loads((tmp_path / "o" / f"field{seed}" / "summary.json").read_text())
         assert s["cells_total"] > 0 and s["grid"]["tile_size"] == TILE

@@ -142,8 +142,9 @@ def _sigterm_as_interrupt() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellvit_trt.config import resolve
-    from cellvit_trt.errors import CellViTTRTError
+    from cellvit_trt.config import resolve, to_dict
+    from cellvit_trt.errors import CellViTTRTError, ConfigError
+    from cellvit_trt.io import write_json
     from cellvit_trt.runtime.backends import open_backend
     from cellvit_trt.runtime.job import run_input
     from cellvit_trt.runtime.settings import RunSettings
@@ -176,10 +177,10 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=settings.cache_dir,
     )
     progress = False if getattr(args, "quiet", False) else None
-    failed = 0
+    index: list[dict] = []
     with backend:
         if "embeddings" in settings.outputs and "tokens" not in backend.output_names:
-            raise CellViTTRTError(
+            raise ConfigError(
                 f"outputs: 'embeddings' needs a model with a 'tokens' output; {settings.model} "
                 f"has {list(backend.output_names)} (export with --tokens)"
             )
@@ -191,15 +192,30 @@ def run(args: argparse.Namespace) -> int:
             except CellViTTRTError as exc:
                 if len(inputs) == 1:
                     raise
-                failed += 1
+                index.append({"input": str(path), "ok": False, "error": str(exc)})
                 print(f"cellvit-trt run: error: {exc}", file=sys.stderr)
                 continue
             st = res.stats
+            index.append(
+                {
+                    "input": str(path),
+                    "ok": True,
+                    "output": str(res.out_dir),
+                    "cells": res.cells,
+                    "tiles": res.tiles_processed + res.tiles_resumed,
+                    "seconds": round(st.wall_s, 3),
+                }
+            )
             print(
                 f"{path}: {res.cells} cells, {res.tiles_processed} tiles "
                 f"({res.tiles_resumed} resumed) in {st.wall_s:.1f} s = {st.tiles_per_s:.2f} tiles/s, "
                 f"backend waited for input {100 * st.backend_wait_fraction:.0f}% -> {res.out_dir}"
             )
+    failed = sum(not e["ok"] for e in index)
+    if len(inputs) > 1:  # a folder: one index of what was done (upstream's processed_files.json, atomically)
+        write_json(
+            settings.output / "run.json", {"inputs": index, "failed": failed, "settings": to_dict(settings)}
+        )
     if failed:
         print(f"cellvit-trt run: {failed} of {len(inputs)} inputs failed", file=sys.stderr)
         return 1
