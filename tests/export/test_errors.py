@@ -122,3 +122,18 @@ def test_calibration_plan_from_a_slide(tmp_path):
     assert (tiles.reshape(5, -1).mean(axis=1) < 235).all()  # tissue, not glass
     with pytest.raises(InputError, match="no such file"):
         plan_calibration(tmp_path / "missing.svs", 5, TILE)
+
+
+def test_tile_larger_than_a_sam_pos_embed(tmp_path):
+    import torch
+
+    from cellvit_trt.models import EncoderSpec, build_model, custom_spec, make_info
+
+    enc = EncoderSpec("sam", 32, 4, 2, (1, 2, 3, 4), img_size=128, global_attn_indexes=(3,), window_size=4,
+                      out_chans=16)
+    spec = custom_spec("samsmall", enc)
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    with pytest.raises(InputError, match="tile size 256.*pos-embed"):
+        export(ExportSettings(output=tmp_path / "x.onnx", tile_size=256), model, make_info(spec))
+    assert not list(tmp_path.iterdir())

@@ -141,17 +141,20 @@ def _trace(model: Any, info: Any, s: ExportSettings, path: Path) -> list[str]:
     dummy = torch.full((1, s.tile_size, s.tile_size, 3), 200, dtype=torch.uint8)
     with export_patches(model, s.tile_size) as patched, torch.no_grad(), warnings_quiet():
         log.info("tracing at %d px (%s)", s.tile_size, patched)
-        torch.onnx.export(
-            graph,
-            (dummy,),
-            str(path),
-            input_names=["image"],
-            output_names=names,
-            dynamic_axes={n: {0: "N"} for n in ["image", *names]},
-            opset_version=s.resolved_opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                graph,
+                (dummy,),
+                str(path),
+                input_names=["image"],
+                output_names=names,
+                dynamic_axes={n: {0: "N"} for n in ["image", *names]},
+                opset_version=s.resolved_opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except ValueError as exc:  # the model's own input checks, e.g. a SAM tile above its pos-embed
+            raise InputError(f"export at tile size {s.tile_size}: the model rejects this input ({exc})") from exc
     return names
 
 
