@@ -154,7 +154,9 @@ def _trace(model: Any, info: Any, s: ExportSettings, path: Path) -> list[str]:
                 dynamo=False,
             )
         except ValueError as exc:  # the model's own input checks, e.g. a SAM tile above its pos-embed
-            raise InputError(f"export at tile size {s.tile_size}: the model rejects this input ({exc})") from exc
+            raise InputError(
+                f"export at tile size {s.tile_size}: the model rejects this input ({exc})"
+            ) from exc
     return names
 
 
