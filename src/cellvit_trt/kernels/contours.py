@@ -22,7 +22,7 @@ _DX = np.array([1, 1, 0, -1, -1, -1, 0, 1], np.int64)
 _DY = np.array([0, -1, -1, -1, 0, 1, 1, 1], np.int64)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _on(inst, lab, x, y):
     h, w = inst.shape
     return 0 <= x < w and 0 <= y < h and inst[y, x] == lab

@@ -48,7 +48,7 @@ def _kernels(dx: int, ksize: int) -> tuple[np.ndarray, np.ndarray]:
     return _KERNELS[key]
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _reflect101(p: int, n: int) -> int:
     if n == 1:
         return 0

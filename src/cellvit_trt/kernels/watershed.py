@@ -25,7 +25,7 @@ _AGE_SHIFT = 32
 _IDX_MASK = (1 << 32) - 1
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _smaller(values, keys, a, b):
     va = values[a]
     vb = values[b]
@@ -34,7 +34,7 @@ def _smaller(values, keys, a, b):
     return (keys[a] >> 32) < (keys[b] >> 32)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _swap(values, keys, a, b):
     tv = values[a]
     values[a] = values[b]
@@ -44,7 +44,7 @@ def _swap(values, keys, a, b):
     keys[b] = tk
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _push(values, keys, n, value, key):
     """skimage's heappush: sift up while strictly smaller than the parent (hole moves instead of swaps)."""
     child = n
@@ -63,7 +63,7 @@ def _push(values, keys, n, value, key):
     return n + 1
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _sift_down(values, keys, n):
     """skimage's heappop repair after the last item moved to the root, with a branch-free child choice.
 
@@ -184,7 +184,7 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True)
 def _is_boundary(flat_out, flat_comp, p, h, w):
     r = p // w
     c = p - r * w
