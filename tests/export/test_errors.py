@@ -137,3 +137,41 @@ def test_tile_larger_than_a_sam_pos_embed(tmp_path):
     with pytest.raises(InputError, match="tile size 256.*pos-embed"):
         export(ExportSettings(output=tmp_path / "x.onnx", tile_size=256), model, make_info(spec))
     assert not list(tmp_path.iterdir())
+
+
+def _tiny_graph(nodes, extra_inits=()):
+    import onnx
+    from onnx import TensorProto, helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 16, 16, 3])
+    out = helper.make_tensor_value_info("fg", TensorProto.UINT8, ["N", 16, 16])
+    graph = helper.make_graph(nodes, "g", [image], [out], initializer=list(extra_inits))
+    return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_hygiene_rejects_resize_and_float_shape_math():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cellvit_trt.export.graph_passes import GraphHygieneError, check_hygiene
+
+    ok = _tiny_graph([helper.make_node("ReduceMax", ["image"], ["fg"], axes=[3], keepdims=0)])
+    assert check_hygiene(ok, 16)["shape_ops"] == 0
+    scales = numpy_helper.from_array(np.ones(4, np.float32), "scales")
+    resize = _tiny_graph([helper.make_node("Resize", ["image", "", "scales"], ["r"]),
+                          helper.make_node("ReduceMax", ["r"], ["fg"], axes=[3], keepdims=0)], [scales])
+    with pytest.raises(GraphHygieneError, match="Resize"):
+        check_hygiene(resize, 16)
+    half = numpy_helper.from_array(np.array([0.5], np.float32), "half")
+    shape_math = _tiny_graph([
+        helper.make_node("Shape", ["image"], ["s"]),
+        helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT, name="scale_cast"),
+        helper.make_node("Mul", ["sf", "half"], ["sh"]),
+        helper.make_node("Floor", ["sh"], ["sfl"]),
+        helper.make_node("Cast", ["sfl"], ["si"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["image", "si"], ["r"]),
+        helper.make_node("ReduceMax", ["r"], ["fg"], axes=[3], keepdims=0),
+    ], [half])
+    with pytest.raises(GraphHygieneError, match="floating point.*scale_cast"):
+        check_hygiene(shape_math, 16)
+    with pytest.raises(GraphHygieneError, match=r"\[N, 32, 32, 3\]"):
+        check_hygiene(ok, 32)

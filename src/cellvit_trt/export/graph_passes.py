@@ -143,14 +143,58 @@ def check_hygiene(model: onnx.ModelProto, tile_size: int) -> dict[str, object]:
         dims = _dims(out)
         if any(not isinstance(d, int) for d in dims[1:]):
             problems.append(f"output {out.name!r} has dynamic non-batch dims {dims}")
+    float_shape_math = _float_shape_math(graph)
+    if float_shape_math:
+        problems.append(
+            f"shape arithmetic in floating point (e.g. from an interpolation scale): {float_shape_math[:3]}"
+        )
     if problems:
         raise GraphHygieneError("exported graph failed the hygiene check: " + "; ".join(problems))
     return {
         "ops": dict(sorted(ops.items())),
         "nodes": len(graph.node),
+        "shape_ops": ops.get("Shape", 0),
         "inputs": {i.name: _dims(i) for i in graph.input},
         "outputs": {o.name: _dims(o) for o in graph.output},
     }
+
+
+def _float_shape_math(graph: onnx.GraphProto) -> list[str]:
+    """Nodes that turn shape values (derived from `Shape` outputs) into floats: TensorRT wants shape tensors
+    to stay integer; float shape math (scale factors, Floor) usually means an un-frozen interpolation."""
+    derived: set[str] = set()
+    bad: list[str] = []
+    for node in graph.node:
+        if node.op_type == "Shape":
+            derived.update(node.output)
+            continue
+        if not any(i in derived for i in node.input):
+            continue
+        if (
+            node.op_type
+            in (
+                "Reshape",
+                "Expand",
+                "Tile",
+                "Slice",
+                "ConstantOfShape",
+                "Range",
+                "Pad",
+                "Squeeze",
+                "Unsqueeze",
+            )
+            and node.input
+            and node.input[0] not in derived
+        ):
+            continue  # the shape is consumed here; the output is data, not shape
+        derived.update(node.output)
+        if node.op_type == "Cast":
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            if to in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+                bad.append(node.name or node.op_type)
+        elif node.op_type in ("Floor", "Ceil", "Round"):
+            bad.append(node.name or node.op_type)
+    return bad
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:
