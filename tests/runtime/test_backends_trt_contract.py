@@ -562,3 +562,31 @@ def test_cuda_layer_error_funnel_and_single_ownership_contract(stand_ins):
         DeviceBuffer(1 << 20)
     assert e.value.name == "cudaErrorInsufficientDriver" and e.value.code == 35
     assert isinstance(e.value, DeviceError)
+
+
+def test_pipeline_keeps_two_batches_in_flight_on_the_tensorrt_backend_contract(stand_ins):
+    from cellvit_trt.runtime.pipeline import Pipeline
+
+    cudart = stand_ins()
+    images = tiles(23, 42)
+    got = {}
+    with backend() as be:
+        start = len(cudart.log)
+        stats = Pipeline(
+            be,
+            read=lambda i: images[i],
+            process=lambda i, m: m,
+            sink=lambda i, m: got.__setitem__(i, m),
+            batch=MAX_BATCH,
+            workers=2,
+        ).run(range(23))
+        run = cudart.log[start:]
+    assert stats.tiles == 23 and stats.batches == 6 and sorted(got) == list(range(23))
+    ref = reference(images)
+    for i, m in got.items():
+        for k in ref:
+            np.testing.assert_array_equal(m[k], ref[k][i], err_msg=f"tile {i} {k}")
+    # two submissions before the first wait: the second batch is queued while the first one computes
+    order = [n for n, _ in run if n.endswith("execute_async_v3") or n == "cudaEventSynchronize"]
+    assert order[:3] == ["ctx0.execute_async_v3", "ctx1.execute_async_v3", "cudaEventSynchronize"], order
+    assert set(stats.device_s) == {"h2d", "compute", "d2h"}
