@@ -50,11 +50,17 @@ def _torch_load(path: Path, map_location: Any) -> Any:
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as exc:
-            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            name = found.group(1) if found else None
-            if name is None or not (name in _SAFE_GLOBALS or name.startswith(_SAFE_PREFIXES)):
+            # torch names the object either as a global to import or as a class to build
+            found = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", str(exc))
+            if found is None:
+                msg = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+                detail = msg.group(1).strip()[:200] if msg else type(exc).__name__
+                raise CheckpointError(f"checkpoint {path}: not a readable PyTorch file ({detail})") from exc
+            name = found.group(1) or found.group(2)
+            repeated = any(f"{a.__module__}.{a.__qualname__}" == name for a in allowed)
+            if repeated or not (name in _SAFE_GLOBALS or name.startswith(_SAFE_PREFIXES)):
                 raise CheckpointError(
-                    f"checkpoint {path}: refuses to unpickle {name or 'an object'} (weights_only loading; "
+                    f"checkpoint {path}: refuses to unpickle {name} (weights_only loading; "
                     "only tensors, plain containers and numpy scalars are accepted)"
                 ) from exc
             try:
@@ -95,18 +101,27 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, Any], where: str) 
         raise CheckpointError(f"{where}: {len(bad)} tensors have the wrong shape: {_listing(bad)}")
 
 
+def _head_rows(state: dict, *keys: str) -> int | None:
+    for key in keys:
+        for k in (key, f"module.{key}"):  # DataParallel prefix: still infer, the key check reports it
+            if isinstance(state.get(k), torch.Tensor):
+                return int(state[k].shape[0])
+    return None
+
+
 def _num_classes(conf: dict, state: dict, where: str) -> tuple[int, int]:
     """From config data.num_*_classes as upstream; falls back to the head shapes when the config lacks them."""
     n_nuc = get(conf, "data.num_nuclei_classes")
     n_tis = get(conf, "data.num_tissue_classes")
     if n_nuc is None:
-        w = state.get("nuclei_type_maps_decoder.decoder0_header.2.weight")
-        n_nuc = w.shape[0] if isinstance(w, torch.Tensor) else None
+        n_nuc = _head_rows(state, "nuclei_type_maps_decoder.decoder0_header.2.weight")
+        if n_nuc is None:
+            raise CheckpointError(f"{where}: config data.num_nuclei_classes is missing and model_state_dict has no "
+                                  "nuclei_type_maps_decoder.decoder0_header.2.weight to infer it from")
     if n_tis is None:
-        w = state.get("encoder.head.weight", state.get("classifier_head.weight"))
-        n_tis = w.shape[0] if isinstance(w, torch.Tensor) else 0
+        n_tis = _head_rows(state, "encoder.head.weight", "classifier_head.weight") or 0
     try:
-        return int(n_nuc), int(n_tis)  # type: ignore[arg-type]
+        return int(n_nuc), int(n_tis)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: config data.num_nuclei_classes={n_nuc!r}, data.num_tissue_classes="
                               f"{n_tis!r}; expected integers") from exc
