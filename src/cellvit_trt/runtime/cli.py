@@ -44,7 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-j", "--workers", type=int, default=None, help="post-processing threads (default: CPU count)"
     )
-    p.add_argument("--readers", type=int, default=None, help="tile reading threads (default 1)")
+    p.add_argument(
+        "--readers",
+        type=int,
+        default=None,
+        help="tile reading threads (default: 1 on CPU, up to 4 with a GPU backend)",
+    )
     p.add_argument(
         "--in-flight", dest="in_flight", type=int, default=None, help="batches in flight (default 2)"
     )

@@ -179,7 +179,7 @@ def run_input(
                 sink=sink,
                 batch=min(settings.batch, backend.max_batch),
                 workers=settings.post_workers,
-                readers=settings.readers,
+                readers=settings.reader_threads(backend.kind),
                 queue_size=settings.queue_size,
                 in_flight=min(settings.in_flight, backend.max_in_flight),
                 progress=bar,
