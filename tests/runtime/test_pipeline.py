@@ -74,6 +74,7 @@ def test_results_arrive_in_order_and_complete():
             sink=lambda i, r: out.append((i, r)),
             batch=4,
             workers=3,
+            readers=3,  # parallel reads, order kept
         )
         stats = p.run(range(37))
     assert out == [(i, i % 251) for i in range(37)]
