@@ -295,6 +295,11 @@ def test_resume_after_kill_gives_identical_cells(world, full_run):
     summary = json.loads((out / "slide_a" / "summary.json").read_text())
     assert summary["tiles_resumed"] == 4 and summary["tiles_processed"] == summary["tiles_planned"] - 4
     assert cell_set(out / "slide_a") == cell_set(full_run)
+    # --resume on a finished input does nothing (a folder run can be restarted without redoing slides)
+    mtime = (out / "slide_a" / "cells.json").stat().st_mtime_ns
+    again = cli_subprocess([*args, "--resume"])
+    assert again.returncode == 0 and "already complete" in again.stdout, again.stdout + again.stderr[-2000:]
+    assert (out / "slide_a" / "cells.json").stat().st_mtime_ns == mtime
     # a resume with other settings is refused with the reason
     assert cli_subprocess(args, {"CELLVIT_TRT_FAULT_KILL_AFTER_TILES": "2"}).returncode == -9
     other = [("0.2" if a == "0.05" else a) for a in args]

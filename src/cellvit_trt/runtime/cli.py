@@ -200,6 +200,19 @@ def run(args: argparse.Namespace) -> int:
                 index.append({"input": str(path), "ok": False, "error": str(exc)})
                 print(f"cellvit-trt run: error: {exc}", file=sys.stderr)
                 continue
+            if res.skipped:
+                index.append(
+                    {
+                        "input": str(path),
+                        "ok": True,
+                        "output": str(res.out_dir),
+                        "cells": res.cells,
+                        "tiles": res.tiles_planned,
+                        "skipped": "already complete",
+                    }
+                )
+                print(f"{path}: already complete in {res.out_dir} ({res.cells} cells); skipped (--resume)")
+                continue
             st = res.stats
             index.append(
                 {

@@ -11,6 +11,7 @@ tiles so that `--resume` continues where the run stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ import numpy as np
 
 from cellvit_trt import __version__
 from cellvit_trt.config import to_dict
+from cellvit_trt.io import write_json
 from cellvit_trt.runtime.journal import Journal
 from cellvit_trt.runtime.pipeline import Pipeline
 from cellvit_trt.runtime.progress import Progress
@@ -31,6 +33,7 @@ from cellvit_trt.runtime.stats import Stats
 log = logging.getLogger(__name__)
 
 RESUME_DIR = ".resume"
+DONE_MARKER = ".done.json"  # written last: the outputs in this folder are complete for this fingerprint
 
 
 @dataclass
@@ -43,6 +46,7 @@ class JobResult:
     tiles_planned: int
     stats: Stats
     summary: dict[str, Any]
+    skipped: bool = False  # --resume found this input already complete
 
 
 class TissueVote:
@@ -101,6 +105,13 @@ def fingerprint(path: Path, backend: Any, settings: RunSettings, tile_size: int)
     }
 
 
+def _read_done(marker: Path) -> dict[str, Any]:
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def run_input(
     path: Path, settings: RunSettings, backend: Any, out_dir: Path | None = None, progress: bool | None = None
 ) -> JobResult:
@@ -115,6 +126,27 @@ def run_input(
     out_dir = Path(out_dir or settings.output / path.stem)
     target_mpp = settings.target_mpp or meta.target_mpp
     t0 = time.perf_counter()
+    fp = fingerprint(path, backend, settings, backend.tile_size)
+    marker = out_dir / DONE_MARKER
+    done = _read_done(marker)
+    if (
+        settings.resume
+        and done.get("fingerprint") == fp
+        and set(done.get("outputs", ())) >= set(settings.outputs)
+    ):
+        log.warning("%s: already complete in %s; skipped (--resume)", path, out_dir)
+        return JobResult(
+            path,
+            out_dir,
+            int(done["cells"]),
+            0,
+            int(done["tiles"]),
+            int(done["tiles"]),
+            Stats(),
+            {},
+            skipped=True,
+        )
+    marker.unlink(missing_ok=True)  # from here on the folder is being rewritten
     with open_source(
         path,
         target_mpp=target_mpp,
@@ -132,7 +164,7 @@ def run_input(
             tissue_summary = {"tiles_total": len(grid), "tiles_kept": len(grid), "tiles_skipped": 0}
         journal = Journal.open(
             out_dir / RESUME_DIR,
-            fingerprint(path, backend, settings, backend.tile_size),
+            fp,
             settings.resume,
             settings.checkpoint_tiles,
             transform=(float(info.scale), info.offset),
@@ -222,6 +254,15 @@ def run_input(
         except BaseException:
             writers.abort()
             raise
+    write_json(
+        marker,
+        {
+            "fingerprint": fp,
+            "outputs": sorted(settings.outputs),
+            "cells": summary["cells"],
+            "tiles": len(planned),
+        },
+    )
     journal.discard()
     log.info(
         "%s: %d cells from %d tiles in %.1f s (%.2f tiles/s, backend waited for input %.0f%%)",
