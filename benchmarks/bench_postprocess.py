@@ -3,14 +3,14 @@
     NUMBA_CACHE_DIR=.numba_cache .venv/bin/python benchmarks/bench_postprocess.py [--tiles 4] [--size 1024]
 
 Prints, from one run: oracle s/tile and ours s/tile on one thread (OpenCV and PyTorch pinned to one thread on
-both sides) and their ratio, in wall time and in process CPU time (steadier on a shared machine), tiles/s of ours with 1 thread and with a thread pool over all cores (the kernels release the GIL),
+both sides) and their ratio, in wall time and in process CPU time (steadier on a shared machine), tiles/s of
+ours with 1 thread and with a thread pool over all cores (the kernels release the GIL),
 and the first-call Numba compile time measured in fresh processes (cold cache, then warm cache).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -50,9 +50,13 @@ def dense_maps(rng: np.random.Generator, size: int, nuclei: int):
         inst[rs, cs][d] = label
     types_ = rng.integers(1, N_TYPES, label + 1)
     t = make_targets(inst, types_)
-    hv = np.stack([gaussian_filter(c, 0.8) for c in t.hv.astype(np.float64)]) + rng.normal(0, 0.15, t.hv.shape)
+    hv = np.stack([gaussian_filter(c, 0.8) for c in t.hv.astype(np.float64)]) + rng.normal(
+        0, 0.15, t.hv.shape
+    )
     f = 2.0 * t.binary - 1.0
-    binary_logits = np.stack([-f, f], -1) * rng.uniform(0.5, 3.0, (size, size, 1)) + rng.normal(0, 0.3, (size, size, 2))
+    binary_logits = np.stack([-f, f], -1) * rng.uniform(0.5, 3.0, (size, size, 1)) + rng.normal(
+        0, 0.3, (size, size, 2)
+    )
     type_logits = rng.normal(0, 1, (size, size, N_TYPES))
     np.put_along_axis(type_logits, t.type_map[..., None].astype(np.int64), 2.5, -1)
     return label, binary_logits.astype(np.float32), type_logits.astype(np.float32), hv.astype(np.float16)
@@ -92,7 +96,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="passes over the tiles for our timing")
     ap.add_argument("--oracle-tiles", type=int, default=None, help="tiles timed for the oracle (default all)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--no-compile-time", action="store_true", help="skip the fresh-process compile measurement")
+    ap.add_argument(
+        "--no-compile-time", action="store_true", help="skip the fresh-process compile measurement"
+    )
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
@@ -170,15 +176,23 @@ def main(argv=None) -> int:
         "first_call_s_warm_cache": compile_warm,
         "cpu_count": os.cpu_count(),
     }
-    print(f"dense tiles {fig['tile']}, {len(tiles)} tiles, {cells_per_tile:.0f} cells/tile (one thread each side)")
+    print(
+        f"dense tiles {fig['tile']}, {len(tiles)} tiles, {cells_per_tile:.0f} cells/tile "
+        "(one thread each side)"
+    )
     print(f"  {'':41s}   wall s/tile   CPU s/tile")
     if oracle_s:
         print(f"  oracle cellvit==1.0.9 post_process_batch : {oracle_s:11.4f} {oracle_cpu:12.4f}")
     print(f"  cellvit_trt.kernels PostProcessor        : {ours:11.4f} {ours_cpu:12.4f}")
     if oracle_s:
-        print(f"  speed-up                                 : {oracle_s / ours:10.1f}x {oracle_cpu / ours_cpu:11.1f}x")
+        print(
+            f"  speed-up                                 : {oracle_s / ours:10.1f}x "
+            f"{oracle_cpu / ours_cpu:11.1f}x"
+        )
     print(f"  throughput 1 thread                      : {tps1:8.2f} tiles/s")
-    print(f"  throughput {args.workers} threads (thread pool)       : {tpsn:8.2f} tiles/s ({tpsn / tps1:.2f}x)")
+    print(
+        f"  throughput {args.workers} threads (thread pool)       : {tpsn:8.2f} tiles/s ({tpsn / tps1:.2f}x)"
+    )
     if compile_cold is not None:
         print(f"  first call, fresh process, cold cache    : {compile_cold:8.2f} s (Numba compile + imports)")
         print(f"  first call, fresh process, warm cache    : {compile_warm:8.2f} s (cache load + imports)")

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def panoptic_quality(a: np.ndarray, b: np.ndarray) -> float:
-    """PQ of instance map `a` against `b` (IoU > 0.5 matching, unique by construction); 1.0 when both are empty."""
+    """PQ of instance map `a` against `b` (IoU > 0.5 matching); 1.0 when both are empty."""
     a = a.astype(np.int64).ravel()
     b = b.astype(np.int64).ravel()
     na, nb = int(a.max(initial=0)), int(b.max(initial=0))
@@ -32,7 +32,7 @@ FIELDS = ("present", "type", "bbox", "centroid", "contour", "type_prob")
 
 
 def field_agreement(ours: dict, oracle: dict) -> dict:
-    """Fraction of cells (union of ids) whose field is bit-identical; oracle type-0 cells dropped as the WSI path."""
+    """Fraction of cells (union of ids) with a bit-identical field; oracle type-0 cells dropped (WSI path)."""
     oracle = {int(k): v for k, v in oracle.items() if v["type"] != 0}
     ids = sorted(set(ours) | set(oracle))
     same = {f: 0 for f in FIELDS}

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def softmax_inputs(maps):
-    """Torch dict for post_process_batch and our (fg, hv, type_map): softmax BHWC, raw hv BHWC, argmax in numpy."""
+    """Torch dict for post_process_batch and our (fg, hv, type_map): softmax BHWC, raw hv BHWC, argmaxes."""
     import torch
 
     b = torch.softmax(torch.from_numpy(maps.binary_logits[None]), dim=-1)

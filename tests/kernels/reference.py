@@ -58,14 +58,16 @@ def cell_dict(inst: np.ndarray, type_map: np.ndarray) -> dict:
         c1 += 1
         crop = m[r0:r1, c0:c1].astype(np.uint8)
         mom = cv2.moments(crop)
-        contour = np.squeeze(cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].astype("int32"))
+        contour = np.squeeze(
+            cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].astype("int32")
+        )
         if contour.shape[0] < 3 or contour.ndim != 2:
             continue
         centroid = np.array([mom["m10"] / mom["m00"] + c0, mom["m01"] / mom["m00"] + r0])
         contour[:, 0] += c0
         contour[:, 1] += r0
         t, n = np.unique(type_map[r0:r1, c0:c1][crop.astype(bool)], return_counts=True)
-        lst = sorted(zip(t, n), key=lambda x: x[1], reverse=True)
+        lst = sorted(zip(t, n, strict=True), key=lambda x: x[1], reverse=True)
         typ = lst[0][0]
         if typ == 0 and len(lst) > 1:
             typ = lst[1][0]

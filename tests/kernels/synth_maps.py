@@ -58,7 +58,7 @@ def maps_from_instances(
     type_quant: float = 0.0,
     bg_type_frac: float = 0.0,
 ) -> Maps:
-    """Logits and HV like a trained network's: targets + blur + noise; quantised type logits create exact ties."""
+    """Logits and HV like a trained network's: targets + blur + noise; quantised type logits tie."""
     h, w = inst.shape
     n = int(inst.max())
     types = rng.integers(1, N_TYPES, size=n + 1)

@@ -89,7 +89,9 @@ def test_contours_match_opencv_first_contour():
         sizes[0] = 0
         comp = lab == sizes.argmax()  # one 8-connected component, holes allowed
         tile = rng.integers(0, 3, (h + 6, w + 6)).astype(np.int32) * 5
-        tile[3 : 3 + h, 3 : 3 + w] = np.where(comp, 7, np.where(tile[3 : 3 + h, 3 : 3 + w] == 7, 0, tile[3 : 3 + h, 3 : 3 + w]))
+        tile[3 : 3 + h, 3 : 3 + w] = np.where(
+            comp, 7, np.where(tile[3 : 3 + h, 3 : 3 + w] == 7, 0, tile[3 : 3 + h, 3 : 3 + w])
+        )
         ys, xs = np.nonzero(tile == 7)
         r0, c0 = ys.min(), xs.min()
         crop = (tile[r0 : ys.max() + 1, c0 : xs.max() + 1] == 7).astype(np.uint8)

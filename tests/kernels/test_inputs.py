@@ -39,7 +39,15 @@ def _ok(h=32, w=32, n=None):
         (lambda f, h, t: (np.full(f.shape, np.nan, np.float32), h, t), "fg", "NaN"),
         (lambda f, h, t: (f, np.full(h.shape, np.nan, np.float16), t), "hv", "NaN"),
         (lambda f, h, t: (f, np.full(h.shape, np.inf, np.float32), t), "hv", "NaN or infinite"),
-        (lambda f, h, t: (np.zeros((0, 32), np.uint8), np.zeros((2, 0, 32), np.float32), np.zeros((0, 32), np.uint8)), "fg", "non-empty"),
+        (
+            lambda f, h, t: (
+                np.zeros((0, 32), np.uint8),
+                np.zeros((2, 0, 32), np.float32),
+                np.zeros((0, 32), np.uint8),
+            ),
+            "fg",
+            "non-empty",
+        ),
     ],
 )
 def test_bad_input_raises_input_error(pp, change, arg, needle):
@@ -67,7 +75,9 @@ def test_empty_tiny_and_odd_tiles(pp):
         assert out.inst_map.shape == (h, w) and out.inst_map.dtype == np.int32
         assert len(out.cells) == 0 and out.cells.to_upstream_dict() == {}
     # all foreground with a constant HV map: no markers, no cells, no crash
-    out = pp.process_tile(np.ones((64, 64), bool), np.zeros((2, 64, 64), np.float32), np.ones((64, 64), np.uint8))
+    out = pp.process_tile(
+        np.ones((64, 64), bool), np.zeros((2, 64, 64), np.float32), np.ones((64, 64), np.uint8)
+    )
     assert out.inst_map.max() == 0 and len(out.cells) == 0
 
 
@@ -85,7 +95,7 @@ def test_params():
         PostProcessParams(object_size=-1)
     with pytest.raises(InputError, match="marker_threshold"):
         PostProcessParams(marker_threshold=1.5)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):  # frozen dataclass
         PostProcessParams().sobel_ksize = 3  # frozen
 
 

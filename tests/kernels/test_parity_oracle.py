@@ -1,4 +1,5 @@
-"""Cell-for-cell parity with the cellvit==1.0.9 tile post-processor (Oracle A) on a battery of generated tiles.
+"""Cell-for-cell parity with the cellvit==1.0.9 tile post-processor (Oracle A) on a battery of generated
+tiles.
 
 Every case asserts an identical instance map and identical cell fields; the last test prints the table
 (PQ between the instance maps and the fraction of cells with identical fields).
@@ -38,7 +39,9 @@ def _maps_from_fg(rng, name, fg: np.ndarray, inst: np.ndarray, noise=0.1) -> Map
 def _case(name: str) -> Maps:
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     if name == "isolated-256":
-        return maps_from_instances(rng, name, random_instances(rng, 256, 256, 40, 3, 7, 0, overlap=False), noise=0.05)
+        return maps_from_instances(
+            rng, name, random_instances(rng, 256, 256, 40, 3, 7, 0, overlap=False), noise=0.05
+        )
     if name == "touching-overlapping-256":
         return maps_from_instances(rng, name, random_instances(rng, 256, 256, 220, 3, 9))
     if name == "noisy-256":
@@ -84,15 +87,33 @@ def _case(name: str) -> Maps:
         return maps_from_instances(rng, name, inst, bg_type_frac=0.6, type_quant=0.5)
     if name == "float32-hv-256":
         m = maps_from_instances(rng, name, random_instances(rng, 256, 256, 150))
-        m.hv = (m.hv.astype(np.float32) + rng.normal(0, 1e-3, m.hv.shape)).astype(np.float32)  # not float16-exact
+        m.hv = (m.hv.astype(np.float32) + rng.normal(0, 1e-3, m.hv.shape)).astype(
+            np.float32
+        )  # not float16-exact
         return m
     if name.startswith("random-mix-"):
         h, w = (int(v) for v in rng.integers(96, 200, 2))
-        inst = random_instances(rng, h, w, int(rng.integers(5, 220)), rng.uniform(1.5, 4), rng.uniform(5, 12),
-                                rng.uniform(0, 12), overlap=bool(rng.integers(0, 2)))
-        return maps_from_instances(rng, name, inst, noise=rng.uniform(0, 0.5), blur=rng.uniform(0, 1.5),
-                                   fg_flip=rng.uniform(0, 0.05), type_noise=rng.uniform(0.5, 2.5),
-                                   type_quant=float(rng.choice([0.0, 0.5, 1.0])), bg_type_frac=rng.uniform(0, 0.7))
+        inst = random_instances(
+            rng,
+            h,
+            w,
+            int(rng.integers(5, 220)),
+            rng.uniform(1.5, 4),
+            rng.uniform(5, 12),
+            rng.uniform(0, 12),
+            overlap=bool(rng.integers(0, 2)),
+        )
+        return maps_from_instances(
+            rng,
+            name,
+            inst,
+            noise=rng.uniform(0, 0.5),
+            blur=rng.uniform(0, 1.5),
+            fg_flip=rng.uniform(0, 0.05),
+            type_noise=rng.uniform(0.5, 2.5),
+            type_quant=float(rng.choice([0.0, 0.5, 1.0])),
+            bg_type_frac=rng.uniform(0, 0.7),
+        )
     if name == "dense-1024":
         return maps_from_instances(rng, name, random_instances(rng, 1024, 1024, 2200, 3, 8))
     if name == "moderate-1024":

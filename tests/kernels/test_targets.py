@@ -1,4 +1,4 @@
-"""synthetic.targets reproduces the upstream HoVer target generation (re-written here in upstream's NumPy form)."""
+"""synthetic.targets reproduces the upstream HoVer target generation (upstream's NumPy form below)."""
 
 from __future__ import annotations
 

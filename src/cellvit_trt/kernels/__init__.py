@@ -1,4 +1,4 @@
-"""Numba/OpenCV post-processing: deployment-graph maps -> instance map + cell table (cellvit==1.0.9 parity)."""
+"""Numba/OpenCV post-processing: deployment-graph maps -> instance map + cell table (cellvit 1.0.9 parity)."""
 
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.postprocess import PostProcessor, instance_map

@@ -1,7 +1,8 @@
 """First OpenCV contour of each instance, traced in Numba (cv2.findContours RETR_TREE, CHAIN_APPROX_SIMPLE).
 
 For an instance that is one 8-connected component, `findContours(crop)[0][0]` is the outer border found at the
-instance's first pixel in raster order, followed by Suzuki-Abe border following: the first neighbour is searched
+instance's first pixel in raster order, followed by Suzuki-Abe border following: the first neighbour is
+searched
 clockwise starting up-left, each next one counter-clockwise from the direction after the one we came from, and
 CHAIN_APPROX_SIMPLE keeps a pixel only where the chain code changes. Tracing on the tile with "== id" equals
 tracing on the zero-padded bbox crop, because every pixel of the instance lies inside its bbox.
@@ -103,6 +104,8 @@ def _trace_all(inst, labels, first_x, first_y, capacity):
 
 
 def trace_first_contours(inst: np.ndarray, labels: np.ndarray, first_x: np.ndarray, first_y: np.ndarray):
-    """(points int32 [P, 2] (x, y), offsets int64 [K+1]) for the given labels; label <= 0 gives an empty entry."""
+    """(points int32 [P, 2] (x, y), offsets int64 [K+1]) per label (label <= 0: empty entry)."""
     capacity = max(1024, 8 * int(labels.shape[0]) * 8)
-    return _trace_all(inst, labels.astype(np.int32), first_x.astype(np.int64), first_y.astype(np.int64), capacity)
+    return _trace_all(
+        inst, labels.astype(np.int32), first_x.astype(np.int64), first_y.astype(np.int64), capacity
+    )

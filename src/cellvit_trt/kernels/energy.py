@@ -1,6 +1,8 @@
-"""Watershed relief and markers from the HV maps (upstream `_proc_np_hv` steps 2-6), with its exact arithmetic.
+"""Watershed relief and markers from the HV maps (upstream `_proc_np_hv` steps 2-6), with its exact
+arithmetic.
 
-OpenCV does the filters (min-max normalisation, Gaussian blur, opening; Sobel through `sobel`, bit-identical): they are what upstream calls, so
+OpenCV does the filters (min-max normalisation, Gaussian blur, opening; Sobel through `sobel`, bit-identical):
+they are what upstream calls, so
 their rounding is reproduced by construction, and they release the GIL. Numba fuses the element-wise steps and
 keeps upstream's dtype promotions:
 
@@ -50,7 +52,7 @@ def _fuse(nsh: np.ndarray, nsv: np.ndarray, blb: np.ndarray, marker_threshold: f
 def relief_and_markers(
     hv: np.ndarray, blb: np.ndarray, sobel_ksize: int, marker_threshold: float, blur_ksize: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(relief float64 [H,W] = -blur(dist), raw marker mask uint8 [H,W]) from float32 hv [2,H,W] and blb uint8."""
+    """(relief float64 [H,W] = -blur(dist), raw marker mask uint8 [H,W]) from hv f32 [2,H,W], blb u8."""
     h_dir = minmax01(hv[0])
     v_dir = minmax01(hv[1])
     sobelh = sobel(h_dir, 1, sobel_ksize)

@@ -1,4 +1,4 @@
-"""float16 -> float32 conversion with a finiteness check in one pass (NumPy's astype is scalar for float16)."""
+"""float16 -> float32 conversion with a finiteness check in one pass (NumPy's astype is slow here)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ def _foreground(fg: np.ndarray, threshold: float) -> np.ndarray:
     if fg.dtype == np.uint8:
         if fg.size and int(fg.max()) > 1:
             raise InputError(
-                f"fg: uint8 values must be 0/1 (argmax of the binary softmax), got a maximum of {int(fg.max())}; "
+                "fg: uint8 values must be 0/1 (argmax of the binary softmax), "
+                f"got a maximum of {int(fg.max())}; "
                 "pass a float32 probability map instead"
             )
         return fg
@@ -61,7 +62,8 @@ def as_batch(fg, hv, type_map, fg_threshold: float = 0.5) -> tuple[np.ndarray, n
     want_hv = 4 if batched else 3
     if hv.ndim != want_hv:
         raise InputError(
-            f"hv: expected shape {'[N, 2, H, W]' if batched else '[2, H, W]'} to go with fg {fg.shape}, got {hv.shape}"
+            f"hv: expected shape {'[N, 2, H, W]' if batched else '[2, H, W]'} to go with fg {fg.shape}, "
+            f"got {hv.shape}"
         )
     if not batched:
         fg, hv, type_map = fg[None], hv[None], type_map[None] if type_map.ndim == 2 else type_map
@@ -69,7 +71,9 @@ def as_batch(fg, hv, type_map, fg_threshold: float = 0.5) -> tuple[np.ndarray, n
     if h < 1 or w < 1:
         raise InputError(f"fg: expected a non-empty tile, got shape {fg.shape}")
     if hv.shape[1] != 2:
-        raise InputError(f"hv: expected 2 channels (horizontal, vertical) on axis {hv.ndim - 3}, got {hv.shape}")
+        raise InputError(
+            f"hv: expected 2 channels (horizontal, vertical) on axis {hv.ndim - 3}, got {hv.shape}"
+        )
     if hv.shape != (n, 2, h, w):
         raise InputError(f"hv: expected shape {(n, 2, h, w) if batched else (2, h, w)}, got {hv.shape}")
     if type_map.shape != (n, h, w):
@@ -78,7 +82,9 @@ def as_batch(fg, hv, type_map, fg_threshold: float = 0.5) -> tuple[np.ndarray, n
         raise InputError(f"hv: expected dtype float16 or float32, got {hv.dtype}")
     if type_map.dtype != np.uint8:
         if not np.issubdtype(type_map.dtype, np.integer):
-            raise InputError(f"type_map: expected dtype uint8 (argmax of the type softmax), got {type_map.dtype}")
+            raise InputError(
+                f"type_map: expected dtype uint8 (argmax of the type softmax), got {type_map.dtype}"
+            )
         if type_map.size and (int(type_map.min()) < 0 or int(type_map.max()) > 255):
             raise InputError("type_map: class ids must be in 0..255")
         type_map = type_map.astype(np.uint8)

@@ -13,11 +13,13 @@ __all__ = ["PostProcessParams"]
 class PostProcessParams:
     """Constants of the CellViT tile post-processor.
 
-    Defaults are the x40 values of the upstream WSI path (cellvit==1.0.9 `postprocessing_numpy`), which hard-codes
+    Defaults are the x40 values of the upstream WSI path (cellvit==1.0.9 `postprocessing_numpy`), which
+    hard-codes
     them whatever the magnification because tiles are resampled to ~0.25 mpp.
     """
 
-    #: A float foreground probability p counts as nucleus when p > threshold: the argmax of the 2-class softmax
+    # : A float foreground probability p counts as nucleus when p > threshold: the argmax of the 2-class
+    # softmax
     #: with ties going to background. Upstream thresholds the argmax (0/1) at >= 0.5, which is the same thing.
     fg_threshold: float = 0.5
     #: Foreground components (4-connected) with fewer pixels are dropped before everything else (upstream: 10,
@@ -48,17 +50,20 @@ class PostProcessParams:
             if not isinstance(value, int) or value < 1 or value % 2 == 0 or value > 31:
                 raise InputError(f"PostProcessParams.{name}: expected an odd int in 1..31, got {value!r}")
         if not isinstance(self.opening_size, int) or self.opening_size < 1:
-            raise InputError(f"PostProcessParams.opening_size: expected an int >= 1, got {self.opening_size!r}")
+            raise InputError(
+                f"PostProcessParams.opening_size: expected an int >= 1, got {self.opening_size!r}"
+            )
         for name in ("fg_threshold", "marker_threshold"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
                 raise InputError(f"PostProcessParams.{name}: expected a number in [0, 1], got {value!r}")
 
     @classmethod
-    def for_magnification(cls, magnification: float, **overrides) -> "PostProcessParams":
+    def for_magnification(cls, magnification: float, **overrides) -> PostProcessParams:
         """Upstream constants for x40 (Sobel 21, object size 10) or x20 (Sobel 11, object size 3).
 
-        The x20 pair comes from TIO-IKIM/CellViT post_proc_cellvit.py; the cellvit package's WSI path always uses
+        The x20 pair comes from TIO-IKIM/CellViT post_proc_cellvit.py; the cellvit package's WSI path always
+        uses
         the x40 pair because it resamples tiles to ~0.25 mpp first.
         """
         table = {40: (21, 10), 20: (11, 3)}

@@ -1,18 +1,19 @@
-"""`PostProcessor`: deployment-graph maps of a tile -> instance map + cell table, cell for cell as cellvit==1.0.9.
+"""`PostProcessor`: deployment-graph maps of a tile -> instance map + cell table, cell for cell as
+cellvit==1.0.9.
 
 Steps (upstream `DetectionCellPostProcessor`, WSI path; see docs/kernels.md for the line-by-line mapping):
 1. foreground 4-connected components < blob_min_size removed;
 2. relief = -blur((1 - edge energy) * fg) from the min-max normalised HV maps (OpenCV filters);
 3. markers = fg minus high-energy pixels, holes filled, elliptic opening, components < object_size removed;
 4. exact skimage watershed of the relief from the markers inside the foreground (Numba);
-5. ids renumbered 1..N, per-cell bbox / centroid / type vote in one pass (Numba), first OpenCV contour per cell.
+5. ids renumbered 1..N, per-cell bbox / centroid / type vote in one pass (Numba), first OpenCV contour per
+cell.
 Every heavy step releases the GIL, so `process_batch(..., workers=k)` scales over threads.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -29,30 +30,39 @@ from cellvit_trt.kernels.watershed import watershed_fast
 __all__ = ["PostProcessor", "instance_map"]
 
 
-def instance_map(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams) -> tuple[np.ndarray, np.ndarray]:
+def instance_map(
+    fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw watershed labels (upstream `_proc_np_hv`): int32 [H,W] with marker label numbers (gaps kept), and
     the per-label flag "marker cut by the foreground mask" (see `watershed_fast`)."""
     components, members, start = label4_components(fg01, params.blob_min_size)
     blb = (components > 0).view(np.uint8)
-    relief, marker = relief_and_markers(hv, blb, params.sobel_ksize, params.marker_threshold, params.blur_ksize)
+    relief, marker = relief_and_markers(
+        hv, blb, params.sobel_ksize, params.marker_threshold, params.blur_ksize
+    )
     marker = open_ellipse(fill_holes4(marker), params.opening_size)
     markers = label4_filtered(marker, params.object_size)
     return watershed_fast(relief, markers, components, members, start)
 
 
-def _cell_table(inst, bbox, area, m10, m01, cell_type, type_count, first_x, first_y, split, params) -> CellTable:
+def _cell_table(
+    inst, bbox, area, m10, m01, cell_type, type_count, first_x, first_y, split, params
+) -> CellTable:
     candidates = np.flatnonzero(cell_type != 0) if params.drop_background else np.arange(len(area))
     if len(area) and int(area.sum()) == inst.size:
         # upstream visits np.unique(inst)[1:], assuming the first value is background: on a tile without any
         # background pixel it silently skips instance 1. Reproduced for parity.
         candidates = candidates[candidates != 0]
-    points, offsets = trace_first_contours(inst, np.where(split[candidates], 0, candidates + 1),
-                                           first_x[candidates], first_y[candidates])
+    points, offsets = trace_first_contours(
+        inst, np.where(split[candidates], 0, candidates + 1), first_x[candidates], first_y[candidates]
+    )
     contours = [points[offsets[k] : offsets[k + 1]] for k in range(len(candidates))]
     for k in np.flatnonzero(split[candidates]):  # possibly split instance: OpenCV picks its first contour
         i = candidates[k]
         r0, c0, r1, c1 = bbox[i]
-        found = cv2.findContours((inst[r0:r1, c0:c1] == i + 1).view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+        found = cv2.findContours(
+            (inst[r0:r1, c0:c1] == i + 1).view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
+        )[0]
         contour = found[0].reshape(-1, 2).astype(np.int32)
         contour[:, 0] += c0
         contour[:, 1] += r0
@@ -77,14 +87,14 @@ def _cell_table(inst, bbox, area, m10, m01, cell_type, type_count, first_x, firs
         type=cell_type[idx].astype(np.int16),
         type_prob=(tc / (a + 1.0e-6)).astype(np.float32),
         type_count=tc.astype(np.int32),
-        contours=[c for c, keep in zip(contours, ok) if keep],
+        contours=[c for c, keep in zip(contours, ok, strict=True) if keep],
     )
 
 
 class PostProcessor:
     """Tile post-processor. Thread-safe: holds only frozen settings."""
 
-    def __init__(self, params: Optional[PostProcessParams] = None) -> None:
+    def __init__(self, params: PostProcessParams | None = None) -> None:
         self.params = params if params is not None else PostProcessParams()
 
     def _one(self, fg01: np.ndarray, hv: np.ndarray, type_map: np.ndarray) -> TileCells:
@@ -94,7 +104,7 @@ class PostProcessor:
         return TileCells(inst_map=measured[0], cells=_cell_table(*measured, self.params))
 
     def process_tile(self, fg, hv, type_map) -> TileCells:
-        """One tile: fg uint8/bool [H,W] (or float probability), hv float16/32 [2,H,W], type_map uint8 [H,W]."""
+        """One tile: fg uint8/bool [H,W] (or float prob.), hv f16/f32 [2,H,W], type_map uint8 [H,W]."""
         fg01, hv32, types, batched = as_batch(fg, hv, type_map, self.params.fg_threshold)
         if batched:
             from cellvit_trt.errors import InputError

@@ -7,7 +7,8 @@ float32 source times float64 tap) into a float64 buffer, then a symmetric / anti
 column accumulation into fused multiply-adds, which this module does explicitly (llvm.fma). Same order, same
 bits: `tests/kernels/test_sobel.py` checks bit equality against cv2.
 
-Because OpenCV's rounding depends on the code path its CPU dispatcher picks, `use_numba_sobel()` compares the two
+Because OpenCV's rounding depends on the code path its CPU dispatcher picks, `use_numba_sobel()` compares the
+two
 once per process on a random map and falls back to cv2.Sobel where they are not bit-identical.
 Vectorised over columns (taps outer, pixels inner), one core: 2-3x faster than OpenCV's scalar path.
 """
@@ -36,6 +37,7 @@ def _fma(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return sig, codegen
+
 
 _KERNELS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -137,9 +139,9 @@ def use_numba_sobel(ksize: int) -> bool:
         if ksize not in _CHECKED:
             rng = np.random.default_rng(12345)
             probe = rng.random((3 * ksize + 7, 4 * ksize + 5)).astype(np.float32)
-            same = np.array_equal(sobel_x(probe, ksize), cv2.Sobel(probe, cv2.CV_64F, 1, 0, ksize=ksize)) and (
-                np.array_equal(sobel_y(probe, ksize), cv2.Sobel(probe, cv2.CV_64F, 0, 1, ksize=ksize))
-            )
+            same = np.array_equal(
+                sobel_x(probe, ksize), cv2.Sobel(probe, cv2.CV_64F, 1, 0, ksize=ksize)
+            ) and (np.array_equal(sobel_y(probe, ksize), cv2.Sobel(probe, cv2.CV_64F, 0, 1, ksize=ksize)))
             _CHECKED[ksize] = bool(same)
         return _CHECKED[ksize]
 

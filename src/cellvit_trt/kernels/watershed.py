@@ -1,6 +1,7 @@
 """Marker-controlled watershed, a Numba port of skimage.segmentation.watershed's priority flood.
 
-Semantics reproduced exactly for the call upstream makes (`watershed(image, markers, mask=mask)`: connectivity 1,
+Semantics reproduced exactly for the call upstream makes (`watershed(image, markers, mask=mask)`: connectivity
+1,
 compactness 0, no watershed line), in skimage 0.19-0.26:
 
 - markers outside the mask are dropped (`markers * mask`);
@@ -8,7 +9,8 @@ compactness 0, no watershed line), in skimage 0.19-0.26:
 - a popped pixel labels each unlabelled in-mask 4-neighbour, visited in the order up, left, right, down,
   at push time, with priority (max(neighbour value, popped value), age) and a global age counter incremented
   before every push;
-- the heap is the same array binary heap (sift-up on push; on pop the last item moves to the root and sifts down,
+- the heap is the same array binary heap (sift-up on push; on pop the last item moves to the root and sifts
+down,
   preferring the left child on ties) with the same strict "smaller" test (value, then age), so even the
   order among equal-priority markers, which depends on heap mechanics, is the same.
 Same pop order, same labels, bit for bit.
@@ -98,8 +100,10 @@ def _sift_down(values, keys, n):
 
 @njit(nogil=True, cache=True)
 def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
-    """(int32 labels, bool cut[max_label+1]): `markers` (int32, 0 = none) flooded over `image` (float64) inside
-    `mask` (!= 0); `cut[label]` is True where part of that marker lay outside the mask (the region may be split)."""
+    """(int32 labels, bool cut[max_label+1]): `markers` (int32, 0 = none) flooded over `image` (float64)
+    inside
+    `mask` (!= 0); `cut[label]` is True where part of that marker lay outside the mask (the region may be
+    split)."""
     h, w = image.shape
     npx = h * w
     out = np.zeros((h, w), np.int32)
@@ -168,10 +172,12 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
     return out, cut
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
+# -----
 # Fast exact variant.
 #
-# In skimage's heap every pushed pixel gets a unique age, so (value, age) is a strict total order on everything
+# In skimage's heap every pushed pixel gets a unique age, so (value, age) is a strict total order on
+# everything
 # except the markers (all age 0): among markers of equal value the pop order depends on the heap's layout.
 # That order can matter only between "boundary" markers (marker pixels with an unlabelled in-mask neighbour at
 # the start; interior markers never push anything) of the same mask component (components never interact).
@@ -181,7 +187,8 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
 # component holds two boundary markers of equal value is the exact global heap replayed (phase 1), until every
 # boundary marker at or below the highest such value has popped; the remaining items then go to their
 # components (phase 2). `tests/kernels/test_watershed.py` checks equality with skimage, ties included.
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
+# -----
 
 
 @njit(nogil=True, cache=True)
@@ -249,8 +256,9 @@ def _flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, stop_count
 
 
 @njit(nogil=True, cache=True)
-def watershed_fast(image: np.ndarray, markers: np.ndarray, components: np.ndarray, members: np.ndarray,
-                   start: np.ndarray):
+def watershed_fast(
+    image: np.ndarray, markers: np.ndarray, components: np.ndarray, members: np.ndarray, start: np.ndarray
+):
     """Same result as `watershed_masked(image, markers, components > 0)` (exact skimage order), much faster.
 
     (components, members, start) describe the 4-connected components of the mask as `label4_components`

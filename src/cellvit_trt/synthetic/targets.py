@@ -10,14 +10,16 @@ Upstream: TIO-IKIM/CellViT cell_segmentation/datasets/pannuke.py::PanNukeDataset
   so each instance spans [-1, 1] on each side of its centre.
 
 Upstream compares the expanded column bound against the tile *height* (a typo, harmless for the square PanNuke
-tiles); this module uses the width, so non-square tiles are handled correctly and square ones match bit for bit.
-The expansion and the crop origin cancel out of the values; they only decide the "crop smaller than 2 px" skip.
+tiles); this module uses the width, so non-square tiles are handled correctly and square ones match bit for
+bit.
+The expansion and the crop origin cancel out of the values; they only decide the "crop smaller than 2 px"
+skip.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional, Union
 
 import numpy as np
 from numba import njit
@@ -151,7 +153,7 @@ def hv_map(inst_map: np.ndarray) -> np.ndarray:
     return _hv_kernel(inst, n_labels)
 
 
-def type_map(inst_map: np.ndarray, inst_types: Union[Mapping[int, int], np.ndarray]) -> np.ndarray:
+def type_map(inst_map: np.ndarray, inst_types: Mapping[int, int] | np.ndarray) -> np.ndarray:
     """uint8 [H, W]: the class of each instance's pixels (0 = background).
 
     `inst_types` maps instance id -> class id, as a dict or an array indexed by id (entry 0 ignored).
@@ -182,7 +184,7 @@ def type_map(inst_map: np.ndarray, inst_types: Union[Mapping[int, int], np.ndarr
     return lut[inst].astype(np.uint8)
 
 
-def make_targets(inst_map: np.ndarray, inst_types: Optional[Union[Mapping[int, int], np.ndarray]] = None) -> Targets:
+def make_targets(inst_map: np.ndarray, inst_types: Mapping[int, int] | np.ndarray | None = None) -> Targets:
     """All targets of one tile; without `inst_types` every nucleus is class 1."""
     inst = _check_inst_map(inst_map)
     if inst_types is None:
