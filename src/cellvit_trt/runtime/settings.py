@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cellvit_trt.errors import ConfigError
-
 Backend = Literal["auto", "tensorrt", "onnxruntime", "torch", "torch-cuda"]
 # the writers' names (cellvit_trt.runtime.writers.OUTPUTS); kept here so `--help` stays light
 OUTPUTS = ("geojson", "cells", "table", "embeddings", "tissue", "overlay", "summary")
@@ -55,26 +53,27 @@ class RunSettings:
     checkpoint_tiles: int = 32  # tiles per resume-journal commit
 
     def validate(self) -> None:
+        # ValueError: config.from_dict turns it into a ConfigError naming the YAML file (or "settings")
         for name in ("batch", "in_flight", "checkpoint_tiles"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: got {getattr(self, name)}, expected >= 1")
+                raise ValueError(f"{name}: got {getattr(self, name)}, expected >= 1")
         if self.workers < 0 or self.threads < 0 or self.readers < 0:
-            raise ConfigError("workers/threads/readers: expected >= 0 (0 = automatic)")
+            raise ValueError("workers/threads/readers: expected >= 0 (0 = automatic)")
         if self.queue_size is not None and self.queue_size < 1:
-            raise ConfigError(f"queue_size: got {self.queue_size}, expected >= 1")
+            raise ValueError(f"queue_size: got {self.queue_size}, expected >= 1")
         if not 0.0 <= self.tissue_threshold <= 1.0:
-            raise ConfigError(f"tissue_threshold: got {self.tissue_threshold}, expected 0..1")
+            raise ValueError(f"tissue_threshold: got {self.tissue_threshold}, expected 0..1")
         for name in ("mpp", "target_mpp"):
             v = getattr(self, name)
             if v is not None and v <= 0:
-                raise ConfigError(f"{name}: got {v}, expected > 0 micrometres per pixel")
+                raise ValueError(f"{name}: got {v}, expected > 0 micrometres per pixel")
         unknown = [o for o in self.outputs if o not in OUTPUTS]
         if unknown or not self.outputs:
-            raise ConfigError(f"outputs: got {list(self.outputs)}, expected some of {', '.join(OUTPUTS)}")
+            raise ValueError(f"outputs: got {list(self.outputs)}, expected some of {', '.join(OUTPUTS)}")
         if self.precision is not None and self.precision not in ("fp32", "fp16"):
-            raise ConfigError(f"precision: got {self.precision!r}, expected 'fp32' or 'fp16'")
+            raise ValueError(f"precision: got {self.precision!r}, expected 'fp32' or 'fp16'")
         if self.tile_size is not None and (self.tile_size <= 0 or self.tile_size % 16):
-            raise ConfigError(f"tile_size: got {self.tile_size}, expected a positive multiple of 16")
+            raise ValueError(f"tile_size: got {self.tile_size}, expected a positive multiple of 16")
 
     def reader_threads(self, backend_kind: str) -> int:
         """A GPU backend outruns one slide decoder (a 1024² JPEG tile takes ~25 ms); a CPU one does not."""
