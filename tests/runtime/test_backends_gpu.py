@@ -49,17 +49,23 @@ def _two_in_flight(be, batches):
 
 
 @pytest.mark.gpu
-def test_torch_cuda_streaming_matches_cpu_reference(tiny):
+@pytest.mark.parametrize(("precision", "fg_agree", "hv_mae"), [("fp32", 0.99, 0.01), ("fp16", 0.97, 0.05)])
+def test_torch_cuda_streaming_matches_cpu_reference(tiny, precision, fg_agree, hv_mae):
+    """FP32 differs from the CPU only by GPU arithmetic (TF32 convolutions); FP16 autocast by more, on a model
+    with random weights whose decisions have small margins: hence the looser bounds."""
     ckpt, _ = tiny
     batches = [_tiles(4, s) for s in range(5)] + [_tiles(2, 9)]
     ref = _reference(ckpt, batches)
-    with open_backend(ckpt, backend="torch-cuda", tile_size=TILE, batch=4, precision="fp16") as be:
+    with open_backend(ckpt, backend="torch-cuda", tile_size=TILE, batch=4, precision=precision) as be:
         assert be.kind == "torch-cuda" and be.max_in_flight == 2
+        be.timeline = []
         out = _two_in_flight(be, batches)
-        assert set(be.last_timings) == {"h2d", "compute", "d2h"}
+        assert set(be.last_timings) == {"h2d", "compute", "d2h"} and len(be.timeline) == len(batches)
+    assert be.slots == []
     for a, b in zip(out, ref, strict=True):
-        assert a["hv"].dtype == np.float16 and a["fg"].dtype == np.uint8
-        _agree(a, b, hv_atol=0.02)
+        assert a["hv"].dtype == np.float16 and a["fg"].dtype == np.uint8 and a["fg"].shape == b["fg"].shape
+        assert (a["fg"] == b["fg"]).mean() > fg_agree
+        assert np.abs(a["hv"].astype(np.float32) - b["hv"].astype(np.float32)).mean() < hv_mae
 
 
 @pytest.mark.tensorrt
