@@ -256,13 +256,105 @@ def _flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, stop_count
 
 
 @njit(nogil=True, cache=True)
+def _bucket(v, vmin, scale, nbk):
+    b = np.int64((v - vmin) * scale)
+    return min(max(b, np.int64(0)), nbk - 1)
+
+
+@njit(nogil=True, cache=True)
+def _flood_calendar(
+    flat_img, flat_comp, flat_out, init_val, init_key, n_init, vmin, vmax, size, age, h, w, values, keys
+):
+    """Flood of one big component once no ties are left: a calendar queue (value buckets, monotone) whose
+    current bucket is a small binary heap on (value, age). Same pops as a heap, far fewer cache misses."""
+    nbk = max(np.int64(64), np.int64(size // 4))
+    scale = (nbk - 1) / (vmax - vmin) if vmax > vmin else 0.0
+    head = np.full(nbk, -1, np.int64)
+    cap = n_init + size + 1
+    it_val = np.empty(cap, np.float64)
+    it_key = np.empty(cap, np.int64)
+    it_next = np.empty(cap, np.int64)
+    m = 0
+    for j in range(n_init):
+        b = _bucket(init_val[j], vmin, scale, nbk)
+        it_val[m] = init_val[j]
+        it_key[m] = init_key[j]
+        it_next[m] = head[b]
+        head[b] = m
+        m += 1
+    n = 0
+    cb = np.int64(0)
+    while True:
+        if n == 0:
+            while cb < nbk and head[cb] == -1:
+                cb += 1
+            if cb == nbk:
+                break
+            j = head[cb]
+            while j != -1:
+                n = _push(values, keys, n, it_val[j], it_key[j])
+                j = it_next[j]
+            head[cb] = -1
+        value = values[0]
+        p = keys[0] & _IDX_MASK
+        n -= 1
+        if n > 0:
+            _swap(values, keys, 0, n)
+            _sift_down(values, keys, n)
+        lab = flat_out[p]
+        r = p // w
+        c = p - r * w
+        for k in range(4):
+            if k == 0:
+                if r == 0:
+                    continue
+                q = p - w
+            elif k == 1:
+                if c == 0:
+                    continue
+                q = p - 1
+            elif k == 2:
+                if c == w - 1:
+                    continue
+                q = p + 1
+            else:
+                if r == h - 1:
+                    continue
+                q = p + w
+            if flat_comp[q] == 0 or flat_out[q] != 0:
+                continue
+            age += 1
+            nv = flat_img[q]
+            flat_out[q] = lab
+            if nv < value:
+                nv = value
+            key = (age << _AGE_SHIFT) | q
+            b = _bucket(nv, vmin, scale, nbk)
+            if b <= cb:
+                n = _push(values, keys, n, nv, key)
+            else:
+                it_val[m] = nv
+                it_key[m] = key
+                it_next[m] = head[b]
+                head[b] = m
+                m += 1
+    return age
+
+
+@njit(nogil=True, cache=True)
 def watershed_fast(
-    image: np.ndarray, markers: np.ndarray, components: np.ndarray, members: np.ndarray, start: np.ndarray
+    image: np.ndarray,
+    markers: np.ndarray,
+    components: np.ndarray,
+    members: np.ndarray,
+    start: np.ndarray,
+    big: int = 4096,
 ):
     """Same result as `watershed_masked(image, markers, components > 0)` (exact skimage order), much faster.
 
     (components, members, start) describe the 4-connected components of the mask as `label4_components`
-    returns them. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
+    returns them. Components larger than `big` pixels are flooded through a calendar queue once no ties are
+    left. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
     h, w = image.shape
     npx = h * w
     out = np.zeros((h, w), np.int32)
@@ -389,6 +481,55 @@ def watershed_fast(
     watch = np.zeros(1, np.bool_)
     for cp in range(1, n_comp + 1):
         if not multi[cp]:
+            continue
+        size = start[cp + 1] - start[cp]
+        if size > big:
+            # big component: calendar queue (still exact: no ties are left to depend on heap layout)
+            n_init = 0
+            if any_tie:
+                j = pending_head[cp]
+                while j != -1:
+                    n_init += 1
+                    j = it_next[j]
+            else:
+                n_init = bstart[cp + 1] - bstart[cp]
+            init_val = np.empty(n_init, np.float64)
+            init_key = np.empty(n_init, np.int64)
+            if any_tie:
+                j = pending_head[cp]
+                k = 0
+                while j != -1:
+                    init_val[k] = it_val[j]
+                    init_key[k] = it_key[j]
+                    k += 1
+                    j = it_next[j]
+            else:
+                for k in range(n_init):
+                    p = bpix[bstart[cp] + k]
+                    init_val[k] = flat_img[p]
+                    init_key[k] = p
+            vmin = np.inf
+            vmax = -np.inf
+            for k in range(start[cp], start[cp + 1]):
+                v = flat_img[members[k]]
+                vmin = min(vmin, v)
+                vmax = max(vmax, v)
+            age = _flood_calendar(
+                flat_img,
+                flat_comp,
+                flat_out,
+                init_val,
+                init_key,
+                n_init,
+                vmin,
+                vmax,
+                size,
+                age,
+                h,
+                w,
+                values,
+                keys,
+            )
             continue
         n = 0
         if any_tie:
