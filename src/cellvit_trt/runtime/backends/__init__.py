@@ -159,7 +159,7 @@ def open_backend(
 
         if providers is None and backend == "auto" and _gpu():
             providers = "auto"  # a GPU without TensorRT: ORT's CUDA/TensorRT providers where installed
-        return OnnxRuntimeBackend(path, providers=providers, batch=batch, threads=threads)
+        return OnnxRuntimeBackend(path, providers=providers, batch=batch, threads=threads, device=device)
     if kind == "onnx":
         path = engine_cached(path, batch=batch, device=device)
     from cellvit_trt.runtime.backends.trt import TensorRTBackend

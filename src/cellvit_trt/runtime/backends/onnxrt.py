@@ -60,8 +60,10 @@ class OnnxRuntimeBackend(Backend):
         providers: Sequence[str] | str | None = None,
         batch: int = 8,
         threads: int = 0,
+        device: int = 0,
     ):
         super().__init__(f"onnxruntime:{Path(onnx_path).name}")
+        self.device = int(device)
         self.onnx_path = Path(onnx_path)
         self.requested_providers = providers
         self.batch = int(batch)
@@ -81,7 +83,9 @@ class OnnxRuntimeBackend(Backend):
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         try:
-            sess = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=self.providers)
+            gpu_eps = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+            providers = [(p, {"device_id": self.device}) if p in gpu_eps else p for p in self.providers]
+            sess = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; name the file
             raise InputError(f"ONNX graph {self.onnx_path}: ONNX Runtime cannot load it ({exc})") from exc
         inputs = sess.get_inputs()
