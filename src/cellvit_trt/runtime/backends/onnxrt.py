@@ -88,6 +88,12 @@ class OnnxRuntimeBackend(Backend):
             sess = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; name the file
             raise InputError(f"ONNX graph {self.onnx_path}: ONNX Runtime cannot load it ({exc})") from exc
+        missing = [p for p in self.providers if p not in sess.get_providers()]
+        if missing:  # ORT drops a provider it cannot create (no CUDA libraries, ...) with only a log line
+            raise DeviceError(
+                f"ONNX Runtime could not start {', '.join(missing)} for {self.onnx_path} (running: "
+                f"{', '.join(sess.get_providers())}); check the CUDA/cuDNN/TensorRT libraries"
+            )
         inputs = sess.get_inputs()
         if len(inputs) != 1 or inputs[0].name != "image":
             raise InputError(
