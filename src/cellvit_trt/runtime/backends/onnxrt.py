@@ -90,10 +90,13 @@ class OnnxRuntimeBackend(Backend):
             raise InputError(f"ONNX graph {self.onnx_path}: ONNX Runtime cannot load it ({exc})") from exc
         missing = [p for p in self.providers if p not in sess.get_providers()]
         if missing:  # ORT drops a provider it cannot create (no CUDA libraries, ...) with only a log line
-            raise DeviceError(
+            msg = (
                 f"ONNX Runtime could not start {', '.join(missing)} for {self.onnx_path} (running: "
                 f"{', '.join(sess.get_providers())}); check the CUDA/cuDNN/TensorRT libraries"
             )
+            if self.requested_providers not in ("auto", ["auto"]):
+                raise DeviceError(msg)
+            log.warning("%s", msg)
         inputs = sess.get_inputs()
         if len(inputs) != 1 or inputs[0].name != "image":
             raise InputError(
