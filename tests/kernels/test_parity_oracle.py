@@ -1,5 +1,4 @@
-"""Cell-for-cell parity with the cellvit==1.0.9 tile post-processor (Oracle A) on a battery of generated
-tiles.
+"""Cell-for-cell parity with the cellvit==1.0.9 tile post-processor (Oracle A) on generated tiles.
 
 Every case asserts an identical instance map and identical cell fields; the last test prints the table
 (PQ between the instance maps and the fraction of cells with identical fields).

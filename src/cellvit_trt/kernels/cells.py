@@ -4,12 +4,11 @@ Reproduces `remap_label` plus `_create_single_instance_entry` of cellvit==1.0.9 
 
 - ids: watershed labels renumbered 1..N in ascending order (= raster order of each marker's first pixel);
 - bbox: (rmin, cmin, rmax+1, cmax+1);
-- centroid: cv2.moments of the uint8 bbox crop gives exact integer m10/m01 (the crop is 0/1), so
+- centroid: cv2.moments of the 0/1 uint8 bbox crop gives exact integer m10/m01, so
   x = (sum(col - cmin) / area) + cmin in float64, the same operations upstream performs;
-- type: majority of type_map over the instance pixels; ties go to the lower type id (np.unique is ascending
-and
-  the sort on counts is stable); if the winner is background (0) and another type occurs, the runner-up
-  (highest count among the other types, lower id on ties) is taken;
+- type: majority of type_map over the instance pixels; ties go to the lower type id (np.unique is
+  ascending and the sort on counts is stable); if the winner is background (0) and another type occurs,
+  the runner-up (highest count among the other types, lower id on ties) is taken;
 - type_prob: count(type) / (area + 1e-6), a pixel fraction as upstream.
 """
 

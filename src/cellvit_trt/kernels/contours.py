@@ -1,14 +1,13 @@
 """First OpenCV contour of each instance, traced in Numba (cv2.findContours RETR_TREE, CHAIN_APPROX_SIMPLE).
 
-For an instance that is one 8-connected component, `findContours(crop)[0][0]` is the outer border found at the
-instance's first pixel in raster order, followed by Suzuki-Abe border following: the first neighbour is
-searched
-clockwise starting up-left, each next one counter-clockwise from the direction after the one we came from, and
-CHAIN_APPROX_SIMPLE keeps a pixel only where the chain code changes. Tracing on the tile with "== id" equals
-tracing on the zero-padded bbox crop, because every pixel of the instance lies inside its bbox.
+For an instance that is one 8-connected component, `findContours(crop)[0][0]` is the outer border found at
+the instance's first pixel in raster order, followed by Suzuki-Abe border following: the first neighbour is
+searched clockwise starting up-left, each next one counter-clockwise from the direction after the one we came
+from, and CHAIN_APPROX_SIMPLE keeps a pixel only where the chain code changes. Tracing on the tile with
+"== id" equals tracing on the zero-padded bbox crop, because every pixel of the instance lies inside its bbox.
 
-Instances that may be split (their marker was cut by the foreground mask) are returned as `None` and traced by
-OpenCV itself; `tests/kernels/test_contours.py` checks equality with cv2 on random shapes, holes included.
+Instances that may be in pieces (their marker was cut by the foreground mask) are left to cv2.findContours by
+the caller. `tests/kernels/test_building_blocks.py` checks equality with cv2 on random shapes, holes included.
 """
 
 from __future__ import annotations

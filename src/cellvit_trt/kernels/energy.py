@@ -1,10 +1,8 @@
-"""Watershed relief and markers from the HV maps (upstream `_proc_np_hv` steps 2-6), with its exact
-arithmetic.
+"""Watershed relief and markers from the HV maps (upstream `_proc_np_hv` steps 2-6), same arithmetic.
 
-OpenCV does the filters (min-max normalisation, Gaussian blur, opening; Sobel through `sobel`, bit-identical):
-they are what upstream calls, so
-their rounding is reproduced by construction, and they release the GIL. Numba fuses the element-wise steps and
-keeps upstream's dtype promotions:
+OpenCV does min-max normalisation, Gaussian blur and the opening (the calls upstream makes, so their rounding
+is reproduced by construction, and they release the GIL); the Sobel filters go through `sobel.sobel`
+(bit-identical). Numba fuses the element-wise steps and keeps upstream's dtype promotions:
 
 - `1 - normalize(sobel)` is float32 (python int minus a float32 array);
 - `overall - (1 - blb)` promotes to float64 because blb is int32; negatives become 0;

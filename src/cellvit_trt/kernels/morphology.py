@@ -1,14 +1,12 @@
 """Numba connected components, small-object removal and hole filling with scipy.ndimage semantics.
 
 - `label4_filtered` equals `scipy.ndimage.label` (default cross structure = 4-connectivity) followed by
-upstream's
-  `remove_small_objects(labels, min_size)` (components with size < min_size zeroed): labels are numbered in
-  raster
-  order of each component's first pixel, as scipy numbers them, and removed labels leave gaps, as upstream.
+  upstream's `remove_small_objects(labels, min_size)` (components with size < min_size zeroed): labels are
+  numbered in raster order of each component's first pixel, as scipy numbers them, and removed labels leave
+  gaps, as upstream. `label4_components` also returns each kept component's pixels.
 - `fill_holes4` equals `scipy.ndimage.binary_fill_holes` (default structure): background not 4-connected to
-the
-  image border becomes foreground.
-All kernels are O(H*W) with an explicit stack and release the GIL.
+  the image border becomes foreground.
+All kernels are O(H*W) with explicit stacks and release the GIL.
 """
 
 from __future__ import annotations

@@ -14,13 +14,11 @@ class PostProcessParams:
     """Constants of the CellViT tile post-processor.
 
     Defaults are the x40 values of the upstream WSI path (cellvit==1.0.9 `postprocessing_numpy`), which
-    hard-codes
-    them whatever the magnification because tiles are resampled to ~0.25 mpp.
+    hard-codes them whatever the magnification because tiles are resampled to ~0.25 mpp.
     """
 
-    # : A float foreground probability p counts as nucleus when p > threshold: the argmax of the 2-class
-    # softmax
-    #: with ties going to background. Upstream thresholds the argmax (0/1) at >= 0.5, which is the same thing.
+    #: A float foreground probability p counts as nucleus when p > threshold: the argmax of the 2-class
+    #: softmax with ties going to background. Upstream thresholds the argmax (0/1) at >= 0.5, the same thing.
     fg_threshold: float = 0.5
     #: Foreground components (4-connected) with fewer pixels are dropped before everything else (upstream: 10,
     #: hard-coded at every magnification).
@@ -63,8 +61,7 @@ class PostProcessParams:
         """Upstream constants for x40 (Sobel 21, object size 10) or x20 (Sobel 11, object size 3).
 
         The x20 pair comes from TIO-IKIM/CellViT post_proc_cellvit.py; the cellvit package's WSI path always
-        uses
-        the x40 pair because it resamples tiles to ~0.25 mpp first.
+        uses the x40 pair because it resamples tiles to ~0.25 mpp first.
         """
         table = {40: (21, 10), 20: (11, 3)}
         try:

@@ -1,13 +1,11 @@
-"""`PostProcessor`: deployment-graph maps of a tile -> instance map + cell table, cell for cell as
-cellvit==1.0.9.
+"""`PostProcessor`: deployment-graph maps of a tile -> instance map + cell table, as cellvit==1.0.9.
 
-Steps (upstream `DetectionCellPostProcessor`, WSI path; see docs/kernels.md for the line-by-line mapping):
+Steps (upstream `DetectionCellPostProcessor`, WSI path; docs/kernels.md maps them line by line):
 1. foreground 4-connected components < blob_min_size removed;
-2. relief = -blur((1 - edge energy) * fg) from the min-max normalised HV maps (OpenCV filters);
+2. relief = -blur((1 - edge energy) * fg) from the min-max normalised HV maps;
 3. markers = fg minus high-energy pixels, holes filled, elliptic opening, components < object_size removed;
 4. exact skimage watershed of the relief from the markers inside the foreground (Numba);
-5. ids renumbered 1..N, per-cell bbox / centroid / type vote in one pass (Numba), first OpenCV contour per
-cell.
+5. ids renumbered 1..N, per-cell bbox / centroid / type vote in one pass, first OpenCV contour per cell.
 Every heavy step releases the GIL, so `process_batch(..., workers=k)` scales over threads.
 """
 

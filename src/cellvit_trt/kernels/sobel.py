@@ -1,16 +1,15 @@
-"""cv2.Sobel(float32 -> float64, ksize >= 7) re-implemented in Numba with OpenCV's summation order.
+"""cv2.Sobel(float32 -> float64) re-implemented in Numba with OpenCV's summation order.
 
-OpenCV runs a large-kernel Sobel as a separable filter: a generic row filter (sum over taps in order,
-float32 source times float64 tap) into a float64 buffer, then a symmetric / antisymmetric column filter
+OpenCV runs a large-kernel Sobel as a separable filter: a generic row filter (taps summed in order, float32
+source times float64 tap) into a float64 buffer, then a symmetric / antisymmetric column filter
 (`ky[0]*centre + sum_k ky[k]*(below_k +/- above_k)`), borders reflected without repeating the edge
 (BORDER_REFLECT_101). The taps are integers, so the row products are exact; OpenCV's AVX2 build contracts the
 column accumulation into fused multiply-adds, which this module does explicitly (llvm.fma). Same order, same
-bits: `tests/kernels/test_sobel.py` checks bit equality against cv2.
+bits: `tests/kernels/test_building_blocks.py` checks bit equality against cv2.
 
-Because OpenCV's rounding depends on the code path its CPU dispatcher picks, `use_numba_sobel()` compares the
-two
-once per process on a random map and falls back to cv2.Sobel where they are not bit-identical.
-Vectorised over columns (taps outer, pixels inner), one core: 2-3x faster than OpenCV's scalar path.
+OpenCV's rounding depends on the code path its CPU dispatcher picks, so `use_numba_sobel()` compares the two
+once per process and ksize on a random map and falls back to cv2.Sobel where they are not bit-identical.
+Vectorised over columns (taps outer, pixels inner), one core: ~3x faster than OpenCV's scalar path.
 """
 
 from __future__ import annotations

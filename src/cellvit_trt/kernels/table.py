@@ -19,8 +19,7 @@ class CellTable:
     - `area` int32[N]: pixels;
     - `type` int16[N]: majority class (never 0 when background cells are dropped);
     - `type_prob` float32[N]: pixel fraction of that class, count / (area + 1e-6) as upstream;
-    - `type_count` int32[N]: pixels of that class (keeps the upstream float64 `type_prob` recoverable
-    exactly);
+    - `type_count` int32[N]: pixels of that class (upstream's float64 `type_prob` stays recoverable);
     - `contours`: list of int32[K,2] (x, y), the first OpenCV contour of the cell (K >= 3).
     """
 

@@ -1,19 +1,23 @@
-"""Marker-controlled watershed, a Numba port of skimage.segmentation.watershed's priority flood.
+"""Marker-controlled watershed with skimage.segmentation.watershed's exact semantics, in Numba.
 
-Semantics reproduced exactly for the call upstream makes (`watershed(image, markers, mask=mask)`: connectivity
-1,
-compactness 0, no watershed line), in skimage 0.19-0.26:
+Upstream calls `watershed(image, markers, mask=mask)` (connectivity 1, compactness 0, no watershed line;
+skimage 0.19-0.26): markers outside the mask are dropped; marker pixels enter a binary min-heap in raster
+order with priority (value, age 0); a popped pixel labels each unlabelled in-mask 4-neighbour (order up, left,
+right, down) at push time, with priority (max(neighbour value, popped value), age) from a global age counter
+incremented before every push. `watershed_masked` replays exactly that (heap in `heap.py`).
 
-- markers outside the mask are dropped (`markers * mask`);
-- marker pixels enter a binary min-heap in raster order with priority (image value, age 0);
-- a popped pixel labels each unlabelled in-mask 4-neighbour, visited in the order up, left, right, down,
-  at push time, with priority (max(neighbour value, popped value), age) and a global age counter incremented
-  before every push;
-- the heap is the same array binary heap (sift-up on push; on pop the last item moves to the root and sifts
-down,
-  preferring the left child on ties) with the same strict "smaller" test (value, then age), so even the
-  order among equal-priority markers, which depends on heap mechanics, is the same.
-Same pop order, same labels, bit for bit.
+`watershed_fast`, used by the pipeline, gives the same labels much faster:
+- every pushed pixel has a unique age, so (value, age) is a strict order except among markers (all age 0),
+  where the heap layout decides; that can matter only between "boundary" markers (with an unlabelled in-mask
+  neighbour at the start; interior markers never push) of one mask component (components never interact);
+- restricted to a component, the global pop order is the component's own (value, age) order, so each
+  4-connected mask component is flooded alone, with a small cache-resident heap (a calendar queue if big);
+- a component whose markers all carry one label ends up entirely with it (it is 4-connected), so it is
+  labelled directly;
+- only if a multi-label component holds two boundary markers of equal value is the exact global heap
+  replayed (phase 1) until every boundary marker at or below the highest such value has popped; the
+  remaining items then go to their components (phase 2).
+`tests/kernels/test_building_blocks.py` checks both against skimage on tie-heavy inputs.
 """
 
 from __future__ import annotations
@@ -21,89 +25,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["watershed_masked"]
+from cellvit_trt.kernels.flood import flood, flood_calendar
+from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
 
-_AGE_SHIFT = 32
-_IDX_MASK = (1 << 32) - 1
-
-
-@njit(nogil=True, cache=True)
-def _smaller(values, keys, a, b):
-    va = values[a]
-    vb = values[b]
-    if va != vb:
-        return va < vb
-    return (keys[a] >> 32) < (keys[b] >> 32)
-
-
-@njit(nogil=True, cache=True)
-def _swap(values, keys, a, b):
-    tv = values[a]
-    values[a] = values[b]
-    values[b] = tv
-    tk = keys[a]
-    keys[a] = keys[b]
-    keys[b] = tk
-
-
-@njit(nogil=True, cache=True)
-def _push(values, keys, n, value, key):
-    """skimage's heappush: sift up while strictly smaller than the parent (hole moves instead of swaps)."""
-    child = n
-    age = key >> 32
-    while child > 0:
-        parent = (child + 1) // 2 - 1
-        pv = values[parent]
-        if value < pv or (value == pv and age < (keys[parent] >> 32)):
-            values[child] = pv
-            keys[child] = keys[parent]
-            child = parent
-        else:
-            break
-    values[child] = value
-    keys[child] = key
-    return n + 1
-
-
-@njit(nogil=True, cache=True)
-def _sift_down(values, keys, n):
-    """skimage's heappop repair after the last item moved to the root, with a branch-free child choice.
-
-    skimage takes the left child if it is smaller than the item, then the right one if smaller than that;
-    for a strict weak order this equals: pick the right child only if strictly smaller than the left, then
-    move it up if strictly smaller than the item."""
-    xv = values[0]
-    xk = keys[0]
-    xa = xk >> 32
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= n:
-            break
-        c = left
-        right = left + 1
-        if right < n:
-            vl = values[left]
-            vr = values[right]
-            take_right = (vr < vl) | ((vr == vl) & ((keys[right] >> 32) < (keys[left] >> 32)))
-            c = left + np.int64(take_right)
-        vc = values[c]
-        if vc < xv or (vc == xv and (keys[c] >> 32) < xa):
-            values[i] = vc
-            keys[i] = keys[c]
-            i = c
-        else:
-            break
-    values[i] = xv
-    keys[i] = xk
+__all__ = ["watershed_masked", "watershed_fast"]
 
 
 @njit(nogil=True, cache=True)
 def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
-    """(int32 labels, bool cut[max_label+1]): `markers` (int32, 0 = none) flooded over `image` (float64)
-    inside
-    `mask` (!= 0); `cut[label]` is True where part of that marker lay outside the mask (the region may be
-    split)."""
+    """Exact replay of skimage: (int32 labels, bool cut[max_label+1]).
+
+    `markers` (int32, 0 = none) are flooded over `image` (float64) inside `mask` (!= 0); `cut[label]` is True
+    where part of that marker lay outside the mask (the region may then be in pieces)."""
     h, w = image.shape
     npx = h * w
     out = np.zeros((h, w), np.int32)
@@ -132,63 +65,10 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
     n = 0
     for p in range(npx):
         if flat_out[p] != 0:
-            n = _push(values, keys, n, flat_img[p], np.int64(p))  # age 0
-    age = np.int64(1)
-    while n > 0:
-        value = values[0]
-        p = keys[0] & _IDX_MASK
-        n -= 1
-        if n > 0:
-            _swap(values, keys, 0, n)
-            _sift_down(values, keys, n)
-        lab = flat_out[p]
-        r = p // w
-        c = p - r * w
-        for k in range(4):
-            if k == 0:
-                if r == 0:
-                    continue
-                q = p - w
-            elif k == 1:
-                if c == 0:
-                    continue
-                q = p - 1
-            elif k == 2:
-                if c == w - 1:
-                    continue
-                q = p + 1
-            else:
-                if r == h - 1:
-                    continue
-                q = p + w
-            if flat_mask[q] == 0 or flat_out[q] != 0:
-                continue
-            age += 1
-            nv = flat_img[q]
-            flat_out[q] = lab
-            if nv < value:
-                nv = value
-            n = _push(values, keys, n, nv, (age << _AGE_SHIFT) | q)
+            n = push(values, keys, n, flat_img[p], np.int64(p))  # age 0
+    no_watch = np.zeros(1, np.bool_)
+    flood(flat_img, flat_mask, flat_out, values, keys, n, np.int64(1), h, w, 0, no_watch, np.zeros(1))
     return out, cut
-
-
-# ----------------------------------------------------------------------------------------------------------
-# -----
-# Fast exact variant.
-#
-# In skimage's heap every pushed pixel gets a unique age, so (value, age) is a strict total order on
-# everything
-# except the markers (all age 0): among markers of equal value the pop order depends on the heap's layout.
-# That order can matter only between "boundary" markers (marker pixels with an unlabelled in-mask neighbour at
-# the start; interior markers never push anything) of the same mask component (components never interact).
-# Restricted to one component, the global pop order is the component's own (value, age) order, and ages keep
-# their relative order if each component is flooded on its own with a running age counter.
-# So each 4-connected mask component is flooded separately with a small, cache-resident heap. Only if some
-# component holds two boundary markers of equal value is the exact global heap replayed (phase 1), until every
-# boundary marker at or below the highest such value has popped; the remaining items then go to their
-# components (phase 2). `tests/kernels/test_watershed.py` checks equality with skimage, ties included.
-# ----------------------------------------------------------------------------------------------------------
-# -----
 
 
 @njit(nogil=True, cache=True)
@@ -204,141 +84,6 @@ def _is_boundary(flat_out, flat_comp, p, h, w):
     if r < h - 1 and flat_comp[p + w] != 0 and flat_out[p + w] == 0:
         return True
     return False
-
-
-@njit(nogil=True, cache=True)
-def _flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, stop_count, watch, watch_max):
-    """Pop/push loop of skimage's watershed on the heap (values, keys)[:n].
-
-    With stop_count > 0, stops once that many watched boundary markers (watch[p] and value <= watch_max[p])
-    have popped. Returns (n, age)."""
-    while n > 0:
-        value = values[0]
-        key = keys[0]
-        p = key & _IDX_MASK
-        n -= 1
-        if n > 0:
-            _swap(values, keys, 0, n)
-            _sift_down(values, keys, n)
-        lab = flat_out[p]
-        r = p // w
-        c = p - r * w
-        for k in range(4):
-            if k == 0:
-                if r == 0:
-                    continue
-                q = p - w
-            elif k == 1:
-                if c == 0:
-                    continue
-                q = p - 1
-            elif k == 2:
-                if c == w - 1:
-                    continue
-                q = p + 1
-            else:
-                if r == h - 1:
-                    continue
-                q = p + w
-            if flat_comp[q] == 0 or flat_out[q] != 0:
-                continue
-            age += 1
-            nv = flat_img[q]
-            flat_out[q] = lab
-            if nv < value:
-                nv = value
-            n = _push(values, keys, n, nv, (age << _AGE_SHIFT) | q)
-        if stop_count > 0 and (key >> _AGE_SHIFT) == 0 and watch[p] and value <= watch_max[flat_comp[p]]:
-            stop_count -= 1
-            if stop_count == 0:
-                break
-    return n, age
-
-
-@njit(nogil=True, cache=True)
-def _bucket(v, vmin, scale, nbk):
-    b = np.int64((v - vmin) * scale)
-    return min(max(b, np.int64(0)), nbk - 1)
-
-
-@njit(nogil=True, cache=True)
-def _flood_calendar(
-    flat_img, flat_comp, flat_out, init_val, init_key, n_init, vmin, vmax, size, age, h, w, values, keys
-):
-    """Flood of one big component once no ties are left: a calendar queue (value buckets, monotone) whose
-    current bucket is a small binary heap on (value, age). Same pops as a heap, far fewer cache misses."""
-    nbk = max(np.int64(64), np.int64(size // 4))
-    scale = (nbk - 1) / (vmax - vmin) if vmax > vmin else 0.0
-    head = np.full(nbk, -1, np.int64)
-    cap = n_init + size + 1
-    it_val = np.empty(cap, np.float64)
-    it_key = np.empty(cap, np.int64)
-    it_next = np.empty(cap, np.int64)
-    m = 0
-    for j in range(n_init):
-        b = _bucket(init_val[j], vmin, scale, nbk)
-        it_val[m] = init_val[j]
-        it_key[m] = init_key[j]
-        it_next[m] = head[b]
-        head[b] = m
-        m += 1
-    n = 0
-    cb = np.int64(0)
-    while True:
-        if n == 0:
-            while cb < nbk and head[cb] == -1:
-                cb += 1
-            if cb == nbk:
-                break
-            j = head[cb]
-            while j != -1:
-                n = _push(values, keys, n, it_val[j], it_key[j])
-                j = it_next[j]
-            head[cb] = -1
-        value = values[0]
-        p = keys[0] & _IDX_MASK
-        n -= 1
-        if n > 0:
-            _swap(values, keys, 0, n)
-            _sift_down(values, keys, n)
-        lab = flat_out[p]
-        r = p // w
-        c = p - r * w
-        for k in range(4):
-            if k == 0:
-                if r == 0:
-                    continue
-                q = p - w
-            elif k == 1:
-                if c == 0:
-                    continue
-                q = p - 1
-            elif k == 2:
-                if c == w - 1:
-                    continue
-                q = p + 1
-            else:
-                if r == h - 1:
-                    continue
-                q = p + w
-            if flat_comp[q] == 0 or flat_out[q] != 0:
-                continue
-            age += 1
-            nv = flat_img[q]
-            flat_out[q] = lab
-            if nv < value:
-                nv = value
-            key = (age << _AGE_SHIFT) | q
-            b = _bucket(nv, vmin, scale, nbk)
-            if b <= cb:
-                n = _push(values, keys, n, nv, key)
-            else:
-                it_val[m] = nv
-                it_key[m] = key
-                it_next[m] = head[b]
-                head[b] = m
-                m += 1
-    return age
 
 
 @njit(nogil=True, cache=True)
@@ -448,8 +193,8 @@ def watershed_fast(
         n = 0
         for p in range(npx):
             if flat_out[p] != 0:
-                n = _push(values, keys, n, flat_img[p], np.int64(p))
-        n, age = _flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, n_watch, boundary, tie_max)
+                n = push(values, keys, n, flat_img[p], np.int64(p))
+        n, age = flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, n_watch, boundary, tie_max)
         # the rest of the heap goes to its components; interior markers are inert and dropped
         it_val = np.empty(n, np.float64)
         it_key = np.empty(n, np.int64)
@@ -457,8 +202,8 @@ def watershed_fast(
         m = 0
         for j in range(n):
             key = keys[j]
-            p = key & _IDX_MASK
-            if (key >> _AGE_SHIFT) == 0 and not boundary[p]:
+            p = key & IDX_MASK
+            if (key >> AGE_SHIFT) == 0 and not boundary[p]:
                 continue
             cp = flat_comp[p]
             it_val[m] = values[j]
@@ -514,7 +259,7 @@ def watershed_fast(
                 v = flat_img[members[k]]
                 vmin = min(vmin, v)
                 vmax = max(vmax, v)
-            age = _flood_calendar(
+            age = flood_calendar(
                 flat_img,
                 flat_comp,
                 flat_out,
@@ -535,12 +280,12 @@ def watershed_fast(
         if any_tie:
             j = pending_head[cp]
             while j != -1:
-                n = _push(values, keys, n, it_val[j], it_key[j])
+                n = push(values, keys, n, it_val[j], it_key[j])
                 j = it_next[j]
         else:
             for k in range(bstart[cp], bstart[cp + 1]):
                 p = bpix[k]
-                n = _push(values, keys, n, flat_img[p], np.int64(p))
+                n = push(values, keys, n, flat_img[p], np.int64(p))
         if n > 0:
-            n, age = _flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, 0, watch, tie_max)
+            n, age = flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, 0, watch, tie_max)
     return out, cut

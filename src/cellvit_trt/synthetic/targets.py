@@ -9,11 +9,10 @@ Upstream: TIO-IKIM/CellViT cell_segmentation/datasets/pannuke.py::PanNukeDataset
 - negative values divided by -min(negative), positive by max(positive), separately per axis (float32),
   so each instance spans [-1, 1] on each side of its centre.
 
-Upstream compares the expanded column bound against the tile *height* (a typo, harmless for the square PanNuke
-tiles); this module uses the width, so non-square tiles are handled correctly and square ones match bit for
-bit.
-The expansion and the crop origin cancel out of the values; they only decide the "crop smaller than 2 px"
-skip.
+Upstream compares the expanded column bound against the tile *height* (a typo, harmless for the square
+PanNuke tiles); this module uses the width, so non-square tiles are handled correctly and square ones match
+bit for bit. The expansion and the crop origin cancel out of the values; they only decide the "crop smaller
+than 2 px" skip.
 """
 
 from __future__ import annotations
