@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cellvit_trt.cli import main
+from cellvit_trt.errors import InputError
 from cellvit_trt.metrics.pannuke import write_pannuke_fold
 from cellvit_trt.metrics.validate import validate, validate_all
 from cellvit_trt.synthetic.targets import make_targets
@@ -156,6 +157,17 @@ def test_several_candidates_share_one_reference_pass(fold):
     assert a.passed and a.metrics["f1"] == 1.0
     assert not b.passed and b.agreement["dataset"]["recall"] < 0.8
     assert a.ground_truth["reference"] == b.ground_truth["reference"]
+
+
+def test_a_different_model_is_refused(fold):
+    root, images, insts, types = fold
+    other = TruthRunner(images, insts, types, T, name="other")
+    orig = other.infer
+    other.infer = lambda x: {**orig(x), "tissue_logits": np.zeros((len(x), 4), np.float32)}
+    with pytest.raises(
+        InputError, match=r"other returns 'tissue_logits' of shape \[6, 4\], the reference \[6, 19\]"
+    ):
+        validate(other, TruthRunner(images, insts, types, T), root, limit=0, batch=6)
 
 
 def test_small_tiles_are_laid_out_in_larger_model_tiles(fold):

@@ -28,4 +28,3 @@ __all__ = [
     "remap_label",
     "write_pannuke_fold",
 ]
-

@@ -283,6 +283,7 @@ def _run(
             t0 = time.perf_counter()
             c_out = infer_maps(side.runner, model_in)
             side.seconds += time.perf_counter() - t0
+            _same_shapes(side.label, c_out, r_out)
             side.stats.add_tissue(r_out["tissue_logits"], c_out["tissue_logits"])
             for b, g in enumerate(groups):
                 for j, i in enumerate(g):
@@ -315,6 +316,16 @@ def _run(
     if timing["tiles"] == 0:
         raise InputError("validate: no tiles to compare (empty data or every tile was glass)")
     return ref_truth, timing
+
+
+def _same_shapes(label: str, cand: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
+    for key in ("fg", "hv", "type_map", "tissue_logits"):
+        c, r = np.shape(cand[key]), np.shape(ref[key])
+        if c != r:
+            raise InputError(
+                f"validate: {label} returns {key!r} of shape {list(c)}, the reference {list(r)}: "
+                "the candidate is not a deployment of the reference model"
+            )
 
 
 def _worst(per_tile: list[tuple[str, float, float, int, int]], n: int = 5) -> list[dict[str, Any]]:
