@@ -107,7 +107,7 @@ def test_contours_match_opencv_first_contour():
         r0, c0 = ys.min(), xs.min()
         crop = (tile[r0 : ys.max() + 1, c0 : xs.max() + 1] == 7).astype(np.uint8)
         ref = cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].reshape(-1, 2) + [c0, r0]
-        pts, off = trace_first_contours(tile, np.array([7]), np.array([xs[0]]), np.array([ys[0]]))
+        pts, _, _ = trace_first_contours(tile, np.array([7]), np.array([xs[0]]), np.array([ys[0]]))
         np.testing.assert_array_equal(pts, ref)
 
 
@@ -119,3 +119,28 @@ def test_half_to_float_all_bit_patterns():
     assert bad == int((~finite).sum())
     np.testing.assert_array_equal(ours[finite].view(np.uint32), ref[finite].view(np.uint32))
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+
+
+def test_contours_flag_instances_in_pieces():
+    rng = np.random.default_rng(3)
+    n_pieces = 0
+    for _ in range(300):
+        h, w = rng.integers(2, 12, 2)
+        m = rng.random((h, w)) < rng.uniform(0.2, 0.7)
+        if not m.any():
+            continue
+        tile = np.zeros((h + 4, w + 4), np.int32)
+        tile[2 : 2 + h, 2 : 2 + w][m] = 9
+        ys, xs = np.nonzero(tile == 9)
+        bbox = np.array([[ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]])
+        pts, off, pieces = trace_first_contours(
+            tile, np.array([9]), xs[:1], ys[:1], np.array([True]), bbox, np.array([ys.size])
+        )
+        several = ndi.label(m, structure=np.ones((3, 3)))[1] > 1
+        assert bool(pieces[0]) == several
+        n_pieces += several
+        if not several:
+            crop = (tile[bbox[0, 0] : bbox[0, 2], bbox[0, 1] : bbox[0, 3]] == 9).astype(np.uint8)
+            ref = cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].reshape(-1, 2)
+            np.testing.assert_array_equal(pts, ref + [bbox[0, 1], bbox[0, 0]])
+    assert n_pieces > 20

@@ -6,8 +6,9 @@ searched clockwise starting up-left, each next one counter-clockwise from the di
 from, and CHAIN_APPROX_SIMPLE keeps a pixel only where the chain code changes. Tracing on the tile with
 "== id" equals tracing on the zero-padded bbox crop, because every pixel of the instance lies inside its bbox.
 
-Instances that may be in pieces (their marker was cut by the foreground mask) are left to cv2.findContours by
-the caller. `tests/kernels/test_building_blocks.py` checks equality with cv2 on random shapes, holes included.
+Instances that may be in pieces (their marker was cut by the foreground mask) are checked for
+8-connectivity; those really in pieces are left to cv2.findContours by the caller.
+`tests/kernels/test_building_blocks.py` checks equality with cv2 on random shapes, holes included.
 """
 
 from __future__ import annotations
@@ -81,13 +82,44 @@ def _trace(inst, lab, x0, y0, dx, dy, out, start):
 
 
 @njit(nogil=True, cache=True)
-def _trace_all(inst, labels, first_x, first_y, capacity):
+def _one_piece(inst, lab, x0, y0, r0, c0, r1, c1, area):
+    """True if the pixels of `lab` inside its bbox form one 8-connected component (flood from (x0, y0))."""
+    bh = r1 - r0
+    bw = c1 - c0
+    seen = np.zeros((bh, bw), np.bool_)
+    stack = np.empty(area, np.int64)
+    seen[y0 - r0, x0 - c0] = True
+    stack[0] = (y0 - r0) * bw + (x0 - c0)
+    top = 1
+    count = 1
+    while top > 0:
+        top -= 1
+        y = stack[top] // bw
+        x = stack[top] - y * bw
+        for dy in range(-1, 2):
+            for dx in range(-1, 2):
+                yy = y + dy
+                xx = x + dx
+                if 0 <= yy < bh and 0 <= xx < bw and not seen[yy, xx] and inst[r0 + yy, c0 + xx] == lab:
+                    seen[yy, xx] = True
+                    stack[top] = yy * bw + xx
+                    top += 1
+                    count += 1
+    return count == area
+
+
+@njit(nogil=True, cache=True)
+def _trace_all(inst, labels, first_x, first_y, check, bbox, area, capacity):
     out = np.empty((capacity, 2), np.int32)
     offsets = np.zeros(labels.shape[0] + 1, np.int64)
+    pieces = np.zeros(labels.shape[0], np.bool_)
     n = 0
     for k in range(labels.shape[0]):
         lab = labels[k]
-        if lab <= 0:
+        if check[k] and not _one_piece(
+            inst, lab, first_x[k], first_y[k], bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3], area[k]
+        ):
+            pieces[k] = True
             offsets[k + 1] = n
             continue
         while True:
@@ -99,12 +131,29 @@ def _trace_all(inst, labels, first_x, first_y, capacity):
             out = bigger
         n += got
         offsets[k + 1] = n
-    return out[:n], offsets
+    return out[:n], offsets, pieces
 
 
-def trace_first_contours(inst: np.ndarray, labels: np.ndarray, first_x: np.ndarray, first_y: np.ndarray):
-    """(points int32 [P, 2] (x, y), offsets int64 [K+1]) per label (label <= 0: empty entry)."""
-    capacity = max(1024, 8 * int(labels.shape[0]) * 8)
+def trace_first_contours(inst, labels, first_x, first_y, check=None, bbox=None, area=None):
+    """(points int32 [P, 2] (x, y), offsets int64 [K+1], in_pieces bool [K]) for the given labels.
+
+    Labels flagged in `check` (instances that may be in pieces) are first tested for 8-connectivity inside
+    their bbox (int [K, 4] = r0, c0, r1, c1; `area` their pixel counts); those in several pieces get an empty
+    entry and `in_pieces` True: OpenCV's choice of first contour among pieces is left to OpenCV.
+    """
+    k = int(labels.shape[0])
+    if check is None:
+        check = np.zeros(k, np.bool_)
+        bbox = np.zeros((k, 4), np.int64)
+        area = np.zeros(k, np.int64)
+    capacity = max(1024, 64 * k)
     return _trace_all(
-        inst, labels.astype(np.int32), first_x.astype(np.int64), first_y.astype(np.int64), capacity
+        inst,
+        labels.astype(np.int32),
+        first_x.astype(np.int64),
+        first_y.astype(np.int64),
+        np.ascontiguousarray(check, dtype=np.bool_),
+        np.ascontiguousarray(bbox, dtype=np.int64),
+        np.ascontiguousarray(area, dtype=np.int64),
+        capacity,
     )

@@ -51,23 +51,27 @@ def _cell_table(
         # upstream visits np.unique(inst)[1:], assuming the first value is background: on a tile without any
         # background pixel it silently skips instance 1. Reproduced for parity.
         candidates = candidates[candidates != 0]
-    points, offsets = trace_first_contours(
-        inst, np.where(split[candidates], 0, candidates + 1), first_x[candidates], first_y[candidates]
+    points, offsets, pieces = trace_first_contours(
+        inst,
+        candidates + 1,
+        first_x[candidates],
+        first_y[candidates],
+        split[candidates],
+        bbox[candidates],
+        area[candidates],
     )
     contours = [points[offsets[k] : offsets[k + 1]] for k in range(len(candidates))]
-    for k in np.flatnonzero(split[candidates]):  # possibly split instance: OpenCV picks its first contour
+    n_points = np.diff(offsets)
+    for k in np.flatnonzero(pieces):  # instance in several pieces: OpenCV picks its first contour
         i = candidates[k]
         r0, c0, r1, c1 = bbox[i]
-        found = cv2.findContours(
-            (inst[r0:r1, c0:c1] == i + 1).view(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
-        )[0]
-        contour = found[0].reshape(-1, 2).astype(np.int32)
+        crop = (inst[r0:r1, c0:c1] == i + 1).view(np.uint8)
+        contour = cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].reshape(-1, 2)
+        contour = contour.astype(np.int32)
         contour[:, 0] += c0
         contour[:, 1] += r0
         contours[k] = contour
-    n_points = np.diff(offsets)
-    for k in np.flatnonzero(split[candidates]):
-        n_points[k] = len(contours[k])
+        n_points[k] = len(contour)
     ok = n_points >= params.min_contour_points
     if not ok.any():
         return CellTable.empty()
