@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tissue-weight", dest="tissue_weight", type=float, default=None,
                         help="weight of the tissue cross entropy (0 ignores the tissue head)")
     parser.add_argument("--save-every", dest="save_every", type=int, default=None)
+    parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
+    parser.add_argument("--data-offset", dest="data_offset", type=int, default=None,
+                        help="first tile index of the training stream (use a fresh range when continuing)")
     parser.add_argument("--evaluate", type=int, default=0, metavar="N",
                         help="after training, evaluate on N held-out synthetic tiles")
 

@@ -43,11 +43,13 @@ class TrainSettings:
     weight_decay: float = 1e-4
     warmup_steps: int = 15
     min_lr_fraction: float = 0.05
-    threads: int = 2
+    threads: int = 1  # one thread: fastest on a shared CPU (see docs/synthetic.md)
     max_minutes: float | None = None
     tissue_weight: float = 1.0
     log_every: int = 10
     save_every: int = 0  # 0 = only at the end
+    init: Path | None = None  # start from this checkpoint's weights (continue / fine-tune)
+    data_offset: int = 0  # first tile index of the stream (a continued run should not repeat tiles)
 
     def validate(self) -> None:
         if self.tile_size % (16 * self.crops_per_side):
@@ -83,7 +85,7 @@ class _Producer:
         threading.Thread(target=self._work, daemon=True, name="synthetic-batches").start()
 
     def _work(self) -> None:
-        s, k = self.s, 0
+        s, k = self.s, self.s.data_offset
         try:
             while not self.stop.is_set():
                 n, cps = (s.fine_tiles, 1) if self.fine else (s.crop_tiles, s.crops_per_side)
@@ -146,6 +148,10 @@ def train(s: TrainSettings, model=None, on_step=None) -> dict:
 
         torch.set_num_threads(s.threads)
         cv2.setNumThreads(s.threads)
+    if model is None and s.init is not None:
+        from cellvit_trt.models import load_checkpoint
+
+        model, _ = load_checkpoint(s.init)
     if model is None:
         model = build_model(s.variant, num_nuclei_classes=6, num_tissue_classes=len(TISSUE_NAMES))
     model.train()
