@@ -26,7 +26,10 @@ def main() -> int:
     ap.add_argument("--no-oracle", action="store_true", help="do not count the upstream model itself")
     args = ap.parse_args()
     print(f"Forward FLOPs per {args.size}x{args.size} tile, batch 1 (TFLOP = 1e12, 2 FLOPs per MAC)")
-    print(f"{'variant':<11} {'params M':>9} {'upstream':>10} {'ours':>10} {'saved':>9} {'saved %':>8}  upstream source")
+    print(
+        f"{'variant':<11} {'params M':>9} {'upstream':>10} {'ours':>10} {'saved':>9} {'saved %':>8}"
+        "  upstream source"
+    )
     for variant in VARIANTS:
         with torch.device("meta"):
             model = build_model(variant).eval()
@@ -35,14 +38,20 @@ def main() -> int:
         if variant in UPSTREAM and not args.no_oracle:
             from cellvit_trt.models.oracle import upstream_model
 
-            counted = count_flops(upstream_model(variant, device="meta"), torch.empty(1, 3, args.size, args.size,
-                                                                                     device="meta"))
-            source = "counted on cellvit==1.0.9" + ("" if counted == upstream else f" (analytic {upstream / 1e12:.4f})")
+            counted = count_flops(
+                upstream_model(variant, device="meta"), torch.empty(1, 3, args.size, args.size, device="meta")
+            )
+            source = "counted on cellvit==1.0.9" + (
+                "" if counted == upstream else f" (analytic {upstream / 1e12:.4f})"
+            )
             upstream = counted
         params = sum(p.numel() for p in model.parameters()) / 1e6
         saved = upstream - rep.ours
-        print(f"{variant:<11} {params:>9.2f} {upstream / 1e12:>10.4f} {rep.ours / 1e12:>10.4f} {saved / 1e12:>9.4f} "
-              f"{100 * saved / upstream:>7.1f}%  {source}")
+        print(
+            f"{variant:<11} {params:>9.2f} {upstream / 1e12:>10.4f} {rep.ours / 1e12:>10.4f} "
+            f"{saved / 1e12:>9.4f} "
+            f"{100 * saved / upstream:>7.1f}%  {source}"
+        )
     return 0
 
 

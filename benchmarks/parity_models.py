@@ -1,4 +1,4 @@
-"""Parity of cellvit_trt's CellViT against upstream cellvit==1.0.9: max |ours - upstream| per output (FP32, CPU).
+"""Parity of cellvit_trt's CellViT against upstream cellvit==1.0.9: max |ours - upstream| per output (FP32).
 
     .venv/bin/python benchmarks/parity_models.py [--quick]
 
@@ -33,7 +33,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{'variant':<11} {'input':<14} {'reg':<4} {'tok':<4} {'upstream s':>10} {'ours s':>7}  max |diff| per output")
+    print(
+        f"{'variant':<11} {'input':<14} {'reg':<4} {'tok':<4} {'upstream s':>10} {'ours s':>7}"
+        "  max |diff| per output"
+    )
     worst = 0.0
     for i, (variant, shape, regression, tokens) in enumerate(CASES):
         if args.quick and shape[1] > 512:
@@ -51,8 +54,10 @@ def main() -> int:
             t2 = time.perf_counter()
         diffs = max_abs_diff(a, b)
         worst = max(worst, *diffs.values())
-        print(f"{variant:<11} {'x'.join(map(str, shape)):<14} {str(regression)[0]:<4} {str(tokens)[0]:<4} "
-              f"{t1 - t0:>10.2f} {t2 - t1:>7.2f}  " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+        print(
+            f"{variant:<11} {'x'.join(map(str, shape)):<14} {str(regression)[0]:<4} {str(tokens)[0]:<4} "
+            f"{t1 - t0:>10.2f} {t2 - t1:>7.2f}  " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+        )
         del up, ours, a, b
     print(f"worst max |diff|: {worst:.1e} (gate 1e-5)")
     return 0 if worst <= 1e-5 else 1

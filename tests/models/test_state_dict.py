@@ -1,4 +1,4 @@
-"""State-dict keys (in order), shapes and dtypes equal upstream for every variant; built on the meta device."""
+"""State-dict keys (in order), shapes and dtypes equal upstream for every variant (meta device)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from cellvit_trt.models.oracle import upstream_model
 PARAMS_M = {"CellViT256": 46.75, "SAM-B": 146.1, "SAM-L": 367.8, "SAM-H": 699.7}
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("variant", ["CellViT256", "SAM-B", "SAM-L", "SAM-H"])
 @pytest.mark.parametrize("regression", [False, True])
 def test_state_dict_equals_upstream(upstream, variant, regression):
@@ -19,8 +20,11 @@ def test_state_dict_equals_upstream(upstream, variant, regression):
     with torch.device("meta"):
         ours = build_model(variant, regression_loss=regression).state_dict()
     assert list(ours) == list(up)
-    bad = [(k, tuple(ours[k].shape), tuple(v.shape)) for k, v in up.items()
-           if ours[k].shape != v.shape or ours[k].dtype != v.dtype]
+    bad = [
+        (k, tuple(ours[k].shape), tuple(v.shape))
+        for k, v in up.items()
+        if ours[k].shape != v.shape or ours[k].dtype != v.dtype
+    ]
     assert not bad
     params = sum(v.numel() for k, v in ours.items() if "running_" not in k and "num_batches" not in k)
     assert params / 1e6 == pytest.approx(PARAMS_M[variant], abs=0.06)

@@ -30,7 +30,10 @@ def test_decoder_rule_matches_upstream():
     assert variant_spec("CellViT256").decoder == DecoderDims(256, 128, 312)
     for v in ("SAM-B", "SAM-L", "SAM-H"):
         assert variant_spec(v).decoder == DecoderDims(512, 256, 512)
-    assert DecoderDims.upstream(511) == DecoderDims(256, 128, 312) and DecoderDims.upstream(512).bottleneck_dim == 512
+    assert (
+        DecoderDims.upstream(511) == DecoderDims(256, 128, 312)
+        and DecoderDims.upstream(512).bottleneck_dim == 512
+    )
 
 
 def test_tiny_size(tiny):
@@ -56,7 +59,10 @@ def test_regression_variant_outputs():
         out = model(torch.randn(1, 3, 64, 64))
     assert list(out) == ["tissue_types", "nuclei_binary_map", "regression_map", "hv_map", "nuclei_type_map"]
     assert out["regression_map"].shape == (1, 2, 64, 64) and out["nuclei_type_map"].shape == (1, 3, 64, 64)
-    assert out["tissue_types"].shape == (1, 96)  # no tissue head: the normed CLS token, as upstream's Identity
+    assert out["tissue_types"].shape == (
+        1,
+        96,
+    )  # no tissue head: the normed CLS token, as upstream's Identity
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 250, 256), (1, 1, 256, 256), (3, 256, 256)])
@@ -72,14 +78,17 @@ def test_sam_rejects_tiles_beyond_its_pos_embed():
         model(torch.randn(1, 3, 80, 80))
 
 
-@pytest.mark.parametrize(("kwargs", "pattern"), [
-    ({"embed_dim": 100, "num_heads": 3}, "not divisible"),
-    ({"extract_layers": (1, 2, 3)}, "4 increasing block indices"),
-    ({"extract_layers": (1, 2, 2, 4)}, "4 increasing block indices"),
-    ({"extract_layers": (1, 2, 3, 9)}, "in 1..4"),
-    ({"kind": "uni"}, "'vit256' or 'sam'"),
-    ({"img_size": 250}, "multiple of 16"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"embed_dim": 100, "num_heads": 3}, "not divisible"),
+        ({"extract_layers": (1, 2, 3)}, "4 increasing block indices"),
+        ({"extract_layers": (1, 2, 2, 4)}, "4 increasing block indices"),
+        ({"extract_layers": (1, 2, 3, 9)}, "in 1..4"),
+        ({"kind": "uni"}, "'vit256' or 'sam'"),
+        ({"img_size": 250}, "multiple of 16"),
+    ],
+)
 def test_encoder_spec_validation(kwargs, pattern):
     base = dict(kind="vit256", embed_dim=96, depth=4, num_heads=3, extract_layers=(1, 2, 3, 4))
     with pytest.raises(ConfigError, match=pattern):
@@ -95,8 +104,12 @@ def test_tiny_trains():
     losses = []
     for _ in range(3):
         out = model(x)
-        loss = torch.nn.functional.cross_entropy(out["nuclei_binary_map"], target) + out["hv_map"].pow(2).mean() \
-            + out["nuclei_type_map"].pow(2).mean() + out["tissue_types"].pow(2).mean()
+        loss = (
+            torch.nn.functional.cross_entropy(out["nuclei_binary_map"], target)
+            + out["hv_map"].pow(2).mean()
+            + out["nuclei_type_map"].pow(2).mean()
+            + out["tissue_types"].pow(2).mean()
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -10,6 +10,19 @@ from cellvit_trt.models.registry import VARIANTS, build_model, custom_spec, vari
 from cellvit_trt.models.spec import PATCH_SIZE, CellViTSpec, DecoderDims, EncoderSpec
 
 __all__ = [
-    "ARCHS", "PATCH_SIZE", "VARIANTS", "CellViT", "CellViTSpec", "DecoderDims", "EncoderSpec", "ModelInfo",
-    "arch_for", "build_model", "custom_spec", "load_checkpoint", "make_info", "save_checkpoint", "variant_spec",
+    "ARCHS",
+    "PATCH_SIZE",
+    "VARIANTS",
+    "CellViT",
+    "CellViTSpec",
+    "DecoderDims",
+    "EncoderSpec",
+    "ModelInfo",
+    "arch_for",
+    "build_model",
+    "custom_spec",
+    "load_checkpoint",
+    "make_info",
+    "save_checkpoint",
+    "variant_spec",
 ]

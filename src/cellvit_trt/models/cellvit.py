@@ -25,8 +25,13 @@ class CellViT(nn.Module):
     - `tokens` (B, E, H/16, W/16), only with `retrieve_tokens`: the last block's output, no norm
     """
 
-    def __init__(self, spec: CellViTSpec, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0):
+    def __init__(
+        self,
+        spec: CellViTSpec,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
         super().__init__()
         self.spec = spec
         enc, dec = spec.encoder, spec.decoder
@@ -36,16 +41,21 @@ class CellViT(nn.Module):
         self.regression_loss = spec.regression_loss
         if enc.kind == "vit256":
             # the tissue head lives inside the encoder (`encoder.head`), as upstream
-            self.encoder: nn.Module = ViT256Encoder(enc, spec.num_tissue_classes, 3, drop_rate, attn_drop_rate,
-                                                    drop_path_rate)
+            self.encoder: nn.Module = ViT256Encoder(
+                enc, spec.num_tissue_classes, 3, drop_rate, attn_drop_rate, drop_path_rate
+            )
         else:
             self.encoder = SAMEncoder(enc)
-        self.decoder0, self.decoder1, self.decoder2, self.decoder3 = skip_decoders(enc.embed_dim, dec, drop_rate)
+        self.decoder0, self.decoder1, self.decoder2, self.decoder3 = skip_decoders(
+            enc.embed_dim, dec, drop_rate
+        )
         n_binary = 4 if spec.regression_loss else 2
         self.nuclei_binary_map_decoder = UpsamplingBranch(enc.embed_dim, dec, n_binary, drop_rate)
         self.hv_map_decoder = UpsamplingBranch(enc.embed_dim, dec, 2, drop_rate)
-        self.nuclei_type_maps_decoder = UpsamplingBranch(enc.embed_dim, dec, spec.num_nuclei_classes, drop_rate)
-        # SAM: top-level `classifier_head` on the mean-pooled neck (registered last, as upstream); ViT256: no keys
+        self.nuclei_type_maps_decoder = UpsamplingBranch(
+            enc.embed_dim, dec, spec.num_nuclei_classes, drop_rate
+        )
+        # SAM: top-level `classifier_head` on the mean-pooled neck, registered last; ViT256: no keys
         if enc.kind == "sam" and spec.num_tissue_classes > 0:
             self.classifier_head: nn.Module = nn.Linear(enc.out_chans, spec.num_tissue_classes)
         else:
@@ -54,7 +64,8 @@ class CellViT(nn.Module):
     def forward(self, x: torch.Tensor, retrieve_tokens: bool = False) -> dict[str, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % PATCH_SIZE or x.shape[-1] % PATCH_SIZE:
             raise ValueError(
-                f"CellViT input: got shape {tuple(x.shape)}, expected (B, 3, H, W) with H, W multiples of {PATCH_SIZE}"
+                f"CellViT input: got shape {tuple(x.shape)}, "
+                f"expected (B, 3, H, W) with H, W multiples of {PATCH_SIZE}"
             )
         tissue, (z1, z2, z3, z4) = self.encoder(x)
         out = {"tissue_types": self.classifier_head(tissue)}

@@ -20,16 +20,30 @@ from cellvit_trt.errors import CheckpointError, ConfigError
 from cellvit_trt.io import atomic_path, sha256_file
 from cellvit_trt.models.cellvit import CellViT
 from cellvit_trt.models.flat_config import flatten, get, plain, unflatten
-from cellvit_trt.models.info import ModelInfo, arch_for, info_from_config, make_info, spec_from_config, spec_to_config
+from cellvit_trt.models.info import (
+    ModelInfo,
+    arch_for,
+    info_from_config,
+    make_info,
+    spec_from_config,
+    spec_to_config,
+)
 
 REQUIRED_KEYS = ("arch", "model_state_dict", "config")
 _LIST_MAX = 8  # keys quoted in an error message
 
 # Plain-data reconstructors that wandb/numpy configs may carry (e.g. a numpy float as best_metric).
 _SAFE_GLOBALS = {
-    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype", "numpy.ndarray",
-    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-    "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct",
+    "pathlib.PosixPath",
+    "pathlib.WindowsPath",
+    "pathlib.PurePosixPath",
+    "pathlib.PureWindowsPath",
 }
 _SAFE_PREFIXES = ("numpy.dtypes.",)  # numpy >= 1.25 dtype classes, e.g. numpy.dtypes.Float64DType
 
@@ -68,7 +82,9 @@ def _torch_load(path: Path, map_location: Any) -> Any:
             except (ImportError, AttributeError) as err:
                 raise CheckpointError(f"checkpoint {path}: cannot resolve {name} ({err})") from err
         except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-            raise CheckpointError(f"checkpoint {path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from exc
+            raise CheckpointError(
+                f"checkpoint {path}: not a readable PyTorch file ({type(exc).__name__}: {exc})"
+            ) from exc
     raise CheckpointError(f"checkpoint {path}: too many non-tensor objects to unpickle safely")
 
 
@@ -110,42 +126,53 @@ def _head_rows(state: dict, *keys: str) -> int | None:
 
 
 def _num_classes(conf: dict, state: dict, where: str) -> tuple[int, int]:
-    """From config data.num_*_classes as upstream; falls back to the head shapes when the config lacks them."""
+    """From config data.num_*_classes as upstream; else from the head shapes in the state dict."""
     n_nuc = get(conf, "data.num_nuclei_classes")
     n_tis = get(conf, "data.num_tissue_classes")
     if n_nuc is None:
         n_nuc = _head_rows(state, "nuclei_type_maps_decoder.decoder0_header.2.weight")
         if n_nuc is None:
-            raise CheckpointError(f"{where}: config data.num_nuclei_classes is missing and model_state_dict has no "
-                                  "nuclei_type_maps_decoder.decoder0_header.2.weight to infer it from")
+            raise CheckpointError(
+                f"{where}: config data.num_nuclei_classes is missing and model_state_dict has no "
+                "nuclei_type_maps_decoder.decoder0_header.2.weight to infer it from"
+            )
     if n_tis is None:
         n_tis = _head_rows(state, "encoder.head.weight", "classifier_head.weight") or 0
     try:
         return int(n_nuc), int(n_tis)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{where}: config data.num_nuclei_classes={n_nuc!r}, data.num_tissue_classes="
-                              f"{n_tis!r}; expected integers") from exc
+        raise CheckpointError(
+            f"{where}: config data.num_nuclei_classes={n_nuc!r}, data.num_tissue_classes="
+            f"{n_tis!r}; expected integers"
+        ) from exc
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
-                    compute_sha256: bool = True) -> tuple[CellViT, ModelInfo]:
-    """Build the model a checkpoint describes, load its weights strictly, return it in eval mode with its info."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", compute_sha256: bool = True
+) -> tuple[CellViT, ModelInfo]:
+    """Build the model a checkpoint describes, load its weights strictly; return (eval-mode model, info)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: file not found")
     ck = _torch_load(path, map_location)
     where = f"checkpoint {path}"
     if not isinstance(ck, dict):
-        raise CheckpointError(f"{where}: not a CellViT checkpoint (a {type(ck).__name__}, expected a dict with "
-                              f"{', '.join(REQUIRED_KEYS)})")
+        raise CheckpointError(
+            f"{where}: not a CellViT checkpoint (a {type(ck).__name__}, expected a dict with "
+            f"{', '.join(REQUIRED_KEYS)})"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in ck]
     if missing:
-        raise CheckpointError(f"{where}: not a CellViT checkpoint, missing top-level keys {missing} "
-                              f"(has {_listing(sorted(map(str, ck)))})")
+        raise CheckpointError(
+            f"{where}: not a CellViT checkpoint, missing top-level keys {missing} "
+            f"(has {_listing(sorted(map(str, ck)))})"
+        )
     state, raw_conf = ck["model_state_dict"], ck["config"]
     if not isinstance(state, dict) or not isinstance(raw_conf, dict):
-        raise CheckpointError(f"{where}: model_state_dict and config must be dicts, got "
-                              f"{type(state).__name__} and {type(raw_conf).__name__}")
+        raise CheckpointError(
+            f"{where}: model_state_dict and config must be dicts, got "
+            f"{type(state).__name__} and {type(raw_conf).__name__}"
+        )
     conf = unflatten(raw_conf)
     n_nuc, n_tis = _num_classes(conf, state, where)
     try:
@@ -172,8 +199,10 @@ def save_checkpoint(path: str | Path, model: CellViT, info: ModelInfo | None = N
     spec = model.spec
     info = info or make_info(spec)
     if info.spec != spec:
-        raise ConfigError(f"save_checkpoint {path}: info describes {info.spec.name}, the model is {spec.name} "
-                          "(or their class counts differ)")
+        raise ConfigError(
+            f"save_checkpoint {path}: info describes {info.spec.name}, the model is {spec.name} "
+            "(or their class counts differ)"
+        )
     clash = [k for k in extra if k in REQUIRED_KEYS]
     if clash:
         raise ConfigError(f"save_checkpoint {path}: {clash} are written by save_checkpoint itself")
@@ -184,8 +213,10 @@ def save_checkpoint(path: str | Path, model: CellViT, info: ModelInfo | None = N
             conf["model"].pop("decoder", None)
         conf[section].update(values)
     conf["data"]["magnification"] = info.magnification
-    conf["dataset_config"] = {"nuclei_types": {n: i for i, n in enumerate(info.nuclei_names)},
-                              "tissue_types": {n: i for i, n in enumerate(info.tissue_names)}}
+    conf["dataset_config"] = {
+        "nuclei_types": {n: i for i, n in enumerate(info.nuclei_names)},
+        "tissue_types": {n: i for i, n in enumerate(info.tissue_names)},
+    }
     conf.setdefault("transformations", {})["normalize"] = {"mean": list(info.mean), "std": list(info.std)}
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     obj = {"arch": arch_for(spec), **extra, "config": flatten(conf), "model_state_dict": state}

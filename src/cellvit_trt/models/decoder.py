@@ -40,7 +40,9 @@ class UpsamplingBranch(nn.Module):
         b = d.bottleneck_dim
         self.bottleneck_upsampler = upsample2x(embed_dim, b)
         self.decoder3_upsampler = nn.Sequential(
-            Conv2DBlock(b * 2, b, dropout=drop), Conv2DBlock(b, b, dropout=drop), Conv2DBlock(b, b, dropout=drop),
+            Conv2DBlock(b * 2, b, dropout=drop),
+            Conv2DBlock(b, b, dropout=drop),
+            Conv2DBlock(b, b, dropout=drop),
             upsample2x(b, s2),
         )
         self.decoder2_upsampler = nn.Sequential(
@@ -50,12 +52,13 @@ class UpsamplingBranch(nn.Module):
             Conv2DBlock(s1 * 2, s1, dropout=drop), Conv2DBlock(s1, s1, dropout=drop), upsample2x(s1, s0)
         )
         self.decoder0_header = nn.Sequential(
-            Conv2DBlock(s0 * 2, s0, dropout=drop), Conv2DBlock(s0, s0, dropout=drop),
+            Conv2DBlock(s0 * 2, s0, dropout=drop),
+            Conv2DBlock(s0, s0, dropout=drop),
             nn.Conv2d(s0, num_out, kernel_size=1, stride=1, padding=0),
         )
 
     def forward(self, z4: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """z4: (B, E, H/16, W/16); skips: decoder0..3 outputs at H, H/2, H/4, H/8. Returns (B, num_out, H, W)."""
+        """z4: (B, E, H/16, W/16); skips: decoder0..3 outputs at H, H/2, H/4, H/8 -> (B, num_out, H, W)."""
         s0, s1, s2, s3 = skips
         b = self.bottleneck_upsampler(z4)  # (B, bott, H/8, W/8)
         b = self.decoder3_upsampler(torch.cat([s3, b], dim=1))  # (B, s2, H/4, W/4)

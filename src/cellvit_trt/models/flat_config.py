@@ -19,7 +19,7 @@ def flatten(d: dict, parent: str = "", sep: str = ".") -> dict[str, Any]:
 
 
 def unflatten(d: dict, sep: str = ".") -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}. Shorter paths first, so a deeper key wins over a scalar parent (upstream)."""
+    """{"a.b": 1} -> {"a": {"b": 1}}. Shorter paths first: deeper keys beat scalar parents, as upstream."""
     out: dict[str, Any] = {}
     for key, value in sorted(d.items(), key=lambda kv: len(str(kv[0]).split(sep))):
         parts = str(key).split(sep)

@@ -47,7 +47,7 @@ def _on_meta(model: nn.Module) -> nn.Module:
 
 
 def flop_report(model: nn.Module, size: int = 1024, batch: int = 1) -> FlopReport:
-    """FLOPs for one (batch, 3, size, size) forward; `model` is copied to meta first if it has real weights."""
+    """FLOPs for one (batch, 3, size, size) forward; a model with real weights is rebuilt on meta first."""
     meta = _on_meta(model)
     x = torch.empty(batch, 3, size, size, device="meta")
     ours = count_flops(meta, x)
@@ -55,4 +55,4 @@ def flop_report(model: nn.Module, size: int = 1024, batch: int = 1) -> FlopRepor
         _, (z1, z2, z3, _z4) = meta.encoder(x)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta.decoder0(x), meta.decoder1(z1), meta.decoder2(z2), meta.decoder3(z3)
-    return FlopReport(getattr(meta, "spec").name, size, ours, int(counter.get_total_flops()))
+    return FlopReport(meta.spec.name, size, ours, int(counter.get_total_flops()))

@@ -49,8 +49,13 @@ def _meta_safe_linspace() -> Iterator[None]:
         torch.linspace = orig  # type: ignore[assignment]
 
 
-def upstream_model(variant: str, num_nuclei_classes: int = 6, num_tissue_classes: int = 19,
-                   regression_loss: bool = False, device: str | torch.device = "cpu") -> nn.Module:
+def upstream_model(
+    variant: str,
+    num_nuclei_classes: int = 6,
+    num_tissue_classes: int = 19,
+    regression_loss: bool = False,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
     """Upstream CellViT256 / CellViTSAM(vit_structure=variant), randomly initialised, in eval mode.
     `device="meta"` builds without memory (for key/shape and FLOP counting of SAM-L/H)."""
     import_upstream()
@@ -61,11 +66,14 @@ def upstream_model(variant: str, num_nuclei_classes: int = 6, num_tissue_classes
     with ctx:
         if variant == "CellViT256":
             mod = importlib.import_module("cellvit.models.cell_segmentation.cellvit_256")
-            model = mod.CellViT256(None, num_nuclei_classes, num_tissue_classes, regression_loss=regression_loss)
+            model = mod.CellViT256(
+                None, num_nuclei_classes, num_tissue_classes, regression_loss=regression_loss
+            )
         elif variant.upper() in ("SAM-B", "SAM-L", "SAM-H"):
             mod = importlib.import_module("cellvit.models.cell_segmentation.cellvit_sam")
-            model = mod.CellViTSAM(None, num_nuclei_classes, num_tissue_classes, variant,
-                                   regression_loss=regression_loss)
+            model = mod.CellViTSAM(
+                None, num_nuclei_classes, num_tissue_classes, variant, regression_loss=regression_loss
+            )
         else:
             raise ValueError(f"upstream has no model {variant!r} (CellViT256, SAM-B, SAM-L, SAM-H)")
     return model.eval()

@@ -14,8 +14,17 @@ if TYPE_CHECKING:
 
 def _sam(embed_dim: int, depth: int, num_heads: int, global_attn: tuple[int, ...]) -> EncoderSpec:
     # extract layers are the global blocks, 1-based: SAM-B (2,5,8,11) -> (3,6,9,12)
-    return EncoderSpec("sam", embed_dim, depth, num_heads, tuple(i + 1 for i in global_attn),  # type: ignore[arg-type]
-                       img_size=1024, global_attn_indexes=global_attn, window_size=14, out_chans=256)
+    return EncoderSpec(
+        "sam",
+        embed_dim,
+        depth,
+        num_heads,
+        tuple(i + 1 for i in global_attn),  # type: ignore[arg-type]
+        img_size=1024,
+        global_attn_indexes=global_attn,
+        window_size=14,
+        out_chans=256,
+    )
 
 
 ENCODERS: dict[str, EncoderSpec] = {
@@ -30,26 +39,40 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 DECODERS: dict[str, DecoderDims] = {
-    "tiny": DecoderDims(skip_dim_11=48, skip_dim_12=24, bottleneck_dim=32, stage_dims=(8, 16, 32), stem_dim=8),
+    "tiny": DecoderDims(
+        skip_dim_11=48, skip_dim_12=24, bottleneck_dim=32, stage_dims=(8, 16, 32), stem_dim=8
+    ),
 }
 
 VARIANTS: tuple[str, ...] = tuple(ENCODERS)
 
 
-def variant_spec(variant: str, num_nuclei_classes: int = 6, num_tissue_classes: int = 19,
-                 regression_loss: bool = False) -> CellViTSpec:
+def variant_spec(
+    variant: str, num_nuclei_classes: int = 6, num_tissue_classes: int = 19, regression_loss: bool = False
+) -> CellViTSpec:
     key = {k.upper(): k for k in ENCODERS}.get(str(variant).upper())
     if key is None:
         raise ConfigError(f"model variant: unknown {variant!r}, expected one of {', '.join(VARIANTS)}")
-    return CellViTSpec(key, ENCODERS[key], DECODERS.get(key), int(num_nuclei_classes), int(num_tissue_classes),
-                       bool(regression_loss))
+    return CellViTSpec(
+        key,
+        ENCODERS[key],
+        DECODERS.get(key),
+        int(num_nuclei_classes),
+        int(num_tissue_classes),
+        bool(regression_loss),
+    )
 
 
-def build_model(variant: str | CellViTSpec, num_nuclei_classes: int = 6, num_tissue_classes: int = 19,
-                regression_loss: bool = False, **train_kwargs: float) -> CellViT:
+def build_model(
+    variant: str | CellViTSpec,
+    num_nuclei_classes: int = 6,
+    num_tissue_classes: int = 19,
+    regression_loss: bool = False,
+    **train_kwargs: float,
+) -> CellViT:
     """Build a randomly initialised CellViT. `variant` is a name from VARIANTS or a full CellViTSpec
     (then the class counts given here override the spec's only if the spec is a name).
-    `train_kwargs`: drop_rate, attn_drop_rate, drop_path_rate (training regularisation, not in the state dict)."""
+    `train_kwargs`: drop_rate, attn_drop_rate, drop_path_rate (training only, not in the state dict)."""
     from cellvit_trt.models.cellvit import CellViT
 
     if isinstance(variant, CellViTSpec):
@@ -59,6 +82,8 @@ def build_model(variant: str | CellViTSpec, num_nuclei_classes: int = 6, num_tis
     return CellViT(spec, **train_kwargs)
 
 
-def custom_spec(name: str, encoder: EncoderSpec, decoder: DecoderDims | None = None, **heads: int | bool) -> CellViTSpec:
+def custom_spec(
+    name: str, encoder: EncoderSpec, decoder: DecoderDims | None = None, **heads: int | bool
+) -> CellViTSpec:
     """A non-registered variant (saved with arch "CellViTCustom"); `heads`: class counts, regression_loss."""
     return replace(CellViTSpec(name, encoder, decoder), **heads)

@@ -43,12 +43,13 @@ class MLPBlock(nn.Module):
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """Relative-position table for q/k lengths, (q_size, k_size, C); linearly resized only on a length mismatch
+    """Relative-position table for q/k lengths, (q_size, k_size, C); linearly resized only on a mismatch
     (e.g. a global block trained for 64 tokens, 127 entries, run on a 16-token grid: 127 -> 31)."""
     max_rel_dist = int(2 * max(q_size, k_size) - 1)
     if rel_pos.shape[0] != max_rel_dist:
-        resized = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist,
-                                mode="linear")
+        resized = F.interpolate(
+            rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=max_rel_dist, mode="linear"
+        )
         rel_pos = resized.reshape(-1, max_rel_dist).permute(1, 0)
     q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
     k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
@@ -56,8 +57,13 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     return rel_pos[relative.long()]
 
 
-def add_decomposed_rel_pos(attn: torch.Tensor, q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
-                           size: tuple[int, int]) -> torch.Tensor:
+def add_decomposed_rel_pos(
+    attn: torch.Tensor,
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    size: tuple[int, int],
+) -> torch.Tensor:
     """MViTv2 decomposed relative positions for square self-attention (q and k share `size`)."""
     h, w = size
     Rh = get_rel_pos(h, h, rel_pos_h)  # (h, h, C)
@@ -104,7 +110,9 @@ def window_partition(x: torch.Tensor, ws: int) -> tuple[torch.Tensor, tuple[int,
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, ws, ws, C), (Hp, Wp)
 
 
-def window_unpartition(windows: torch.Tensor, ws: int, pad_hw: tuple[int, int], hw: tuple[int, int]) -> torch.Tensor:
+def window_unpartition(
+    windows: torch.Tensor, ws: int, pad_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
     """(B*nW, ws, ws, C) -> (B, H, W, C), dropping the padding."""
     (Hp, Wp), (H, W) = pad_hw, hw
     B = windows.shape[0] // (Hp * Wp // ws // ws)
@@ -118,11 +126,20 @@ def window_unpartition(windows: torch.Tensor, ws: int, pad_hw: tuple[int, int], 
 class Block(nn.Module):
     """Pre-norm block in BHWC; `window_size` 0 means global attention."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, window_size: int,
-                 input_size: tuple[int, int]):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        window_size: int,
+        input_size: tuple[int, int],
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias, input_size if window_size == 0 else (window_size, window_size))
+        self.attn = Attention(
+            dim, num_heads, qkv_bias, input_size if window_size == 0 else (window_size, window_size)
+        )
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
         self.window_size = window_size
@@ -161,8 +178,14 @@ class SAMEncoder(nn.Module):
         self.patch_embed = PatchEmbed(in_chans, e)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, e))  # (1, 64, 64, E) for SAM's 1024
         self.blocks = nn.ModuleList(
-            Block(e, spec.num_heads, spec.mlp_ratio, spec.qkv_bias,
-                  0 if i in spec.global_attn_indexes else spec.window_size, (grid, grid))
+            Block(
+                e,
+                spec.num_heads,
+                spec.mlp_ratio,
+                spec.qkv_bias,
+                0 if i in spec.global_attn_indexes else spec.window_size,
+                (grid, grid),
+            )
             for i in range(spec.depth)
         )
         self.neck = nn.Sequential(

@@ -45,7 +45,11 @@ class EncoderSpec:
                 f"model.embed_dim={self.embed_dim} is not divisible by model.num_heads={self.num_heads}"
             )
         layers = tuple(int(i) for i in self.extract_layers)
-        if len(layers) != 4 or any(not 1 <= i <= self.depth for i in layers) or list(layers) != sorted(set(layers)):
+        if (
+            len(layers) != 4
+            or any(not 1 <= i <= self.depth for i in layers)
+            or list(layers) != sorted(set(layers))
+        ):
             raise ConfigError(
                 f"model.extract_layers: expected 4 increasing block indices in 1..{self.depth}, "
                 f"got {list(self.extract_layers)}"

@@ -18,7 +18,9 @@ from cellvit_trt.models.spec import PATCH_SIZE, EncoderSpec
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+    def __init__(
+        self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
+    ):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
@@ -61,15 +63,25 @@ class DropPath(nn.Module):
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
-        mask = (keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)).floor_()
+        mask = (
+            keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
+        ).floor_()
         return x.div(keep) * mask
 
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float,
-                 drop_path: float):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop: float,
+        attn_drop: float,
+        drop_path: float,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
@@ -103,7 +115,9 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, h: int, w: int) -> torch.Tens
     side = int(math.sqrt(n))
     dim = pos_embed.shape[-1]
     grid = pos_embed[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)  # (1, E, side, side)
-    grid = F.interpolate(grid, scale_factor=((h + 0.1) / math.sqrt(n), (w + 0.1) / math.sqrt(n)), mode="bicubic")
+    grid = F.interpolate(
+        grid, scale_factor=((h + 0.1) / math.sqrt(n), (w + 0.1) / math.sqrt(n)), mode="bicubic"
+    )
     if grid.shape[-2:] != (h, w):
         raise ValueError(f"pos-embed interpolation gave a {tuple(grid.shape[-2:])} grid, expected {(h, w)}")
     grid = grid.permute(0, 2, 3, 1).reshape(1, h * w, dim)
@@ -114,8 +128,15 @@ class ViT256Encoder(nn.Module):
     """Returns `(tissue_logits [B, T], skips)`; skips are the pre-norm outputs of the 4 extract layers
     without CLS, as (B, E, H/16, W/16). `norm` and `head` serve only the tissue classifier."""
 
-    def __init__(self, spec: EncoderSpec, num_classes: int, in_chans: int = 3, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        num_classes: int,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
         super().__init__()
         e = spec.embed_dim
         self.embed_dim = e
@@ -125,7 +146,9 @@ class ViT256Encoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, e))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, e))  # 224 -> 14x14 + CLS = 197
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = [drop_path_rate * i / max(spec.depth - 1, 1) for i in range(spec.depth)]  # linspace(0, rate, depth)
+        dpr = [
+            drop_path_rate * i / max(spec.depth - 1, 1) for i in range(spec.depth)
+        ]  # linspace(0, rate, depth)
         self.blocks = nn.ModuleList(
             Block(e, spec.num_heads, spec.mlp_ratio, spec.qkv_bias, drop_rate, attn_drop_rate, dpr[i])
             for i in range(spec.depth)
