@@ -102,3 +102,12 @@ def test_params():
 def test_cell_table_empty_layout():
     t = CellTable.empty()
     assert len(t) == 0 and t.bbox.shape == (0, 4) and t.centroid.shape == (0, 2) and t.contours == []
+
+
+def test_warmup_tile_runs_the_whole_pipeline():
+    from cellvit_trt.kernels import warmup
+    from cellvit_trt.kernels.postprocess import warmup_tile
+
+    assert warmup() > 0.0
+    out = PostProcessor().process_tile(*warmup_tile())
+    assert out.inst_map.max() == 3 and len(out.cells) == 3  # the touching pair is split

@@ -1,7 +1,7 @@
 """Numba/OpenCV post-processing: deployment-graph maps -> instance map + cell table (cellvit 1.0.9 parity)."""
 
 from cellvit_trt.kernels.params import PostProcessParams
-from cellvit_trt.kernels.postprocess import PostProcessor, instance_map
+from cellvit_trt.kernels.postprocess import PostProcessor, instance_map, warmup
 from cellvit_trt.kernels.table import CellTable, TileCells
 
-__all__ = ["PostProcessParams", "PostProcessor", "CellTable", "TileCells", "instance_map"]
+__all__ = ["PostProcessParams", "PostProcessor", "CellTable", "TileCells", "instance_map", "warmup"]
