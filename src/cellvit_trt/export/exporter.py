@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import logging
 import os
 import shutil
@@ -381,18 +382,22 @@ def reference_runner(model: Any, info: Any, tokens: bool):
 
 def gate_graph(model: Any, info: Any, graph_path: Path, s: ExportSettings):
     """Run the parity gate of the graph at `graph_path` (ONNX Runtime, CPU) against the PyTorch FP32 model."""
-    from cellvit_trt.export.gate import run_gate
+    from cellvit_trt.export.gate import collect, run_gate
     from cellvit_trt.export.samples import gate_tiles
     from cellvit_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
 
     tiles = gate_tiles(s.gate_tiles, s.tile_size, seed=s.seed, mpp=s.target_mpp)
+    # reference first, before the ONNX Runtime session exists: peak = the larger of the two, not their sum
+    reference = collect(reference_runner(model, info, s.tokens), tiles, s.gate_batch)
+    gc.collect()
     with OnnxRuntimeBackend(graph_path, providers="cpu", batch=s.gate_batch) as backend:
         return run_gate(
-            reference_runner(model, info, s.tokens),
+            None,
             backend,
             tiles,
             s.precision,
             batch=s.gate_batch,
             magnification=info.magnification,
             class_names=list(info.nuclei_names),
+            reference_outputs=reference,
         )
