@@ -20,28 +20,34 @@ def _stats(tiles):
         a = np.bincount(inst, minlength=n).astype(float)
         a[a == 0] = 1
         mr, mc = np.bincount(inst, r, n) / a, np.bincount(inst, c, n) / a
-        srr = np.bincount(inst, r * r, n) / a - mr ** 2
-        scc = np.bincount(inst, c * c, n) / a - mc ** 2
+        srr = np.bincount(inst, r * r, n) / a - mr**2
+        scc = np.bincount(inst, c * c, n) / a - mc**2
         src = np.bincount(inst, r * c, n) / a - mr * mc
-        tr, det = srr + scc, srr * scc - src ** 2
-        disc = np.sqrt(np.maximum(tr ** 2 / 4 - det, 0))
+        tr, det = srr + scc, srr * scc - src**2
+        disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
         l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-9)
         e = np.sqrt(1 - l2 / np.maximum(l1, 1e-9))
         g = np.bincount(inst, t.image.mean(axis=2).ravel(), n) / a
-        for i, cls in zip(t.cells.id, t.cells.type):
+        for i, cls in zip(t.cells.id, t.cells.type, strict=True):
             if t.cells.area[i - 1] < 30:  # skip slivers cut by the tile border
                 continue
             area[cls].append(t.cells.area[i - 1])
             ecc[cls].append(e[i])
             grey[cls].append(g[i])
-    return ({k: np.mean(v) for k, v in area.items()}, {k: np.mean(v) for k, v in ecc.items()},
-            {k: np.mean(v) for k, v in grey.items()}, {k: len(v) for k, v in area.items()})
+    return (
+        {k: np.mean(v) for k, v in area.items()},
+        {k: np.mean(v) for k, v in ecc.items()},
+        {k: np.mean(v) for k, v in grey.items()},
+        {k: len(v) for k, v in area.items()},
+    )
 
 
 @pytest.fixture(scope="module")
 def stats():
-    tiles = [generate_tile(256, seed=s, preset=p, glass_fraction=0.0)
-             for s, p in ((1, "glandular"), (3, "mixed"), (2, "tumour"), (2, "stroma"))]
+    tiles = [
+        generate_tile(256, seed=s, preset=p, glass_fraction=0.0)
+        for s, p in ((1, "glandular"), (3, "mixed"), (2, "tumour"), (2, "stroma"))
+    ]
     return _stats(tiles)
 
 

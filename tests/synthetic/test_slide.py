@@ -1,4 +1,4 @@
-"""Synthetic pyramidal slides: OpenSlide and tiffslide read them, report the mpp, and show exactly what was rendered."""
+"""Synthetic pyramidal slides: OpenSlide and tiffslide read them, report the mpp, show what was rendered."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ W, H = 1100, 900
 @pytest.fixture(scope="module")
 def slide(tmp_path_factory):
     path = tmp_path_factory.mktemp("slide") / "synthetic.svs"
-    truth = write_synthetic_slide(path, W, H, mpp=0.25, seed=3, tile_size=256, compression="deflate", block=512,
-                                  tissue_scale_um=100.0)
+    truth = write_synthetic_slide(
+        path, W, H, mpp=0.25, seed=3, tile_size=256, compression="deflate", block=512, tissue_scale_um=100.0
+    )
     return truth
 
 
@@ -57,8 +58,11 @@ def test_level0_pixels_are_the_rendered_ones(slide):
         np.testing.assert_array_equal(got, expected, err_msg=name)
     lvl1 = np.asarray(tifffile.imread(slide.slide, key=2))
     full = tifffile.imread(slide.slide, key=0)
-    np.testing.assert_allclose(lvl1[100:110, 100:110].astype(float),
-                               full[200:220, 200:220].reshape(10, 2, 10, 2, 3).mean((1, 3)), atol=1.0)
+    np.testing.assert_allclose(
+        lvl1[100:110, 100:110].astype(float),
+        full[200:220, 200:220].reshape(10, 2, 10, 2, 3).mean((1, 3)),
+        atol=1.0,
+    )
 
 
 def test_ground_truth_beside_the_slide(slide):

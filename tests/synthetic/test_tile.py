@@ -71,7 +71,7 @@ def test_training_targets_in_range():
 
 def test_glass_is_white_and_empty():
     tile = generate_tile(384, seed=21, preset="tumour", glass_fraction=0.6)
-    white = (tile.image.min(axis=2) > 205)
+    white = tile.image.min(axis=2) > 205
     assert white.mean() > 0.25
     assert (tile.inst_map[white] > 0).mean() < 0.01  # no nuclei on glass
     assert tile.tissue == TISSUE_NAMES.index("Synthetic-Tumour")

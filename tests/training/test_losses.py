@@ -54,15 +54,26 @@ def test_msge_measures_gradients_on_nuclei_only():
 
 def test_total_loss_has_every_upstream_part_and_tissue_weight_zero_drops_it():
     g = torch.Generator().manual_seed(2)
-    out = {"nuclei_binary_map": torch.randn(2, 2, 16, 16, generator=g), "hv_map": torch.randn(2, 2, 16, 16, generator=g),
-           "nuclei_type_map": torch.randn(2, 6, 16, 16, generator=g), "tissue_types": torch.randn(2, 4, generator=g)}
+    out = {
+        "nuclei_binary_map": torch.randn(2, 2, 16, 16, generator=g),
+        "hv_map": torch.randn(2, 2, 16, 16, generator=g),
+        "nuclei_type_map": torch.randn(2, 6, 16, 16, generator=g),
+        "tissue_types": torch.randn(2, 4, generator=g),
+    }
     binary = torch.randint(0, 2, (2, 16, 16), generator=g)
     types = binary * torch.randint(1, 6, (2, 16, 16), generator=g)
     hv = torch.rand(2, 2, 16, 16, generator=g) * binary[:, None]
     tissue = torch.tensor([0, 3])
     total, parts = cellvit_loss(out, binary, hv, types, tissue, 6)
-    assert set(parts) == {"binary_xentropy", "binary_dice", "hv_mse", "hv_msge", "type_xentropy", "type_dice",
-                          "tissue_ce"}
+    assert set(parts) == {
+        "binary_xentropy",
+        "binary_dice",
+        "hv_mse",
+        "hv_msge",
+        "type_xentropy",
+        "type_dice",
+        "tissue_ce",
+    }
     assert float(total) == pytest.approx(sum(parts.values()), rel=1e-5)
     total0, parts0 = cellvit_loss(out, binary, hv, types, tissue, 6, LossWeights(tissue_ce=0.0))
     assert "tissue_ce" not in parts0 and float(total0) < float(total)

@@ -16,5 +16,7 @@ def demo_checkpoint_path() -> Path:
     """
     path = Path(__file__).with_name(DEMO_CHECKPOINT)
     if not path.is_file():
-        raise CheckpointError(f"demo checkpoint {path}: not found (the package was installed without its data files)")
+        raise CheckpointError(
+            f"demo checkpoint {path}: not found (the package was installed without its data files)"
+        )
     return path

@@ -5,6 +5,13 @@ from cellvit_trt.synthetic.tile import CellList, SyntheticTile, generate_tile
 from cellvit_trt.synthetic.world import PRESETS, TISSUE_NAMES, World
 
 __all__ = [
-    "PRESETS", "TISSUE_NAMES", "CellList", "SlideTruth", "SyntheticTile", "World", "generate_tile",
-    "load_slide_cells", "write_synthetic_slide",
+    "PRESETS",
+    "TISSUE_NAMES",
+    "CellList",
+    "SlideTruth",
+    "SyntheticTile",
+    "World",
+    "generate_tile",
+    "load_slide_cells",
+    "write_synthetic_slide",
 ]

@@ -1,7 +1,7 @@
 """`cellvit-trt synth`: write synthetic H&E tiles or a pyramidal slide, with exact ground truth.
 
-    cellvit-trt synth tiles --out tiles/ --count 16 --size 256 --seed 0
-    cellvit-trt synth slide --out slide.svs --width 4096 --height 3072 --mpp 0.25 --seed 0
+cellvit-trt synth tiles --out tiles/ --count 16 --size 256 --seed 0
+cellvit-trt synth slide --out slide.svs --width 4096 --height 3072 --mpp 0.25 --seed 0
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--size", type=int, default=256, help="tile side in pixels")
     t.add_argument("--seed", type=int, default=0, help="tile i uses seed + i")
     t.add_argument("--mpp", type=float, default=0.25)
-    t.add_argument("--preset", choices=PRESET_CHOICES, default=None, help="default: drawn per tile from its seed")
+    t.add_argument(
+        "--preset", choices=PRESET_CHOICES, default=None, help="default: drawn per tile from its seed"
+    )
     s = sub.add_parser("slide", help="pyramidal Aperio-style TIFF + <stem>.cells.npz (+ <stem>.labels.tif)")
     s.add_argument("--out", type=Path, required=True, help="slide path (.svs or .tif)")
     s.add_argument("--width", type=int, default=4096)
@@ -58,10 +60,19 @@ def _tiles(args: argparse.Namespace) -> int:
         stem = args.out / f"synthetic_{seed:08d}"
         write_bytes(stem.with_suffix(".png"), png.tobytes())
         with atomic_path(stem.with_suffix(".npz")) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, inst_map=tile.inst_map, type_map=tile.type_map, id=tile.cells.id,
-                                type=tile.cells.type, centroid=tile.cells.centroid, area=tile.cells.area,
-                                bbox=tile.cells.bbox, tissue=np.int64(tile.tissue), seed=np.int64(seed),
-                                mpp=np.float64(args.mpp))
+            np.savez_compressed(
+                fh,
+                inst_map=tile.inst_map,
+                type_map=tile.type_map,
+                id=tile.cells.id,
+                type=tile.cells.type,
+                centroid=tile.cells.centroid,
+                area=tile.cells.area,
+                bbox=tile.cells.bbox,
+                tissue=np.int64(tile.tissue),
+                seed=np.int64(seed),
+                mpp=np.float64(args.mpp),
+            )
         tissue = TISSUE_NAMES[tile.tissue] if tile.tissue >= 0 else "mixed"
         print(f"{stem}.png  {len(tile.cells)} cells  {tissue}")
     return 0
@@ -70,14 +81,34 @@ def _tiles(args: argparse.Namespace) -> int:
 def _slide(args: argparse.Namespace) -> int:
     from cellvit_trt.synthetic.slide import write_synthetic_slide
 
-    truth = write_synthetic_slide(args.out, args.width, args.height, mpp=args.mpp, seed=args.seed,
-                                  tile_size=args.tile_size, compression=args.compression, quality=args.quality,
-                                  preset=args.preset, glass_fraction=args.glass_fraction,
-                                  write_labels=not args.no_labels)
-    print(json.dumps({"slide": str(truth.slide), "cells": str(truth.cells_path),
-                      "labels": str(truth.labels_path) if truth.labels_path else None,
-                      "width": truth.width, "height": truth.height, "mpp": truth.mpp,
-                      "downsamples": list(truth.levels), "n_cells": truth.n_cells}, indent=2))
+    truth = write_synthetic_slide(
+        args.out,
+        args.width,
+        args.height,
+        mpp=args.mpp,
+        seed=args.seed,
+        tile_size=args.tile_size,
+        compression=args.compression,
+        quality=args.quality,
+        preset=args.preset,
+        glass_fraction=args.glass_fraction,
+        write_labels=not args.no_labels,
+    )
+    print(
+        json.dumps(
+            {
+                "slide": str(truth.slide),
+                "cells": str(truth.cells_path),
+                "labels": str(truth.labels_path) if truth.labels_path else None,
+                "width": truth.width,
+                "height": truth.height,
+                "mpp": truth.mpp,
+                "downsamples": list(truth.levels),
+                "n_cells": truth.n_cells,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -18,12 +18,14 @@ LATTICE_BLOCK = 16  # lattice nodes per side drawn by one generator
 def block_rng(seed: int, stream: int, by: int, bx: int) -> np.random.Generator:
     """The generator that owns block (by, bx) of `stream`; independent across streams and blocks."""
     return np.random.Generator(
-        np.random.PCG64(np.random.SeedSequence([int(seed), int(stream), by + _INDEX_OFFSET, bx + _INDEX_OFFSET]))
+        np.random.PCG64(
+            np.random.SeedSequence([int(seed), int(stream), by + _INDEX_OFFSET, bx + _INDEX_OFFSET])
+        )
     )
 
 
 def white_noise(seed: int, stream: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
-    """float32 [h, w] white noise (uniform, zero mean, unit variance) of the window at (y0, x0) in global pixels.
+    """float32 [h, w] white noise (uniform, zero mean, unit variance) of the window at global (y0, x0).
 
     Uniform rather than normal because it is three times cheaper to draw; it is blurred or added to pixel
     values, where the difference does not show.
@@ -35,7 +37,9 @@ def white_noise(seed: int, stream: int, y0: int, x0: int, h: int, w: int) -> np.
             block = block_rng(seed, stream, by, bx).random((b, b), dtype=np.float32)
             ys, ye = max(y0, by * b), min(y0 + h, (by + 1) * b)
             xs, xe = max(x0, bx * b), min(x0 + w, (bx + 1) * b)
-            out[ys - y0:ye - y0, xs - x0:xe - x0] = block[ys - by * b:ye - by * b, xs - bx * b:xe - bx * b]
+            out[ys - y0 : ye - y0, xs - x0 : xe - x0] = block[
+                ys - by * b : ye - by * b, xs - bx * b : xe - bx * b
+            ]
     out -= np.float32(0.5)
     out *= np.float32(np.sqrt(12.0))
     return out
@@ -69,7 +73,9 @@ def _lattice(seed: int, stream: int, ny0: int, nx0: int, ny: int, nx: int) -> np
             block = block_rng(seed, stream + 7919, by, bx).standard_normal((b, b))
             ys, ye = max(ny0, by * b), min(ny0 + ny, (by + 1) * b)
             xs, xe = max(nx0, bx * b), min(nx0 + nx, (bx + 1) * b)
-            out[ys - ny0:ye - ny0, xs - nx0:xe - nx0] = block[ys - by * b:ye - by * b, xs - bx * b:xe - bx * b]
+            out[ys - ny0 : ye - ny0, xs - nx0 : xe - nx0] = block[
+                ys - by * b : ye - by * b, xs - bx * b : xe - bx * b
+            ]
     return out
 
 
@@ -88,7 +94,7 @@ def _axis_matrix(coords: np.ndarray, spacing: float) -> tuple[int, np.ndarray]:
 
 
 def _axis_taps(coords: np.ndarray, spacing: float) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """(first node, node count, node index [len, 4] relative to the first, weights [len, 4]) along one axis."""
+    """(first node, node count, node index [len, 4] from the first, weights [len, 4]) along one axis."""
     u = (coords.astype(np.float64) + 0.5) / spacing
     i = np.floor(u).astype(np.int64)
     w = _bspline_weights(u - i).astype(np.float32)
@@ -108,7 +114,7 @@ def smooth_field(seed: int, stream: int, y0: int, x0: int, h: int, w: int, spaci
     grid = (_lattice(seed, stream, ny0, nx0, ny, nx) / _FIELD_STD).astype(np.float32)
     rows = wy[:, 0:1] * grid[iy[:, 0]]
     for k in range(1, 4):
-        rows += wy[:, k:k + 1] * grid[iy[:, k]]  # [h, nx]
+        rows += wy[:, k : k + 1] * grid[iy[:, k]]  # [h, nx]
     out = rows[:, ix[:, 0]] * wx[:, 0]
     for k in range(1, 4):
         out += rows[:, ix[:, k]] * wx[:, k]

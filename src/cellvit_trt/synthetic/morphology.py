@@ -5,11 +5,11 @@ what a pathologist would use:
 
 | class | shape | size (semi-axes, px at 40x) | hematoxylin |
 |---|---|---|---|
-| 1 Neoplastic | large, irregular (harmonic boundary), pleomorphic | 14-23 x 0.6-0.95 of that | pale, coarse chromatin, rim, 1-3 nucleoli |
+| 1 Neoplastic | large, irregular, pleomorphic | 14-23 x 0.6-0.95 of it | pale, coarse chromatin, nucleoli |
 | 2 Inflammatory | small, round | 8-11, aspect 0.85-1 | very dark, homogeneous |
 | 3 Connective | spindle, slightly bent, along the stroma fibres | 16-28 x 3.5-5.5 | dark, fine chromatin |
-| 4 Dead | small dense pyknotic body, often with karyorrhectic fragments | 4.5-7 (fragments 3.2-4.5) | darkest, flat; eosinophilic halo |
-| 5 Epithelial | medium oval, radial in glands or packed in nests | 10-13 x 0.6-0.8 of that | moderate, fine chromatin, rare small nucleolus |
+| 4 Dead | small dense pyknotic body (+ fragments) | 4.5-7 (fragments 3.2-4.5) | darkest; eosinophilic halo |
+| 5 Epithelial | medium oval, radial in glands or in nests | 10-13 x 0.6-0.8 of it | moderate, fine |
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ import numpy as np
 from numba import njit
 
 NEOPLASTIC, INFLAMMATORY, CONNECTIVE, DEAD, EPITHELIAL = 1, 2, 3, 4, 5
-TYPE_NAMES = {0: "Background", 1: "Neoplastic", 2: "Inflammatory", 3: "Connective", 4: "Dead", 5: "Epithelial"}
+TYPE_NAMES = {
+    0: "Background",
+    1: "Neoplastic",
+    2: "Inflammatory",
+    3: "Connective",
+    4: "Dead",
+    5: "Epithelial",
+}
 
 N_UNIFORMS = 32  # uniforms drawn per nucleus; layout uses 0-4, morphology 5-31
 MAX_EXTENT_40X = 34.0  # no nucleus reaches further than this from its centre (px at 40x; spindles ~33)
@@ -63,16 +70,40 @@ class Nuclei:
 
 def empty_nuclei() -> Nuclei:
     z = np.zeros(0)
-    return Nuclei(z, z, z.astype(np.int64), z, z, z, np.zeros((0, 4)), np.zeros((0, 4)), z, z, z, z, z,
-                  np.zeros((0, 3, 3)), z, z.astype(np.int64))
+    return Nuclei(
+        z,
+        z,
+        z.astype(np.int64),
+        z,
+        z,
+        z,
+        np.zeros((0, 4)),
+        np.zeros((0, 4)),
+        z,
+        z,
+        z,
+        z,
+        z,
+        np.zeros((0, 3, 3)),
+        z,
+        z.astype(np.int64),
+    )
 
 
 def _lerp(u: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return lo + (hi - lo) * u
 
 
-def sample_nuclei(types: np.ndarray, cy: np.ndarray, cx: np.ndarray, u: np.ndarray, key: np.ndarray,
-                  scale: float, angle_hint: np.ndarray | None = None, size_factor: np.ndarray | None = None) -> Nuclei:
+def sample_nuclei(
+    types: np.ndarray,
+    cy: np.ndarray,
+    cx: np.ndarray,
+    u: np.ndarray,
+    key: np.ndarray,
+    scale: float,
+    angle_hint: np.ndarray | None = None,
+    size_factor: np.ndarray | None = None,
+) -> Nuclei:
     """Nuclei of the given classes at (cy, cx) from per-nucleus uniforms `u` [N, N_UNIFORMS].
 
     `angle_hint` (radians or NaN) fixes the long-axis direction (stroma fibres, gland radii); `size_factor`
@@ -134,9 +165,24 @@ def sample_nuclei(types: np.ndarray, cy: np.ndarray, cx: np.ndarray, u: np.ndarr
         nucleoli[:, j, 1] = r * np.sin(th)
         rad = nucleolus_r * _lerp(u[:, 21 + 3 * j], 1.6, 2.8) * scale
         nucleoli[:, j, 2] = np.where(j < n_nucleoli, rad, 0.0)
-    return Nuclei(cy=np.asarray(cy, np.float64), cx=np.asarray(cx, np.float64), type=t, a=a, b=b, angle=angle,
-                  harm=harm, phase=phase, bend=bend, dark=dark, chromatin=chrom, coarse=coarse, rim=rim,
-                  nucleoli=nucleoli, z=u[:, 4].copy(), key=np.asarray(key, np.int64))
+    return Nuclei(
+        cy=np.asarray(cy, np.float64),
+        cx=np.asarray(cx, np.float64),
+        type=t,
+        a=a,
+        b=b,
+        angle=angle,
+        harm=harm,
+        phase=phase,
+        bend=bend,
+        dark=dark,
+        chromatin=chrom,
+        coarse=coarse,
+        rim=rim,
+        nucleoli=nucleoli,
+        z=u[:, 4].copy(),
+        key=np.asarray(key, np.int64),
+    )
 
 
 def extent(nuc: Nuclei) -> np.ndarray:
@@ -145,8 +191,20 @@ def extent(nuc: Nuclei) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _rr_box(cy: float, cx: float, a: float, b: float, angle: float, bend: float, harm: np.ndarray,
-            phase: np.ndarray, r0: int, c0: int, h: int, w: int) -> np.ndarray:
+def _rr_box(
+    cy: float,
+    cx: float,
+    a: float,
+    b: float,
+    angle: float,
+    bend: float,
+    harm: np.ndarray,
+    phase: np.ndarray,
+    r0: int,
+    c0: int,
+    h: int,
+    w: int,
+) -> np.ndarray:
     # normalised radius rho / boundary(phi); the boundary is 1 + sum_k A_k cos(k phi + phase_k), k = 2..5
     out = np.empty((h, w), np.float32)
     ca, sa = np.cos(angle), np.sin(angle)
@@ -183,13 +241,26 @@ def rasterise(nuc: Nuclei, i: int, reach: float) -> tuple[int, int, np.ndarray, 
     cy, cx = nuc.cy[i], nuc.cx[i]
     r0, r1 = int(np.floor(cy - reach)), int(np.ceil(cy + reach)) + 1
     c0, c1 = int(np.floor(cx - reach)), int(np.ceil(cx + reach)) + 1
-    rr = _rr_box(cy, cx, nuc.a[i], nuc.b[i], nuc.angle[i], nuc.bend[i], nuc.harm[i], nuc.phase[i],
-                 r0, c0, r1 - r0, c1 - c0)
+    rr = _rr_box(
+        cy,
+        cx,
+        nuc.a[i],
+        nuc.b[i],
+        nuc.angle[i],
+        nuc.bend[i],
+        nuc.harm[i],
+        nuc.phase[i],
+        r0,
+        c0,
+        r1 - r0,
+        c1 - c0,
+    )
     return r0, c0, rr <= 1.0, rr
 
 
-def stain_profile(nuc: Nuclei, i: int, r0: int, c0: int, rr: np.ndarray, fine: np.ndarray,
-                  coarse: np.ndarray) -> np.ndarray:
+def stain_profile(
+    nuc: Nuclei, i: int, r0: int, c0: int, rr: np.ndarray, fine: np.ndarray, coarse: np.ndarray
+) -> np.ndarray:
     """Hematoxylin concentration [h, w] of nucleus i over its box; `fine`/`coarse` are texture crops."""
     tex = (1.0 - nuc.coarse[i]) * fine + nuc.coarse[i] * coarse
     conc = nuc.dark[i] * (1.0 + nuc.chromatin[i] * tex)

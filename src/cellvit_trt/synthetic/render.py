@@ -39,6 +39,7 @@ from cellvit_trt.synthetic.world import (
     World,
     compartment_map,
     glands_in,
+    normal_quantile,
     nuclei_in,
     orientation_map,
 )
@@ -66,8 +67,15 @@ def _line_kernel(length: int, angle: float) -> np.ndarray:
     k = np.zeros((length, length), np.float32)
     c = (length - 1) / 2.0
     dx, dy = math.cos(angle) * c, math.sin(angle) * c
-    cv2.line(k, (round((c - dx) * 16), round((c - dy) * 16)), (round((c + dx) * 16), round((c + dy) * 16)),
-             1.0, 1, cv2.LINE_AA, 4)
+    cv2.line(
+        k,
+        (round((c - dx) * 16), round((c - dy) * 16)),
+        (round((c + dx) * 16), round((c + dy) * 16)),
+        1.0,
+        1,
+        cv2.LINE_AA,
+        4,
+    )
     return k / max(float(np.sqrt((k * k).sum())), 1e-6)
 
 
@@ -164,7 +172,9 @@ def render_window(world: World, y0: int, x0: int, h: int, w: int) -> Window:
         if i in paint:
             r0, c0, _, _ = rasters[i]
             sl, mm = paint[i]
-            sub = lab[r0 - cy0 + sl[0].start: r0 - cy0 + sl[0].stop, c0 - cx0 + sl[1].start: c0 - cx0 + sl[1].stop]
+            sub = lab[
+                r0 - cy0 + sl[0].start : r0 - cy0 + sl[0].stop, c0 - cx0 + sl[1].start : c0 - cx0 + sl[1].stop
+            ]
             sub[mm] = i
     # an instance uncovered in pass 2 may have come apart: keep its largest 4-connected piece
     for i in list(paint):
@@ -201,9 +211,12 @@ def render_window(world: World, y0: int, x0: int, h: int, w: int) -> Window:
         ya, yb, xa, xb = max(gy, 0), min(gy + hh, ph), max(gx, 0), min(gx + ww, pw)
         if ya >= yb or xa >= xb:
             continue
-        box = (slice(ya - gy + sl[0].start, yb - gy + sl[0].start), slice(xa - gx + sl[1].start, xb - gx + sl[1].start))
+        box = (
+            slice(ya - gy + sl[0].start, yb - gy + sl[0].start),
+            slice(xa - gx + sl[1].start, xb - gx + sl[1].start),
+        )
         prof = stain_profile(nuc, i, ya + py0, xa + px0, rr[box], fine[ya:yb, xa:xb], coarse[ya:yb, xa:xb])
-        hem[ya:yb, xa:xb] += np.where(mm[ya - gy:yb - gy, xa - gx:xb - gx], prof, 0.0)
+        hem[ya:yb, xa:xb] += np.where(mm[ya - gy : yb - gy, xa - gx : xb - gx], prof, 0.0)
 
     eos = _eosin(world, comp, tfield, glands, nuc, keep & ~small, py0, px0, ph, pw)
     # slow stain unevenness across the slide
@@ -212,14 +225,27 @@ def render_window(world: World, y0: int, x0: int, h: int, w: int) -> Window:
 
     noise = np.stack([fields.white_noise(world.seed, S_SENSOR + k, y0, x0, h, w) for k in range(3)], axis=-1)
     image = compose_rgb(hem, eos, world.stain, noise=noise, margin=pm)
-    core = lab[halo:halo + h, halo:halo + w]
-    return Window(image=image, label=np.ascontiguousarray(core), nuclei=nuc,
-                  tissue=np.ascontiguousarray(tissue[pm:pm + h, pm:pm + w]))
+    core = lab[halo : halo + h, halo : halo + w]
+    return Window(
+        image=image,
+        label=np.ascontiguousarray(core),
+        nuclei=nuc,
+        tissue=np.ascontiguousarray(tissue[pm : pm + h, pm : pm + w]),
+    )
 
 
-def _eosin(world: World, comp: np.ndarray, tfield: np.ndarray, glands: Glands, nuc: Nuclei, drawn: np.ndarray,
-           y0: int, x0: int, h: int, w: int) -> np.ndarray:
-    s = world.scale
+def _eosin(
+    world: World,
+    comp: np.ndarray,
+    tfield: np.ndarray,
+    glands: Glands,
+    nuc: Nuclei,
+    drawn: np.ndarray,
+    y0: int,
+    x0: int,
+    h: int,
+    w: int,
+) -> np.ndarray:
     fib = _fibres(world, y0, x0, h, w)
     mottle = fields.smooth_field(world.seed, S_MOTTLE + 50, y0, x0, h, w, world.px(4.0))
     e = (0.22 + 0.5 * fib).astype(np.float32)
@@ -242,9 +268,7 @@ def _eosin(world: World, comp: np.ndarray, tfield: np.ndarray, glands: Glands, n
         e[r0:r1, c0:c1] += np.clip(1.2 - d, 0, 1).astype(np.float32) * 0.45
     # soft tissue edge towards the glass
     if world.glass_fraction > 0:
-        from cellvit_trt.synthetic.world import _q
-
-        edge = np.clip((tfield - _q(world.glass_fraction)) * 6.0, 0.0, 1.0)
+        edge = np.clip((tfield - normal_quantile(world.glass_fraction)) * 6.0, 0.0, 1.0)
         e *= edge
     return e
 

@@ -6,13 +6,13 @@ Page 0 carries an Aperio ImageDescription (`Aperio ...|AppMag = 40|MPP = 0.25`),
 XResolution/YResolution in pixels per centimetre, so both readers report the mpp.
 
 Ground truth beside `<name>.svs`/`.tif`:
-- `<stem>.cells.npz`: id, type, centroid (x, y), area, bbox (rmin, cmin, rmax+1, cmax+1) in level-0 pixels, plus
-  width, height, mpp, seed;
+- `<stem>.cells.npz`: id, type, centroid (x, y), area, bbox (rmin, cmin, rmax+1, cmax+1) in level-0
+  pixels, plus width, height, mpp, seed;
 - `<stem>.labels.tif` (optional): the level-0 instance map, int32, tiled, deflate.
 
-Memory stays bounded: the slide is rendered in strips of `block` rows (each strip in `block`-wide windows of the
-same virtual slide, so there are no seams), spooled to raw files, and the TIFF pages are written tile band by
-tile band from them. Peak memory is a few strips, whatever the slide size.
+Memory stays bounded: the slide is rendered in strips of `block` rows (each strip in `block`-wide windows of
+the same virtual slide, so there are no seams), spooled to raw files, and the TIFF pages are written tile band
+by tile band from them. Peak memory is a few strips, whatever the slide size.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class _Cells:
 
     def ids_for(self, keys: np.ndarray, types: np.ndarray) -> np.ndarray:
         out = np.empty(keys.size, np.int64)
-        for j, (k, t) in enumerate(zip(keys.tolist(), types.tolist())):
+        for j, (k, t) in enumerate(zip(keys.tolist(), types.tolist(), strict=True)):
             i = self.ids.get(k)
             if i is None:
                 i = self.ids[k] = len(self.ids) + 1
@@ -113,9 +113,13 @@ class _Cells:
     def table(self) -> CellList:
         ids = np.nonzero(self.area[1:])[0] + 1
         a = self.area[ids]
-        return CellList(id=ids.astype(np.int32), type=np.asarray(self.type, np.uint8)[ids - 1],
-                        centroid=np.stack([self.sx[ids] / a, self.sy[ids] / a], axis=1), area=a,
-                        bbox=self.bbox[ids].astype(np.int32))
+        return CellList(
+            id=ids.astype(np.int32),
+            type=np.asarray(self.type, np.uint8)[ids - 1],
+            centroid=np.stack([self.sx[ids] / a, self.sy[ids] / a], axis=1),
+            area=a,
+            bbox=self.bbox[ids].astype(np.int32),
+        )
 
 
 def _downsample(strip: np.ndarray, f: int) -> np.ndarray:
@@ -128,7 +132,7 @@ def _downsample(strip: np.ndarray, f: int) -> np.ndarray:
 
 
 def _tiles_from_raw(path: Path, shape: tuple[int, ...], dtype, tile: int, fill):
-    """Yield the tiles (row-major) of a raw row-major array file, reading one band of `tile` rows at a time."""
+    """Yield the tiles (row-major) of a raw row-major array file, one band of `tile` rows at a time."""
     h, w = shape[:2]
     rest = shape[2:]
     row_items = w * int(np.prod(rest, dtype=np.int64))
@@ -140,16 +144,27 @@ def _tiles_from_raw(path: Path, shape: tuple[int, ...], dtype, tile: int, fill):
             band = np.fromfile(fh, dtype=dtype, count=rows * row_items).reshape((rows, w, *rest))
             for c0 in range(0, w, tile):
                 t = np.full((tile, tile, *rest), fill, dtype=dtype)
-                part = band[:, c0:c0 + tile]
-                t[:rows, :part.shape[1]] = part
+                part = band[:, c0 : c0 + tile]
+                t[:rows, : part.shape[1]] = part
                 yield t
 
 
-def write_synthetic_slide(path: str | Path, width: int, height: int, mpp: float = 0.25, seed: int = 0,
-                          tile_size: int = 256, downsamples: tuple[int, ...] = (1, 2, 4),
-                          compression: str = "jpeg", quality: int = 90, preset: str = "mixed",
-                          glass_fraction: float = 0.35, tissue_scale_um: float = 250.0,
-                          write_labels: bool = True, block: int = 1024) -> SlideTruth:
+def write_synthetic_slide(
+    path: str | Path,
+    width: int,
+    height: int,
+    mpp: float = 0.25,
+    seed: int = 0,
+    tile_size: int = 256,
+    downsamples: tuple[int, ...] = (1, 2, 4),
+    compression: str = "jpeg",
+    quality: int = 90,
+    preset: str = "mixed",
+    glass_fraction: float = 0.35,
+    tissue_scale_um: float = 250.0,
+    write_labels: bool = True,
+    block: int = 1024,
+) -> SlideTruth:
     """Write a pyramidal Aperio-style TIFF of a synthetic slide and its ground truth beside it.
 
     `compression`: "jpeg" (lossy, like scanners; needs imagecodecs) or "deflate"/"none" (lossless, so
@@ -163,20 +178,29 @@ def write_synthetic_slide(path: str | Path, width: int, height: int, mpp: float 
     if tile_size % 16 or tile_size < 16:
         raise InputError(f"tile_size {tile_size}: expected a positive multiple of 16 (TIFF tiling)")
     ds = tuple(int(d) for d in downsamples)
-    if not ds or ds[0] != 1 or any(b <= a for a, b in zip(ds, ds[1:])):
-        raise InputError(f"downsamples {downsamples}: expected increasing factors starting with 1, e.g. (1, 2, 4)")
+    if not ds or ds[0] != 1 or any(b <= a for a, b in zip(ds, ds[1:], strict=False)):
+        raise InputError(
+            f"downsamples {downsamples}: expected increasing factors starting with 1, e.g. (1, 2, 4)"
+        )
     comp = {"jpeg": "jpeg", "deflate": "zlib", "zlib": "zlib", "none": None}.get(compression.lower(), "?")
     if comp == "?":
         raise InputError(f"compression {compression!r}: expected 'jpeg', 'deflate' or 'none'")
     lcm = math.lcm(*ds)
     block = max(lcm, (block // lcm) * lcm)
-    world = World(seed=int(seed), mpp=float(mpp), preset=preset, glass_fraction=glass_fraction,
-                  tissue_scale_um=tissue_scale_um)
+    world = World(
+        seed=int(seed),
+        mpp=float(mpp),
+        preset=preset,
+        glass_fraction=glass_fraction,
+        tissue_scale_um=tissue_scale_um,
+    )
     cells_path, labels_path = truth_paths(path)
     cells = _Cells()
     dims = [(height // f, width // f) for f in ds]
 
-    with tempfile.TemporaryDirectory(prefix="cellvit-synth-", dir=path.parent if path.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="cellvit-synth-", dir=path.parent if path.parent.exists() else None
+    ) as tmp:
         raws = [Path(tmp) / f"level{i}.raw" for i in range(len(ds))]
         raw_lab = Path(tmp) / "labels.raw"
         outs = [open(p, "wb") for p in raws]
@@ -189,15 +213,17 @@ def write_synthetic_slide(path: str | Path, width: int, height: int, mpp: float 
                 for x0 in range(0, width, block):
                     w = min(block, width - x0)
                     win = render_window(world, y0, x0, h, w)
-                    strip[:, x0:x0 + w] = win.image
-                    present = np.nonzero(np.bincount(win.label.ravel() + 1, minlength=len(win.nuclei) + 1)[1:])[0]
+                    strip[:, x0 : x0 + w] = win.image
+                    present = np.nonzero(
+                        np.bincount(win.label.ravel() + 1, minlength=len(win.nuclei) + 1)[1:]
+                    )[0]
                     lut = np.zeros(len(win.nuclei) + 1, np.int64)
                     lut[present + 1] = cells.ids_for(win.nuclei.key[present], win.nuclei.type[present])
                     gid = lut[win.label + 1]
                     cells.add(gid, y0, x0)
-                    gstrip[:, x0:x0 + w] = gid
+                    gstrip[:, x0 : x0 + w] = gid
                 outs[0].write(strip.tobytes())
-                for out, f in zip(outs[1:], ds[1:]):
+                for out, f in zip(outs[1:], ds[1:], strict=True):
                     out.write(_downsample(strip, f).tobytes())
                 if lab_out is not None:
                     lab_out.write(gstrip.tobytes())
@@ -211,28 +237,56 @@ def write_synthetic_slide(path: str | Path, width: int, height: int, mpp: float 
         if write_labels:
             with atomic_path(labels_path) as tmp_lab:
                 with tifffile.TiffWriter(tmp_lab, bigtiff=height * width * 4 > 2**31) as tif:
-                    tif.write(_tiles_from_raw(raw_lab, (height, width), np.int32, tile_size, 0),
-                              shape=(height, width), dtype=np.int32, tile=(tile_size, tile_size),
-                              compression="zlib", resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER",
-                              metadata=None, description=f"cellvit-trt synthetic instance labels seed={seed}")
+                    tif.write(
+                        _tiles_from_raw(raw_lab, (height, width), np.int32, tile_size, 0),
+                        shape=(height, width),
+                        dtype=np.int32,
+                        tile=(tile_size, tile_size),
+                        compression="zlib",
+                        resolution=(1e4 / mpp, 1e4 / mpp),
+                        resolutionunit="CENTIMETER",
+                        metadata=None,
+                        description=f"cellvit-trt synthetic instance labels seed={seed}",
+                    )
 
     table = cells.table()
     with atomic_path(cells_path) as tmp_npz:
         with open(tmp_npz, "wb") as fh:
-            np.savez_compressed(fh, id=table.id, type=table.type, centroid=table.centroid, area=table.area,
-                                bbox=table.bbox, width=np.int64(width), height=np.int64(height),
-                                mpp=np.float64(mpp), seed=np.int64(seed))
-    return SlideTruth(slide=path, cells_path=cells_path, labels_path=labels_path if write_labels else None,
-                      width=width, height=height, mpp=mpp, levels=ds, n_cells=len(table))
+            np.savez_compressed(
+                fh,
+                id=table.id,
+                type=table.type,
+                centroid=table.centroid,
+                area=table.area,
+                bbox=table.bbox,
+                width=np.int64(width),
+                height=np.int64(height),
+                mpp=np.float64(mpp),
+                seed=np.int64(seed),
+            )
+    return SlideTruth(
+        slide=path,
+        cells_path=cells_path,
+        labels_path=labels_path if write_labels else None,
+        width=width,
+        height=height,
+        mpp=mpp,
+        levels=ds,
+        n_cells=len(table),
+    )
 
 
-def _write_pyramid(tifffile, path: Path, raws: list[Path], dims, ds, tile: int, comp, quality: int, mpp: float,
-                   seed: int) -> None:
+def _write_pyramid(
+    tifffile, path: Path, raws: list[Path], dims, ds, tile: int, comp, quality: int, mpp: float, seed: int
+) -> None:
     h0, w0 = dims[0]
     mag = round(10.0 / mpp)
-    desc0 = (f"{APERIO_HEADER}\r\n{w0}x{h0} [0,0 {w0}x{h0}] ({tile}x{tile}) "
-             f"{'JPEG/RGB Q=' + str(quality) if comp == 'jpeg' else 'RAW'}"
-             f"|AppMag = {mag}|MPP = {mpp:.6g}|Filename = {path.stem}|Title = cellvit-trt synthetic slide seed {seed}")
+    desc0 = (
+        f"{APERIO_HEADER}\r\n{w0}x{h0} [0,0 {w0}x{h0}] ({tile}x{tile}) "
+        f"{'JPEG/RGB Q=' + str(quality) if comp == 'jpeg' else 'RAW'}"
+        f"|AppMag = {mag}|MPP = {mpp:.6g}|Filename = {path.stem}"
+        f"|Title = cellvit-trt synthetic slide seed {seed}"
+    )
     kw = {"compression": comp, "compressionargs": {"level": quality} if comp == "jpeg" else None}
     if comp is None:
         kw = {"compression": None}
@@ -241,12 +295,26 @@ def _write_pyramid(tifffile, path: Path, raws: list[Path], dims, ds, tile: int, 
     big = h0 * w0 * 3 > 2**31
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=big) as tif:
-            for i, (raw, (h, w), f) in enumerate(zip(raws, dims, ds)):
+            for i, (raw, (h, w), f) in enumerate(zip(raws, dims, ds, strict=True)):
                 res = (1e4 / (mpp * f), 1e4 / (mpp * f))
-                desc = desc0 if i == 0 else f"{APERIO_HEADER}\r\n{w0}x{h0} -> {w}x{h} - |AppMag = {mag}|MPP = {mpp * f:.6g}"
-                tif.write(_tiles_from_raw(raw, (h, w, 3), np.uint8, tile, 255), shape=(h, w, 3), dtype=np.uint8,
-                          tile=(tile, tile), photometric="rgb", resolution=res, resolutionunit="CENTIMETER",
-                          metadata=None, description=desc, subfiletype=0, **kw)
+                desc = (
+                    desc0
+                    if i == 0
+                    else f"{APERIO_HEADER}\r\n{w0}x{h0} -> {w}x{h} - |AppMag = {mag}|MPP = {mpp * f:.6g}"
+                )
+                tif.write(
+                    _tiles_from_raw(raw, (h, w, 3), np.uint8, tile, 255),
+                    shape=(h, w, 3),
+                    dtype=np.uint8,
+                    tile=(tile, tile),
+                    photometric="rgb",
+                    resolution=res,
+                    resolutionunit="CENTIMETER",
+                    metadata=None,
+                    description=desc,
+                    subfiletype=0,
+                    **kw,
+                )
                 if i == 0:
                     _write_thumbnail(tif, raws[-1], dims[-1], kw)
 
@@ -260,5 +328,12 @@ def _write_thumbnail(tif, raw: Path, dims: tuple[int, int], kw: dict) -> None:
     scale = min(1.0, 768.0 / max(h, w))
     th, tw = max(1, round(h * scale)), max(1, round(w * scale))
     thumb = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA) if scale < 1 else img
-    tif.write(np.ascontiguousarray(thumb), photometric="rgb", metadata=None, description="thumbnail",
-              subfiletype=0, rowsperstrip=16, **kw)
+    tif.write(
+        np.ascontiguousarray(thumb),
+        photometric="rgb",
+        metadata=None,
+        description="thumbnail",
+        subfiletype=0,
+        rowsperstrip=16,
+        **kw,
+    )

@@ -33,7 +33,9 @@ def _unit(v: np.ndarray) -> tuple[float, float, float]:
     return (float(v[0]), float(v[1]), float(v[2]))
 
 
-def sample_stain(rng: np.random.Generator, jitter: float = 1.0, blur: tuple[float, float] = (0.0, 1.3)) -> StainParams:
+def sample_stain(
+    rng: np.random.Generator, jitter: float = 1.0, blur: tuple[float, float] = (0.0, 1.3)
+) -> StainParams:
     """Per-tile stain: vectors jittered by ~0.05 per component, strengths by about +-25 %."""
     h = np.asarray(HEMATOXYLIN_OD) + rng.normal(0.0, 0.05 * jitter, 3)
     e = np.asarray(EOSIN_OD) + rng.normal(0.0, 0.05 * jitter, 3)
@@ -49,12 +51,17 @@ def sample_stain(rng: np.random.Generator, jitter: float = 1.0, blur: tuple[floa
     )
 
 
-def compose_rgb(h_conc: np.ndarray, e_conc: np.ndarray, stain: StainParams, noise: np.ndarray | None = None,
-                margin: int = 0) -> np.ndarray:
-    """uint8 [H-2m, W-2m, 3] RGB from concentration maps [H, W]; `margin` px are rendered for the blur then cut.
+def compose_rgb(
+    h_conc: np.ndarray,
+    e_conc: np.ndarray,
+    stain: StainParams,
+    noise: np.ndarray | None = None,
+    margin: int = 0,
+) -> np.ndarray:
+    """uint8 [H-2m, W-2m, 3] RGB from concentration maps [H, W]; `margin` px feed the blur, then are cut.
 
-    `noise` (float32 [H-2m, W-2m, 3], unit variance, or None) is the sensor noise of the output pixels, passed in
-    so that it is a function of global pixel position.
+    `noise` (float32 [H-2m, W-2m, 3], unit variance, or None) is the sensor noise of the output pixels,
+    passed in so that it is a function of global pixel position.
     """
     ch = h_conc * np.float32(stain.h_strength)
     ce = e_conc * np.float32(stain.e_strength)

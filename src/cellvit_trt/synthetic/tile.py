@@ -66,8 +66,13 @@ def cell_list(inst_map: np.ndarray, types: np.ndarray) -> CellList:
             j = np.searchsorted(ids, k + 1)
             bbox[j] = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
     a = area[ids]
-    return CellList(id=ids.astype(np.int32), type=np.asarray(types)[ids].astype(np.uint8),
-                    centroid=np.stack([sx[ids] / a, sy[ids] / a], axis=1), area=a.astype(np.int64), bbox=bbox)
+    return CellList(
+        id=ids.astype(np.int32),
+        type=np.asarray(types)[ids].astype(np.uint8),
+        centroid=np.stack([sx[ids] / a, sy[ids] / a], axis=1),
+        area=a.astype(np.int64),
+        bbox=bbox,
+    )
 
 
 def relabel(window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +86,14 @@ def relabel(window: Window) -> tuple[np.ndarray, np.ndarray]:
     return inst, types
 
 
-def generate_tile(size: int | tuple[int, int] = 256, seed: int = 0, mpp: float = 0.25, preset: str | None = None,
-                  glass_fraction: float | None = None, origin: tuple[int, int] = (0, 0)) -> SyntheticTile:
+def generate_tile(
+    size: int | tuple[int, int] = 256,
+    seed: int = 0,
+    mpp: float = 0.25,
+    preset: str | None = None,
+    glass_fraction: float | None = None,
+    origin: tuple[int, int] = (0, 0),
+) -> SyntheticTile:
     """A synthetic H&E tile of `size` (square or (H, W)) with exact instance, type and tissue ground truth.
 
     Everything is a function of `seed`: the preset (unless given), the glass fraction (unless given; half of
@@ -93,12 +104,18 @@ def generate_tile(size: int | tuple[int, int] = 256, seed: int = 0, mpp: float =
     if h < 1 or w < 1:
         raise InputError(f"size: expected positive tile height and width, got {size!r}")
     rng = np.random.default_rng([int(seed), 424242])
-    chosen = preset if preset is not None else str(rng.choice(PRESETS[:len(TISSUE_NAMES)]))
+    chosen = preset if preset is not None else str(rng.choice(PRESETS[: len(TISSUE_NAMES)]))
     gf = glass_fraction
     if gf is None:
         gf = 0.0 if rng.random() < 0.5 else float(rng.uniform(0.1, 0.45))
     world = World(seed=int(seed), mpp=float(mpp), preset=chosen, glass_fraction=gf)
     win = render_window(world, int(origin[0]), int(origin[1]), h, w)
     inst, types = relabel(win)
-    return SyntheticTile(image=win.image, inst_map=inst, type_map=types[inst], cells=cell_list(inst, types),
-                         tissue=world.tissue_label, world=world)
+    return SyntheticTile(
+        image=win.image,
+        inst_map=inst,
+        type_map=types[inst],
+        cells=cell_list(inst, types),
+        tissue=world.tissue_label,
+        world=world,
+    )

@@ -1,7 +1,7 @@
 """The virtual slide: tissue/glass, tissue compartments, glands and nucleus positions, all in global pixels.
 
-A `World` is fixed by its seed and settings. Nuclei sit on jittered grids (one per compartment, spacing set
-by the compartment's cell density); a grid node becomes a nucleus where the compartment at its jittered position
+A `World` is fixed by its seed and settings. Nuclei sit on jittered grids (one per compartment, spacing set by
+the compartment's cell density); a grid node becomes a nucleus where the compartment at its jittered position
 is the grid's own. Glands place epithelial nuclei along their rim. Every quantity is a pure function of global
 position, so windows of any size and offset agree.
 """
@@ -98,7 +98,8 @@ class World:
         return PRESETS.index(self.preset) if self.preset != "mixed" else -1
 
 
-def _q(p: float) -> float:
+def normal_quantile(p: float) -> float:
+    """Quantile of N(0, 1), clipped away from 0 and 1 (thresholds for the smooth fields)."""
     return NormalDist().inv_cdf(min(max(p, 1e-9), 1 - 1e-9))
 
 
@@ -107,19 +108,19 @@ def classify(world: World, t: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     comp = np.full(t.shape, STROMA, np.uint8)
     p = world.preset
     if p == "tumour":
-        comp[a > _q(0.4)] = TUMOUR
+        comp[a > normal_quantile(0.4)] = TUMOUR
     elif p == "glandular":
-        comp[a > _q(0.35)] = GLAND
+        comp[a > normal_quantile(0.35)] = GLAND
     elif p == "stroma":
-        comp[a > _q(0.88)] = INFILTRATE
+        comp[a > normal_quantile(0.88)] = INFILTRATE
     elif p == "inflamed":
-        comp[a > _q(0.45)] = INFILTRATE
+        comp[a > normal_quantile(0.45)] = INFILTRATE
     else:
         comp[a > 0.5] = TUMOUR
         comp[a < -0.5] = GLAND
         comp[(np.abs(a) <= 0.5) & (b > 0.7)] = INFILTRATE
     if world.glass_fraction > 0:
-        comp[t < _q(world.glass_fraction)] = GLASS
+        comp[t < normal_quantile(world.glass_fraction)] = GLASS
     return comp
 
 
@@ -156,8 +157,9 @@ def _make_key(stream: int, ky: np.ndarray, kx: np.ndarray, sub: np.ndarray | int
     return (((np.int64(stream) << 20 | ky) << 20 | kx) << 8) | np.asarray(sub, np.int64)
 
 
-def grid_nodes(seed: int, stream: int, spacing: float, y0: float, x0: float, y1: float, x1: float,
-               n_u: int = N_UNIFORMS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def grid_nodes(
+    seed: int, stream: int, spacing: float, y0: float, x0: float, y1: float, x1: float, n_u: int = N_UNIFORMS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Jittered grid nodes whose base position lies in [y0, y1) x [x0, x1).
 
     Returns (cy, cx, uniforms [N, n_u], key). Uniforms 0-1 are the jitter (+-0.4 spacing).
@@ -174,7 +176,9 @@ def grid_nodes(seed: int, stream: int, spacing: float, y0: float, x0: float, y1:
             block = fields.block_rng(seed, stream, by, bx).random((b, b, n_u))
             ys, ye = max(ky0, by * b), min(ky1, (by + 1) * b)
             xs, xe = max(kx0, bx * b), min(kx1, (bx + 1) * b)
-            u[ys - ky0:ye - ky0, xs - kx0:xe - kx0] = block[ys - by * b:ye - by * b, xs - bx * b:xe - bx * b]
+            u[ys - ky0 : ye - ky0, xs - kx0 : xe - kx0] = block[
+                ys - by * b : ye - by * b, xs - bx * b : xe - bx * b
+            ]
     ky, kx = np.meshgrid(np.arange(ky0, ky1), np.arange(kx0, kx1), indexing="ij")
     u = u.reshape(-1, n_u)
     cy = ky.ravel() * spacing + (u[:, 0] - 0.5) * 0.8 * spacing
@@ -216,8 +220,16 @@ def glands_in(world: World, y0: float, x0: float, y1: float, x1: float) -> Gland
     r = np.where(nest, r * 0.55, r)
     ky = (key[keep] >> 28) & ((1 << 20) - 1)
     kx = (key[keep] >> 8) & ((1 << 20) - 1)
-    return Glands(cy=cy[keep], cx=cx[keep], ry=r * (0.7 + 0.3 * u[:, 4]), rx=r, angle=u[:, 5] * np.pi,
-                  nest=nest, ky=ky, kx=kx)
+    return Glands(
+        cy=cy[keep],
+        cx=cx[keep],
+        ry=r * (0.7 + 0.3 * u[:, 4]),
+        rx=r,
+        angle=u[:, 5] * np.pi,
+        nest=nest,
+        ky=ky,
+        kx=kx,
+    )
 
 
 def gland_nuclei(world: World, glands: Glands) -> Nuclei:
@@ -243,8 +255,10 @@ def gland_nuclei(world: World, glands: Glands) -> Nuclei:
             n = max(int(perim / (15.0 * s)), 6)
             t = (np.arange(n) + rng.uniform(-0.15, 0.15, n)) * 2 * np.pi / n + rng.uniform(0, 2 * np.pi)
             lu, lv = rx * np.cos(t), ry * np.sin(t)
-            # long axis along the outward normal of the ellipse (nuclei stand perpendicular to the basement membrane)
-            hint = np.arctan2(np.sin(t) / ry * ca + np.cos(t) / rx * sa, np.cos(t) / rx * ca - np.sin(t) / ry * sa)
+            # long axis along the outward normal (nuclei stand perpendicular to the basement membrane)
+            hint = np.arctan2(
+                np.sin(t) / ry * ca + np.cos(t) / rx * sa, np.cos(t) / rx * ca - np.sin(t) / ry * sa
+            )
             keep = rng.random(n) < 0.93
             lu, lv, hint = lu[keep], lv[keep], hint[keep]
         m = lu.size
@@ -256,12 +270,14 @@ def gland_nuclei(world: World, glands: Glands) -> Nuclei:
         key = _make_key(S_GLAND_CELLS, np.full(m, glands.ky[i]), np.full(m, glands.kx[i]), np.arange(m) % 256)
         # the 8-bit sub-index wraps for very large nests; keep keys unique by dropping the overflow
         m = min(m, 256)
-        parts.append(sample_nuclei(np.full(m, EPITHELIAL), cy[:m], cx[:m], u[:m], key[:m], s, angle_hint=hint[:m]))
+        parts.append(
+            sample_nuclei(np.full(m, EPITHELIAL), cy[:m], cx[:m], u[:m], key[:m], s, angle_hint=hint[:m])
+        )
     return Nuclei.concat(parts) if parts else empty_nuclei()
 
 
 def nuclei_in(world: World, y0: float, x0: float, y1: float, x1: float, glands: Glands) -> Nuclei:
-    """All nuclei whose centre lies in the box: compartment grids, dead-cell fragments and gland epithelium."""
+    """Nuclei whose centre lies in the box: compartment grids, dead-cell fragments, gland epithelium."""
     s = world.scale
     parts = []
     for comp, cells in CELLS.items():
@@ -277,7 +293,9 @@ def nuclei_in(world: World, y0: float, x0: float, y1: float, x1: float, glands: 
                 ok &= glands.radius_norm(g, cy, cx) > 1.08
         cy, cx, u, key = cy[ok], cx[ok], u[ok], key[ok]
         cum = np.cumsum([p for _, p in cells.mix])
-        cls = np.array([c for c, _ in cells.mix])[np.minimum(np.searchsorted(cum / cum[-1], u[:, 2]), len(cum) - 1)]
+        cls = np.array([c for c, _ in cells.mix])[
+            np.minimum(np.searchsorted(cum / cum[-1], u[:, 2]), len(cum) - 1)
+        ]
         hint = np.where(cls == CONNECTIVE, orientation_at(world, cy, cx), np.nan)
         nuc = sample_nuclei(cls, cy, cx, u, key, s, angle_hint=hint)
         parts.append(nuc)
@@ -299,8 +317,15 @@ def _fragments(nuc: Nuclei, u: np.ndarray, s: float) -> Nuclei:
         uj = np.roll(u[sel], 5 * (j + 1), axis=1)  # decorrelated but deterministic uniforms per fragment
         th = 2 * np.pi * (u[sel, 31] + j / 3.0)
         d = (9.0 + 5.0 * uj[:, 9]) * s
-        frag = sample_nuclei(np.full(sel.size, DEAD), nuc.cy[sel] + d * np.sin(th), nuc.cx[sel] + d * np.cos(th),
-                             uj, nuc.key[sel] + j + 1, s, size_factor=np.full(sel.size, 0.68))
+        frag = sample_nuclei(
+            np.full(sel.size, DEAD),
+            nuc.cy[sel] + d * np.sin(th),
+            nuc.cx[sel] + d * np.cos(th),
+            uj,
+            nuc.key[sel] + j + 1,
+            s,
+            size_factor=np.full(sel.size, 0.68),
+        )
         frag.z = nuc.z[sel] + 1e-3 * (j + 1)
         parts.append(frag)
     return Nuclei.concat(parts) if parts else empty_nuclei()

@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="checkpoint to write (official format)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="steps on crops (phase 1)")
-    parser.add_argument("--crop-tiles", dest="crop_tiles", type=int, default=None, help="tiles per phase-1 step")
+    parser.add_argument(
+        "--crop-tiles", dest="crop_tiles", type=int, default=None, help="tiles per phase-1 step"
+    )
     parser.add_argument("--crops-per-side", dest="crops_per_side", type=int, default=None)
     parser.add_argument("--fine-steps", dest="fine_steps", type=int, default=None, help="steps on full tiles")
     parser.add_argument("--fine-tiles", dest="fine_tiles", type=int, default=None)
@@ -30,15 +32,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--weight-decay", dest="weight_decay", type=float, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--max-minutes", dest="max_minutes", type=float, default=None, help="stop early and save")
-    parser.add_argument("--tissue-weight", dest="tissue_weight", type=float, default=None,
-                        help="weight of the tissue cross entropy (0 ignores the tissue head)")
+    parser.add_argument(
+        "--max-minutes", dest="max_minutes", type=float, default=None, help="stop early and save"
+    )
+    parser.add_argument(
+        "--tissue-weight",
+        dest="tissue_weight",
+        type=float,
+        default=None,
+        help="weight of the tissue cross entropy (0 ignores the tissue head)",
+    )
     parser.add_argument("--save-every", dest="save_every", type=int, default=None)
     parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
-    parser.add_argument("--data-offset", dest="data_offset", type=int, default=None,
-                        help="first tile index of the training stream (use a fresh range when continuing)")
-    parser.add_argument("--evaluate", type=int, default=0, metavar="N",
-                        help="after training, evaluate on N held-out synthetic tiles")
+    parser.add_argument(
+        "--data-offset",
+        dest="data_offset",
+        type=int,
+        default=None,
+        help="first tile index of the training stream (use a fresh range when continuing)",
+    )
+    parser.add_argument(
+        "--evaluate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after training, evaluate on N held-out synthetic tiles",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

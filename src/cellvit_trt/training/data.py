@@ -48,13 +48,19 @@ def make_batch(seeds: list[int], tile_size: int, crops_per_side: int = 1, mpp: f
                 hv.append(t.hv)
                 types.append(t.type_map)
                 tissue.append(tile.tissue)
-    return Batch(image=np.stack(images), binary=np.stack(binary).astype(np.int64), hv=np.stack(hv),
-                 types=np.stack(types).astype(np.int64), tissue=np.asarray(tissue, np.int64))
+    return Batch(
+        image=np.stack(images),
+        binary=np.stack(binary).astype(np.int64),
+        hv=np.stack(hv),
+        types=np.stack(types).astype(np.int64),
+        tissue=np.asarray(tissue, np.int64),
+    )
 
 
-def batch_stream(seed: int, tiles_per_batch: int, tile_size: int, crops_per_side: int = 1,
-                 start: int = 0) -> Iterator[Batch]:
-    """Endless batches; batch b uses tiles b*tiles_per_batch .. (b+1)*tiles_per_batch-1 of the seed's stream."""
+def batch_stream(
+    seed: int, tiles_per_batch: int, tile_size: int, crops_per_side: int = 1, start: int = 0
+) -> Iterator[Batch]:
+    """Endless batches; batch b uses tiles b*n .. (b+1)*n-1 of the seed's stream (n = tiles_per_batch)."""
     b = start
     while True:
         seeds = [train_seed(seed, b * tiles_per_batch + i) for i in range(tiles_per_batch)]

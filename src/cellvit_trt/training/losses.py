@@ -10,10 +10,10 @@ Upstream's defaults when a config names no loss (cell_segmentation/experiments/e
 | nuclei_type_map | xentropy_loss + dice_loss |
 | tissue_types | nn.CrossEntropyLoss on the logits |
 
-One deliberate difference: upstream's MSGE builds its 5x5 Sobel-like kernels with `meshgrid(indexing="ij")`, so
-the "horizontal" kernel differentiates along rows and is applied to the horizontal map (a HoVer-Net quirk that
-penalises d(h)/dy). Here each map is differentiated along its own axis, d(h)/dx and d(v)/dy, which is what the
-loss is meant to measure. `upstream_msge_orientation=True` restores upstream's behaviour.
+One deliberate difference: upstream's MSGE builds its 5x5 Sobel-like kernels with `meshgrid(indexing="ij")`,
+so the "horizontal" kernel differentiates along rows and is applied to the horizontal map (a HoVer-Net quirk
+that penalises d(h)/dy). Here each map is differentiated along its own axis, d(h)/dx and d(v)/dy, which is
+what the loss is meant to measure. `upstream_msge_orientation=True` restores upstream's behaviour.
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ def _sobel_kernels(size: int, device: torch.device) -> tuple[torch.Tensor, torch
     return cols / denom, rows / denom  # d/dx (varies along columns), d/dy (varies along rows)
 
 
-def msge_loss_maps(pred: torch.Tensor, target: torch.Tensor, focus: torch.Tensor,
-                   upstream_orientation: bool = False) -> torch.Tensor:
-    """MSE of the 5x5 Sobel-like gradients of the HV maps [B,2,H,W], averaged over nucleus pixels `focus` [B,H,W]."""
+def msge_loss_maps(
+    pred: torch.Tensor, target: torch.Tensor, focus: torch.Tensor, upstream_orientation: bool = False
+) -> torch.Tensor:
+    """MSE of the 5x5 Sobel-like gradients of HV maps [B,2,H,W] over nucleus pixels `focus` [B,H,W]."""
     kx, ky = _sobel_kernels(5, pred.device)
     if upstream_orientation:
         kx, ky = ky, kx
@@ -82,9 +83,16 @@ class LossWeights:
     tissue_ce: float = 1.0
 
 
-def cellvit_loss(out: dict[str, torch.Tensor], binary: torch.Tensor, hv: torch.Tensor, types: torch.Tensor,
-                 tissue: torch.Tensor, num_types: int, weights: LossWeights = LossWeights(),
-                 upstream_msge_orientation: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+def cellvit_loss(
+    out: dict[str, torch.Tensor],
+    binary: torch.Tensor,
+    hv: torch.Tensor,
+    types: torch.Tensor,
+    tissue: torch.Tensor,
+    num_types: int,
+    weights: LossWeights = LossWeights(),
+    upstream_msge_orientation: bool = False,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts. Targets: binary int64 [B,H,W], hv float32 [B,2,H,W], types int64 [B,H,W],
     tissue int64 [B] (-1 = no label)."""
     bin_prob = torch.softmax(out["nuclei_binary_map"], dim=1)

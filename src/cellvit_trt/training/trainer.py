@@ -1,10 +1,10 @@
 """A small CPU trainer for CellViT on synthetic tiles (upstream losses, AdamW, seeded).
 
-Two phases: most steps on small crops (cheap; many nuclei per second of CPU), then a few steps on full tiles of
-the model's native size so the pos-embed is also trained without interpolation. The learning rate follows a
-linear warm-up and a cosine decay. Progress is `step / total steps`; with `max_minutes` it is the larger of that
-and the elapsed fraction of the budget, so on a slow or shared CPU the run still anneals, switches phase and
-saves on time (then the number of steps depends on the machine; the checkpoint records it).
+Two phases: most steps on small crops (cheap; many nuclei per second of CPU), then a few steps on full tiles
+of the model's native size so the pos-embed is also trained without interpolation. The learning rate follows a
+linear warm-up and a cosine decay. Progress is `step / total steps`; with `max_minutes` it is the larger of
+that and the elapsed fraction of the budget, so on a slow or shared CPU the run still anneals, switches phase
+and saves on time (then the number of steps depends on the machine; the checkpoint records it).
 """
 
 from __future__ import annotations
@@ -53,8 +53,10 @@ class TrainSettings:
 
     def validate(self) -> None:
         if self.tile_size % (16 * self.crops_per_side):
-            raise ConfigError(f"tile_size {self.tile_size} must be a multiple of 16 x crops_per_side "
-                              f"({16 * self.crops_per_side})")
+            raise ConfigError(
+                f"tile_size {self.tile_size} must be a multiple of 16 x crops_per_side "
+                f"({16 * self.crops_per_side})"
+            )
         for name in ("steps", "fine_steps", "crop_tiles", "fine_tiles", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}: expected >= 0, got {getattr(self, name)}")
@@ -108,31 +110,48 @@ class _Producer:
 
 
 def model_info(model, settings: TrainSettings | None = None, extra: dict | None = None):
-    """ModelInfo of the synthetic demo model: PanNuke nuclei classes, synthetic tissue presets, 40x, mean/std 0.5."""
+    """ModelInfo of the synthetic demo model: PanNuke nuclei, synthetic tissue presets, 40x, mean/std 0.5."""
     from cellvit_trt.models import make_info
 
-    config = {"training": {"synthetic": True, "mixed_precision": False},
-              "logging": {"run_name": "cellvit-tiny-synthetic-demo",
-                          "note": "trained on cellvit_trt.synthetic tiles only; a demo/test model, not for diagnosis"}}
+    config = {
+        "training": {"synthetic": True, "mixed_precision": False},
+        "logging": {
+            "run_name": "cellvit-tiny-synthetic-demo",
+            "note": "trained on cellvit_trt.synthetic tiles only; a demo/test model, not for diagnosis",
+        },
+    }
     if settings is not None:
-        config["training"].update({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()
-                                   if v is not None})
+        config["training"].update(
+            {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items() if v is not None}
+        )
     if extra:
         config["training"].update(extra)
-    return make_info(model.spec, nuclei_names=tuple(TYPE_NAMES[i] for i in range(6)), tissue_names=TISSUE_NAMES,
-                     magnification=40, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), config=config)
+    return make_info(
+        model.spec,
+        nuclei_names=tuple(TYPE_NAMES[i] for i in range(6)),
+        tissue_names=TISSUE_NAMES,
+        magnification=40,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        config=config,
+    )
 
 
 def to_tensors(batch: Batch):
     import torch
 
     x = torch.from_numpy(batch.image).permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5).div_(0.5)
-    return (x, torch.from_numpy(batch.binary), torch.from_numpy(batch.hv), torch.from_numpy(batch.types),
-            torch.from_numpy(batch.tissue))
+    return (
+        x,
+        torch.from_numpy(batch.binary),
+        torch.from_numpy(batch.hv),
+        torch.from_numpy(batch.types),
+        torch.from_numpy(batch.tissue),
+    )
 
 
 def train(s: TrainSettings, model=None, on_step=None) -> dict:
-    """Train and save `s.out`; returns a summary (steps, wall time, last losses). `model` resumes/fine-tunes."""
+    """Train and save `s.out`; returns a summary (steps, wall/CPU time, losses). `model`: start weights."""
     import torch
 
     from cellvit_trt.models import build_model, save_checkpoint
@@ -143,7 +162,7 @@ def train(s: TrainSettings, model=None, on_step=None) -> dict:
     np.random.seed(s.seed % (2**32))
     if s.threads > 0:
         # On a shared, oversubscribed CPU one thread is far faster than two: OpenMP threads spin at every
-        # barrier while waiting for a core (measured 10x more CPU per step with 2 threads at load 15 on 2 cores).
+        # barrier while waiting for a core (10x more CPU per step with 2 threads at load 15 on 2 cores).
         import cv2
 
         torch.set_num_threads(s.threads)
@@ -189,13 +208,25 @@ def train(s: TrainSettings, model=None, on_step=None) -> dict:
             if on_step is not None:
                 on_step(done - 1, parts)
             if s.log_every and done % s.log_every == 0:
-                rec = {"step": done, "minutes": round((time.perf_counter() - t0) / 60, 2),
-                       "cpu_minutes": round((time.process_time() - c0) / 60, 2), "lr": lr,
-                       "size": int(x.shape[-1]), **{k: round(v, 4) for k, v in running.items()}}
+                rec = {
+                    "step": done,
+                    "minutes": round((time.perf_counter() - t0) / 60, 2),
+                    "cpu_minutes": round((time.process_time() - c0) / 60, 2),
+                    "lr": lr,
+                    "size": int(x.shape[-1]),
+                    **{k: round(v, 4) for k, v in running.items()},
+                }
                 history.append(rec)
-                log.info("step %d (progress %.2f) %.1f min (cpu %.1f) lr %.2e loss %.4f %s", done, progress,
-                         rec["minutes"], rec["cpu_minutes"], lr, running["total"],
-                         {k: round(v, 3) for k, v in running.items() if k != "total"})
+                log.info(
+                    "step %d (progress %.2f) %.1f min (cpu %.1f) lr %.2e loss %.4f %s",
+                    done,
+                    progress,
+                    rec["minutes"],
+                    rec["cpu_minutes"],
+                    lr,
+                    running["total"],
+                    {k: round(v, 3) for k, v in running.items() if k != "total"},
+                )
             if s.save_every and done % s.save_every == 0:
                 _save(model, s, done, t0, c0, history, save_checkpoint)
     finally:
@@ -205,11 +236,18 @@ def train(s: TrainSettings, model=None, on_step=None) -> dict:
     return summary
 
 
-def _save(model, s: TrainSettings, done: int, t0: float, c0: float, history: list[dict], save_checkpoint) -> dict:
-    # CPU minutes (all threads of this process) are the honest cost on a shared machine; wall time depends on load
+def _save(
+    model, s: TrainSettings, done: int, t0: float, c0: float, history: list[dict], save_checkpoint
+) -> dict:
+    # CPU minutes (all threads of this process) are the honest cost on a shared machine; wall time is load
     minutes = round((time.perf_counter() - t0) / 60, 2)
     cpu = round((time.process_time() - c0) / 60, 2)
-    summary = {"steps_done": done, "wall_minutes": minutes, "cpu_minutes": cpu, "last": history[-1] if history else {}}
+    summary = {
+        "steps_done": done,
+        "wall_minutes": minutes,
+        "cpu_minutes": cpu,
+        "last": history[-1] if history else {},
+    }
     info = model_info(model, s, {"steps_done": done, "wall_minutes": minutes, "cpu_minutes": cpu})
     was_training = model.training
     model.eval()
