@@ -1,6 +1,6 @@
 """FP32 vs FP16 vs INT8 deployment graphs of one model on ONNX Runtime: speed, gate accuracy beside it.
 
-    .venv/bin/python benchmarks/bench_export_variants.py                  # tiny, random weights, 256 px
+    .venv/bin/python benchmarks/bench_export_variants.py                  # demo tiny checkpoint, 256 px
     .venv/bin/python benchmarks/bench_export_variants.py --checkpoint ck.pth --tile 1024 --calibration tiles/
     .venv/bin/python benchmarks/bench_export_variants.py --variant CellViT256 --tile 1024 --iters 3 --batch 1
 
@@ -30,6 +30,10 @@ def _model(args):
 
     from cellvit_trt.models import build_model, load_checkpoint, make_info
 
+    if args.checkpoint is None and args.variant == "tiny" and not args.random:
+        from cellvit_trt.data import demo_checkpoint_path
+
+        args.checkpoint = demo_checkpoint_path()  # the shipped tiny model, trained on synthetic H&E
     if args.checkpoint:
         return load_checkpoint(args.checkpoint)
     torch.manual_seed(args.seed)
@@ -76,9 +80,9 @@ def _time(path: Path, tiles: np.ndarray, batch: int, iters: int, provider: str, 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, default=None)
-    p.add_argument(
-        "--variant", default="tiny", help="random-weight variant when no --checkpoint (default tiny)"
-    )
+    p.add_argument("--variant", default="tiny",
+                   help="variant when no --checkpoint (default tiny = the shipped demo checkpoint)")
+    p.add_argument("--random", action="store_true", help="random weights instead of the demo checkpoint")
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
@@ -143,7 +147,7 @@ def main() -> int:
                 }
             )
     base = next((r for r in rows if r["precision"] == "fp32"), rows[0])
-    name = args.checkpoint.name if args.checkpoint else f"{args.variant} (random weights)"
+    name = Path(args.checkpoint).name if args.checkpoint else f"{args.variant} (random weights)"
     print(
         f"\nexport variants: {name}, tile {args.tile}, batch {args.batch}, {args.iters} iters, "
         f"{args.provider}"
