@@ -75,18 +75,20 @@ def make_checkpoint(spec: str, tile_size: int, folder: Path, seed: int) -> tuple
             )
             spec = "tiny-random"
     if spec == "tiny-random":
-        torch.manual_seed(seed)
-        path = folder / "tiny-random.pth"
-        save_checkpoint(path, build_model("tiny").eval())
+        path = folder / f"tiny-random-s{seed}.pth"
+        if not path.is_file():  # reused from --workdir: the ONNX graph cached there is keyed by its hash
+            torch.manual_seed(seed)
+            save_checkpoint(path, build_model("tiny").eval())
         return path, f"tiny CellViT, random weights (PyTorch default init, seed {seed})"
     if spec == "cellvit256-random":
         from cellvit_trt.models.oracle import randomize_, upstream_model
 
-        up = randomize_(upstream_model("CellViT256"), seed=seed)
-        ours = build_model("CellViT256").eval()
-        ours.load_state_dict(up.state_dict(), strict=True)
-        path = folder / "cellvit256-random.pth"
-        save_checkpoint(path, ours)
+        path = folder / f"cellvit256-random-s{seed}.pth"
+        if not path.is_file():
+            up = randomize_(upstream_model("CellViT256"), seed=seed)
+            ours = build_model("CellViT256").eval()
+            ours.load_state_dict(up.state_dict(), strict=True)
+            save_checkpoint(path, ours)
         return path, f"CellViT-256, random weights (upstream class, oracle.randomize_ seed {seed})"
     path = Path(spec)
     if not path.is_file():
