@@ -370,41 +370,38 @@ def test_usage_errors_have_exit_code_2(world, capsys):
     assert "batch" in capsys.readouterr().err
 
 
-def test_checkpoint_is_exported_on_the_fly(tmp_path):
-    torch = pytest.importorskip("torch")
-    import cv2
+def test_default_demo_model_is_exported_on_the_fly_and_finds_the_nuclei(world, tmp_path):
+    """No -m: the shipped tiny demo checkpoint, exported once to ONNX in the cache, run by ONNX Runtime on the
+    synthetic slide; its cells are compared with the slide's ground truth."""
+    pytest.importorskip("torch")
+    from scipy.spatial import cKDTree
 
-    from cellvit_trt.models import build_model, save_checkpoint
-    from cellvit_trt.synthetic.tile import generate_tile
-
-    torch.manual_seed(0)
-    ckpt = tmp_path / "tiny.pth"
-    save_checkpoint(ckpt, build_model("tiny").eval())
-    img = tmp_path / "field.png"
-    cv2.imwrite(str(img), generate_tile((200, 300), seed=3).image[..., ::-1])
-    rc = main(
-        [
-            "run",
-            str(img),
-            "-m",
-            str(ckpt),
-            "--tile-size",
-            "128",
-            "--mpp",
-            "0.25",
-            "-o",
-            str(tmp_path / "o"),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            *COMMON,
-            "--outputs",
-            "summary",
-        ]
+    args = [
+        "run",
+        str(world["slide_a"]),
+        "--tile-size",
+        str(TILE),
+        "-o",
+        str(tmp_path / "o"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *COMMON,
+        "--outputs",
+        "cells",
+        "summary",
+    ]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "o" / "slide_a" / "summary.json").read_text())
+    assert summary["backend"]["backend"] == "onnxruntime" and summary["grid"]["tile_size"] == TILE
+    assert summary["settings"]["model"] == "demo"
+    assert list((tmp_path / "cache").glob(f"cellvit-tiny-synthetic-demo-*-{TILE}-fp32.onnx"))
+    xy = np.array([c["centroid"] for c in cells_of(tmp_path / "o" / "slide_a")], float)
+    gt = np.asarray(world["gt_a"].centroid, float)
+    tp = int((cKDTree(gt).query(xy)[0] < 12).sum())
+    f1 = 2 * tp / (len(xy) + len(gt))
+    assert f1 > 0.85, (
+        f"demo model F1 {f1:.2f} against the synthetic ground truth ({len(xy)} vs {len(gt)} cells)"
     )
-    assert rc == 0
-    summary = json.loads((tmp_path / "o" / "field" / "summary.json").read_text())
-    assert summary["backend"]["backend"] == "onnxruntime" and summary["grid"]["tile_size"] == 128
-    assert list((tmp_path / "cache").glob("tiny-*-128-fp32.onnx"))
 
 
 def test_sigterm_stops_with_130_and_keeps_finished_tiles(world):
