@@ -186,15 +186,11 @@ def test_small_tiles_are_laid_out_in_larger_model_tiles(fold):
     assert mosaic.ground_truth["reference"]["dataset"] == direct.ground_truth["reference"]["dataset"]
 
 
-def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
-    torch = pytest.importorskip("torch")
-    from cellvit_trt.models import build_model, save_checkpoint
-
-    root = fold[0]
-    torch.manual_seed(0)
-    ckpt = tmp_path / "tiny.pth"
-    save_checkpoint(ckpt, build_model("tiny").eval())
-    # Two candidates on a PanNuke fold: one reference pass, a JSON with both reports.
+def test_cli_demo_model_writes_json_and_exit_codes(tmp_path):
+    pytest.importorskip("torch")
+    ckpt = "demo"  # the shipped tiny model trained on synthetic tiles
+    # Two candidates on synthetic tiles with the shipped demo model: one reference pass, real cells,
+    # a JSON with both reports.
     both = tmp_path / "both.json"
     args = [
         "validate",
@@ -203,19 +199,21 @@ def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
         "--candidate",
         "torch",
         "--reference",
-        str(ckpt),
+        ckpt,
         "--data",
-        str(root),
-        "--limit",
-        "2",
+        "synthetic:1",
+        "--seed",
+        "77",
         "--json",
         str(both),
     ]
     assert main(args) == 0
     doc = json.loads(both.read_text())
-    assert doc["passed"] and len(doc["reports"]) == 2 and doc["settings"]["limit"] == 2
+    assert doc["passed"] and len(doc["reports"]) == 2 and doc["settings"]["data"] == "synthetic:1"
     rep = doc["reports"][0]
-    assert rep["tiles"] == 2 and rep["metrics"]["fg_agreement"] == 1.0 and rep["ground_truth"] is not None
+    assert rep["tiles"] == 1 and rep["metrics"]["fg_agreement"] == 1.0
+    assert rep["agreement"]["dataset"]["tp"] > 0 and rep["metrics"]["bpq"] == 1.0  # the model finds nuclei
+    assert rep["ground_truth"]["reference"]["dataset"]["f1"] > 0.3
     # A folder of plain images: tissue tiles at the given tile size, agreement only (no ground truth);
     # impossible thresholds give exit status 3 and still a report.
     folder = tmp_path / "images"
@@ -237,7 +235,7 @@ def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
         "--tile-size",
         "128",
         "--limit",
-        "2",
+        "1",
         "--thresholds",
         str(strict),
         "--json",
@@ -245,7 +243,7 @@ def test_cli_tiny_model_writes_json_and_exit_codes(fold, tmp_path):
     ]
     assert main(img_args) == 3
     img = json.loads(img_json.read_text())
-    assert img["ground_truth"] is None and img["tiles"] == 2 and not img["passed"]
+    assert img["ground_truth"] is None and img["tiles"] == 1 and not img["passed"]
     assert img["failures"] == ["fg_agreement = 1, required >= 1.5"]
     assert (
         main(["validate", "--candidate", "torch", "--reference", str(ckpt), "--data", str(tmp_path / "no")])
