@@ -47,6 +47,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:  # Optional[X]: X's own error is the precise one
+            return _coerce(value, others[0], where)
         for arg in args:
             if arg is type(None):
                 continue

@@ -17,6 +17,12 @@ from typing import IO, Any
 from cellvit_trt.errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
@@ -28,6 +34,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise InputError(f"output {path}: cannot write there ({exc.strerror or exc})") from exc
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600 files; outputs get the permissions a plain open() would give (0666 minus the umask).
+    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
