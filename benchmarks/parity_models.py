@@ -13,8 +13,7 @@ import time
 
 import torch
 
-from cellvit_trt.models import build_model
-from cellvit_trt.models.oracle import max_abs_diff, randomize_, upstream_model
+from cellvit_trt.models.oracle import max_abs_diff, randomized_pair
 
 CASES = [
     # variant, (B, H, W), regression_loss, retrieve_tokens
@@ -41,10 +40,7 @@ def main() -> int:
     for i, (variant, shape, regression, tokens) in enumerate(CASES):
         if args.quick and shape[1] > 512:
             continue
-        up = randomize_(upstream_model(variant, regression_loss=regression), seed=i + 1)
-        ours = build_model(variant, regression_loss=regression)
-        ours.load_state_dict(up.state_dict(), strict=True)
-        ours.eval()
+        up, ours = randomized_pair(variant, regression, seed=i + 1)
         x = torch.randn(shape[0], 3, *shape[1:], generator=torch.Generator().manual_seed(i))
         with torch.no_grad():
             t0 = time.perf_counter()

@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cellvit_trt.models import build_model
-from cellvit_trt.models.oracle import max_abs_diff, randomize_, upstream_model
+from cellvit_trt.models.oracle import max_abs_diff, randomized_pair
 
 pytestmark = pytest.mark.oracle
 
@@ -25,10 +24,7 @@ def pairs(upstream):
     def get(variant: str, regression: bool = False):
         if (variant, regression) not in held:
             held.clear()
-            up = randomize_(upstream_model(variant, regression_loss=regression), seed=1 + 2 * regression)
-            ours = build_model(variant, regression_loss=regression)
-            ours.load_state_dict(up.state_dict(), strict=True)
-            held[(variant, regression)] = (up, ours.eval())
+            held[(variant, regression)] = randomized_pair(variant, regression, seed=1 + 2 * regression)
         return held[(variant, regression)]
 
     yield get

@@ -98,6 +98,32 @@ def randomize_(model: nn.Module, seed: int = 0, scale: float = 0.05) -> nn.Modul
     return model
 
 
+def randomized_pair(
+    variant: str,
+    regression_loss: bool = False,
+    seed: int = 0,
+    num_nuclei_classes: int = 6,
+    num_tissue_classes: int = 19,
+) -> tuple[nn.Module, nn.Module]:
+    """(upstream, ours) in eval mode with the same seeded random weights, loaded strictly into ours.
+
+    Both are built on the meta device and then filled (no costly default init, which `randomize_`
+    overwrites anyway); ours is assigned the upstream tensors, so the pair shares its memory."""
+    from cellvit_trt.models.registry import build_model
+
+    up = upstream_model(variant, num_nuclei_classes, num_tissue_classes, regression_loss, device="meta")
+    up = up.to_empty(device="cpu")
+    with torch.no_grad():
+        for t in up.state_dict().values():
+            if not t.is_floating_point():
+                t.zero_()  # num_batches_tracked
+    randomize_(up, seed)
+    with torch.device("meta"):
+        ours = build_model(variant, num_nuclei_classes, num_tissue_classes, regression_loss)
+    ours.load_state_dict(up.state_dict(), strict=True, assign=True)
+    return up.eval(), ours.eval()
+
+
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
     """Per output key; raises KeyError naming the keys if the two dicts differ."""
     if list(a) != list(b):
