@@ -334,7 +334,8 @@ class StreamingMerge:
 
     def _flush(self) -> None:
         groups: dict[int, tuple[CellBatch, list[int]]] = {}
-        for cell in self._out_cells:
+        # Clusters settle in set order; emitting in arrival order keeps cell ids identical from run to run.
+        for cell in sorted(self._out_cells, key=lambda c: c.order):
             groups.setdefault(id(cell.batch), (cell.batch, []))[1].append(cell.idx)
         parts = self._out + [b.take(idx) for b, idx in groups.values()]
         self._out, self._out_cells = [], []
