@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="calibration_method",
         choices=("minmax", "percentile", "entropy"),
         default=None,
-        help="int8: activation range estimator (default percentile 99.999)",
+        help="int8: activation range estimator (default minmax)",
     )
     p.add_argument(
         "--calibration-batch",

@@ -4,8 +4,8 @@ Placement follows what TensorRT fuses (tensorrt.md §12-13; ModelOpt's default I
 - quantised: the inputs and weights of Conv, ConvTranspose and of weight MatMul/Gemm (QKV, attention
   projection, MLP, patch embedding, decoder convs);
 - not quantised: the attention core (activation x activation MatMuls and their Softmax: TensorRT's fused MHA
-  runs it in FP16), LayerNorm, and the last layer before every output (1x1 head convs, tissue head), whose
-  error lands directly in the decisions;
+  runs it in FP16), LayerNorm, the last layer before every output (1x1 head convs, tissue head), whose
+  error lands directly in the decisions, and the full-resolution skip convs on the image (`decoder0`);
 - symmetric signed INT8 (zero points 0, TensorRT rejects others), per-channel weights, no bias quantisation,
   standard ONNX Q/DQ ops (no com.microsoft domain).
 The non-quantised rest is then converted to FP16 by `fp16.convert_to_fp16` (Q/DQ scales in FP16, opset >= 19),
@@ -26,6 +26,10 @@ from cellvit_trt.export.calibration import CalibrationPlan
 log = logging.getLogger(__name__)
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# The full-resolution skip path on the image itself (CellViT's `decoder0`): its error lands unfiltered in the
+# full-resolution heads. Keeping it FP16 measurably helps (demo model, docs/export.md) and costs little: two
+# small convs next to the 100+ quantised layers.
+FULL_RES_SKIP_SCOPES = ("/decoder0/",)
 
 
 def _output_layers(graph: onnx.GraphProto) -> set[str]:
@@ -52,12 +56,15 @@ def select_nodes(model: onnx.ModelProto) -> tuple[list[str], dict[str, int]]:
     graph = model.graph
     inits = {t.name for t in graph.initializer}
     heads = _output_layers(graph)
-    chosen, skipped = [], {"attention_matmul": 0, "output_layer": 0}
+    chosen, skipped = [], {"attention_matmul": 0, "output_layer": 0, "full_res_skip": 0}
     for node in graph.node:
         if node.op_type not in WEIGHT_OPS:
             continue
         if node.name in heads:
             skipped["output_layer"] += 1
+            continue
+        if any(scope in node.name for scope in FULL_RES_SKIP_SCOPES):
+            skipped["full_res_skip"] += 1
             continue
         if node.op_type in ("MatMul", "Gemm") and not any(i in inits for i in node.input[:2]):
             skipped["attention_matmul"] += 1  # q·kᵀ and attn·v: both operands are activations
