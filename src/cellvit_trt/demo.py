@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cellvit_trt.synthetic import write_synthetic_slide
 
-    side = args.tiles * (args.tile_size - TILE_OVERLAP) + TILE_OVERLAP
+    side = args.tiles * (args.tile_size - TILE_OVERLAP)  # exactly `tiles` x `tiles` tiles at stride
     slide = write_synthetic_slide(out / "slide" / "synthetic-slide.svs", width=side, height=side, mpp=0.25,
                                   seed=args.seed)
     steps.done("synthetic slide", f"{side}x{side} px, {slide.n_cells} nuclei")

@@ -68,8 +68,8 @@ def test_bench_command_end_to_end(tiny_checkpoint, tmp_path, capsys):
     assert set(r["compute"]["latency_ms"]) >= {"min", "mean", "median", "p90", "p95", "p99", "max"}
     assert r["postprocess"][0]["threads"] == 1
     e2e = r["end_to_end"]["timing"]
-    # a 1-tile synthetic slide is 256 px square; the upstream grid (stride 192, 32 px margin) covers it in 2 x 2
-    assert e2e["tiles"] == 4 and r["end_to_end"]["cells"] >= 0
+    # a 1-tile synthetic slide is one stride (192 px) square: the upstream grid covers it with one tile
+    assert e2e["tiles"] == 1 and r["end_to_end"]["cells"] >= 0
     assert 0.0 <= e2e["backend_wait_fraction"] <= 1.0
     assert r["projection"]["minutes_per_slide"] > 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -51,7 +51,7 @@ def _bench_tiles(n: int, tile_size: int, seed: int):
 def _synthetic_slide(folder: Path, tiles: int, tile_size: int, seed: int) -> Path:
     from cellvit_trt.synthetic import write_synthetic_slide
 
-    side = tiles * (tile_size - 64) + 64  # upstream overlap: 32 px per side
+    side = tiles * (tile_size - 64)  # exactly `tiles` x `tiles` tiles at the upstream stride (64 px overlap)
     path = folder / "bench-synthetic-slide.tiff"
     write_synthetic_slide(path, width=side, height=side, mpp=0.25, seed=seed)
     return path
