@@ -7,7 +7,7 @@ what a pathologist would use:
 |---|---|---|---|
 | 1 Neoplastic | large, irregular, pleomorphic | 14-23 x 0.6-0.95 of it | pale, coarse chromatin, nucleoli |
 | 2 Inflammatory | small, round | 8-11, aspect 0.85-1 | very dark, homogeneous |
-| 3 Connective | spindle, slightly bent, along the stroma fibres | 16-28 x 3.5-5.5 | dark, fine chromatin |
+| 3 Connective | spindle, slightly bent, along the stroma fibres | 16-28 x 4.5-6.5 | dark, fine chromatin |
 | 4 Dead | small dense pyknotic body (+ fragments) | 4.5-7 (fragments 3.2-4.5) | darkest; eosinophilic halo |
 | 5 Epithelial | medium oval, radial in glands or in nests | 10-13 x 0.6-0.8 of it | moderate, fine |
 """
@@ -138,9 +138,9 @@ def sample_nuclei(
         rim[m] = ri
         bend[m] = be * (2 * u[m, 17] - 1)
     if CONNECTIVE in t:
-        # spindles: the minor axis is absolute (3.5-5.5 px), not a ratio of the length
+        # spindles: the minor axis is absolute (4.5-6.5 px: a 2.3-3.3 µm wide nucleus), not a length ratio
         m = t == CONNECTIVE
-        asp[m] = _lerp(u[m, 6], 3.5, 5.5) / a[m]
+        asp[m] = _lerp(u[m, 6], 4.5, 6.5) / a[m]
     neo = t == NEOPLASTIC
     n_nucleoli[neo] = 1 + (u[neo, 18] * 3).astype(np.int64)
     nucleolus_r[neo] = 1.0
