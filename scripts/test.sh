@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/.numba_cache}
+# Lint gate (pinned ruff in the dev extra), then the tests. Extra arguments go to pytest.
+.venv/bin/ruff check src tests benchmarks
 exec .venv/bin/python -m pytest "$@"

@@ -23,10 +23,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("cellvit_trt.export.cli", "export a CellViT checkpoint to a deployment ONNX graph"),
     "build": ("cellvit_trt.engine.cli", "build a TensorRT engine from an exported ONNX graph"),
     "run": ("cellvit_trt.runtime.cli", "segment a slide, image(s) or tile folder and write cells"),
-    "validate": ("cellvit_trt.metrics.cli", "compare a candidate (engine/graph/backend) with the FP32 reference"),
+    "validate": (
+        "cellvit_trt.metrics.cli",
+        "compare a candidate (engine/graph/backend) with the FP32 reference",
+    ),
     "bench": ("cellvit_trt.bench.cli", "measure throughput and latency of a deployment"),
     "train": ("cellvit_trt.training.cli", "train a CellViT model on synthetic or PanNuke-layout data"),
-    "synth": ("cellvit_trt.synthetic.cli", "write synthetic H&E tiles or a pyramidal TIFF slide with ground truth"),
+    "synth": (
+        "cellvit_trt.synthetic.cli",
+        "write synthetic H&E tiles or a pyramidal TIFF slide with ground truth",
+    ),
 }
 
 

@@ -1,8 +1,8 @@
 """Typed settings: frozen dataclasses filled from a YAML file and command-line flags, validated once.
 
 Every command keeps its options in one dataclass. A YAML file may hold a section per command
-(`run:`, `export:`, `build:`, `bench:`, ...) or the command's keys at top level. Flags given on the command line
-override the file. Errors name the file, the key and what was expected.
+(`run:`, `export:`, `build:`, `bench:`, ...) or the command's keys at top level. Flags given on the command
+line override the file. Errors name the file, the key and what was expected.
 
     settings = resolve(RunSettings, args, section="run")      # args.config may name a YAML file
 """
@@ -128,8 +128,12 @@ def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
     return data
 
 
-def resolve(cls: type[T], args: argparse.Namespace | dict[str, Any] | None = None,
-            section: str | None = None, config: str | Path | None = None) -> T:
+def resolve(
+    cls: type[T],
+    args: argparse.Namespace | dict[str, Any] | None = None,
+    section: str | None = None,
+    config: str | Path | None = None,
+) -> T:
     """Settings from an optional YAML file, overridden by flags that were given (not None).
 
     `args` may be an argparse Namespace whose flags default to None (so "not given" is visible) and which may
@@ -149,6 +153,7 @@ def resolve(cls: type[T], args: argparse.Namespace | dict[str, Any] | None = Non
 
 def to_dict(settings: Any) -> dict[str, Any]:
     """A JSON/YAML-ready view of settings (Paths become strings), for run summaries."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, Path):
             return str(v)
@@ -157,9 +162,11 @@ def to_dict(settings: Any) -> dict[str, Any]:
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
+
     return {k: plain(v) for k, v in dataclasses.asdict(settings).items()}
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None,
-                        help="YAML file with this command's settings (flags override it)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="YAML file with this command's settings (flags override it)"
+    )

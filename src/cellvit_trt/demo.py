@@ -25,11 +25,17 @@ TILE_OVERLAP = 64  # upstream: 32 px per side
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    p.add_argument(
+        "-o", "--output", type=Path, default=Path("demo_out"), help="output folder (default demo_out)"
+    )
     p.add_argument("--tiles", type=int, default=3, help="synthetic slide size in tiles per side (default 3)")
     p.add_argument("--tile-size", dest="tile_size", type=int, default=1024, help="tile size (default 1024)")
-    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"],
-                   help="auto: TensorRT with a GPU and TensorRT, else ONNX Runtime")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "tensorrt", "onnxruntime"],
+        help="auto: TensorRT with a GPU and TensorRT, else ONNX Runtime",
+    )
     p.add_argument("--batch", type=int, default=2, help="tiles per batch (default 2)")
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic slide (default 7)")
 
@@ -91,19 +97,23 @@ def _report(facts: dict[str, Any]) -> str:
     lines = [
         "# cellvit-trt demo report",
         "",
-        "Model: the shipped tiny CellViT trained on synthetic H&E only (a demo of the product, not a pathology "
+        "Model: the shipped tiny CellViT trained on synthetic H&E only "
+        "(a demo of the product, not a pathology "
         "model).",
         f"Slide: synthetic {facts['slide']['width']}x{facts['slide']['height']} px at 0.25 mpp, "
         f"{facts['slide']['cells']} ground-truth nuclei.",
-        f"Backend: {facts['run']['backend']} ({facts['export']['precision']} graph, tile {facts['tile_size']}).",
+        f"Backend: {facts['run']['backend']} "
+        f"({facts['export']['precision']} graph, tile {facts['tile_size']}).",
         "",
         "## Accuracy against the synthetic ground truth",
         f"- bPQ {_f(v['bPQ'])}, mPQ {_f(v['mPQ'])}, detection F1 {_f(v['f1'])} "
         f"(precision {_f(v['precision'])}, recall {_f(v['recall'])})",
-        f"- export parity gate (ONNX Runtime vs PyTorch FP32): {'passed' if facts['export']['gate_passed'] else 'FAILED'}",
+        "- export parity gate (ONNX Runtime vs PyTorch FP32): "
+        + ("passed" if facts["export"]["gate_passed"] else "FAILED"),
         "",
         "## Speed on this machine",
-        f"- {t['tiles']} tiles in {t['wall_s']:.1f} s: {t['tiles_per_s']:.2f} tiles/s; the backend waited for input "
+        f"- {t['tiles']} tiles in {t['wall_s']:.1f} s: {t['tiles_per_s']:.2f} tiles/s; "
+        "the backend waited for input "
         f"{100 * t['backend_wait_fraction']:.1f}% of its time",
         f"- {facts['run']['cells']} cells after the cross-tile merge",
         "",
@@ -130,16 +140,25 @@ def run(args: argparse.Namespace) -> int:
     from cellvit_trt.synthetic import write_synthetic_slide
 
     side = args.tiles * (args.tile_size - TILE_OVERLAP)  # exactly `tiles` x `tiles` tiles at stride
-    slide = write_synthetic_slide(out / "slide" / "synthetic-slide.svs", width=side, height=side, mpp=0.25,
-                                  seed=args.seed)
+    slide = write_synthetic_slide(
+        out / "slide" / "synthetic-slide.svs", width=side, height=side, mpp=0.25, seed=args.seed
+    )
     steps.done("synthetic slide", f"{side}x{side} px, {slide.n_cells} nuclei")
 
     from cellvit_trt.export import ExportSettings, export
 
     checkpoint = demo_checkpoint_path()
     graph = out / "model" / f"{checkpoint.stem}.fp32.t{args.tile_size}.onnx"
-    exported = export(ExportSettings(checkpoint=checkpoint, output=graph, precision="fp32",
-                                     tile_size=args.tile_size, gate_tiles=2, gate_batch=1))
+    exported = export(
+        ExportSettings(
+            checkpoint=checkpoint,
+            output=graph,
+            precision="fp32",
+            tile_size=args.tile_size,
+            gate_tiles=2,
+            gate_batch=1,
+        )
+    )
     gate_passed = exported.gate is None or exported.gate.passed
     steps.done("export + parity gate", f"{graph.name}, gate {'passed' if gate_passed else 'FAILED'}")
 
@@ -148,15 +167,23 @@ def run(args: argparse.Namespace) -> int:
     from cellvit_trt.runtime.settings import RunSettings
 
     backend = open_backend(graph, args.backend, batch=args.batch)
-    settings = RunSettings(input=slide.slide, model=str(graph), output=out / "run", backend=args.backend,
-                           batch=args.batch, outputs=["geojson", "cells", "table", "tissue", "overlay", "summary"])
+    settings = RunSettings(
+        input=slide.slide,
+        model=str(graph),
+        output=out / "run",
+        backend=args.backend,
+        batch=args.batch,
+        outputs=["geojson", "cells", "table", "tissue", "overlay", "summary"],
+    )
     with backend:
         result = run_input(slide.slide, settings, backend, out_dir=out / "run")
         kind = backend.kind
         magnification = backend.meta.magnification
     stats = result.stats
-    steps.done("run (tiles -> cells)", f"{kind}: {stats.tiles} tiles, {result.cells} cells, "
-                                       f"{stats.tiles_per_s:.2f} tiles/s")
+    steps.done(
+        "run (tiles -> cells)",
+        f"{kind}: {stats.tiles} tiles, {result.cells} cells, {stats.tiles_per_s:.2f} tiles/s",
+    )
 
     validation = validate_against_truth(slide, out / "run", magnification)
     write_json(out / "validation.json", validation)
@@ -166,23 +193,38 @@ def run(args: argparse.Namespace) -> int:
     from cellvit_trt.bench.measure import slide_projection
     from cellvit_trt.bench.report import write_chart
 
-    timing = {**stats.to_dict(), "tiles_per_s": stats.tiles_per_s,
-              "backend_wait_fraction": stats.backend_wait_fraction}
-    bench = {"model": str(graph), "backend": {"backend": kind},
-             "end_to_end": {"input": str(slide.slide), "cells": result.cells, "timing": timing},
-             "projection": {**slide_projection(stats.tiles_per_s, 225.0, 0.25, args.tile_size - TILE_OVERLAP),
-                            "basis": "end-to-end"}}
+    timing = {
+        **stats.to_dict(),
+        "tiles_per_s": stats.tiles_per_s,
+        "backend_wait_fraction": stats.backend_wait_fraction,
+    }
+    bench = {
+        "model": str(graph),
+        "backend": {"backend": kind},
+        "end_to_end": {"input": str(slide.slide), "cells": result.cells, "timing": timing},
+        "projection": {
+            **slide_projection(stats.tiles_per_s, 225.0, 0.25, args.tile_size - TILE_OVERLAP),
+            "basis": "end-to-end",
+        },
+    }
     write_json(out / "bench.json", bench)
     write_chart(bench, out / "bench.png")
     steps.done("benchmark summary")
 
     run_dir = out / "run"
     files = {
-        "slide": slide.slide, "ground truth": slide.cells_path, "ONNX graph": graph,
-        "QuPath GeoJSON": run_dir / "cells.geojson", "upstream cells.json": run_dir / "cells.json",
-        "cell table": run_dir / "cells.csv", "tissue per tile": run_dir / "tissue_tiles.csv",
-        "overlay": run_dir / "overlay.png", "run summary": run_dir / "summary.json",
-        "validation": out / "validation.json", "benchmark": out / "bench.json", "benchmark chart": out / "bench.png",
+        "slide": slide.slide,
+        "ground truth": slide.cells_path,
+        "ONNX graph": graph,
+        "QuPath GeoJSON": run_dir / "cells.geojson",
+        "upstream cells.json": run_dir / "cells.json",
+        "cell table": run_dir / "cells.csv",
+        "tissue per tile": run_dir / "tissue_tiles.csv",
+        "overlay": run_dir / "overlay.png",
+        "run summary": run_dir / "summary.json",
+        "validation": out / "validation.json",
+        "benchmark": out / "bench.json",
+        "benchmark chart": out / "bench.png",
         "report": out / "report.md",
     }
     facts = {
@@ -190,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
         "slide": {"width": side, "height": side, "cells": slide.n_cells},
         "export": {"precision": "fp32", "gate_passed": gate_passed},
         "run": {"backend": kind, "cells": result.cells, "timing": timing},
-        "validation": validation, "steps": steps.times,
+        "validation": validation,
+        "steps": steps.times,
         "files": {k: str(v) for k, v in files.items() if v.exists() or k == "report"},
     }
     text = _report(facts)

@@ -34,7 +34,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise InputError(f"output {path}: cannot write there ({exc.strerror or exc})") from exc
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates 0600 files; outputs get the permissions a plain open() would give (0666 minus the umask).
+    # mkstemp creates 0600 files; outputs get what a plain open() would give (0666 minus the umask).
     os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path

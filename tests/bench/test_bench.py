@@ -57,9 +57,30 @@ def test_bench_command_end_to_end(tiny_checkpoint, tmp_path, capsys):
     from cellvit_trt.cli import main
 
     out_json, chart = tmp_path / "bench.json", tmp_path / "bench.png"
-    rc = main(["bench", str(tiny_checkpoint), "--backend", "torch", "--tile-size", "256", "--batch", "2",
-               "--warmup", "0", "--iterations", "2", "--post-threads", "1", "--slide-tiles", "1",
-               "--json", str(out_json), "--chart", str(chart)])
+    rc = main(
+        [
+            "bench",
+            str(tiny_checkpoint),
+            "--backend",
+            "torch",
+            "--tile-size",
+            "256",
+            "--batch",
+            "2",
+            "--warmup",
+            "0",
+            "--iterations",
+            "2",
+            "--post-threads",
+            "1",
+            "--slide-tiles",
+            "1",
+            "--json",
+            str(out_json),
+            "--chart",
+            str(chart),
+        ]
+    )
     assert rc == 0
     table = capsys.readouterr().out
     assert "tiles/s" in table and "p99" in table and "End to end" in table

@@ -35,15 +35,18 @@ def test_section_then_flags_override(tmp_path):
     assert to_dict(s)["out"] == "results"
 
 
-@pytest.mark.parametrize("yaml_text, match", [
-    ("run:\n  bach: 4\n", r"c\.yaml \[run\]: unknown key\(s\) \['bach'\]"),
-    ("run:\n  batch: four\n", r"c\.yaml \[run\]\.batch: expected int, got 'four'"),
-    ("run:\n  precision: int4\n", r"precision: expected one of 'fp32', 'fp16'"),
-    ("run:\n  names: [a, 3]\n", r"names\[1\]: expected str"),
-    ("run:\n  batch: 0\n", r"batch: got 0, expected >= 1"),
-    ("- a\n- b\n", r"expected a mapping at top level"),
-    ("run: [\n", r"not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, match",
+    [
+        ("run:\n  bach: 4\n", r"c\.yaml \[run\]: unknown key\(s\) \['bach'\]"),
+        ("run:\n  batch: four\n", r"c\.yaml \[run\]\.batch: expected int, got 'four'"),
+        ("run:\n  precision: int4\n", r"precision: expected one of 'fp32', 'fp16'"),
+        ("run:\n  names: [a, 3]\n", r"names\[1\]: expected str"),
+        ("run:\n  batch: 0\n", r"batch: got 0, expected >= 1"),
+        ("- a\n- b\n", r"expected a mapping at top level"),
+        ("run: [\n", r"not valid YAML"),
+    ],
+)
 def test_errors_name_file_and_key(tmp_path, yaml_text, match):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml_text)

@@ -228,8 +228,8 @@ def test_skipped_neighbour_keeps_border_cells(upstream):
 
 
 def test_emission_order_is_deterministic():
-    """The same tiles in the same order give the same cells in the same order (so the same ids), run after run,
-    although overlap clusters settle in hash-set order."""
+    """The same tiles in the same order give the same cells in the same order (so the same ids), run after
+    run, although overlap clusters settle in hash-set order."""
     grid = TileGrid(2 * 960 - 100, 3 * 960 - 50)
     info = SourceInfo(name="synthetic", height=grid.height, width=grid.width, mpp=0.25)
     runs = []
@@ -239,7 +239,8 @@ def test_emission_order_is_deterministic():
         emitted: list[CellBatch] = []
         merge = StreamingMerge(grid, planned=list(grid.tiles()), emit=emitted.append)
         for r, c in grid.tiles():
-            merge.add(r, c, CellBatch.from_tile(_tile_table(disks, grid, r, c, rng, 1.0, 0.03), r, c, grid, info))
+            table = _tile_table(disks, grid, r, c, rng, 1.0, 0.03)
+            merge.add(r, c, CellBatch.from_tile(table, r, c, grid, info))
         merge.finish()
         out = CellBatch.concat(emitted)
         runs.append(np.column_stack([out.id, out.tile, out.centroid]))

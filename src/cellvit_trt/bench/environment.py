@@ -19,13 +19,24 @@ def _version(module: str) -> str | None:
 
 def environment() -> dict[str, Any]:
     versions = {"cellvit-trt": __version__, "python": platform.python_version()}
-    for name, module in (("numpy", "numpy"), ("numba", "numba"), ("opencv", "cv2"),
-                         ("onnxruntime", "onnxruntime"), ("torch", "torch"), ("tensorrt", "tensorrt")):
+    for name, module in (
+        ("numpy", "numpy"),
+        ("numba", "numba"),
+        ("opencv", "cv2"),
+        ("onnxruntime", "onnxruntime"),
+        ("torch", "torch"),
+        ("tensorrt", "tensorrt"),
+    ):
         v = _version(module)
         if v is not None:
             versions[name] = v
-    env: dict[str, Any] = {"versions": versions, "os": platform.platform(), "cpu": platform.machine(),
-                           "cpu_count": os.cpu_count(), "device": "cpu"}
+    env: dict[str, Any] = {
+        "versions": versions,
+        "os": platform.platform(),
+        "cpu": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "device": "cpu",
+    }
     try:
         from cellvit_trt.engine.cuda_probe import probe_device
 

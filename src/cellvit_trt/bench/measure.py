@@ -1,6 +1,7 @@
 """Measure a backend the way trtexec does: warm up, then a fixed duration (or count) of timed batches.
 
-The backend is anything with the runner interface of `cellvit_trt.runtime.backends` (context manager, `infer`).
+The backend is anything with the runner interface of `cellvit_trt.runtime.backends` (context manager,
+`infer`).
 Timing is host wall time per batch (synchronous `infer`), which on a GPU backend is trtexec's "host latency"
 (H2D + compute + D2H); a backend that records its own CUDA-event timings exposes them as `last_timings`
 (a dict of seconds per phase for the last batch) and those are summarised per phase too.
@@ -50,10 +51,16 @@ class BackendMeasurement:
         }
 
 
-def measure(infer: Callable[[np.ndarray], dict[str, np.ndarray]], images: np.ndarray, *,
-            warmup_s: float = 1.0, min_warmup_iters: int = 3, duration_s: float = 10.0,
-            iterations: int | None = None, timings: Callable[[], dict[str, float] | None] | None = None,
-            ) -> BackendMeasurement:
+def measure(
+    infer: Callable[[np.ndarray], dict[str, np.ndarray]],
+    images: np.ndarray,
+    *,
+    warmup_s: float = 1.0,
+    min_warmup_iters: int = 3,
+    duration_s: float = 10.0,
+    iterations: int | None = None,
+    timings: Callable[[], dict[str, float] | None] | None = None,
+) -> BackendMeasurement:
     """Time `infer(images)` repeatedly. `images` is one batch, uint8 [N,H,W,3], reused for every call."""
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"bench input: expected uint8 [N,H,W,3], got {images.dtype}{list(images.shape)}")
@@ -81,8 +88,13 @@ def measure(infer: Callable[[np.ndarray], dict[str, np.ndarray]], images: np.nda
             break
     wall = time.perf_counter() - start
     return BackendMeasurement(
-        batch=images.shape[0], tile_size=images.shape[1], batches=len(latencies), wall_s=wall,
-        latencies_s=latencies, phases_s=dict(phases), outputs=outputs,
+        batch=images.shape[0],
+        tile_size=images.shape[1],
+        batches=len(latencies),
+        wall_s=wall,
+        latencies_s=latencies,
+        phases_s=dict(phases),
+        outputs=outputs,
     )
 
 
@@ -102,8 +114,14 @@ def measure_postprocess(outputs: dict[str, np.ndarray], threads: int, repeats: i
         results = list(pool.map(lambda j: pp.process_tile(*j), jobs))
     wall = time.perf_counter() - t0
     cells = sum(len(r.cells) for r in results) / len(results)
-    return {"threads": threads, "tiles": len(jobs), "wall_s": wall, "tiles_per_s": len(jobs) / wall,
-            "ms_per_tile": 1e3 * wall / len(jobs) * threads, "cells_per_tile": cells}
+    return {
+        "threads": threads,
+        "tiles": len(jobs),
+        "wall_s": wall,
+        "tiles_per_s": len(jobs) / wall,
+        "ms_per_tile": 1e3 * wall / len(jobs) * threads,
+        "cells_per_tile": cells,
+    }
 
 
 def peak_host_rss_bytes() -> int:
@@ -120,5 +138,10 @@ def slide_projection(tiles_per_s: float, tissue_area_mm2: float, mpp: float, str
     px_per_mm = 1000.0 / mpp
     tiles = tissue_area_mm2 * px_per_mm * px_per_mm / float(stride * stride)
     minutes = tiles / tiles_per_s / 60.0 if tiles_per_s > 0 else float("inf")
-    return {"tissue_area_mm2": tissue_area_mm2, "mpp": mpp, "stride": stride, "tiles": tiles,
-            "minutes_per_slide": minutes}
+    return {
+        "tissue_area_mm2": tissue_area_mm2,
+        "mpp": mpp,
+        "stride": stride,
+        "tiles": tiles,
+        "minutes_per_slide": minutes,
+    }

@@ -22,7 +22,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"tile {r['compute']['tile_size']}  device {r['environment'].get('device', 'cpu')}",
         "",
         "Backend (inference only, synchronous batches)",
-        f"  throughput: {r['compute']['tiles_per_s']:.2f} tiles/s, {r['compute']['megapixels_per_s']:.1f} Mpx/s "
+        f"  throughput: {r['compute']['tiles_per_s']:.2f} tiles/s, "
+        f"{r['compute']['megapixels_per_s']:.1f} Mpx/s "
         f"({r['compute']['batches']} batches in {r['compute']['wall_s']:.1f} s)",
         f"  {'latency per batch (ms)':<24}" + " ".join(f"{k:>9}" for k in LAT_KEYS),
         _lat_row("host (end to end)", r["compute"]["latency_ms"]),
@@ -33,27 +34,38 @@ def format_table(r: dict[str, Any]) -> str:
     if post:
         lines += ["", "Post-processing (Numba kernels)"]
         for p in post:
-            lines.append(f"  {p['threads']} thread(s): {p['tiles_per_s']:.2f} tiles/s "
-                         f"({p['ms_per_tile']:.1f} ms per tile per thread, {p['cells_per_tile']:.0f} cells/tile)")
+            lines.append(
+                f"  {p['threads']} thread(s): {p['tiles_per_s']:.2f} tiles/s "
+                f"({p['ms_per_tile']:.1f} ms per tile per thread, {p['cells_per_tile']:.0f} cells/tile)"
+            )
     e2e = r.get("end_to_end")
     if e2e:
         t = e2e["timing"]
-        lines += ["", f"End to end ({e2e['input']}, {t['tiles']} tiles)",
-                  f"  throughput: {t['tiles_per_s']:.2f} tiles/s; backend waited for input "
-                  f"{100 * t['backend_wait_fraction']:.1f}% of its time, "
-                  f"{t.get('backend_wait_output_s', 0.0):.2f} s blocked by post-processing",
-                  "  busy seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in t["stage_busy_s"].items())]
+        lines += [
+            "",
+            f"End to end ({e2e['input']}, {t['tiles']} tiles)",
+            f"  throughput: {t['tiles_per_s']:.2f} tiles/s; backend waited for input "
+            f"{100 * t['backend_wait_fraction']:.1f}% of its time, "
+            f"{t.get('backend_wait_output_s', 0.0):.2f} s blocked by post-processing",
+            "  busy seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in t["stage_busy_s"].items()),
+        ]
         if e2e.get("latency_ms"):
             lines.append(f"  {'tile latency (ms)':<24}" + " ".join(f"{k:>9}" for k in LAT_KEYS))
             lines.append(_lat_row("read → cells", e2e["latency_ms"]))
     proj = r.get("projection")
     if proj:
-        lines += ["", f"Projection: {proj['minutes_per_slide']:.1f} min per slide "
-                      f"({proj['tissue_area_mm2']:.0f} mm² of tissue at {proj['mpp']} mpp = {proj['tiles']:.0f} tiles "
-                      f"at stride {proj['stride']}, at the {proj['basis']} rate)"]
+        lines += [
+            "",
+            f"Projection: {proj['minutes_per_slide']:.1f} min per slide "
+            f"({proj['tissue_area_mm2']:.0f} mm² of tissue at {proj['mpp']} mpp = {proj['tiles']:.0f} tiles "
+            f"at stride {proj['stride']}, at the {proj['basis']} rate)",
+        ]
     mem = r.get("memory", {})
-    lines += ["", f"Peak host RSS {mem.get('peak_host_rss_mb', float('nan')):.0f} MiB"
-              + (f", peak device memory {mem['peak_device_mb']:.0f} MiB" if mem.get("peak_device_mb") else "")]
+    lines += [
+        "",
+        f"Peak host RSS {mem.get('peak_host_rss_mb', float('nan')):.0f} MiB"
+        + (f", peak device memory {mem['peak_device_mb']:.0f} MiB" if mem.get("peak_device_mb") else ""),
+    ]
     env = r["environment"]
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()))
     return "\n".join(lines)
@@ -73,11 +85,15 @@ def write_chart(r: dict[str, Any], path: str | Path) -> bool:
     if e2e:
         tiles = max(1, e2e["timing"]["tiles"])
         stages = {k: 1e3 * v / tiles for k, v in e2e["timing"]["stage_busy_s"].items()}
-        stages.update({f"backend phase: {k}": 1e3 * v / tiles for k, v in e2e["timing"].get("device_s", {}).items()})
+        stages.update(
+            {f"backend phase: {k}": 1e3 * v / tiles for k, v in e2e["timing"].get("device_s", {}).items()}
+        )
     else:
         c = r["compute"]
         stages = {"infer (host)": c["latency_ms"]["mean"] / c["batch"]}
-        stages.update({f"backend phase: {k}": d["mean"] / c["batch"] for k, d in c.get("phases_ms", {}).items()})
+        stages.update(
+            {f"backend phase: {k}": d["mean"] / c["batch"] for k, d in c.get("phases_ms", {}).items()}
+        )
         for p in r.get("postprocess") or []:
             if p["threads"] == 1:
                 stages["post (1 thread)"] = p["ms_per_tile"]

@@ -11,20 +11,22 @@ from cellvit_trt.errors import ConfigError
 
 @dataclass(frozen=True)
 class BenchSettings:
-    model: str = "demo"                 # engine, ONNX graph, checkpoint or 'demo'
+    model: str = "demo"  # engine, ONNX graph, checkpoint or 'demo'
     backend: Literal["auto", "tensorrt", "onnxruntime", "torch", "torch-cuda"] = "auto"
     batch: int = 1
-    tile_size: int | None = None        # checkpoints only; graphs and engines carry their own
-    precision: str | None = None        # torch backends / checkpoint export: fp32 or fp16
-    threads: int = 0                    # ONNX Runtime / PyTorch intra-op threads; 0 = library default
-    warmup_s: float = 1.0               # at least 3 iterations as well (trtexec convention)
+    tile_size: int | None = None  # checkpoints only; graphs and engines carry their own
+    precision: str | None = None  # torch backends / checkpoint export: fp32 or fp16
+    threads: int = 0  # ONNX Runtime / PyTorch intra-op threads; 0 = library default
+    warmup_s: float = 1.0  # at least 3 iterations as well (trtexec convention)
     duration_s: float = 10.0
-    iterations: int | None = None       # a fixed count instead of a duration
-    post_threads: list[int] | None = None  # thread counts for the post-processing measurement; None = 1 and all
-    end_to_end: bool = True             # also run the whole pipeline on a slide
-    slide: Path | None = None           # slide for the end-to-end run; None = a generated synthetic slide
-    slide_tiles: int = 3                # synthetic slide size in tiles per side
-    tissue_area_mm2: float = 225.0      # projection: a 15 x 15 mm tissue area at 40x (performance.md section 7)
+    iterations: int | None = None  # a fixed count instead of a duration
+    post_threads: list[int] | None = (
+        None  # thread counts for the post-processing measurement; None = 1 and all
+    )
+    end_to_end: bool = True  # also run the whole pipeline on a slide
+    slide: Path | None = None  # slide for the end-to-end run; None = a generated synthetic slide
+    slide_tiles: int = 3  # synthetic slide size in tiles per side
+    tissue_area_mm2: float = 225.0  # projection: a 15 x 15 mm tissue area at 40x (performance.md section 7)
     json: Path | None = Path("bench.json")
     chart: Path | None = Path("bench.png")
     seed: int = 0
