@@ -22,7 +22,7 @@ from cellvit_trt.models import (
     save_checkpoint,
 )
 from cellvit_trt.models.flat_config import flatten
-from cellvit_trt.models.oracle import max_abs_diff, randomize_, upstream_model
+from cellvit_trt.models.oracle import max_abs_diff, randomize_, randomized_pair, upstream_model
 
 NUCLEI_TYPES = {
     "Background": 0,
@@ -86,7 +86,7 @@ def save_like_upstream(path: Path, model: torch.nn.Module, config: dict, **overr
 @pytest.fixture(scope="module")
 def upstream_vit(upstream):
     torch.set_num_threads(2)
-    return randomize_(upstream_model("CellViT256"), seed=7)
+    return randomized_pair("CellViT256", seed=7)[0]
 
 
 @pytest.mark.oracle
@@ -119,14 +119,15 @@ def test_upstream_checkpoint_loads_with_identical_outputs(upstream_vit, tmp_path
 
 @pytest.mark.oracle
 def test_our_checkpoint_loads_into_upstream(upstream_vit, tmp_path):
-    ours = build_model("CellViT256")
-    ours.load_state_dict(upstream_vit.state_dict())
+    with torch.device("meta"):
+        ours = build_model("CellViT256")
+    ours.load_state_dict(upstream_vit.state_dict(), assign=True)
     path = tmp_path / "ours.pth"
     save_checkpoint(path, ours, epoch=3)
     ck = torch.load(path, weights_only=True)
     assert ck["arch"] == "CellViT256" and ck["epoch"] == 3 and ck["config"]["model.backbone"] == "ViT256"
-    fresh = upstream_model("CellViT256")
-    fresh.load_state_dict(ck["model_state_dict"], strict=True)
+    fresh = upstream_model("CellViT256", device="meta")
+    fresh.load_state_dict(ck["model_state_dict"], strict=True, assign=True)
     for k, v in upstream_vit.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from cellvit_trt.errors import ConfigError
+from cellvit_trt.errors import ConfigError, InputError
 from cellvit_trt.models import VARIANTS, CellViTSpec, DecoderDims, EncoderSpec, build_model, variant_spec
 
 
@@ -67,14 +67,14 @@ def test_regression_variant_outputs():
 
 @pytest.mark.parametrize("shape", [(1, 3, 250, 256), (1, 1, 256, 256), (3, 256, 256)])
 def test_bad_input_shape(tiny, shape):
-    with pytest.raises(ValueError, match=r"expected \(B, 3, H, W\) with H, W multiples of 16"):
+    with pytest.raises(InputError, match=r"expected \(B, 3, H, W\) with H, W multiples of 16"):
         tiny(torch.randn(*shape))
 
 
 def test_sam_rejects_tiles_beyond_its_pos_embed():
     spec = CellViTSpec("s", EncoderSpec("sam", 32, 4, 2, (1, 2, 3, 4), img_size=64, window_size=2))
     model = build_model(spec).eval()
-    with pytest.raises(ValueError, match="exceeds the 64² pos-embed"):
+    with pytest.raises(InputError, match="exceeds the 64² pos-embed"):
         model(torch.randn(1, 3, 80, 80))
 
 
@@ -113,7 +113,7 @@ def test_tiny_trains():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert all(p.grad is not None for p in model.parameters())
     assert losses[-1] < losses[0]
 

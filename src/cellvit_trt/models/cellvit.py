@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cellvit_trt.errors import InputError
 from cellvit_trt.models.decoder import UpsamplingBranch, skip_decoders
 from cellvit_trt.models.sam_encoder import SAMEncoder
 from cellvit_trt.models.spec import PATCH_SIZE, CellViTSpec
@@ -63,7 +64,7 @@ class CellViT(nn.Module):
 
     def forward(self, x: torch.Tensor, retrieve_tokens: bool = False) -> dict[str, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2] % PATCH_SIZE or x.shape[-1] % PATCH_SIZE:
-            raise ValueError(
+            raise InputError(
                 f"CellViT input: got shape {tuple(x.shape)}, "
                 f"expected (B, 3, H, W) with H, W multiples of {PATCH_SIZE}"
             )

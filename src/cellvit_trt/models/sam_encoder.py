@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellvit_trt.errors import InputError
 from cellvit_trt.models.spec import PATCH_SIZE, EncoderSpec
 
 
@@ -200,7 +201,7 @@ class SAMEncoder(nn.Module):
         h, w = x.shape[1], x.shape[2]
         grid = self.pos_embed.shape[1]
         if h > grid or w > grid:
-            raise ValueError(
+            raise InputError(
                 f"SAM encoder: a {h * PATCH_SIZE}x{w * PATCH_SIZE} input exceeds the {grid * PATCH_SIZE}² "
                 "pos-embed; upstream crops the pos-embed and cannot run larger tiles"
             )
