@@ -93,5 +93,5 @@ def test_demo_checkpoint_loads_strictly_and_segments_held_out_tiles():
         report = evaluate_model(model, n_tiles=3, tile_size=256)
     d = report["dataset"]
     # looser than the documented figures (docs/synthetic.md) because three tiles are noisy
-    assert d["bPQ"] >= 0.6 and d["f1"] >= 0.8, d
-    assert np.isfinite(d["mPQ"]) and d["mPQ"] > 0.3
+    assert d["bPQ"] >= 0.65 and d["f1"] >= 0.75, d
+    assert np.isfinite(d["mPQ"]) and d["mPQ"] >= 0.35, d
