@@ -586,7 +586,11 @@ def test_pipeline_keeps_two_batches_in_flight_on_the_tensorrt_backend_contract(s
     for i, m in got.items():
         for k in ref:
             np.testing.assert_array_equal(m[k], ref[k][i], err_msg=f"tile {i} {k}")
-    # two submissions before the first wait: the second batch is queued while the first one computes
+    # two submissions with no wait between them: a batch is queued while the previous one computes. Where in
+    # the run this first happens depends on thread scheduling (on a loaded machine the reader may lag at the
+    # start, and the backend then collects the result rather than idling), so look for it anywhere.
     order = [n for n, _ in run if n.endswith("execute_async_v3") or n == "cudaEventSynchronize"]
-    assert order[:3] == ["ctx0.execute_async_v3", "ctx1.execute_async_v3", "cudaEventSynchronize"], order
+    pairs = list(zip(order, order[1:], strict=False))
+    assert ("ctx0.execute_async_v3", "ctx1.execute_async_v3") in pairs or \
+        ("ctx1.execute_async_v3", "ctx0.execute_async_v3") in pairs, order
     assert set(stats.device_s) == {"h2d", "compute", "d2h"}
