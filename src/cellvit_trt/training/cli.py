@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-size", dest="tile_size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--weight-decay", dest="weight_decay", type=float, default=None)
+    parser.add_argument("--warmup-steps", dest="warmup_steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--max-minutes", dest="max_minutes", type=float, default=None, help="stop early and save"

@@ -74,9 +74,10 @@ def _lr_at(step: int, progress: float, s: TrainSettings) -> float:
 
 
 class _Producer:
-    """Background thread building the next batches; reads the current phase before each batch.
+    """Background thread building the next batches (two ahead).
 
-    Tile indices never repeat, so no tile is seen twice; the seeds depend only on the phase sequence.
+    Batch b is a crop batch while b < steps, then a full-tile batch; if a time budget moves the switch earlier
+    the training loop sets `fine`. Tile indices never repeat, so no tile is seen twice.
     """
 
     def __init__(self, s: TrainSettings) -> None:
@@ -87,10 +88,13 @@ class _Producer:
         threading.Thread(target=self._work, daemon=True, name="synthetic-batches").start()
 
     def _work(self) -> None:
-        s, k = self.s, self.s.data_offset
+        s, k, b = self.s, self.s.data_offset, 0
         try:
             while not self.stop.is_set():
-                n, cps = (s.fine_tiles, 1) if self.fine else (s.crop_tiles, s.crops_per_side)
+                # batch b's phase follows from its index (deterministic); a time budget may switch earlier
+                fine = b >= s.steps or self.fine
+                n, cps = (s.fine_tiles, 1) if fine else (s.crop_tiles, s.crops_per_side)
+                b += 1
                 batch = make_batch([train_seed(s.seed, k + i) for i in range(n)], s.tile_size, cps)
                 k += n
                 while not self.stop.is_set():
