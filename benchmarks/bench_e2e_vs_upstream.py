@@ -98,6 +98,24 @@ def make_checkpoint(spec: str, tile_size: int, folder: Path, seed: int) -> tuple
     return path, f"checkpoint {path.name}"
 
 
+def snapshot(checkpoint: Path, folder: Path) -> Path:
+    """A private copy of the checkpoint, so every side loads the same bytes even if the file is replaced
+    while the benchmark runs (e.g. a retrained demo model landing in the working tree)."""
+    import shutil
+
+    from cellvit_trt.io import sha256_file
+
+    if checkpoint.parent == folder:
+        return checkpoint
+    digest = sha256_file(checkpoint)[:12]
+    copy = folder / f"{checkpoint.stem}-{digest}{checkpoint.suffix}"
+    if not copy.is_file():
+        shutil.copyfile(checkpoint, copy)
+    if sha256_file(copy)[:12] != digest:
+        raise SystemExit(f"checkpoint {checkpoint} changed while it was being copied; run again")
+    return copy
+
+
 class UpstreamStyleForward:
     """Upstream's forward for a model the upstream classes cannot build: same modules, but the shared skip
     decoders run once per branch (upstream `CellViT._forward_upsample`)."""
@@ -209,7 +227,8 @@ class UpstreamTileReader:
         return [(r, c) for r in range(self.rows) for c in range(self.cols)]
 
     def read(self, row: int, col: int) -> np.ndarray:
-        patch = np.asarray(self.dz.get_tile(self.level, (col, row)).convert("RGB"))
+        # a copy, as torchvision's ToTensor makes (np.asarray of a PIL image is read-only)
+        patch = np.array(self.dz.get_tile(self.level, (col, row)).convert("RGB"))
         if patch.shape[0] < self.tile_size or patch.shape[1] < self.tile_size:
             patch = pad_tile(patch, self.tile_size, col, row)
         return patch
@@ -605,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         checkpoint, model_desc = make_checkpoint(args.model, args.tile_size, work, args.seed)
+        checkpoint = snapshot(checkpoint, work)
+        model_desc += f" [{checkpoint.name}]"
         t = time.perf_counter()
         slide = args.slide or write_slide(work, args.tiles, args.tile_size, args.seed)
         synth_s = time.perf_counter() - t
