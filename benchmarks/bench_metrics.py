@@ -19,29 +19,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "metrics"))
 from metrics_reference import perturb, random_instance_map, ref_dataset  # noqa: E402
 
+from cellvit_trt.classes import PANNUKE_TISSUE  # noqa: E402
 from cellvit_trt.metrics import Evaluator, Instances  # noqa: E402
 
-TISSUES = [
-    "Adrenal_gland",
-    "Bile-duct",
-    "Bladder",
-    "Breast",
-    "Cervix",
-    "Colon",
-    "Esophagus",
-    "HeadNeck",
-    "Kidney",
-    "Liver",
-    "Lung",
-    "Ovarian",
-    "Pancreatic",
-    "Prostate",
-    "Skin",
-    "Stomach",
-    "Testis",
-    "Thyroid",
-    "Uterus",
-]
+TISSUES = list(PANNUKE_TISSUE)
 
 
 def make_fold(n: int, seed: int = 0, size: int = 256):

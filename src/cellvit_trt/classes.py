@@ -1,4 +1,4 @@
-"""PanNuke class names and CellViT's cell colours (upstream defaults when a checkpoint names none).
+"""PanNuke class names and CellViT's cell colours: the one table every stage uses (no heavy imports).
 
 Sources: TIO-IKIM/CellViT configs/datasets/PanNuke/dataset_config.yaml (names, ids) and
 TIO-IKIM/CellViT-Inference cellvit/config/config.py::COLOR_DICT_CELLS (RGB colours by class id).

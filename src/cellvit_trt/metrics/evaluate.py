@@ -23,12 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cellvit_trt.classes import PANNUKE_NUCLEI
 from cellvit_trt.errors import InputError
 from cellvit_trt.metrics.detection import DetectionPool, match_radius
 from cellvit_trt.metrics.instances import Instances
 from cellvit_trt.metrics.pq import class_stats, match, pq_from_counts, pq_stats
 
-PANNUKE_CLASSES = ("Background", "Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial")
+PANNUKE_CLASSES = PANNUKE_NUCLEI
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cellvit_trt import classes
 from cellvit_trt.errors import CheckpointError, ConfigError
-from cellvit_trt.models import classes
 from cellvit_trt.models.flat_config import get
 from cellvit_trt.models.registry import ENCODERS, variant_spec
 from cellvit_trt.models.spec import CellViTSpec, DecoderDims, EncoderSpec

@@ -19,15 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from cellvit_trt.classes import PANNUKE_NUCLEI
+
 NEOPLASTIC, INFLAMMATORY, CONNECTIVE, DEAD, EPITHELIAL = 1, 2, 3, 4, 5
-TYPE_NAMES = {
-    0: "Background",
-    1: "Neoplastic",
-    2: "Inflammatory",
-    3: "Connective",
-    4: "Dead",
-    5: "Epithelial",
-}
+TYPE_NAMES = dict(enumerate(PANNUKE_NUCLEI))
 
 N_UNIFORMS = 32  # uniforms drawn per nucleus; layout uses 0-4, morphology 5-31
 MAX_EXTENT_40X = 34.0  # no nucleus reaches further than this from its centre (px at 40x; spindles ~33)

@@ -14,13 +14,8 @@ import dataclasses
 from pathlib import Path
 from typing import IO, Any
 
+from cellvit_trt.classes import PANNUKE_NUCLEI, cell_color
 from cellvit_trt.io import atomic_path
-
-# PanNuke (upstream §4): names and RGB colours, used when the model carries none
-PANNUKE_NAMES = ("Background", "Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial")
-PANNUKE_COLORS = ((0, 0, 0), (255, 0, 0), (34, 221, 77), (35, 92, 236), (254, 255, 0), (255, 159, 68))
-# upstream COLOR_DICT_CELLS for ids beyond PanNuke
-EXTRA_COLORS = {6: (80, 56, 112), 7: (87, 112, 56), 8: (110, 0, 0), 9: (255, 196, 196), 10: (214, 255, 196)}
 
 
 class _Abort(Exception):
@@ -71,10 +66,9 @@ class ClassTable:
         names = tuple(getattr(meta, "class_names", ()) or ())
         colors = tuple(tuple(int(v) for v in c) for c in (getattr(meta, "class_colors", ()) or ()))
         if not names:
-            names = PANNUKE_NAMES
+            names = PANNUKE_NUCLEI  # PanNuke (upstream section 4) when the model carries no names
         if len(colors) < len(names):
-            fallback = list(PANNUKE_COLORS) + [EXTRA_COLORS.get(i, (128, 128, 128)) for i in range(6, 64)]
-            colors = colors + tuple(fallback[len(colors) : len(names)])
+            colors = colors + tuple(cell_color(i) for i in range(len(colors), len(names)))
         return cls(names, colors)
 
     def name(self, type_id: int) -> str:
