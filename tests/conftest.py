@@ -7,27 +7,18 @@
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 import pytest
 
 
 def _import_upstream():
-    # postprocessing_numpy imports ray at module level only for its actor; the oracle paths never use it.
-    if "ray" not in sys.modules:
-        try:
-            importlib.import_module("ray")
-        except ImportError:
-            sys.modules["ray"] = types.ModuleType("ray")
+    from cellvit_trt.errors import DependencyError
+    from cellvit_trt.models.oracle import import_upstream  # stubs ray, which the oracle paths never use
+
     try:
-        return importlib.import_module("cellvit")
-    except ImportError as exc:
-        pytest.fail(
-            "the upstream oracle cellvit==1.0.9 is not installed; run scripts/setup_env.sh "
-            f"(pip install --no-deps cellvit==1.0.9 plus tests/requirements-oracle.txt): {exc}",
-            pytrace=False,
-        )
+        return import_upstream()
+    except DependencyError as exc:
+        pytest.fail(f"{exc}; run scripts/setup_env.sh (tests/requirements-oracle.txt)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
