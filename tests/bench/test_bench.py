@@ -38,6 +38,8 @@ def test_measure_counts_iterations_and_rejects_bad_input():
     m = measure(infer, np.zeros((2, 16, 16, 3), np.uint8), warmup_s=0.0, min_warmup_iters=3, iterations=5)
     assert m.batches == 5 and len(calls) == 8  # 3 warm-up + 5 timed
     assert m.tiles_per_s > 0 and m.to_dict()["latency_ms"]["min"] <= m.to_dict()["latency_ms"]["max"]
+    slow = measure(infer, np.zeros((1, 16, 16, 3), np.uint8), warmup_s=0.0, duration_s=1e-9, min_iterations=4)
+    assert slow.batches == 4  # the duration is over at once, yet a minimum of batches is timed
     with pytest.raises(ValueError, match=r"uint8 \[N,H,W,3\]"):
         measure(infer, np.zeros((2, 16, 16), np.uint8), iterations=1)
 

@@ -59,6 +59,7 @@ def measure(
     min_warmup_iters: int = 3,
     duration_s: float = 10.0,
     iterations: int | None = None,
+    min_iterations: int = 3,
     timings: Callable[[], dict[str, float] | None] | None = None,
 ) -> BackendMeasurement:
     """Time `infer(images)` repeatedly. `images` is one batch, uint8 [N,H,W,3], reused for every call."""
@@ -84,8 +85,8 @@ def measure(
         if iterations is not None:
             if len(latencies) >= iterations:
                 break
-        elif time.perf_counter() >= deadline:
-            break
+        elif time.perf_counter() >= deadline and len(latencies) >= min_iterations:
+            break  # a duration run still times a few batches, so percentiles mean something
     wall = time.perf_counter() - start
     return BackendMeasurement(
         batch=images.shape[0],
