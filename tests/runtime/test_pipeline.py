@@ -233,3 +233,16 @@ def test_progress_line_and_quiet_mode():
     q(5)
     q.close()
     assert quiet.getvalue() == ""
+
+
+class InterruptedBackend(NumpyBackend):
+    def _infer(self, images):
+        if (images[:, 0, 0, 0] == 6).any():
+            raise KeyboardInterrupt  # Ctrl-C / SIGTERM arrive in the main thread, which runs the backend
+        return super()._infer(images)
+
+
+def test_interrupt_during_inference_is_an_interrupt_not_a_tile_error():
+    with InterruptedBackend() as be, pytest.raises(KeyboardInterrupt):
+        Pipeline(be, read=image_of, process=lambda i, m: i, sink=lambda i, r: None, batch=4).run(range(40))
+    assert _no_pipeline_threads()

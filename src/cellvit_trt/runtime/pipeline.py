@@ -252,7 +252,7 @@ class Pipeline:
                     t0 = time.perf_counter()
                     try:
                         handle = be.submit(batch)
-                    except BaseException as exc:
+                    except Exception as exc:  # Ctrl-C / SIGTERM land here (main thread): not a tile's fault
                         raise PipelineError("infer", _names(specs), exc) from exc
                     st.add("infer", time.perf_counter() - t0)
                     in_flight.append((handle, specs))
@@ -262,7 +262,7 @@ class Pipeline:
             t0 = time.perf_counter()
             try:
                 maps = be.result(handle)
-            except BaseException as exc:
+            except Exception as exc:
                 raise PipelineError("infer", _names(specs), exc) from exc
             st.add("infer", time.perf_counter() - t0)
             st.add_device(getattr(be, "last_timings", {}) or {})
