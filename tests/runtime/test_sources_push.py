@@ -71,7 +71,7 @@ def test_scanner_gets_cells_while_scanning():
     assert np.array_equal(cells.id, np.arange(len(cells)))
 
 
-# ---- issue 16 item 6: the push API's failure paths -----------------------------------------------------------
+# ---- issue 16 item 6: the push API's failure paths -------------------------------------------------------
 def _strip_source(**kw) -> tuple[PushSource, np.ndarray]:
     """One tile row of three 256 px tiles (stride 192): tile (0, c) is complete once columns up to its right
     edge (clipped to the region) have arrived."""

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,9 +313,13 @@ def run_push(
     workers: int = 0,
     embeddings: bool = False,
     queue_size: int | None = None,
+    emit: Callable[[Any], None] | None = None,
+    on_tile: Callable[[int, int, Any, np.ndarray], None] | None = None,
 ) -> Stats:
     """Scanner mode: tiles of a `sources.PushSource`, as they complete, through the pipeline and the merge;
-    every final CellBatch is handed back with `src.deliver` (the scanner reads them from `src.results()`).
+    every final CellBatch is handed back with `src.deliver` (the scanner reads them from `src.results()`),
+    or to `emit` when given. `on_tile(row, col, cells, tissue_logits)` runs (in the sink thread) after each
+    tile went into the merge, i.e. after the cells it made final were emitted.
 
     Call it in the consumer thread while the scanner thread submits pixels; it returns when the scanner has
     called `finish()` and every cell was delivered (then `src.results()` ends).
@@ -331,19 +336,22 @@ def run_push(
             f"(create the PushSource with tile_size={backend.tile_size})"
         )
     pp = PostProcessor(PostProcessParams.for_magnification(meta.magnification))
-    merge = StreamingMerge(grid, planned=None, emit=src.deliver)
+    merge = StreamingMerge(grid, planned=None, emit=emit or src.deliver)
 
     def read(t: _PushTile) -> np.ndarray:
         image, t.image = t.image, None
         return image
 
-    def process(t: _PushTile, maps: dict[str, np.ndarray]) -> CellBatch:
+    def process(t: _PushTile, maps: dict[str, np.ndarray]) -> tuple[CellBatch, np.ndarray]:
         tile = pp.process_tile(maps["fg"], maps["hv"], maps["type_map"])
         tokens = maps.get("tokens") if embeddings else None
-        return CellBatch.from_tile(tile.cells, t.row, t.col, grid, info, tokens=tokens)
+        cells = CellBatch.from_tile(tile.cells, t.row, t.col, grid, info, tokens=tokens)
+        return cells, maps["tissue_logits"]
 
-    def sink(t: _PushTile, cells: CellBatch) -> None:
-        merge.add(t.row, t.col, cells)
+    def sink(t: _PushTile, res: tuple[CellBatch, np.ndarray]) -> None:
+        merge.add(t.row, t.col, res[0])
+        if on_tile is not None:
+            on_tile(t.row, t.col, res[0], res[1])
 
     try:
         stats = Pipeline(

@@ -95,8 +95,8 @@ class PushSource(Source):
         self._emitted: set[tuple[int, int]] = set()
         self._touched: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
-        # Tiles cut from the bands (so marked emitted) but not yet accepted by the tile queue: a put that times
-        # out leaves them here, and the next submit()/finish() hands them over first, in order.
+        # Tiles cut from the bands (so marked emitted) but not yet accepted by the tile queue: a put that
+        # times out leaves them here, and the next submit()/finish() hands them over first, in order.
         self._outbox: deque[object] = deque()
         self._put_lock = threading.Lock()  # one flusher at a time keeps the outbox's order
         self._finished = False
@@ -207,7 +207,7 @@ class PushSource(Source):
             raise InputError(f"{self.info.name}: {what} after abort ({self._aborted})")
 
     def _flush(self) -> None:
-        """Hand the outbox to the tile queue in order; an item leaves the outbox only once the queue took it."""
+        """Hand the outbox to the tile queue in order; an item leaves it only once the queue took it."""
         with self._put_lock:
             while True:
                 with self._lock:
