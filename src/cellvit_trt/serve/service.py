@@ -105,6 +105,7 @@ class ScannerService(pb_grpc.ScannerServicer):
         yield opened
         yield from session.responses(att)
         if session.error is not None and not att.superseded:
+            session.wait_stopped(30)  # its staging folder is gone before the client hears of the failure
             context.abort(getattr(grpc.StatusCode, session.error.code), session.error.message)
 
     def _open(self, msg: pb.OpenSlide):
@@ -114,6 +115,7 @@ class ScannerService(pb_grpc.ScannerServicer):
         except InputError as exc:
             raise SlideError("INVALID_ARGUMENT", str(exc)) from exc
         with self._lock:
+            self._purge()
             session = self.sessions.get(name)
             if msg.resume:
                 if session is None or session.slide_id != msg.slide_id:
@@ -147,6 +149,11 @@ class ScannerService(pb_grpc.ScannerServicer):
         return session, att, opened
 
     # ---- housekeeping -------------------------------------------------------------------------------------
+    def _purge(self) -> None:
+        """Forget slides that failed or whose result went out (caller holds the lock)."""
+        for name in [n for n, x in self.sessions.items() if x.state == "failed" or x.result_taken.is_set()]:
+            del self.sessions[name]
+
     def _janitor_loop(self) -> None:
         while not self._stop.wait(_JANITOR_S):
             now = time.monotonic()

@@ -201,8 +201,8 @@ class SlideSession:
                     )
                 else:
                     raise SlideError("INVALID_ARGUMENT", "empty SlideRequest (set open, tile or close)")
-            if not att.ended.is_set() and self.state == "open":
-                raise SlideError("INVALID_ARGUMENT", "the request stream ended without CloseSlide")
+            # The request stream ended without CloseSlide: a client that went away (cancelled, or half-closed
+            # early). Like a disconnect, the slide is kept for a resume (detach comes with the RPC's end).
         except SlideError as exc:
             self.fail(exc)
         except InputError as exc:  # the push source: e.g. a scan order that keeps too many rows open
@@ -242,6 +242,10 @@ class SlideSession:
             self._cond.notify_all()
         log.warning("slide %s failed: %s %s", self.slide_id, err.code, err.message)
         self.src.abort(SlideError(err.code, f"slide aborted: {err.message}"))
+
+    def wait_stopped(self, timeout: float) -> None:
+        """Wait until the slide's pipeline thread has ended (after a failure: its files are removed)."""
+        self._thread.join(timeout)
 
     # ---- the pipeline thread ------------------------------------------------------------------------------
     def _send(self, **fields: Any) -> None:
