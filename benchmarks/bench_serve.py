@@ -1,0 +1,215 @@
+"""`cellvit-trt serve` vs `cellvit-trt run` on the same slide, same model, same backend, side by side.
+
+    .venv/bin/python benchmarks/bench_serve.py [--model demo] [--rows 3] [--cols 4] [--repeat 2] [--json out]
+
+Side A: `cellvit-trt run SLIDE --no-tissue` (a fresh process; its own summary gives the pipeline's tiles/s
+and the elapsed time from opening the slide to the outputs written).
+Side B: a `cellvit-trt serve` process (warm backend) and the Python client in this process, which reads the
+same slide with OpenSlide at level 0 and streams it in 1024 px tiles (raw RGB): tiles/s from OpenSlide to
+SlideResult (client wall time), per-model-tile latency from the send of the last tile covering it to its
+TileCells (p50/p99), and the server's RSS (peak and growth) while a fast client streams as fast as it can.
+Both sides alternate `--repeat` times; the ratio uses the median of each side. Model load, export and warm-up
+are outside both timings (the service keeps its backend warm between slides, `run` loads it per process:
+the run figures exclude that load, they are the pipeline's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def write_slide(path: Path, rows: int, cols: int, stride: int) -> None:
+    from cellvit_trt.synthetic import write_synthetic_slide
+
+    write_synthetic_slide(
+        path,
+        width=cols * stride,
+        height=rows * stride,
+        mpp=0.25,
+        seed=3,
+        tile_size=256,
+        downsamples=(1, 4),
+        compression="jpeg",
+        glass_fraction=0.0,
+        write_labels=False,
+    )
+
+
+def run_side(slide: Path, args, out: Path) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "cellvit_trt.cli",
+        "run",
+        str(slide),
+        "-m",
+        args.model,
+        "--no-tissue",
+        "-q",
+        "-o",
+        str(out),
+        "--backend",
+        args.backend,
+        "-b",
+        str(args.batch),
+        "--outputs",
+        "cells",
+        "summary",
+    ]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    s = json.loads((out / slide.stem / "summary.json").read_text())
+    t = s["timing"]
+    return {
+        "tiles": s["tiles_processed"],
+        "cells": s["cells"],
+        "elapsed_s": s["elapsed_s"],
+        "tiles_per_s": s["tiles_processed"] / s["elapsed_s"],
+        "pipeline_tiles_per_s": t["tiles_per_s"],
+        "cpu_s": t.get("cpu_s"),
+        "process_wall_s": round(wall, 2),
+    }
+
+
+def start_server(args, out: Path, sock: str) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "cellvit_trt.cli",
+        "serve",
+        "-m",
+        args.model,
+        "-o",
+        str(out),
+        "--listen",
+        sock,
+        "--backend",
+        args.backend,
+        "-b",
+        str(args.batch),
+        "--outputs",
+        "cells",
+        "summary",
+    ]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    for line in proc.stdout:
+        if "listening on" in line:
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return proc
+    raise SystemExit(f"the server did not start (exit {proc.wait()})")
+
+
+def serve_side(slide: Path, sock: str, slide_id: str, server: psutil.Process, tile: int) -> dict:
+    from cellvit_trt.serve.client import ScannerClient, slide_tiles
+
+    peak = [server.memory_info().rss]
+    rss0 = peak[0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], server.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    cpu0 = sum(server.cpu_times()[:2])
+    t0 = time.perf_counter()
+    w, h, mpp, tiles = slide_tiles(slide, tile)
+    with ScannerClient(sock) as client:
+        stream = client.open_slide(slide_id, w, h, mpp, layout=(tile, tile))
+        for x, y, rgb in tiles:
+            stream.send_rgb(x, y, rgb)
+        result = stream.close(timeout=3600)
+    wall = time.perf_counter() - t0
+    stop.set()
+    sampler.join()
+    lat = np.array(stream.tile_latency)
+    return {
+        "tiles": result.tiles_processed,
+        "cells": result.cells_total,
+        "elapsed_s": round(wall, 3),
+        "tiles_per_s": result.tiles_processed / wall,
+        "latency_p50_s": float(np.percentile(lat, 50)),
+        "latency_p99_s": float(np.percentile(lat, 99)),
+        "server_cpu_s": round(sum(server.cpu_times()[:2]) - cpu0, 2),
+        "server_rss_peak_mib": round(peak[0] / 2**20, 1),
+        "server_rss_growth_mib": round((peak[0] - rss0) / 2**20, 1),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--rows", type=int, default=3)
+    ap.add_argument("--cols", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--tile", type=int, default=1024, help="the client's tile size")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        slide = d / "bench.svs"
+        write_slide(slide, args.rows, args.cols, 960)
+        run_side(slide, args, d / "warm")  # exports the demo checkpoint once, warms the page cache
+        sock = f"unix://{d}/serve.sock"
+        proc = start_server(args, d / "served", sock)
+        server = psutil.Process(proc.pid)
+        try:
+            serve_side(slide, sock, "warm", server, args.tile)  # first slide: allocations, caches
+            runs, serves = [], []
+            for i in range(args.repeat):
+                runs.append(run_side(slide, args, d / f"run{i}"))
+                serves.append(serve_side(slide, sock, f"s{i}", server, args.tile))
+                print(
+                    f"round {i}: run {runs[-1]['tiles_per_s']:.3f} tiles/s, "
+                    f"serve {serves[-1]['tiles_per_s']:.3f} tiles/s, load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    med = {k: statistics.median(r[k] for r in runs) for k in ("tiles_per_s", "elapsed_s")}
+    smed = {k: statistics.median(s[k] for s in serves) for k in ("tiles_per_s", "elapsed_s")}
+    report = {
+        "slide": f"{args.rows}x{args.cols} tiles of 1024 (stride 960), model {args.model}, {args.backend}",
+        "run": runs,
+        "serve": serves,
+        "ratio_serve_over_run_tiles_per_s": smed["tiles_per_s"] / med["tiles_per_s"],
+        "loadavg": os.getloadavg(),
+    }
+    print(json.dumps(report, indent=2))
+    print(
+        f"\nserve / run tiles/s (medians): {smed['tiles_per_s']:.3f} / {med['tiles_per_s']:.3f} = "
+        f"{report['ratio_serve_over_run_tiles_per_s']:.3f}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
