@@ -50,6 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="largest tile a client may send, width x height (default 4096 x 4096)",
     )
     p.add_argument(
+        "--max-open-rows",
+        dest="max_open_rows",
+        type=int,
+        default=None,
+        help="model tile rows buffered per slide (default 3; a row-by-row scan needs 2)",
+    )
+    p.add_argument(
         "--outputs",
         nargs="+",
         default=None,
