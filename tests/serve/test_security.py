@@ -90,3 +90,18 @@ def test_a_world_readable_token_file_is_refused(tmp_path):
     t.write_text("short")
     with pytest.raises(InputError, match="at least 16"):
         read_token(t)
+
+
+def test_stopping_the_server_mid_slide_leaves_nothing_half_written(tls_server, serve_world):
+    """SIGTERM with a slide open: the stream ends UNAVAILABLE, the server exits 0, no staging folder stays."""
+    import numpy as np
+
+    srv, target, ca = tls_server
+    with ScannerClient(target, token=TOKEN, root_certificates=ca) as client:
+        slide = client.open_slide("cut short", 768, 576, 0.25)
+        slide.send_rgb(0, 0, np.full((300, 768, 3), 220, np.uint8))
+        assert srv.stop() == 0
+        with pytest.raises(Exception) as ended:
+            slide.close(timeout=30)
+    assert "UNAVAILABLE" in str(ended.value)
+    assert sorted(p.name for p in srv.out.iterdir()) == [".cellvit-serve.lock"]

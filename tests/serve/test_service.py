@@ -229,6 +229,21 @@ def test_discard_and_duplicate_ids(server, serve_world):
     assert not (server.out / "discarded").exists() and _leftovers(server.out) == []
 
 
+def test_slides_at_once_are_bounded(server):
+    with ScannerClient(server.target) as client:
+        open_ = [client.open_slide(f"slot {i}", 500, 500, 0.25) for i in range(4)]
+        with pytest.raises(SlideFailed) as full:
+            client.open_slide("slot 4", 500, 500, 0.25)
+        assert full.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "takes 4 at once" in full.value.details
+        for slide in open_:
+            with pytest.raises(SlideFailed):
+                slide.discard()
+                slide._raise()
+        client.open_slide("slot 4", 500, 500, 0.25).discard()  # room again
+    assert _leftovers(server.out) == []
+
+
 def test_a_client_three_times_faster_than_the_backend_is_slowed_not_buffered(server):
     """A long, narrow slide (2 model tiles wide: row buffers are small) sent at 3x the backend's tile rate.
     The server must hold it back through flow control: server RSS stays within the stated bound, and the

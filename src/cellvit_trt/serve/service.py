@@ -181,6 +181,8 @@ class ScannerService(pb_grpc.ScannerServicer):
             sessions = list(self.sessions.values())
         for sess in sessions:
             sess.fail(SlideError("UNAVAILABLE", f"slide {sess.slide_id!r}: the server is shutting down"))
+        for sess in sessions:
+            sess.wait_stopped(10)  # their staging folders are removed before the process exits
 
 
 def message_bytes(max_tile_pixels: int) -> int:

@@ -141,6 +141,7 @@ class SlideSession:
             sent = self._ring[-1].seq if self._ring else 0
             complete = last_seq >= sent or bool(self._ring and self._ring[0].seq <= last_seq + 1)
             self._outbox.extendleft(reversed(replay))
+            received = sorted(self.received) if resume else []
             self._cond.notify_all()
         g = self.src.grid
         opened = pb.SlideOpened(
@@ -151,7 +152,7 @@ class SlideSession:
             tile_size=g.tile_size,
             overlap=g.margin,
             resumed=resume,
-            received=[pb.TilePosition(x=x, y=y) for x, y in sorted(self.received)] if resume else [],
+            received=[pb.TilePosition(x=x, y=y) for x, y in received],
             replay_complete=complete,
         )
         return att, pb.SlideResponse(seq=0, opened=opened)
@@ -219,8 +220,9 @@ class SlideSession:
             raise SlideError("FAILED_PRECONDITION", "a tile after CloseSlide")
         pixels = decode_tile(tile, self.width, self.height, self.layout, self.settings.max_tile_pixels)
         self.src.submit(pixels, int(tile.y), int(tile.x))  # blocks while the pipeline is behind
-        self.received.add((int(tile.x), int(tile.y)))
-        self.tiles_received += 1
+        with self._cond:
+            self.received.add((int(tile.x), int(tile.y)))
+            self.tiles_received += 1
 
     def _close(self, close: pb.CloseSlide) -> None:
         if close.discard:
