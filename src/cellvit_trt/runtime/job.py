@@ -315,11 +315,13 @@ def run_push(
     queue_size: int | None = None,
     emit: Callable[[Any], None] | None = None,
     on_tile: Callable[[int, int, Any, np.ndarray], None] | None = None,
+    batch_wait_s: float | None = 0.05,
 ) -> Stats:
     """Scanner mode: tiles of a `sources.PushSource`, as they complete, through the pipeline and the merge;
     every final CellBatch is handed back with `src.deliver` (the scanner reads them from `src.results()`),
     or to `emit` when given. `on_tile(row, col, cells, tissue_logits)` runs (in the sink thread) after each
-    tile went into the merge, i.e. after the cells it made final were emitted.
+    tile went into the merge, i.e. after the cells it made final were emitted. A batch waits at most
+    `batch_wait_s` for its next tile once it has one (a scanner is slower than the backend; None: fill it).
 
     Call it in the consumer thread while the scanner thread submits pixels; it returns when the scanner has
     called `finish()` and every cell was delivered (then `src.results()` ends).
@@ -362,6 +364,7 @@ def run_push(
             batch=min(batch or backend.max_batch, backend.max_batch),
             workers=workers or max(1, os.cpu_count() or 1),
             queue_size=queue_size,
+            batch_wait_s=batch_wait_s,
         ).run(_PushTile(t) for t in src.tiles())
         merge.finish()
     finally:
