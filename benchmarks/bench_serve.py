@@ -1,16 +1,20 @@
 """`cellvit-trt serve` vs `cellvit-trt run` on the same slide, same model, same backend, side by side.
 
-    .venv/bin/python benchmarks/bench_serve.py [--model demo] [--rows 3] [--cols 4] [--repeat 2] [--json out]
+    .venv/bin/python benchmarks/bench_serve.py [--model demo] [--rows 3] [--cols 4] [--repeat 2] [--pace 0.5]
+        [--fast-rows 0] [--json out]
 
 Side A: `cellvit-trt run SLIDE --no-tissue` (a fresh process; its own summary gives the pipeline's tiles/s
 and the elapsed time from opening the slide to the outputs written).
 Side B: a `cellvit-trt serve` process (warm backend) and the Python client in this process, which reads the
 same slide with OpenSlide at level 0 and streams it in 1024 px tiles (raw RGB): tiles/s from OpenSlide to
 SlideResult (client wall time), per-model-tile latency from the send of the last tile covering it to its
-TileCells (p50/p99), and the server's RSS (peak and growth) while a fast client streams as fast as it can.
-Both sides alternate `--repeat` times; the ratio uses the median of each side. Model load, export and warm-up
-are outside both timings (the service keeps its backend warm between slides, `run` loads it per process:
-the run figures exclude that load, they are the pipeline's own).
+TileCells (p50/p99), and the server's RSS (peak and growth). The client sends as fast as it can (then latency
+is mostly queueing behind the backend); `--pace 0.5` adds a slide sent at half the backend's pace (a scanner
+slower than the model: latency is processing), `--fast-rows R` a 2-tile-wide slide of R rows sent as fast as
+possible (server RSS against the slide's size). Both sides alternate `--repeat` times; the ratio uses the
+median of each side. Model load, export and warm-up are outside both timings (the service keeps its backend
+warm between slides, `run` loads it per process: the run figures exclude that load, they are the pipeline's
+own).
 """
 
 from __future__ import annotations
@@ -119,7 +123,10 @@ def start_server(args, out: Path, sock: str) -> subprocess.Popen:
     raise SystemExit(f"the server did not start (exit {proc.wait()})")
 
 
-def serve_side(slide: Path, sock: str, slide_id: str, server: psutil.Process, tile: int) -> dict:
+def serve_side(
+    slide: Path, sock: str, slide_id: str, server: psutil.Process, tile: int, pace: float | None = None
+) -> dict:
+    """Stream `slide`; `pace`: client tiles per second (a scanner's speed), None = as fast as possible."""
     from cellvit_trt.serve.client import ScannerClient, slide_tiles
 
     peak = [server.memory_info().rss]
@@ -137,7 +144,10 @@ def serve_side(slide: Path, sock: str, slide_id: str, server: psutil.Process, ti
     w, h, mpp, tiles = slide_tiles(slide, tile)
     with ScannerClient(sock) as client:
         stream = client.open_slide(slide_id, w, h, mpp, layout=(tile, tile))
-        for x, y, rgb in tiles:
+        t_send = time.perf_counter()
+        for i, (x, y, rgb) in enumerate(tiles):
+            if pace:
+                time.sleep(max(0.0, t_send + i / pace - time.perf_counter()))
             stream.send_rgb(x, y, rgb)
         result = stream.close(timeout=3600)
     wall = time.perf_counter() - t0
@@ -154,6 +164,8 @@ def serve_side(slide: Path, sock: str, slide_id: str, server: psutil.Process, ti
         "server_cpu_s": round(sum(server.cpu_times()[:2]) - cpu0, 2),
         "server_rss_peak_mib": round(peak[0] / 2**20, 1),
         "server_rss_growth_mib": round((peak[0] - rss0) / 2**20, 1),
+        "slide_pixels_mib": round(w * h * 3 / 2**20, 1),
+        "pace_tiles_per_s": pace,
     }
 
 
@@ -167,6 +179,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--tile", type=int, default=1024, help="the client's tile size")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument(
+        "--pace", type=float, default=0.5, help="latency run: scanner pace / backend pace (0: skip)"
+    )
+    ap.add_argument(
+        "--fast-rows", type=int, default=0, help="RSS run: a 2-tile-wide slide this many rows long"
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
@@ -189,6 +207,25 @@ def main() -> int:
                     f"serve {serves[-1]['tiles_per_s']:.3f} tiles/s, load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
+            rate = statistics.median(x["tiles_per_s"] for x in serves)
+            paced = None
+            if args.pace:  # a scanner slower than the backend: latency is processing, not queueing
+                paced = serve_side(slide, sock, "paced", server, args.tile, pace=args.pace * rate)
+                print(
+                    f"paced at {args.pace * rate:.3f} tiles/s: latency p50 {paced['latency_p50_s']:.1f} s, "
+                    f"p99 {paced['latency_p99_s']:.1f} s",
+                    flush=True,
+                )
+            fast = None
+            if args.fast_rows:  # much more than the server may hold, sent as fast as possible
+                long_slide = d / "long.svs"
+                write_slide(long_slide, args.fast_rows, 2, 960)
+                fast = serve_side(long_slide, sock, "fast", server, args.tile)
+                print(
+                    f"fast client: RSS +{fast['server_rss_growth_mib']} MiB for a "
+                    f"{fast['slide_pixels_mib']} MiB slide",
+                    flush=True,
+                )
         finally:
             proc.terminate()
             proc.wait(60)
@@ -199,6 +236,8 @@ def main() -> int:
         "run": runs,
         "serve": serves,
         "ratio_serve_over_run_tiles_per_s": smed["tiles_per_s"] / med["tiles_per_s"],
+        "paced": paced,
+        "fast_client": fast,
         "loadavg": os.getloadavg(),
     }
     print(json.dumps(report, indent=2))
