@@ -165,7 +165,9 @@ def test_a_disconnect_mid_slide_then_resume_gives_the_cells_of_a_file_run(server
         slide, tiles, got = _stream(client, "resumed", serve_world["slide_a"])
         for x, y, rgb in tiles[: len(tiles) // 2]:
             slide.send_rgb(x, y, rgb)
-        time.sleep(1.0)  # let some cells come back before the scanner "crashes"
+        deadline = time.monotonic() + 120
+        while not got and time.monotonic() < deadline:  # some cells come back before the scanner "crashes"
+            time.sleep(0.05)
         before, last_seq = len(got), slide.last_seq
         slide.disconnect()
         assert not (server.out / "resumed").exists(), "nothing appears before the slide is complete"
@@ -182,7 +184,7 @@ def test_a_disconnect_mid_slide_then_resume_gives_the_cells_of_a_file_run(server
         )
         assert again.opened.resumed and again.opened.replay_complete and (w, h) == (4, 3)
         have = {(p.x, p.y) for p in again.opened.received}
-        assert len(have) == len(tiles) // 2
+        assert 0 < len(have) <= len(tiles) // 2  # tiles still queued in the client were never sent
         for x, y, rgb in tiles:
             if (x, y) not in have:
                 again.send_rgb(x, y, rgb)
