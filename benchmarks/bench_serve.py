@@ -207,9 +207,9 @@ def main() -> int:
                     f"serve {serves[-1]['tiles_per_s']:.3f} tiles/s, load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
-            rate = statistics.median(x["tiles_per_s"] for x in serves)
             paced = None
-            if args.pace:  # a scanner slower than the backend: latency is processing, not queueing
+            if args.pace and serves:  # a scanner slower than the backend: latency is processing, not queueing
+                rate = statistics.median(x["tiles_per_s"] for x in serves)
                 paced = serve_side(slide, sock, "paced", server, args.tile, pace=args.pace * rate)
                 print(
                     f"paced at {args.pace * rate:.3f} tiles/s: latency p50 {paced['latency_p50_s']:.1f} s, "
@@ -229,8 +229,10 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(60)
-    med = {k: statistics.median(r[k] for r in runs) for k in ("tiles_per_s", "elapsed_s")}
-    smed = {k: statistics.median(s[k] for s in serves) for k in ("tiles_per_s", "elapsed_s")}
+    med = {k: statistics.median([r[k] for r in runs] or [float("nan")]) for k in ("tiles_per_s", "elapsed_s")}
+    smed = {
+        k: statistics.median([s[k] for s in serves] or [float("nan")]) for k in ("tiles_per_s", "elapsed_s")
+    }
     report = {
         "slide": f"{args.rows}x{args.cols} tiles of 1024 (stride 960), model {args.model}, {args.backend}",
         "run": runs,
