@@ -254,7 +254,7 @@ def test_a_client_three_times_faster_than_the_backend_is_slowed_not_buffered(ser
 
     proc = psutil.Process(server.proc.pid)
     rng = np.random.default_rng(5)
-    w, h = 2 * 192, 300 * 192  # 2 x 300 model tiles: 66 MB of pixels in 192 px client tiles
+    w, h = 2 * 192, 180 * 192  # 2 x 180 model tiles: 40 MB of pixels in 192 px client tiles
     base = np.full((h, w, 3), 225, np.uint8)
     yy, xx = np.mgrid[0:h:24, 0:w:24]
     for y, x in zip(yy.ravel(), xx.ravel(), strict=True):
@@ -263,8 +263,8 @@ def test_a_client_three_times_faster_than_the_backend_is_slowed_not_buffered(ser
     tiles = [(x, y, base[y : y + 192, x : x + 192]) for y in range(0, h, 192) for x in range(0, w, 192)]
     with ScannerClient(server.target) as client:
         limits = client.describe().limits
-        warm = client.open_slide("rate probe", w, 50 * 192, 0.25)
-        for x, y, t in tiles[:100]:
+        warm = client.open_slide("rate probe", w, 30 * 192, 0.25)
+        for x, y, t in tiles[:60]:
             warm.send_rgb(x, y, t)
         probe = warm.close(timeout=120)  # sent unthrottled: the server's own pace
         rate = probe.tiles_processed / probe.timings.total_s  # model tiles / s of this backend
@@ -306,9 +306,10 @@ def test_a_client_three_times_faster_than_the_backend_is_slowed_not_buffered(ser
         f"(unthrottled {offered_s:.1f} s); server RSS +{grown / 2**20:.1f} MiB (bound {bound} tiles + "
         f"responses); max tiles ahead of results {max(lead)}"
     )
-    assert result.tiles_processed == 600
-    # Ahead of the results are: the stated bound, the responses waiting (OUTBOX) and what gRPC's windows
-    # hold; never a growing share of the slide (unbounded buffering: about 2/3 of it, 400 tiles).
-    assert max(lead) < 150, f"{max(lead)} tiles sent but not finished"
-    # Buffering the slide would take ~2/3 of 66 MB; the bounded queues hold a few MB of pixels and maps.
-    assert grown < 32 * 2**20, f"server RSS grew {grown / 2**20:.1f} MiB"
+    assert result.tiles_processed == 360
+    # Ahead of the results are: the stated bound (34), the responses waiting (OUTBOX, 16), the client's queue
+    # and what gRPC's windows hold: 69 in every run so far, whatever the load. Never a growing share of the
+    # slide: with the bound removed it was 144-412 (2/3 of the slide when the client really is 3x faster).
+    assert max(lead) < 110, f"{max(lead)} tiles sent but not finished"
+    # Buffering the slide would add ~2/3 of 40 MB; the bounded queues hold a few MB of pixels and maps.
+    assert grown < 30 * 2**20, f"server RSS grew {grown / 2**20:.1f} MiB"
