@@ -22,7 +22,7 @@ from cellvit_trt.errors import InputError
 from cellvit_trt.runtime.sources.resolution import tolerance_for
 from cellvit_trt.serve.errors import SlideError
 from cellvit_trt.serve.outputs import folder_name
-from cellvit_trt.serve.session import OUTBOX, REPLAY, SlideSession
+from cellvit_trt.serve.session import SlideSession
 from cellvit_trt.serve.v1 import scanner_pb2 as pb
 from cellvit_trt.serve.v1 import scanner_pb2_grpc as pb_grpc
 
@@ -199,6 +199,3 @@ def check_open(msg: pb.OpenSlide, s: Any) -> None:
             raise SlideError("INVALID_ARGUMENT", f"{name}: {v} px, expected 1..{s.max_slide_side}")
     if not msg.mpp > 0:
         raise SlideError("INVALID_ARGUMENT", f"mpp: {msg.mpp}, expected the level-0 microns per pixel (> 0)")
-
-
-__all__ = ["OUTBOX", "REPLAY", "ScannerService", "check_open", "message_bytes"]
