@@ -313,3 +313,19 @@ def test_a_client_three_times_faster_than_the_backend_is_slowed_not_buffered(ser
     assert max(lead) < 110, f"{max(lead)} tiles sent but not finished"
     # Buffering the slide would add ~2/3 of 40 MB; the bounded queues hold a few MB of pixels and maps.
     assert grown < 30 * 2**20, f"server RSS grew {grown / 2**20:.1f} MiB"
+
+
+def test_the_client_command_streams_a_slide_file(server, serve_world, run_cells, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.serve.conftest import ROOT
+
+    out = tmp_path / "cells.jsonl"
+    slide = str(serve_world["slide_b"])
+    cmd = [sys.executable, "-m", "cellvit_trt.serve.client", slide, "--target", server.target,
+           "--tile", "512", "--id", "client command", "--cells", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert canonical([json.loads(line) for line in out.read_text().splitlines()]) == run_cells["slide_b"]
+    assert "cells, 12 model tiles" in done.stdout and "tile latency p50" in done.stdout
