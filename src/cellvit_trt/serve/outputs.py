@@ -1,6 +1,6 @@
 """Where a slide's files go: a folder named after the slide id that no id can escape, filled atomically.
 
-    name = folder_name(slide_id)          # "2024-05-01_slot-3" ; "../etc" -> "etc-1f3a9c0b2d4e"
+    name = folder_name(slide_id)          # "2024-05-01_slot-3" ; "../etc" -> "_etc-1f3a9c0b2d4e"
     stage = Staging(out_root, name)       # writers fill stage.path (a hidden folder beside the final one)
     stage.commit(overwrite=False)         # rename into <out_root>/<name>; stage.discard() removes it
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -21,27 +20,27 @@ from pathlib import Path
 from cellvit_trt.errors import InputError
 
 MAX_ID_CHARS = 200
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 STAGING_MARK = ".serve-staging-"
 OLD_MARK = ".serve-old-"
 
 
 def folder_name(slide_id: str) -> str:
-    """A folder name for `slide_id` inside the output folder: [A-Za-z0-9._-], no leading dot, bounded.
+    """A folder name for `slide_id` inside the output folder (`runtime.outdir.safe_name`: no separator, no
+    leading dot, no device name, bounded). Ids that are already safe keep their name; others get 12 hex digits
+    of the id's SHA-256 appended, so two different ids never share a folder."""
+    from cellvit_trt.runtime.outdir import safe_name
 
-    Ids that are already safe keep their name; others get the replaced name plus 12 hex digits of the id's
-    SHA-256, so two different ids never share a folder."""
     if not slide_id or not slide_id.strip():
         raise InputError("slide_id: empty; expected the scanner's slide name or barcode")
     if len(slide_id) > MAX_ID_CHARS:
         raise InputError(f"slide_id: {len(slide_id)} characters, expected at most {MAX_ID_CHARS}")
     if "\x00" in slide_id:
         raise InputError("slide_id: contains a NUL character")
-    safe = _SAFE.sub("_", slide_id).lstrip(".")[:120]
-    if safe == slide_id and safe:
+    safe = safe_name(slide_id)
+    if safe == slide_id:
         return safe
     digest = hashlib.sha256(slide_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{safe}-{digest}" if safe.strip("_") else f"slide-{digest}"
+    return f"{safe[:100]}-{digest}"
 
 
 class Staging:
