@@ -54,29 +54,15 @@ def write_slide(path: Path, rows: int, cols: int, stride: int) -> None:
     )
 
 
+def _command(args, verb: str, out: Path, *extra: str) -> list[str]:
+    """`cellvit-trt <verb>` with the same model, backend and outputs on both sides."""
+    cmd = [sys.executable, "-m", "cellvit_trt.cli", verb, "-m", args.model, "-o", str(out), *extra]
+    cmd += ["--backend", args.backend, "-b", str(args.batch), "--outputs", "cells", "summary"]
+    return cmd + (["--threads", str(args.threads)] if args.threads else [])
+
+
 def run_side(slide: Path, args, out: Path) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "cellvit_trt.cli",
-        "run",
-        str(slide),
-        "-m",
-        args.model,
-        "--no-tissue",
-        "-q",
-        "-o",
-        str(out),
-        "--backend",
-        args.backend,
-        "-b",
-        str(args.batch),
-        "--outputs",
-        "cells",
-        "summary",
-    ]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+    cmd = _command(args, "run", out, str(slide), "--no-tissue", "-q")
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
@@ -94,27 +80,7 @@ def run_side(slide: Path, args, out: Path) -> dict:
 
 
 def start_server(args, out: Path, sock: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "cellvit_trt.cli",
-        "serve",
-        "-m",
-        args.model,
-        "-o",
-        str(out),
-        "--listen",
-        sock,
-        "--backend",
-        args.backend,
-        "-b",
-        str(args.batch),
-        "--outputs",
-        "cells",
-        "summary",
-    ]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+    cmd = _command(args, "serve", out, "--listen", sock)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     for line in proc.stdout:
         if "listening on" in line:
