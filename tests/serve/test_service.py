@@ -72,6 +72,19 @@ def test_jpeg_tiles_on_any_layout(server, serve_world):
     assert result.output_dir.endswith("/jpeg_strips-" + result.output_dir.rsplit("-", 1)[1])
 
 
+def test_scanner_tiles_much_taller_than_model_tiles(server):
+    """800 px scanner tiles on a 192 px model stride: each spans five model tile rows; the declared layout
+    tells the server how many rows to buffer (more than its default of 3)."""
+    image = np.full((1600, 400, 3), 225, np.uint8)
+    image[::24, :] = image[:, ::24] = 60  # a grid of dark lines: something to segment
+    with ScannerClient(server.target) as client:
+        slide = client.open_slide("tall tiles", 400, 1600, 0.25, layout=(400, 800))
+        for y in (0, 800):
+            slide.send_rgb(0, y, image[y : y + 800])
+        result = slide.close(timeout=120)
+    assert result.tiles_processed == 9 * 3
+
+
 def test_two_slides_interleaved_share_the_backend(server, serve_world, run_cells):
     with ScannerClient(server.target) as client:
         a, tiles_a, got_a = _stream(client, "inter_a", serve_world["slide_a"])

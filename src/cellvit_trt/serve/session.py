@@ -73,6 +73,11 @@ class SlideSession:
         keep = msg.keep_seconds if msg.HasField("keep_seconds") else settings.keep_seconds
         self.keep_seconds = min(int(keep), settings.keep_seconds)
         self.shared = shared
+        # A declared scanner tile taller than a model tile keeps more model tile rows open at once: allow
+        # what the layout needs (its pixels must be held somewhere); undeclared layouts get the server bound.
+        stride = be.tile_size - meta.overlap
+        need = -(-self.layout.tile_height // stride) + 2 if not self.layout.any else 0
+        self.open_rows = max(settings.max_open_rows, need)
         try:
             self.src = PushSource(
                 self.height,
@@ -83,7 +88,7 @@ class SlideSession:
                 overlap=meta.overlap // 2,
                 maxsize=settings.queue_tiles,
                 timeout=None,  # a slow backend (other slides) is not the scanner's fault; discard aborts
-                max_bands=settings.max_open_rows,
+                max_bands=self.open_rows,
                 name=msg.slide_id,
             )
         except InputError as exc:
@@ -207,9 +212,11 @@ class SlideSession:
         except SlideError as exc:
             self.fail(exc)
         except InputError as exc:  # the push source: e.g. a scan order that keeps too many rows open
-            self.fail(
-                SlideError("RESOURCE_EXHAUSTED" if "rows open" in str(exc) else "INVALID_ARGUMENT", str(exc))
-            )
+            if "rows open" in str(exc):
+                hint = "declare the scanner's tile layout in OpenSlide, or raise the server's --max-open-rows"
+                self.fail(SlideError("RESOURCE_EXHAUSTED", f"{exc} ({hint})"))
+            else:
+                self.fail(SlideError("INVALID_ARGUMENT", str(exc)))
         except Exception as exc:  # grpc.RpcError: the client went away (detach happens in the RPC callback)
             if not att.ended.is_set() and self.state != "failed":
                 log.warning("slide %s: reading requests failed: %s", self.slide_id, exc)
