@@ -4,6 +4,7 @@ Write to a temporary file in the destination folder, fsync, then `os.replace` (a
 Temporary files are named `.<name>.<random>.tmp`.
 
     with file_lock(path):                   # exclusive lock on `path.lock`; blocking=False raises when busy
+    replace_dir(new, dest)                  # a staged folder replaces `dest` whole (atomic swap on Linux)
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,3 +119,48 @@ def file_lock(path: str | Path, blocking: bool = True) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the OS or file system
+    cannot, so the caller falls back to two renames."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl without it
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # Windows cannot open a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def replace_dir(new: str | Path, dest: str | Path) -> None:
+    """Make the folder `new` appear at `dest` as a whole and remove what `dest` held.
+
+    Atomic where the OS can swap two directories (Linux); elsewhere `dest` is first renamed to a hidden
+    `.<dest>.old-*` sibling: a kill between the two renames leaves no `dest`, and the next run of that
+    folder puts a complete set back (`runtime.outdir.claim`)."""
+    new, dest = Path(new), Path(dest)
+    if not dest.exists():
+        os.rename(new, dest)
+    elif _exchange(new, dest):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the previous contents
+    else:
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}-{os.urandom(4).hex()}"
+        os.rename(dest, old)
+        os.rename(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(dest.parent)

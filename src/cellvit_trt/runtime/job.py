@@ -4,9 +4,12 @@
 
 Stages are the runtime's own objects: `sources.open_source`, `tissue.detect_tissue`, `kernels.PostProcessor`,
 `cells.CellBatch.from_tile`, `merge.StreamingMerge`, the writers package, `journal.Journal` (resume) and
-`pipeline.Pipeline` (threads and bounded queues). Outputs are written atomically by the writers: a failed or
-interrupted run leaves none of them half-written; the resume journal (`<out>/.resume/`) keeps the committed
-tiles so that `--resume` continues where the run stopped.
+`pipeline.Pipeline` (threads and bounded queues). A run owns its folder (`outdir.claim`) and replaces its
+whole set at once: the writers write into a fresh hidden sibling (`outdir.staging_dir`), which gets the done
+marker last and then takes the folder's place (`io.replace_dir`, an atomic swap on Linux). So a folder never
+mixes two runs' files (an older run's csv beside a new GeoJSON), and a failed or interrupted run leaves the
+previous complete set as it was. The resume journal (`<out>/.resume/`) keeps the committed tiles so that
+`--resume` continues where the run stopped; it goes away with the set it helped replace.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +27,10 @@ import numpy as np
 
 from cellvit_trt import __version__
 from cellvit_trt.config import to_dict
-from cellvit_trt.io import write_json
+from cellvit_trt.io import replace_dir, write_json
 from cellvit_trt.runtime.identity import content_digest
 from cellvit_trt.runtime.journal import Journal
-from cellvit_trt.runtime.outdir import DONE_MARKER, RESUME_DIR, claim, safe_name
+from cellvit_trt.runtime.outdir import DONE_MARKER, OWNER_FILE, RESUME_DIR, claim, safe_name, staging_dir
 from cellvit_trt.runtime.pipeline import Pipeline
 from cellvit_trt.runtime.progress import Progress
 from cellvit_trt.runtime.settings import RunSettings
@@ -132,15 +136,6 @@ def run_input(
 def _run_claimed(
     path: Path, settings: RunSettings, backend: Any, out_dir: Path, progress: bool | None
 ) -> JobResult:
-    from cellvit_trt.kernels import PostProcessor, PostProcessParams
-    from cellvit_trt.runtime.cells import CellBatch
-    from cellvit_trt.runtime.merge import StreamingMerge
-    from cellvit_trt.runtime.sources import open_source
-    from cellvit_trt.runtime.tissue import TissueSettings, detect_tissue
-    from cellvit_trt.runtime.writers import open_writers
-
-    meta = backend.meta
-    target_mpp = settings.target_mpp or meta.target_mpp
     t0 = time.perf_counter()
     fp = fingerprint(path, backend, settings, backend.tile_size)
     marker = out_dir / DONE_MARKER
@@ -162,7 +157,56 @@ def _run_claimed(
             {},
             skipped=True,
         )
-    marker.unlink(missing_ok=True)  # from here on the folder is being rewritten
+    # the previous set stays complete (with its done marker) until the new one replaces it whole
+    stage = staging_dir(out_dir)
+    try:
+        summary, planned, stats, resumed = _process(path, settings, backend, out_dir, stage, fp, t0, progress)
+        write_json(
+            stage / DONE_MARKER,
+            {
+                "fingerprint": fp,
+                "outputs": sorted(settings.outputs),
+                "cells": summary["cells"],
+                "tiles": planned,
+            },
+        )
+        shutil.copy2(out_dir / OWNER_FILE, stage / OWNER_FILE)
+        replace_dir(stage, out_dir)  # the journal in out_dir/.resume goes with the replaced set
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    log.info(
+        "%s: %d cells from %d tiles in %.1f s (%.2f tiles/s, backend waited for input %.0f%%)",
+        path,
+        summary["cells"],
+        stats.tiles,
+        stats.wall_s,
+        stats.tiles_per_s,
+        100 * stats.backend_wait_fraction,
+    )
+    return JobResult(path, out_dir, summary["cells"], stats.tiles, resumed, planned, stats, summary)
+
+
+def _process(
+    path: Path,
+    settings: RunSettings,
+    backend: Any,
+    out_dir: Path,
+    stage: Path,
+    fp: dict[str, Any],
+    t0: float,
+    progress: bool | None,
+) -> tuple[dict[str, Any], int, Stats, int]:
+    """Source -> tissue plan -> pipeline -> merge -> writers into `stage`; the journal in out_dir/.resume.
+    Returns (summary, tiles planned, stats, tiles resumed)."""
+    from cellvit_trt.kernels import PostProcessor, PostProcessParams
+    from cellvit_trt.runtime.cells import CellBatch
+    from cellvit_trt.runtime.merge import StreamingMerge
+    from cellvit_trt.runtime.sources import open_source
+    from cellvit_trt.runtime.tissue import TissueSettings, detect_tissue
+    from cellvit_trt.runtime.writers import open_writers
+
+    meta = backend.meta
+    target_mpp = settings.target_mpp or meta.target_mpp
     with open_source(
         path,
         target_mpp=target_mpp,
@@ -186,7 +230,8 @@ def _run_claimed(
             transform=(float(info.scale), info.offset),
         )
         embeddings = "embeddings" in settings.outputs
-        writers = open_writers(out_dir, settings.outputs, info=info, meta=meta, grid=grid, source=src)
+        stage.mkdir(parents=True)
+        writers = open_writers(stage, settings.outputs, info=info, meta=meta, grid=grid, source=src)
         try:
             merge = StreamingMerge(grid, planned=planned, emit=writers.write)
             vote = TissueVote()
@@ -270,26 +315,7 @@ def _run_claimed(
         except BaseException:
             writers.abort()
             raise
-    write_json(
-        marker,
-        {
-            "fingerprint": fp,
-            "outputs": sorted(settings.outputs),
-            "cells": summary["cells"],
-            "tiles": len(planned),
-        },
-    )
-    journal.discard()
-    log.info(
-        "%s: %d cells from %d tiles in %.1f s (%.2f tiles/s, backend waited for input %.0f%%)",
-        path,
-        summary["cells"],
-        stats.tiles,
-        stats.wall_s,
-        stats.tiles_per_s,
-        100 * stats.backend_wait_fraction,
-    )
-    return JobResult(path, out_dir, summary["cells"], stats.tiles, resumed, len(planned), stats, summary)
+    return summary, len(planned), stats, resumed
 
 
 def _jsonable(obj: Any) -> Any:

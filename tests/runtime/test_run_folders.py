@@ -1,0 +1,85 @@
+"""A run owns its output folder (issue 16, items 3 and 12): a new run replaces the whole set or leaves the
+previous one complete; what a killed run leaves behind is cleaned by the next run of that folder; `--resume`
+commits by time as well as by tile count.
+
+Real CLI runs (in process, and in a subprocess SIGKILLed by the journal's fault injection) on PNG fields of
+synthetic H&E, with the colour-threshold deployment graph of test_e2e on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_batch import field
+from test_e2e import COMMON, cli_subprocess, colour_graph
+
+from cellvit_trt.cli import main
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return colour_graph(tmp_path_factory.mktemp("model") / "colour.onnx")
+
+
+def args(model, image, out, *outputs, extra=()):
+    return [
+        "run",
+        str(image),
+        "-m",
+        str(model),
+        "-o",
+        str(out),
+        "--mpp",
+        "0.25",
+        *COMMON,
+        *extra,
+        "--outputs",
+        *outputs,
+    ]
+
+
+def visible(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+
+def done(folder: Path) -> dict:
+    return json.loads((folder / ".done.json").read_text())
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(
+        p.name for p in out.iterdir() if ".staging-" in p.name or ".old-" in p.name or p.suffix == ".tmp"
+    )
+
+
+def test_a_new_run_replaces_the_whole_set(model, tmp_path):
+    image = field(tmp_path / "scan.png", seed=3)
+    out = tmp_path / "out"
+    assert main(args(model, image, out, "cells", "table", "overlay", "tissue", "summary")) == 0
+    first = visible(out / "scan")
+    assert {"cells.csv", "overlay.png", "tissue_tiles.csv", "cells.json"} <= set(first)
+    assert main(args(model, image, out, "geojson", "summary")) == 0
+    assert set(visible(out / "scan")) == {"cells.geojson", "summary.json"}  # no stale csv/overlay/json beside
+    assert done(out / "scan")["outputs"] == ["geojson", "summary"] and leftovers(out) == []
+
+
+def test_a_killed_run_leaves_the_previous_set_complete_and_the_next_run_cleans_up(model, tmp_path):
+    image = field(tmp_path / "scan.png", seed=4)  # 2 x 3 tiles of 256
+    out = tmp_path / "out"
+    assert main(args(model, image, out, "cells", "table", "summary")) == 0
+    first, first_done = visible(out / "scan"), done(out / "scan")
+    killed = cli_subprocess(
+        args(model, image, out, "geojson", "summary", extra=["--checkpoint-tiles", "1"]),
+        {"CELLVIT_TRT_FAULT_KILL_AFTER_TILES": "2"},
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert visible(out / "scan") == first and done(out / "scan") == first_done  # never a mixed set
+    assert leftovers(out), "the kill left its staging folder (the next run removes it)"
+    resumed = cli_subprocess(args(model, image, out, "geojson", "summary", extra=["--resume"]))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert set(visible(out / "scan")) == {"cells.geojson", "summary.json"} and leftovers(out) == []
+    summary = json.loads((out / "scan" / "summary.json").read_text())
+    assert summary["tiles_resumed"] == 2 and summary["cells"] == first_done["cells"]
+    assert not (out / "scan" / ".resume").exists()
