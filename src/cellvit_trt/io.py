@@ -1,10 +1,12 @@
 """Atomic file writes: nothing already written is lost or left half-written; and an advisory file lock.
 
 Write to a temporary file in the destination folder, fsync, then `os.replace` (atomic on POSIX and Windows).
-Temporary files are named `.<name>.<random>.tmp`.
+Temporary files are named `.<name>.<8 random characters>.tmp` (TEMP_PATTERN): a process killed with SIGKILL
+cannot remove its own, so the next run of the same output removes them (`remove_orphans`).
 
     with file_lock(path):                   # exclusive lock on `path.lock`; blocking=False raises when busy
     replace_dir(new, dest)                  # a staged folder replaces `dest` whole (atomic swap on Linux)
+    remove_orphans(folder, names=None, min_age_s=0)   # temp files of killed writers, by their name pattern
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from cellvit_trt.errors import InputError
+
+TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp's 8 characters
 
 
 def _umask() -> int:
@@ -60,6 +65,31 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         raise ValueError(f"atomic_open: mode must write, got {mode!r}")
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
+
+
+def remove_orphans(folder: str | Path, names: set[str] | None = None, min_age_s: float = 0.0) -> list[Path]:
+    """Remove the temporary files `atomic_path` left in `folder` (not recursive) when its process was killed.
+
+    Only names of this package's pattern (`.<name>.<8 characters>.tmp`), only for destinations in `names` when
+    given, only files older than `min_age_s` (a concurrent writer's file is younger). Call it where no other
+    process writes (under the folder's lock) or with an age margin. Returns what was removed."""
+    import time
+
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for p in entries:
+        m = TEMP_PATTERN.match(p.name)
+        if m is None or (names is not None and m.group("name") not in names) or not p.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime >= min_age_s:
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:

@@ -9,6 +9,7 @@ synthetic H&E, with the colour-threshold deployment graph of test_e2e on ONNX Ru
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,30 @@ def test_a_killed_run_leaves_the_previous_set_complete_and_the_next_run_cleans_u
     summary = json.loads((out / "scan" / "summary.json").read_text())
     assert summary["tiles_resumed"] == 2 and summary["cells"] == first_done["cells"]
     assert not (out / "scan" / ".resume").exists()
+
+
+def test_resume_helps_a_slide_under_32_tiles_and_orphaned_temp_files_are_removed(model, tmp_path):
+    image = field(tmp_path / "small.png", seed=5)  # 6 tiles, fewer than the default --checkpoint-tiles 32
+    out = tmp_path / "out"
+    base = args(model, image, out, "cells", "summary", extra=["--checkpoint-seconds", "0"])
+    killed = cli_subprocess(base, {"CELLVIT_TRT_FAULT_KILL_AFTER_TILES": "2"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    # what kill -9 in the middle of atomic writes leaves: hidden files named as this package names its temps
+    orphans = [
+        out / "small" / ".resume" / ".chunk-000002.npz.k2j4h5g6.tmp",
+        out / "small" / ".cells.json.a1b2c3d4.tmp",
+        out / ".run.json.zz9_x8y7.tmp",
+    ]
+    for p in orphans:
+        p.write_bytes(b"partial")
+    old = os.stat(orphans[-1]).st_mtime - 3600
+    os.utime(orphans[-1], (old, old))  # run.json's temp: removed only when old (another run may be writing)
+    keep = [out / ".run.json.recent12.tmp", out / "small.notes.tmp"]
+    for p in keep:
+        p.write_bytes(b"not an orphan: too recent, or not the package's name pattern")
+    resumed = cli_subprocess([*base, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((out / "small" / "summary.json").read_text())
+    assert summary["tiles_resumed"] == 2 and summary["tiles_processed"] == summary["tiles_planned"] - 2
+    assert [p for p in orphans if p.exists()] == [] and all(p.exists() for p in keep)
+    assert leftovers(out) == [p.name for p in keep if p.suffix == ".tmp"]

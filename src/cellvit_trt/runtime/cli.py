@@ -141,6 +141,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="tiles per resume checkpoint (default 32)",
     )
+    p.add_argument(
+        "--checkpoint-seconds",
+        dest="checkpoint_seconds",
+        type=float,
+        default=None,
+        help="also commit the resume checkpoint after this many seconds (default 30; 0: after every tile)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_argument(p)
 

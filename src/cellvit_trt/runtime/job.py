@@ -228,6 +228,7 @@ def _process(
             settings.resume,
             settings.checkpoint_tiles,
             transform=(float(info.scale), info.offset),
+            chunk_seconds=settings.checkpoint_seconds,
         )
         embeddings = "embeddings" in settings.outputs
         stage.mkdir(parents=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from cellvit_trt import __version__
 from cellvit_trt.errors import InputError
-from cellvit_trt.io import LockBusy, file_lock, write_json
+from cellvit_trt.io import LockBusy, file_lock, remove_orphans, write_json
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,8 @@ def _recover(folder: Path) -> None:
         if leftover.exists():
             shutil.rmtree(leftover, ignore_errors=True)
             log.info("%s: removed %s, left by an interrupted run", folder, leftover.name)
+    for orphan in remove_orphans(folder) + remove_orphans(folder / RESUME_DIR):
+        log.info("%s: removed the temporary file %s, left by an interrupted run", folder, orphan.name)
 
 
 def _lock_path(folder: Path) -> Path:

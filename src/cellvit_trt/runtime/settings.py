@@ -51,6 +51,7 @@ class RunSettings:
     outputs: list[str] = DEFAULT_OUTPUTS  # type: ignore[assignment]
     resume: bool = False
     checkpoint_tiles: int = 32  # tiles per resume-journal commit
+    checkpoint_seconds: float = 30.0  # ... or seconds since the last commit, whichever comes first
 
     def validate(self) -> None:
         # ValueError: config.from_dict turns it into a ConfigError naming the YAML file (or "settings")
@@ -59,6 +60,8 @@ class RunSettings:
                 raise ValueError(f"{name}: got {getattr(self, name)}, expected >= 1")
         if self.workers < 0 or self.threads < 0 or self.readers < 0:
             raise ValueError("workers/threads/readers: expected >= 0 (0 = automatic)")
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds: got {self.checkpoint_seconds}, expected >= 0")
         if self.queue_size is not None and self.queue_size < 1:
             raise ValueError(f"queue_size: got {self.queue_size}, expected >= 1")
         if not 0.0 <= self.tissue_threshold <= 1.0:
