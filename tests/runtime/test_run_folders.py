@@ -111,3 +111,63 @@ def test_resume_helps_a_slide_under_32_tiles_and_orphaned_temp_files_are_removed
     assert summary["tiles_resumed"] == 2 and summary["tiles_processed"] == summary["tiles_planned"] - 2
     assert [p for p in orphans if p.exists()] == [] and all(p.exists() for p in keep)
     assert leftovers(out) == [p.name for p in keep if p.suffix == ".tmp"]
+
+
+def test_a_slide_replaced_with_the_same_size_and_mtime_is_not_skipped_by_resume(model, tmp_path, capsys):
+    from cellvit_trt.synthetic import write_synthetic_slide
+
+    def write(path, seed):
+        write_synthetic_slide(
+            path, 420, 380, seed=seed, tile_size=256, downsamples=(1,), compression="none", write_labels=False
+        )
+        return path.read_bytes()
+
+    first, second = write(tmp_path / "a.svs", 1), write(tmp_path / "b.svs", 2)
+    assert len(first) == len(second) and first != second
+    slide = tmp_path / "slide.svs"
+    slide.write_bytes(first)
+    out = tmp_path / "out"
+    base = ["run", str(slide), "-m", str(model), "-o", str(out), *COMMON, "--no-tissue", "--outputs", "cells"]
+    assert main(base) == 0
+    cells_first = json.loads((out / "slide" / "cells.json").read_text())["cells"]
+    st = slide.stat()
+    slide.write_bytes(second)  # another slide under the same name, same size, same mtime
+    os.utime(slide, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (slide.stat().st_size, slide.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    capsys.readouterr()
+    assert main([*base, "--resume"]) == 0
+    assert "already complete" not in capsys.readouterr().out
+    entry = json.loads((out / "run.json").read_text())["inputs"][0]
+    assert entry["status"] == "ok", entry  # processed, not "already complete"
+    cells_second = json.loads((Path(entry["output"]) / "cells.json").read_text())["cells"]
+    assert cells_second != cells_first
+    # the first slide's results are kept as they were, in the folder it owns
+    assert json.loads((out / "slide" / "cells.json").read_text())["cells"] == cells_first
+
+
+def test_content_digest_sees_a_changed_tile_and_the_header(tmp_path):
+    import numpy as np
+    import tifffile
+
+    from cellvit_trt.runtime.identity import content_digest
+    from cellvit_trt.runtime.job import fingerprint
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "big.tif"  # > 4 MiB: sampled, not hashed whole
+    tifffile.imwrite(path, rng.integers(0, 255, (1536, 1536, 3), np.uint8), tile=(256, 256))
+    with tifffile.TiffFile(path) as tf:
+        offset = int(tf.pages[0].dataoffsets[0])
+    ref = content_digest(path)
+    data = bytearray(path.read_bytes())
+    data[offset + 1000] ^= 0xFF  # one byte of the first tile
+    path.write_bytes(bytes(data))
+    assert content_digest(path) != ref
+    data[offset + 1000] ^= 0xFF
+    data[20] ^= 0xFF  # the header
+    path.write_bytes(bytes(data))
+    changed = content_digest(path)
+    assert changed != ref
+    be = type("B", (), {"kind": "onnxruntime"})()
+    from cellvit_trt.runtime.settings import RunSettings
+
+    assert fingerprint(path, be, RunSettings(), 256)["input_digest"] == changed

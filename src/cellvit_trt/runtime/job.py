@@ -80,8 +80,12 @@ class TissueVote:
         }
 
 
-def fingerprint(path: Path, backend: Any, settings: RunSettings, tile_size: int) -> dict[str, Any]:
-    """What must not change between an interrupted run and its --resume."""
+def fingerprint(
+    path: Path, backend: Any, settings: RunSettings, tile_size: int, digest: str | None = None
+) -> dict[str, Any]:
+    """What must not change between an interrupted run and its --resume (or for --resume to skip a finished
+    input): the input's identity by content (`identity.content_digest`: header, tail, sampled blocks and
+    tiles), not only its size and mtime; the model; the settings that change cells."""
     st = path.stat()
     model = (
         getattr(backend, "engine_path", None)
@@ -93,6 +97,7 @@ def fingerprint(path: Path, backend: Any, settings: RunSettings, tile_size: int)
         "input": str(path.resolve()),
         "input_size": st.st_size,
         "input_mtime_ns": st.st_mtime_ns,
+        "input_digest": digest or content_digest(path),
         "model": str(model),
         "model_size": mst.st_size if mst else None,
         "model_mtime_ns": mst.st_mtime_ns if mst else None,
@@ -130,14 +135,14 @@ def run_input(
     out_dir = Path(out_dir or settings.output / safe_name(path.stem))
     digest = digest or content_digest(path)
     with claim(out_dir, digest, path):
-        return _run_claimed(path, settings, backend, out_dir, progress)
+        return _run_claimed(path, settings, backend, out_dir, progress, digest)
 
 
 def _run_claimed(
-    path: Path, settings: RunSettings, backend: Any, out_dir: Path, progress: bool | None
+    path: Path, settings: RunSettings, backend: Any, out_dir: Path, progress: bool | None, digest: str
 ) -> JobResult:
     t0 = time.perf_counter()
-    fp = fingerprint(path, backend, settings, backend.tile_size)
+    fp = fingerprint(path, backend, settings, backend.tile_size, digest)
     marker = out_dir / DONE_MARKER
     done = _read_done(marker)
     if (
