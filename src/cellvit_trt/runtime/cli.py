@@ -126,6 +126,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="min tissue fraction of a tile (default 0.01)",
     )
     p.add_argument(
+        "--max-pixels",
+        dest="max_pixels",
+        type=int,
+        default=None,
+        help="refuse images decoded whole (PNG, JPEG, BMP, WebP, flat TIFF) above this many pixels "
+        "(default 268435456 = 16384^2)",
+    )
+    p.add_argument(
+        "--max-slide-pixels",
+        dest="max_slide_pixels",
+        type=int,
+        default=None,
+        help="refuse slides read region by region above this many level-0 pixels (default 2^36 = 262144^2)",
+    )
+    p.add_argument(
         "--outputs",
         nargs="+",
         default=None,

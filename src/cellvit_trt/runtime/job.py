@@ -219,11 +219,19 @@ def _process(
         tile_size=backend.tile_size,
         overlap=meta.overlap // 2,
         reader=settings.reader,
+        max_pixels=settings.max_pixels,
+        max_slide_pixels=settings.max_slide_pixels,
     ) as src:
         grid, info = src.grid, src.info
         if settings.tissue:
             plan = detect_tissue(src, TissueSettings(min_tissue_ratio=settings.tissue_threshold))
             planned, tissue_summary = list(plan.tiles), plan.summary()
+            if not planned:
+                src.warnings.append(
+                    f"{path}: no tissue found (0 of {len(grid)} tiles reach the tissue threshold "
+                    f"{settings.tissue_threshold}): nothing was segmented; check the image (blank, "
+                    "grayscale, another stain) or run with --no-tissue"
+                )
         else:
             planned = list(grid.tiles())
             tissue_summary = {"tiles_total": len(grid), "tiles_kept": len(grid), "tiles_skipped": 0}
@@ -315,8 +323,11 @@ def _process(
                 "backend": backend.describe(),
                 "settings": to_dict(settings),
                 "timing": stats.to_dict(),
+                "warnings": list(src.warnings),
                 "elapsed_s": round(time.perf_counter() - t0, 3),
             }
+            for w in src.warnings:
+                log.warning("%s", w)
             writers.close(summary)
         except BaseException:
             writers.abort()

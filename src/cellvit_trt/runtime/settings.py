@@ -47,6 +47,8 @@ class RunSettings:
     target_mpp: float | None = None  # override the model's target mpp
     tissue: bool = True  # process only tiles with tissue (Otsu on a thumbnail)
     tissue_threshold: float = 0.01  # min tissue fraction of a tile (upstream min_intersection_ratio)
+    max_pixels: int = 1 << 28  # images decoded whole (PNG, JPEG, flat TIFF): refused above (sources.pixels)
+    max_slide_pixels: int = 1 << 36  # slides read region by region: level-0 pixels, refused above
     # outputs
     outputs: list[str] = DEFAULT_OUTPUTS  # type: ignore[assignment]
     resume: bool = False
@@ -55,7 +57,7 @@ class RunSettings:
 
     def validate(self) -> None:
         # ValueError: config.from_dict turns it into a ConfigError naming the YAML file (or "settings")
-        for name in ("batch", "in_flight", "checkpoint_tiles"):
+        for name in ("batch", "in_flight", "checkpoint_tiles", "max_pixels", "max_slide_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}, expected >= 1")
         if self.workers < 0 or self.threads < 0 or self.readers < 0:
