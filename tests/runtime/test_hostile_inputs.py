@@ -182,3 +182,57 @@ def test_a_sparse_tiff_declaring_200000_squared_gets_a_bounded_thumbnail(tmp_pat
     assert thumb.shape == (2048, 2048, 3) and factor == pytest.approx(200_000 / 2048)
     assert sum(asked) <= budget and len(asked) <= 4096, (sum(asked), len(asked))
     assert any("sampled from" in w for w in src.warnings), src.warnings
+
+
+# ---- item 8: corrupt compressed tiles ----------------------------------------------------------------------
+def damaged_slide(path: Path, tile_index: int = 1) -> Path:
+    """A synthetic Aperio slide (JPEG tiles of 256²) with the second half of one tile's bytes zeroed (a
+    damaged copy): the headers are intact and the decoder fills what is missing, so only libjpeg's
+    corrupt-data warnings can tell."""
+    from cellvit_trt.synthetic import write_synthetic_slide
+
+    write_synthetic_slide(
+        path, 512, 512, seed=8, tile_size=256, downsamples=(1,), write_labels=False, glass_fraction=0.0
+    )
+    with tifffile.TiffFile(path) as tf:
+        at, n = int(tf.pages[0].dataoffsets[tile_index]), int(tf.pages[0].databytecounts[tile_index])
+    data = bytearray(path.read_bytes())
+    data[at + n // 2 : at + n] = bytes(n - n // 2)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("reader", ["openslide", "tiffslide"])
+def test_corrupt_tile_bytes_are_reported_by_both_readers_and_fail_only_their_tile(tmp_path, reader):
+    path = damaged_slide(tmp_path / "damaged.svs")
+    outcome = {}
+    with open_source(path, reader=reader, tile_size=256, overlap=0) as src:
+        for r, c in src.grid.tiles():
+            try:
+                src.read_tile(r, c)
+                outcome[(r, c)] = "ok"
+            except InputError as exc:
+                outcome[(r, c)] = str(exc)
+    failed = {rc: m for rc, m in outcome.items() if m != "ok"}
+    assert list(failed) == [(0, 1)], outcome  # TIFF tile 1 only; the reader goes on after it
+    assert "damaged.svs" in failed[(0, 1)] and "JPEG" in failed[(0, 1)], failed
+
+
+def test_a_run_counts_tiles_that_decode_with_errors_and_fails_past_the_limit(tmp_path, capsys):
+    model = colour_graph(tmp_path / "colour.onnx")
+    path = damaged_slide(tmp_path / "damaged.svs")
+    out = tmp_path / "out"
+    common = ["--no-tissue", "--reader", "tiffslide"]
+    assert run(model, out, path, extra=[*common, "--max-bad-tiles", "0.5"]) == 0
+    summary = json.loads((out / "damaged" / "summary.json").read_text())
+    n = summary["tiles_decode_errors"]
+    assert 1 <= n <= 4 and summary["tiles_processed"] == summary["tiles_planned"] - n, summary
+    assert all("JPEG" in e["error"] for e in summary["decode_errors"])
+    assert any("could not be decoded and were left out" in w for w in summary["warnings"])
+    entry = json.loads((out / "run.json").read_text())["inputs"][0]
+    assert entry["tiles_decode_errors"] == n and entry["status"] == "ok"
+    assert "could not be decoded" in capsys.readouterr().err
+    assert run(model, tmp_path / "strict", path, extra=common) == 1  # default --max-bad-tiles 0.01
+    error = json.loads((tmp_path / "strict" / "run.json").read_text())["inputs"][0]["error"]
+    assert f"{n} of 9 tiles could not be decoded, more than --max-bad-tiles 0.01" in error
+    assert "tile (row" in error and "JPEG" in error, error

@@ -55,6 +55,7 @@ class Outcome:
     tiles: int | None = None
     tiles_resumed: int | None = None
     seconds: float | None = None
+    tiles_decode_errors: int | None = None
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -103,6 +104,7 @@ def outcome_of(result: Any) -> Outcome:
         else int(result.tiles_planned),
         tiles_resumed=int(result.tiles_resumed),
         seconds=round(float(summary.get("elapsed_s", result.stats.wall_s)), 3),
+        tiles_decode_errors=summary.get("tiles_decode_errors"),
         warnings=list(summary.get("warnings", [])),
     )
 

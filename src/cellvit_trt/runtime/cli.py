@@ -134,6 +134,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default 268435456 = 16384^2)",
     )
     p.add_argument(
+        "--max-bad-tiles",
+        dest="max_bad_tiles",
+        type=float,
+        default=None,
+        help="fraction of a slide's tiles that may fail to decode (left out and reported); beyond it the "
+        "input fails (default 0.01; 0: any corrupt tile fails the input)",
+    )
+    p.add_argument(
         "--max-slide-pixels",
         dest="max_slide_pixels",
         type=int,

@@ -27,6 +27,7 @@ import numpy as np
 
 from cellvit_trt import __version__
 from cellvit_trt.config import to_dict
+from cellvit_trt.errors import InputError
 from cellvit_trt.io import replace_dir, write_json
 from cellvit_trt.runtime.identity import content_digest
 from cellvit_trt.runtime.journal import Journal
@@ -35,6 +36,7 @@ from cellvit_trt.runtime.pipeline import Pipeline
 from cellvit_trt.runtime.progress import Progress
 from cellvit_trt.runtime.settings import RunSettings
 from cellvit_trt.runtime.stats import Stats
+from cellvit_trt.runtime.tiling import PAD_VALUE
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +263,14 @@ def _process(
                 log.warning("%s: resuming: %d of %d tiles were already done", path, resumed, len(planned))
             pp = PostProcessor(PostProcessParams.for_magnification(meta.magnification))
 
+            bad: dict[tuple[int, int], str] = {}  # tiles that failed to decode: left out, counted, reported
+
             def read(rc: tuple[int, int]) -> np.ndarray:
-                return src.read_tile(*rc).image
+                try:
+                    return src.read_tile(*rc).image
+                except InputError as exc:
+                    bad[rc] = f"tile (row {rc[0]}, col {rc[1]}): {exc}"
+                    return np.full((grid.tile_size, grid.tile_size, 3), PAD_VALUE, np.uint8)
 
             def process(rc: tuple[int, int], maps: dict[str, np.ndarray]) -> tuple[CellBatch, np.ndarray]:
                 tile = pp.process_tile(maps["fg"], maps["hv"], maps["type_map"])
@@ -273,6 +281,9 @@ def _process(
 
             def sink(rc: tuple[int, int], res: tuple[CellBatch, np.ndarray]) -> None:
                 cells, logits = res
+                if rc in bad:  # not journaled: a --resume tries it again
+                    merge.skip(*rc)
+                    return
                 journal.append(rc[0], rc[1], cells, {"tissue_logits": logits})
                 merge.add(rc[0], rc[1], cells)
                 vote.add(logits)
@@ -300,6 +311,7 @@ def _process(
                 bar.close()
             journal.commit()
             merge.finish()
+            _decode_errors(path, bad, len(planned), settings.max_bad_tiles, src.warnings)
             summary = {
                 "input": str(path),
                 "output": str(out_dir),
@@ -314,7 +326,9 @@ def _process(
                 "tissue_detection": tissue_summary,
                 "tiles_planned": len(planned),
                 "tiles_resumed": resumed,
-                "tiles_processed": stats.tiles,
+                "tiles_processed": stats.tiles - len(bad),
+                "tiles_decode_errors": len(bad),
+                "decode_errors": [{"tile": list(rc), "error": m} for rc, m in sorted(bad.items())[:50]],
                 "cells": merge.emitted,
                 "cells_dropped_in_merge": merge.dropped,
                 "merge_max_pending": merge.max_pending,
@@ -333,6 +347,25 @@ def _process(
             writers.abort()
             raise
     return summary, len(planned), stats, resumed
+
+
+def _decode_errors(
+    path: Path, bad: dict[tuple[int, int], str], planned: int, max_fraction: float, warnings: list[str]
+) -> None:
+    """Tiles whose data could not be decoded (reader errors, libjpeg's corrupt-data reports) were left out of
+    the merge. Up to `max_fraction` of the planned tiles that is a warning; beyond, the input fails."""
+    if not bad:
+        return
+    first = bad[min(bad)]
+    if len(bad) > max_fraction * planned:
+        raise InputError(
+            f"{path}: {len(bad)} of {planned} tiles could not be decoded, more than --max-bad-tiles "
+            f"{max_fraction} allows; first: {first}"
+        )
+    warnings.append(
+        f"{path}: {len(bad)} of {planned} tiles could not be decoded and were left out (their cells are "
+        f"missing; see decode_errors in summary.json); first: {first}"
+    )
 
 
 def _jsonable(obj: Any) -> Any:

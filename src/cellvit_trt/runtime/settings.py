@@ -48,6 +48,9 @@ class RunSettings:
     tissue: bool = True  # process only tiles with tissue (Otsu on a thumbnail)
     tissue_threshold: float = 0.01  # min tissue fraction of a tile (upstream min_intersection_ratio)
     max_pixels: int = 1 << 28  # images decoded whole (PNG, JPEG, flat TIFF): refused above (sources.pixels)
+    max_bad_tiles: float = (
+        0.01  # fraction of tiles that may fail to decode (left out, reported); beyond: fail
+    )
     max_slide_pixels: int = 1 << 36  # slides read region by region: level-0 pixels, refused above
     # outputs
     outputs: list[str] = DEFAULT_OUTPUTS  # type: ignore[assignment]
@@ -62,6 +65,8 @@ class RunSettings:
                 raise ValueError(f"{name}: got {getattr(self, name)}, expected >= 1")
         if self.workers < 0 or self.threads < 0 or self.readers < 0:
             raise ValueError("workers/threads/readers: expected >= 0 (0 = automatic)")
+        if not 0.0 <= self.max_bad_tiles <= 1.0:
+            raise ValueError(f"max_bad_tiles: got {self.max_bad_tiles}, expected a fraction 0..1")
         if not self.checkpoint_seconds >= 0:
             raise ValueError(f"checkpoint_seconds: got {self.checkpoint_seconds}, expected >= 0")
         if self.queue_size is not None and self.queue_size < 1:

@@ -27,6 +27,7 @@ from cellvit_trt.errors import InputError, require
 from cellvit_trt.runtime.sources.base import Source, SourceInfo
 from cellvit_trt.runtime.sources.pixels import DEFAULT_MAX_SLIDE_PIXELS, to_rgb8
 from cellvit_trt.runtime.sources.resolution import choose_level
+from cellvit_trt.runtime.sources.tile_check import JpegTileCheck
 from cellvit_trt.runtime.tiling import TILE_OVERLAP, TILE_SIZE
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,9 @@ class SlideSource(Source):
         self._bounds = (bx, by)
         # OpenSlide handles are thread-safe; tiffslide's are not documented to be: serialise its reads
         self._lock = threading.Lock() if used == "tiffslide" else None
+        self._path, self._reopen_lock = path, threading.Lock()
+        # tiffslide's JPEG decoder drops libjpeg's warnings: check its tiles with libjpeg's own reporting
+        self._check = JpegTileCheck.open(path) if used == "tiffslide" else None
         d = choice.level_downsample
         lw, lh = self._slide.level_dimensions[choice.level]
         # region of the level that holds the bounds, in level px
@@ -204,12 +208,29 @@ class SlideSource(Source):
         """Level px window (relative to the bounds) -> uint8 RGB."""
         d = self._choice.level_downsample
         loc = (int(round(self._bounds[0] + lx * d)), int(round(self._bounds[1] + ly * d)))
+        level = self._choice.level
         if self._lock is None:
-            region = self._slide.read_region(loc, self._choice.level, (w, h))
+            slide = self._slide
+            try:
+                region = slide.read_region(loc, level, (w, h))
+            except Exception:
+                self._reopen(slide)  # OpenSlide stays in its error state after a failed read: start afresh
+                raise
         else:
             with self._lock:
-                region = self._slide.read_region(loc, self._choice.level, (w, h))
+                region = self._slide.read_region(loc, level, (w, h))
+                if self._check is not None:
+                    self._check.window(level, int(loc[0] / d), int(loc[1] / d), w, h)
         return self._rgb(np.asarray(region))
+
+    def _reopen(self, failed) -> None:
+        """A fresh OpenSlide handle after an error, so that one corrupt tile fails only its own reads."""
+        import openslide
+
+        with self._reopen_lock:
+            if self._slide is failed:
+                self._slide = openslide.OpenSlide(str(self._path))
+                failed.close()
 
     def _rgb(self, region: np.ndarray) -> np.ndarray:
         """RGBA (transparent = outside the scanned area) over white; gray or 16-bit levels converted (noted
@@ -309,3 +330,6 @@ class SlideSource(Source):
         slide, self._slide = getattr(self, "_slide", None), None
         if slide is not None:
             slide.close()
+        check, self._check = getattr(self, "_check", None), None
+        if check is not None:
+            check.close()
