@@ -31,7 +31,7 @@ from cellvit_trt.errors import InputError
 from cellvit_trt.io import replace_dir, write_json
 from cellvit_trt.runtime.identity import content_digest
 from cellvit_trt.runtime.journal import Journal
-from cellvit_trt.runtime.outdir import DONE_MARKER, OWNER_FILE, RESUME_DIR, claim, safe_name, staging_dir
+from cellvit_trt.runtime.outdir import DONE_MARKER, RESUME_DIR, claim, safe_name, staging_dir, write_owner
 from cellvit_trt.runtime.pipeline import Pipeline
 from cellvit_trt.runtime.progress import Progress
 from cellvit_trt.runtime.settings import RunSettings
@@ -129,14 +129,16 @@ def run_input(
     out_dir: Path | None = None,
     progress: bool | None = None,
     digest: str | None = None,
+    replace_other: bool = False,
 ) -> JobResult:
     """One input into `out_dir` (default `<settings.output>/<safe stem>`), which this run claims
     (`outdir.claim`: refused when it belongs to another input). `digest`: the input's content digest when
-    the caller has it (planning), else computed here."""
+    the caller has it (planning), else computed here. `replace_other`: see `outdir.claim` (for callers that
+    own `out_dir` whatever wrote it before, e.g. the demo)."""
     path = Path(path)
     out_dir = Path(out_dir or settings.output / safe_name(path.stem))
     digest = digest or content_digest(path)
-    with claim(out_dir, digest, path):
+    with claim(out_dir, digest, path, replace_other):
         return _run_claimed(path, settings, backend, out_dir, progress, digest)
 
 
@@ -177,7 +179,7 @@ def _run_claimed(
                 "tiles": planned,
             },
         )
-        shutil.copy2(out_dir / OWNER_FILE, stage / OWNER_FILE)
+        write_owner(stage, digest, path)
         replace_dir(stage, out_dir)  # the journal in out_dir/.resume goes with the replaced set
     finally:
         shutil.rmtree(stage, ignore_errors=True)

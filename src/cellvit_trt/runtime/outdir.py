@@ -183,16 +183,33 @@ def _lock_path(folder: Path) -> Path:
     return folder.parent / f".{folder.name}"
 
 
+def write_owner(folder: Path, digest: str, input_path: Path) -> None:
+    """The owner record: which input (path and content digest) this folder's results belong to."""
+    write_json(
+        folder / OWNER_FILE,
+        {
+            "input": str(Path(input_path).resolve()),
+            "digest": digest,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "package_version": __version__,
+        },
+    )
+
+
 @contextlib.contextmanager
-def claim(folder: Path, digest: str, input_path: Path) -> Iterator[None]:
+def claim(folder: Path, digest: str, input_path: Path, replace_other: bool = False) -> Iterator[None]:
     """Hold `folder` for one input's run: lock it against concurrent runs, refuse it when it belongs to
-    another input, record the owner. A folder this claim created and left without results is removed."""
+    another input, record the owner. A folder this claim created and left without results is removed.
+
+    replace_other=True: the caller owns the folder whatever input wrote it before (the demo and the bench
+    rewrite their own folders); the old owner record stays until the new set replaces the old one. A folder
+    holding files the package does not write is refused even then."""
     folder = Path(folder)
     try:
         with file_lock(_lock_path(folder), blocking=False):
             _recover(folder)
             state = folder_state(folder, digest)
-            if state not in ("free", "ours"):
+            if state not in ("free", "ours") and not (replace_other and state in ("other", "unowned")):
                 raise InputError(
                     f"{input_path}: output folder refused: {describe_owner(folder)}; nothing was overwritten "
                     "(run the batch again to get a new folder name, or choose another -o)"
@@ -200,15 +217,7 @@ def claim(folder: Path, digest: str, input_path: Path) -> Iterator[None]:
             created = not folder.exists()
             if read_owner(folder) is None:
                 folder.mkdir(parents=True, exist_ok=True)
-                write_json(
-                    folder / OWNER_FILE,
-                    {
-                        "input": str(Path(input_path).resolve()),
-                        "digest": digest,
-                        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                        "package_version": __version__,
-                    },
-                )
+                write_owner(folder, digest, input_path)
             try:
                 yield
             except BaseException:
