@@ -42,7 +42,7 @@ def test_billion_laughs_is_refused_in_bounded_memory(tmp_path):
 
 def test_messages_quote_values_shortly_and_files_are_bounded(tmp_path):
     cfg = tmp_path / "big.yaml"
-    cfg.write_text("run:\n  batch: [" + ", ".join(str(i) for i in range(100_000)) + "]\n")
+    cfg.write_text("run:\n  batch: [" + ", ".join(str(i) for i in range(5_000)) + "]\n")
     with pytest.raises(ConfigError) as err:
         resolve(RunSettings, {}, section="run", config=cfg)
     assert "batch: expected int, got [0, 1, 2" in str(err.value) and len(str(err.value)) < 500
