@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cellvit_trt.argtypes import nonnegative_int, positive_int
 from cellvit_trt.io import atomic_open, write_json
 
 TILE_OVERLAP = 64  # upstream: 32 px per side
@@ -28,16 +29,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", type=Path, default=Path("demo_out"), help="output folder (default demo_out)"
     )
-    p.add_argument("--tiles", type=int, default=3, help="synthetic slide size in tiles per side (default 3)")
-    p.add_argument("--tile-size", dest="tile_size", type=int, default=1024, help="tile size (default 1024)")
+    p.add_argument(
+        "--tiles", type=positive_int, default=3, help="synthetic slide size in tiles per side (default 3)"
+    )
+    p.add_argument(
+        "--tile-size", dest="tile_size", type=positive_int, default=1024, help="tile size (default 1024)"
+    )
     p.add_argument(
         "--backend",
         default="auto",
         choices=["auto", "tensorrt", "onnxruntime"],
         help="auto: TensorRT with a GPU and TensorRT, else ONNX Runtime",
     )
-    p.add_argument("--batch", type=int, default=2, help="tiles per batch (default 2)")
-    p.add_argument("--seed", type=int, default=7, help="seed of the synthetic slide (default 7)")
+    p.add_argument("--batch", type=positive_int, default=2, help="tiles per batch (default 2)")
+    p.add_argument("--seed", type=nonnegative_int, default=7, help="seed of the synthetic slide (default 7)")
 
 
 class _Steps:

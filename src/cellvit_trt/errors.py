@@ -11,6 +11,10 @@ class InputError(CellViTTRTError, ValueError):
     """Bad user input: a file, a field or a value that is not what was expected."""
 
 
+class UsageError(InputError):
+    """The command line itself is incomplete or contradictory (exit 2, like argparse's own errors)."""
+
+
 class CheckpointError(InputError):
     """A file that is not a loadable CellViT checkpoint."""
 

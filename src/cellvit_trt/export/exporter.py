@@ -64,11 +64,12 @@ def check_output_path(out: Path) -> None:
 
 def load_model(checkpoint: Path):
     """(model in eval mode, ModelInfo) from a CellViT checkpoint, with the errors named."""
+    from cellvit_trt.models.fileformat import check_checkpoint_file
+
+    check_checkpoint_file(checkpoint)  # milliseconds, before the seconds of importing torch
     require("torch", "export", "export")
     from cellvit_trt.models import load_checkpoint
 
-    if not checkpoint.is_file():
-        raise CheckpointError(f"checkpoint {checkpoint}: file not found")
     try:
         model, info = load_checkpoint(checkpoint)
     except CellViTTRTError:

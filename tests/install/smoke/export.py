@@ -1,0 +1,20 @@
+"""`export` alone: inspect and export the shipped demo checkpoint (parity gate included)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from _smoke import cli, data, must, say
+
+checkpoint = data("SMOKE_CHECKPOINT")
+if checkpoint is None:
+    raise SystemExit("the demo checkpoint was not found")
+cli("info", checkpoint, says=("checkpoint", "parameters"))
+cli("export", checkpoint, "--precision", "fp32", "--tile-size", "256", "--gate-tiles", "1", "-o", "m.onnx",
+    "--json", says=("PASSED",))
+must(Path("m.onnx").stat().st_size > 100_000, "m.onnx written")
+cli("info", "m.onnx", "--json")
+meta = json.loads(cli("info", "m.onnx", "--json"))["metadata"]
+must(meta.get("tile_size") == 256, "the graph's metadata says tile 256")
+say("export install: all checks passed")
