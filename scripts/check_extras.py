@@ -53,7 +53,9 @@ SHARED_REAL = ROOT.parent / "shared" / "data" / "real"
 JOB_TIMEOUT_S = 900  # a loaded 2-core machine; a job normally takes 20-70 s
 
 
-def run(cmd: list[str], log, cwd: Path | None = None, env: dict | None = None, timeout: float = JOB_TIMEOUT_S):
+def run(
+    cmd: list[str], log, cwd: Path | None = None, env: dict | None = None, timeout: float = JOB_TIMEOUT_S
+):
     log.write(f"$ {' '.join(map(str, cmd))}\n")
     log.flush()
     return subprocess.run(
@@ -69,8 +71,21 @@ def pip(python: Path | str, *args: str) -> list[str]:
 def build_wheel(work: Path) -> Path:
     dist = work / "dist"
     with open(work / "wheel.log", "w") as log:
-        rc = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                  "-w", dist, ROOT], log)
+        rc = run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-q",
+                "-w",
+                dist,
+                ROOT,
+            ],
+            log,
+        )
     wheels = sorted(dist.glob("cellvit_trt-*.whl"))
     if rc or not wheels:
         raise SystemExit(f"check_extras: building the wheel failed (see {work / 'wheel.log'})")
@@ -86,10 +101,38 @@ def make_inputs(work: Path) -> dict[str, str]:
     with open(work / "inputs.log", "w") as log:
         from cellvit_trt.data import demo_checkpoint_path
 
-        rc = run([*cli, "export", demo_checkpoint_path(), "--precision", "fp32", "--tile-size", "256",
-                  "--no-gate", "-o", graph], log)
-        rc |= run([*cli, "synth", "slide", "--out", slide, "--width", "1200", "--height", "900",
-                   "--tile-size", "256", "--no-labels"], log)
+        rc = run(
+            [
+                *cli,
+                "export",
+                demo_checkpoint_path(),
+                "--precision",
+                "fp32",
+                "--tile-size",
+                "256",
+                "--no-gate",
+                "-o",
+                graph,
+            ],
+            log,
+        )
+        rc |= run(
+            [
+                *cli,
+                "synth",
+                "slide",
+                "--out",
+                slide,
+                "--width",
+                "1200",
+                "--height",
+                "900",
+                "--tile-size",
+                "256",
+                "--no-labels",
+            ],
+            log,
+        )
     if rc:
         raise SystemExit(f"check_extras: preparing the inputs failed (see {work / 'inputs.log'})")
     real_tiles = sorted((SHARED_REAL / "nucls15" / "images").glob("*.png"))
@@ -159,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                 "total_s": round(time.perf_counter() - t, 1),
                 "log": str(work / f"{job}.log"),
             }
-            print(f"[extras] {job} ({JOBS[job] or 'core only'}): {'ok' if ok else 'FAILED'} "
-                  f"in {results[job]['total_s']} s (install {results[job]['install_s']} s)", flush=True)
+            print(
+                f"[extras] {job} ({JOBS[job] or 'core only'}): {'ok' if ok else 'FAILED'} "
+                f"in {results[job]['total_s']} s (install {results[job]['install_s']} s)",
+                flush=True,
+            )
 
         list(pool.map(one, jobs))
     summary = {"wheel": wheel.name, "wall_s": round(time.perf_counter() - t0, 1), "jobs": results}
@@ -169,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     for j in failed:
         print(f"[extras] --- {j}: last lines of {results[j]['log']}")
         print("".join(open(results[j]["log"]).readlines()[-25:]))
-    print(f"[extras] wheel {wheel.name}: {len(jobs) - len(failed)} passed, {len(failed)} failed "
-          f"in {summary['wall_s']} s; results in {work / 'results.json'}")
+    print(
+        f"[extras] wheel {wheel.name}: {len(jobs) - len(failed)} passed, {len(failed)} failed "
+        f"in {summary['wall_s']} s; results in {work / 'results.json'}"
+    )
     return 1 if failed else 0
 
 

@@ -11,8 +11,20 @@ checkpoint = data("SMOKE_CHECKPOINT")
 if checkpoint is None:
     raise SystemExit("the demo checkpoint was not found")
 cli("info", checkpoint, says=("checkpoint", "parameters"))
-cli("export", checkpoint, "--precision", "fp32", "--tile-size", "256", "--gate-tiles", "1", "-o", "m.onnx",
-    "--json", says=("PASSED",))
+cli(
+    "export",
+    checkpoint,
+    "--precision",
+    "fp32",
+    "--tile-size",
+    "256",
+    "--gate-tiles",
+    "1",
+    "-o",
+    "m.onnx",
+    "--json",
+    says=("PASSED",),
+)
 must(Path("m.onnx").stat().st_size > 100_000, "m.onnx written")
 cli("info", "m.onnx", "--json")
 meta = json.loads(cli("info", "m.onnx", "--json"))["metadata"]

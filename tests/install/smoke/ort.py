@@ -12,8 +12,21 @@ if graph is None:
     raise SystemExit("the demo graph was not prepared")
 cli("info", graph, says=("onnx", "nuclei_names"))
 if tile:
-    out = cli("run", tile, "-m", graph, "--mpp", "0.25", "-o", "out", "-q", "--outputs", "geojson", "table",
-              "summary")
+    out = cli(
+        "run",
+        tile,
+        "-m",
+        graph,
+        "--mpp",
+        "0.25",
+        "-o",
+        "out",
+        "-q",
+        "--outputs",
+        "geojson",
+        "table",
+        "summary",
+    )
     found = next(Path("out").rglob("cells.geojson"))
     features = json.loads(found.read_text())["features"]
     must(len(features) > 0, f"{len(features)} cells in {found}")

@@ -9,8 +9,21 @@ from _smoke import cli, data, must, say
 graph, tile = data("SMOKE_GRAPH"), data("SMOKE_REAL_TILE")
 if graph is None:
     raise SystemExit("the demo graph was not prepared")
-cli("bench", graph, "--warmup", "0.2", "--iterations", "3", "--no-e2e", "--post-threads", "1",
-    "--json", "b.json", "--chart", "b.png")
+cli(
+    "bench",
+    graph,
+    "--warmup",
+    "0.2",
+    "--iterations",
+    "3",
+    "--no-e2e",
+    "--post-threads",
+    "1",
+    "--json",
+    "b.json",
+    "--chart",
+    "b.png",
+)
 must(Path("b.png").stat().st_size > 1000, "bench chart written (matplotlib)")
 if tile:
     cli("run", tile, "-m", graph, "--mpp", "0.25", "-o", "out", "-q", "--outputs", "table")

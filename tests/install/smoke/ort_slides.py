@@ -1,4 +1,4 @@
-"""`ort,slides` (the README's install line): run the demo graph on a real slide and a synthetic pyramidal TIFF."""
+"""`ort,slides` (the README's install line): the demo graph on a real slide and a synthetic pyramidal TIFF."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ for name, extra in (("SMOKE_REAL_SLIDE", ("--target-mpp", "1.0")), ("SMOKE_SYNTH
     out = Path(f"out-{slide.stem}")
     cli("run", slide, "-m", graph, "-o", out, "-q", *extra, "--outputs", "geojson", "cells", "summary")
     summary = json.loads(next(out.rglob("summary.json")).read_text())
-    must(summary.get("cells", 0) > 0 or json.loads(next(out.rglob("cells.geojson")).read_text())["features"],
-         f"{slide.name}: cells found")
+    must(
+        summary.get("cells", 0) > 0 or json.loads(next(out.rglob("cells.geojson")).read_text())["features"],
+        f"{slide.name}: cells found",
+    )
 say("ort,slides install: all checks passed")
