@@ -66,7 +66,7 @@ def test_noisy_masks_give_invalid_raw_rings_and_every_repaired_one_is_valid(nois
                 ca, cb = np.argwhere(a).mean(0), np.argwhere(b).mean(0)
                 assert np.hypot(*(ca - cb)) < 1.0
                 repaired += 1
-    assert raw_invalid >= 5, f"only {raw_invalid} invalid raw rings: the noisy masks no longer test the repair"
+    assert raw_invalid >= 5, f"only {raw_invalid} invalid raw rings: the masks no longer test the repair"
     assert repaired == raw_invalid
 
 

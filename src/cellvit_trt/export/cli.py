@@ -15,7 +15,13 @@ from cellvit_trt.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", nargs="?", type=Path, default=None, help="CellViT checkpoint (.pth)")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="CellViT checkpoint (.pth), or 'demo' (the shipped tiny model trained on synthetic H&E)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -143,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
     s = resolve(ExportSettings, args, section="export")
     if s.checkpoint is None:
         raise UsageError("give a checkpoint (positional argument or `export.checkpoint` in --config)")
+    if str(s.checkpoint) == "demo":  # the shipped tiny demo model, as `run -m demo` takes it
+        from cellvit_trt.data import demo_checkpoint_path
+
+        s = replace(s, checkpoint=Path(demo_checkpoint_path()), output=s.output or Path("demo.onnx"))
     if s.output is None:
         s = replace(s, output=default_output(Path(s.checkpoint), s.precision, s.tile_size))
     from cellvit_trt.export.exporter import export

@@ -26,7 +26,7 @@ if graph:
         cli("run", tile, "-m", graph, "-o", "out", code=1, one_line=True, says=("cellvit-trt[ort]",))
 if checkpoint:
     cli("info", checkpoint, code=1, one_line=True, says=("pip install 'cellvit-trt[export]'",))
-cli("export", "x.pth", "-o", "x.onnx", code=1, one_line=True, says=("cellvit-trt[export]",))
+    cli("export", checkpoint, "-o", "x.onnx", code=1, one_line=True, says=("cellvit-trt[export]",))
 
 # Post-processing and GeoJSON from Python, as the README shows
 import shapely  # noqa: E402

@@ -26,7 +26,6 @@ cli(
     says=("PASSED",),
 )
 must(Path("m.onnx").stat().st_size > 100_000, "m.onnx written")
-cli("info", "m.onnx", "--json")
 meta = json.loads(cli("info", "m.onnx", "--json"))["metadata"]
 must(meta.get("tile_size") == 256, "the graph's metadata says tile 256")
 say("export install: all checks passed")
