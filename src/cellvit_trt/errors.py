@@ -44,5 +44,6 @@ def require(module: str, extra: str, purpose: str):
     except ImportError as exc:  # pragma: no cover - exercised only where the extra is missing
         raise DependencyError(
             f"{purpose} needs the Python package '{module}', which is not installed ({exc}). "
-            f"Install it with: pip install 'cellvit-trt[{extra}]'"
+            f"Install the '{extra}' extra: pip install 'cellvit-trt[{extra}]' "
+            f"(from a checkout: pip install '.[{extra}]')"
         ) from exc

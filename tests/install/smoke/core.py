@@ -35,7 +35,7 @@ from cellvit_trt.kernels import PostProcessor  # noqa: E402
 from cellvit_trt.runtime.writers import write_geojson  # noqa: E402
 from cellvit_trt.synthetic.tile import generate_tile  # noqa: E402
 
-t = generate_tile(256, seed=3).targets()
+t = generate_tile(256, seed=1).targets()
 cells = PostProcessor().process_tile(t.binary, t.hv, t.type_map).cells
 must(len(cells.id) > 20, f"post-processing found {len(cells.id)} cells on a synthetic tile")
 write_geojson("cells.geojson", cells)

@@ -10,7 +10,7 @@ from _smoke import cli, data, must, say
 graph, tile, slide = data("SMOKE_GRAPH"), data("SMOKE_REAL_TILE"), data("SMOKE_SYNTHETIC_SLIDE")
 if graph is None:
     raise SystemExit("the demo graph was not prepared")
-cli("info", graph, says=("onnx", "nuclei_names"))
+cli("info", graph, says=("onnx", "class_names"))
 if tile:
     out = cli(
         "run",
