@@ -114,7 +114,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="gate_tiles",
         type=positive_int,
         default=None,
-        help="synthetic H&E tiles for the gate (default 4)",
+        help="synthetic H&E tiles for the gate (default: sized from the precision's thresholds and "
+        "statistics, see docs/export.md)",
     )
     p.add_argument(
         "--keep-failed",

@@ -55,7 +55,26 @@ def agreement(
     match_iou: float = 0.5,
     magnification: float = 40.0,
 ) -> dict:
-    """Agreement of `candidate` tiles with `reference` tiles (same order, same tile shapes).
+    """Agreement of `candidate` tiles with `reference` tiles; see `agreement_evaluator` and `summarise`."""
+    return summarise(
+        agreement_evaluator(
+            candidate, reference, match_radius, num_classes, class_names, match_iou, magnification
+        )
+    )
+
+
+def agreement_evaluator(
+    candidate: Sequence[Any],
+    reference: Sequence[Any],
+    match_radius: float | None = None,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    match_iou: float = 0.5,
+    magnification: float = 40.0,
+) -> Evaluator:
+    """The Evaluator of `agreement` (per-tile statistics for confidence intervals live in it).
+
+    Agreement of `candidate` tiles with `reference` tiles (same order, same tile shapes).
 
     Returns floats `bpq`, `mpq`, `mpq_plus`, `f1`, `precision`, `recall`, `type_agreement`, `dice` (NaN where
     undefined, e.g. no reference cells at all), the cell counts, and `per_class` PQ/F1 keyed by class name.
@@ -81,8 +100,16 @@ def agreement(
     )
     for c, r in zip(cand, ref, strict=False):
         ev.add(r, c)
+    return ev
+
+
+def summarise(ev: Evaluator) -> dict:
+    """`agreement`'s dict from its Evaluator (the reference's cells as the truth)."""
     res = ev.result()
     d = res["dataset"]
+    n_cand = sum(int(len(p)) for p in ev.detection.paired_pred) + sum(
+        len(u) for u in ev.detection.unpaired_pred
+    )
 
     def f(v: Any) -> float:
         return float("nan") if v is None else float(v)
@@ -97,9 +124,9 @@ def agreement(
         "type_agreement": f(d["type_agreement"]),
         "dice": f(d["dice"]),
         "mean_centroid_distance": f(d["mean_centroid_distance"]),
-        "tiles": len(cand),
-        "n_candidate": int(sum(int((x.types > 0).sum()) for x in cand)),
-        "n_reference": int(sum(len(x) for x in ref)),
+        "tiles": len(ev.images),
+        "n_candidate": int(n_cand),
+        "n_reference": int(d["tp"] + d["fn"]),
         "per_class": {k: {"pq": f(v["pq"]), "f1": f(v["f1"])} for k, v in res["per_class"].items()},
     }
 
