@@ -40,6 +40,6 @@ def check_checkpoint_file(path: str | Path) -> Path:
     if len(head) >= 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS:
         return path
     raise CheckpointError(
-        f"checkpoint {path}: not a PyTorch checkpoint (starts with {head!r}; expected a torch.save zip "
+        f"checkpoint {path}: not a readable PyTorch file (starts with {head!r}; expected a torch.save zip "
         "archive or pickle)"
     )

@@ -18,8 +18,6 @@ cli(
     "fp32",
     "--tile-size",
     "256",
-    "--gate-tiles",
-    "1",
     "-o",
     "m.onnx",
     "--json",
