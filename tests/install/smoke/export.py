@@ -15,7 +15,7 @@ cli(
     "export",
     checkpoint,
     "--precision",
-    "fp32",
+    "fp16",
     "--tile-size",
     "256",
     "-o",
