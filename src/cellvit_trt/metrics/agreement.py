@@ -46,21 +46,9 @@ def as_instances(x: Any, name: str = "tile") -> Instances:
     )
 
 
-def agreement(
-    candidate: Sequence[Any],
-    reference: Sequence[Any],
-    match_radius: float | None = None,
-    num_classes: int | None = None,
-    class_names: Sequence[str] | None = None,
-    match_iou: float = 0.5,
-    magnification: float = 40.0,
-) -> dict:
-    """Agreement of `candidate` tiles with `reference` tiles; see `agreement_evaluator` and `summarise`."""
-    return summarise(
-        agreement_evaluator(
-            candidate, reference, match_radius, num_classes, class_names, match_iou, magnification
-        )
-    )
+def agreement(candidate: Sequence[Any], reference: Sequence[Any], **kwargs: Any) -> dict:
+    """Agreement of `candidate` tiles with `reference` tiles: `summarise(agreement_evaluator(...))`."""
+    return summarise(agreement_evaluator(candidate, reference, **kwargs))
 
 
 def agreement_evaluator(
