@@ -12,7 +12,7 @@ import pytest
 
 from cellvit_trt.export.gate import load_thresholds, run_gate
 from cellvit_trt.export.samples import cells_needed, sized_gate_tiles
-from cellvit_trt.metrics.intervals import design_effect, figure_intervals, wilson
+from cellvit_trt.metrics.intervals import figure_intervals, wilson
 from cellvit_trt.synthetic.tile import generate_tile
 
 
@@ -21,12 +21,6 @@ def test_wilson_interval_matches_the_textbook_values():
     assert lo == pytest.approx(0.8626, abs=1e-3) and hi == pytest.approx(0.9657, abs=1e-3)
     lo, hi = wilson(0, 10)
     assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.2775, abs=1e-3)
-
-
-def test_design_effect_grows_with_disagreement_between_tiles():
-    m = np.array([50, 50, 50, 50])
-    assert design_effect(np.array([45, 45, 45, 45]), m) == pytest.approx(1.0)
-    assert design_effect(np.array([50, 50, 48, 38]), m) > 3
 
 
 def _columns(agree: list[int], tp: int = 50) -> dict[str, np.ndarray]:
@@ -56,6 +50,14 @@ def test_sixteen_even_tiles_at_the_same_mean_pass():
     assert 0.85 < iv.low < 0.93 < iv.high
     metrics = {"cell_type_agreement": 0.93, "bpq": 0.95, "f1": 1.0}
     assert load_thresholds("int8").check(metrics, figure_intervals(cols))[0] == []
+
+
+def test_a_perfect_score_on_few_cells_is_not_certainty():
+    """Tiles that all agree bootstrap to [1, 1]; Wilson on their 80 cells keeps the lower bound honest."""
+    iv = figure_intervals(_columns([40, 40], tp=40))["cell_type_agreement"]
+    assert iv.low < 0.96 and iv.high == 1.0
+    failures, _ = load_thresholds("fp32").check({"cell_type_agreement": 1.0}, {"cell_type_agreement": iv})
+    assert failures and "lower 95% bound" in failures[0]
 
 
 def test_run_gate_reports_intervals_and_fails_an_uneven_int8_candidate():
@@ -91,6 +93,7 @@ def test_run_gate_reports_intervals_and_fails_an_uneven_int8_candidate():
     d = report.to_dict()
     assert d["intervals"]["cell_type_agreement"]["low"] < 0.85 < d["intervals"]["cell_type_agreement"]["high"]
     assert any("below the 16 recommended" in n for n in report.notes)
+    assert "bootstrap over 4 tiles" in d["intervals"]["cell_type_agreement"]["method"]
 
 
 def test_the_default_gate_sample_is_sized_from_the_thresholds():

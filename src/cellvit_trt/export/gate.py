@@ -190,8 +190,8 @@ def sample_notes(
         if iv is None or value is None or math.isnan(value) or limit >= 1.0:
             continue
         if value >= limit > iv.low:
-            need = tiles_to_decide(iv, value, limit, tiles, CONFIDENCE)
-            notes.append(f"{name}: about {need} tiles would decide it, if {value:.4g} holds")
+            need = tiles_to_decide(iv, value, limit, tiles)
+            notes.append(f"{name}: about {need} tiles (this kind) would decide it, if {value:.4g} holds")
     return notes
 
 
