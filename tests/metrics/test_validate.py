@@ -208,7 +208,7 @@ def test_cli_demo_model_writes_json_and_exit_codes(tmp_path):
         "synthetic:1",
         "--seed",
         "77",
-        "--precision",  # one tile's cells cannot show fp32's 0.995 at 95 %; an identical candidate meets int8's
+        "--precision",  # one tile's cells cannot show fp32's 0.995 at 95 %; identical ones meet int8's
         "int8",
         "--json",
         str(both),
