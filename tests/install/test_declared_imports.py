@@ -11,7 +11,8 @@ Rules:
    needs only the core and the module's extras (EXTRAS_OF): `import cellvit_trt.info` never needs torch;
 2. an import inside a function needs only the core and the module's extras;
 3. `require("x", "extra", ...)` names an extra that declares x (its message tells the user to install it);
-   `find_spec("x")` is a probe (x is used when present) and needs only rule 0: x is declared somewhere;
+   `find_spec("x")`, and `import x` under `try: ... except ImportError`, are probes (x is used when present)
+   and need only rule 0: x is declared somewhere;
 4. every extra in pyproject.toml has a job in scripts/check_extras.py or a reason in its NOT_RUN.
 """
 
@@ -99,6 +100,7 @@ class Imports(ast.NodeVisitor):
         self.module, self.is_package = module, is_package
         self.found: list[tuple[str, int, bool, str | None]] = []
         self.depth = 0
+        self.guarded = 0  # inside `try: import x / except ImportError`: an optional import, used if present
 
     def _func(self, node: ast.AST) -> None:
         self.depth += 1
@@ -107,9 +109,25 @@ class Imports(ast.NodeVisitor):
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _func
 
+    def visit_Try(self, node: ast.Try) -> None:
+        names = set()
+        for h in node.handlers:
+            types = h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]
+            names |= {t.id for t in types if isinstance(t, ast.Name)}
+        guarded = bool(names & {"ImportError", "ModuleNotFoundError"})
+        self.guarded += guarded
+        for stmt in node.body:
+            self.visit(stmt)
+        self.guarded -= guarded
+        for part in (*node.handlers, *node.orelse, *node.finalbody):
+            self.visit(part)
+
+    def _kind(self) -> str | None:
+        return "?probe" if self.guarded else None
+
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            self.found.append((alias.name, node.lineno, self.depth > 0, None))
+            self.found.append((alias.name, node.lineno, self.depth > 0, self._kind()))
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level:  # relative: resolve against this module
@@ -119,7 +137,7 @@ class Imports(ast.NodeVisitor):
         else:
             name = node.module or ""
         if name != "__future__":
-            self.found.append((name, node.lineno, self.depth > 0, None))
+            self.found.append((name, node.lineno, self.depth > 0, self._kind()))
             for alias in node.names:  # `from cellvit_trt.x import submodule`
                 self.found.append((f"{name}.{alias.name}", node.lineno, self.depth > 0, "?submodule"))
 
@@ -187,7 +205,7 @@ def module_level_needs(mod: str) -> dict[str, str]:
         seen.add(m)
         for name, line, lazy, kind in MODULES[m][1]:
             top = third_party(name)
-            if top and not lazy and kind != "?submodule":
+            if top and not lazy and kind not in ("?submodule", "?probe"):
                 needs.setdefault(top, f"{m}:{line}")
         todo.extend(internal_deps(m))
     return needs
