@@ -23,8 +23,7 @@ TISSUE_MIN_FRACTION = 0.25
 
 
 def _candidate_files(path: Path) -> list[Path]:
-    from cellvit_trt.runtime.sources import SLIDE_SUFFIXES
-    from cellvit_trt.runtime.sources.image import IMAGE_SUFFIXES
+    from cellvit_trt.runtime.sources import IMAGE_SUFFIXES, SLIDE_SUFFIXES  # moved to sources.detect on main
 
     if not path.exists():
         raise InputError(f"calibration source {path}: no such file or folder")
