@@ -296,3 +296,25 @@ def test_the_rules_catch_an_undeclared_import(monkeypatch):
         test_module_imports_are_in_its_extras("cellvit_trt.kernels.fake2")
     with pytest.raises(AssertionError, match="pyarrow"):
         test_module_imports_are_in_its_extras("cellvit_trt.kernels.fake3")
+
+
+def test_the_packages_own_imports_name_what_exists():
+    """`from cellvit_trt.x import name` inside functions runs only on that code path: a name moved elsewhere
+    (IMAGE_SUFFIXES left sources.image for sources.detect) breaks it silently until a user hits it."""
+    import importlib
+
+    bad = []
+    for mod, (path, _) in MODULES.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module):
+                continue
+            if not node.module.startswith("cellvit_trt"):
+                continue
+            target = importlib.import_module(node.module)
+            for alias in node.names:
+                name = alias.name
+                if hasattr(target, name) or f"{node.module}.{name}" in MODULES:
+                    continue
+                bad.append(f"{mod}:{node.lineno}: from {node.module} import {name}")
+    assert not bad, "imports of names that do not exist:\n" + "\n".join(bad)
