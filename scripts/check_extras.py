@@ -50,7 +50,7 @@ NOT_RUN: dict[str, str] = {
 # extra -> requirement added beside it: the CPU PyTorch that lies on this project's machines
 PINS = {"export": os.environ.get("TORCH_SPEC", "torch==2.13.0")}
 SHARED_REAL = ROOT.parent / "shared" / "data" / "real"
-JOB_TIMEOUT_S = 900  # a loaded 2-core machine; a job normally takes 20-70 s
+JOB_TIMEOUT_S = 1800  # per command, on a loaded 2-core machine; a job normally takes 20-70 s
 
 
 def run(

@@ -19,7 +19,7 @@ _spec = importlib.util.spec_from_file_location("check_extras", ROOT / "scripts" 
 check_extras = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(check_extras)
 
-WAIT_S = 1800  # the job on a loaded 2-core machine; it normally ends before the rest of the suite
+WAIT_S = 3600  # the job on a loaded 2-core machine; it normally ends before the rest of the suite
 
 
 @pytest.fixture(scope="module")

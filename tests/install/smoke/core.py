@@ -23,7 +23,7 @@ graph, checkpoint, tile = data("SMOKE_GRAPH"), data("SMOKE_CHECKPOINT"), data("S
 if graph:
     cli("info", graph, code=1, one_line=True, says=("pip install 'cellvit-trt[ort]'",))
     if tile:
-        cli("run", tile, "-m", graph, "-o", "out", code=1, one_line=True, says=("cellvit-trt[ort]",))
+        cli("run", tile, "-m", graph, "-o", "out", code=1, says=("cellvit-trt[ort]",))
 if checkpoint:
     cli("info", checkpoint, code=1, one_line=True, says=("pip install 'cellvit-trt[export]'",))
     cli("export", checkpoint, "-o", "x.onnx", code=1, one_line=True, says=("cellvit-trt[export]",))

@@ -33,5 +33,5 @@ if tile:
     must(any(Path("out").rglob("cells.csv")), "cells.csv written")
     must("cellvit-trt[parquet]" in out, "the missing Parquet output names its extra")
 if slide:  # a pyramidal TIFF needs a slide reader: one line naming the extra
-    cli("run", slide, "-m", graph, "-o", "out2", code=1, one_line=True, says=("cellvit-trt[slides]",))
+    cli("run", slide, "-m", graph, "-o", "out2", code=1, says=("cellvit-trt[slides]",))
 say("ort install: all checks passed")

@@ -15,5 +15,5 @@ for name in ("SMOKE_REAL_SLIDE", "SMOKE_SYNTHETIC_SLIDE"):
         must(first.image.shape == (256, 256, 3), f"{path.name}: read a 256² tile ({src.info.reader})")
     graph = data("SMOKE_GRAPH")
     if graph:  # no backend in this install: one line naming the extra
-        cli("run", path, "-m", graph, "-o", "out", code=1, one_line=True, says=("cellvit-trt[ort]",))
+        cli("run", path, "-m", graph, "-o", "out", code=1, says=("cellvit-trt[ort]",))
 say("slides install: all checks passed")
