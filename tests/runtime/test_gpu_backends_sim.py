@@ -84,6 +84,56 @@ def test_trt_in_flight_limit_and_collection_order(rig):
         check(be.result(h2), tiles(2, 2))
 
 
+def test_trt_binds_shapes_and_addresses_only_on_change(rig):
+    gpu = rig.open()
+    with gpu.trt_backend(gpu.engine()) as be:
+        for seed in range(6):
+            be.infer(tiles(MAX_BATCH, seed))
+        be.infer(tiles(2, 9))  # slot 0: shape change
+        be.infer(tiles(2, 10))  # slot 1: shape change
+        be.infer(tiles(2, 11))  # slot 0: nothing changes
+        contexts = [b.context for b in be._bindings]
+    assert len(contexts) == 2 and contexts[0] is not contexts[1], "one context per slot"
+    for ctx in contexts:
+        shapes = [c[2][0] for c in ctx.calls if c[0] == "set_input_shape"]
+        assert shapes == [MAX_BATCH, 2], f"shape re-bound only on change: {shapes}"
+        assert [c[0] for c in ctx.calls].count("set_tensor_address") == 5, "addresses bound once per slot"
+        assert [c for c in ctx.calls if c[0] == "set_device_memory"] == [("set_device_memory", 4096)]
+    assert [c[0] for c in contexts[0].calls].count("execute_async_v3") == 5
+
+
+def test_cuda_layer_frees_once_and_names_errors(rig):
+    from cellvit_trt.runtime.cuda import api
+    from cellvit_trt.runtime.cuda.memory import DeviceBuffer, PinnedBuffer
+
+    gpu = rig.open()
+    buf = PinnedBuffer((2, 3, 4), np.float16)
+    assert buf.array.shape == (2, 3, 4) and buf.array.dtype == np.float16
+    buf.array[:] = 1.5
+    buf.close()
+    buf.close()
+    assert buf.array is None and gpu.cuda.calls.count("cudaFreeHost") == 1
+    gpu.cuda.cudaMalloc = lambda n: (gpu.cuda.cudaError_t.cudaErrorMemoryAllocation, 0)
+    with pytest.raises(api.CudaError, match=r"cudaMalloc\(1048576\) failed: cudaErrorMemoryAllocation") as e:
+        DeviceBuffer(1 << 20)
+    assert e.value.name == "cudaErrorMemoryAllocation" and e.value.code == 2
+    assert isinstance(e.value, DeviceError)
+
+
+def test_trt_cuda_graphs_with_two_slots(rig):
+    """Issue 12 item 2: with graphs, TensorRT's input-consumed event would be recorded inside the capture, and
+    the next cross-stream wait on it fails (cudaErrorCapturedEvent)."""
+    gpu = rig.open()
+    batches = [tiles(MAX_BATCH, s) for s in range(6)]
+    with gpu.trt_backend(gpu.engine(), cuda_graphs=True) as be:
+        outs = run_two_in_flight(be, batches)
+        assert be.cuda_graphs
+    for b, out in zip(batches, outs, strict=True):
+        check(out, b)
+    assert gpu.cuda.calls.count("cudaStreamBeginCapture") == 2  # one graph per slot, replayed after
+    assert gpu.cuda.calls.count("cudaGraphLaunch") == 6
+
+
 def test_trt_cuda_graphs_across_shape_changes(rig):
     """Issue 12 items 2 and 3: graphs with two slots, and a 4 -> 2 -> 4 batch sequence on each slot."""
     gpu = rig.open()
