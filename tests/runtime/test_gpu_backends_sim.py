@@ -16,13 +16,13 @@ import logging
 
 import numpy as np
 import pytest
+from tests.simulator.cuda import SCHEDULES, CudaSim, Err, Hazard
+from tests.simulator.harness import MAX_BATCH, TILE, TISSUE, Rig
+from tests.simulator.tensorrt import reference_outputs
 
 from cellvit_trt.engine.errors import EngineCacheError
 from cellvit_trt.engine.settings import BuildSettings
 from cellvit_trt.errors import DeviceError, InputError
-from tests.simulator.cuda import SCHEDULES, CudaSim, Err, Hazard
-from tests.simulator.harness import MAX_BATCH, TILE, TISSUE, Rig
-from tests.simulator.tensorrt import reference_outputs
 
 
 @pytest.fixture(params=SCHEDULES)
@@ -54,7 +54,7 @@ def run_two_in_flight(be, batches):
     return out + [be.result(h) for h in pending]
 
 
-# ---- TensorRT -----------------------------------------------------------------------------------------------
+# ---- TensorRT -------------------------------------------------------------------------------------------
 def test_trt_outputs_timings_and_timeline(rig):
     gpu = rig.open()
     batches = [tiles(MAX_BATCH, s) for s in range(5)] + [tiles(3, 9)]
@@ -217,6 +217,40 @@ def test_trt_engine_for_another_tensorrt_is_refused_before_deserialisation(rig):
     assert not [c for c in gpu.trt.calls if c[0] == "deserialize_cuda_engine"]
 
 
+def test_trt_trusted_keys_refuse_unsigned_engines_before_deserialisation(rig):
+    """Issue 12 item 6 at run time: `run --trusted-keys DIR` refuses an unsigned engine before TensorRT."""
+    from tests.engine.signing_keys import make_key
+
+    from cellvit_trt.engine.signing import sign_engine
+
+    gpu = rig.open()
+    engine = gpu.engine()
+    private, public = make_key(rig.tmp / "keys", "builder")
+    trusted = rig.tmp / "trusted"
+    trusted.mkdir()
+    (trusted / "builder.pub").write_bytes(public)
+    with pytest.raises(EngineCacheError, match="is not signed") as exc:
+        gpu.trt_backend(engine, trusted_keys=trusted).activate()
+    assert exc.value.reason == "unsigned"
+    assert not [c for c in gpu.trt.calls if c[0] in ("Runtime", "deserialize_cuda_engine")]
+    sign_engine(engine, private)
+    with gpu.trt_backend(engine, trusted_keys=trusted) as be:
+        check(be.infer(tiles(2, 1)), tiles(2, 1))
+
+
+def test_open_backend_takes_trusted_keys_for_engines_only(rig):
+    from cellvit_trt.errors import ConfigError
+    from cellvit_trt.runtime.backends import open_backend
+
+    gpu = rig.open()
+    onnx = rig.tmp / "m.onnx"
+    onnx.write_bytes(b"not read")
+    with pytest.raises(ConfigError, match="only TensorRT engines are signed"):
+        open_backend(onnx, trusted_keys=rig.tmp)
+    be = open_backend(gpu.engine(), trusted_keys=rig.tmp)
+    assert be.kind == "tensorrt" and be.trusted_keys == rig.tmp
+
+
 def test_trt_static_batch_engine_pads_partial_batches(rig):
     gpu = rig.open()
     with gpu.trt_backend(gpu.engine(static_batch=MAX_BATCH)) as be:
@@ -283,7 +317,7 @@ def test_trt_pipeline_keeps_two_batches_in_flight(rig):
     assert set(stats.device_s) == {"h2d", "compute", "d2h"}
 
 
-# ---- PyTorch-CUDA -------------------------------------------------------------------------------------------
+# ---- PyTorch-CUDA ---------------------------------------------------------------------------------------
 def test_torch_cuda_outputs_timings_and_timeline(rig):
     gpu = rig.open()
     batches = [tiles(MAX_BATCH, s) for s in range(5)] + [tiles(2, 9)]
@@ -351,3 +385,24 @@ def test_simulator_capture_rules():
     _, t = sim.cudaEventCreateWithFlags(2)  # timing disabled
     assert sim.cudaEventRecord(t, other)[0] == 0
     assert sim.cudaEventElapsedTime(t, t)[0] == Err.cudaErrorInvalidResourceHandle
+
+
+def test_run_cli_trusted_keys_refuses_an_unsigned_engine(rig, capsys):
+    import cv2
+
+    from cellvit_trt import cli
+    from tests.engine.signing_keys import make_key
+
+    gpu = rig.open()
+    image = rig.tmp / "tile.png"
+    cv2.imwrite(str(image), np.full((TILE, TILE, 3), 200, np.uint8))
+    trusted = rig.tmp / "trusted"
+    trusted.mkdir()
+    (trusted / "builder.pub").write_bytes(make_key(rig.tmp / "keys", "builder")[1])
+    argv = ["run", str(image), "-m", str(gpu.engine()), "-o", str(rig.tmp / "out"), "--trusted-keys", str(trusted)]
+    assert cli.main(argv) == 1
+    assert "is not signed" in capsys.readouterr().err
+    assert not [c for c in gpu.trt.calls if c[0] == "deserialize_cuda_engine"]
+    demo = ["run", str(image), "-o", str(rig.tmp / "out"), "--trusted-keys", str(trusted)]
+    assert cli.main(demo) == 1
+    assert "only TensorRT engines are signed" in capsys.readouterr().err
