@@ -16,6 +16,7 @@ import logging
 
 import numpy as np
 import pytest
+from tests.runtime.test_backends_gpu import _two_in_flight
 from tests.simulator.cuda import SCHEDULES, CudaSim, Err, Hazard
 from tests.simulator.harness import MAX_BATCH, TILE, TISSUE, Rig
 from tests.simulator.tensorrt import reference_outputs
@@ -44,16 +45,6 @@ def check(out, images):
         np.testing.assert_array_equal(out[k], ref[k], err_msg=k)
 
 
-def run_two_in_flight(be, batches):
-    """Keep `max_in_flight` batches queued, collect in order; returns the outputs."""
-    out, pending = [], []
-    for b in batches:
-        if len(pending) == be.max_in_flight:
-            out.append(be.result(pending.pop(0)))
-        pending.append(be.submit(b))
-    return out + [be.result(h) for h in pending]
-
-
 # ---- TensorRT -------------------------------------------------------------------------------------------
 def test_trt_outputs_timings_and_timeline(rig):
     gpu = rig.open()
@@ -62,7 +53,7 @@ def test_trt_outputs_timings_and_timeline(rig):
         assert (be.max_batch, be.tile_size, be.max_in_flight) == (MAX_BATCH, TILE, 2)
         assert be.meta.class_names[1] == "A"
         be.timeline = []
-        outs = run_two_in_flight(be, batches)
+        outs = _two_in_flight(be, batches)
         assert set(be.last_timings) == {"h2d", "compute", "d2h"}
         assert all(v > 0 for v in be.last_timings.values())
         assert len(be.timeline) == len(batches) and all(t["d2h_done"] > t["h2d_start"] for t in be.timeline)
@@ -126,7 +117,7 @@ def test_trt_cuda_graphs_with_two_slots(rig):
     gpu = rig.open()
     batches = [tiles(MAX_BATCH, s) for s in range(6)]
     with gpu.trt_backend(gpu.engine(), cuda_graphs=True) as be:
-        outs = run_two_in_flight(be, batches)
+        outs = _two_in_flight(be, batches)
         assert be.cuda_graphs
     for b, out in zip(batches, outs, strict=True):
         check(out, b)
@@ -140,7 +131,7 @@ def test_trt_cuda_graphs_across_shape_changes(rig):
     sizes = [4, 4, 2, 2, 4, 4, 4, 4, 3, 4]
     batches = [tiles(n, i) for i, n in enumerate(sizes)]
     with gpu.trt_backend(gpu.engine(), cuda_graphs=True) as be:
-        outs = run_two_in_flight(be, batches)
+        outs = _two_in_flight(be, batches)
         assert be.cuda_graphs, "capture failed and the backend fell back to eager execution"
     for b, out in zip(batches, outs, strict=True):
         check(out, b)
@@ -154,7 +145,7 @@ def test_trt_failed_capture_keeps_the_enqueue_error_and_clears_cuda_error(rig, c
     gpu.cuda.faults["capture_fails"] = True
     batches = [tiles(MAX_BATCH, s) for s in range(4)]
     with caplog.at_level(logging.WARNING), gpu.trt_backend(gpu.engine(), cuda_graphs=True) as be:
-        outs = run_two_in_flight(be, batches)
+        outs = _two_in_flight(be, batches)
         assert not be.cuda_graphs
     for b, out in zip(batches, outs, strict=True):
         check(out, b)
@@ -175,7 +166,7 @@ def test_trt_zero_copy_on_an_integrated_gpu(rig):
     batches = [tiles(3, 5), tiles(MAX_BATCH, 6), tiles(1, 7)]
     with gpu.trt_backend(gpu.engine()) as be:
         assert be.zero_copy
-        outs = run_two_in_flight(be, batches)
+        outs = _two_in_flight(be, batches)
         assert set(be.last_timings) == {"compute"}
     for b, out in zip(batches, outs, strict=True):
         check(out, b)
@@ -265,7 +256,7 @@ def test_trt_without_user_managed_memory_one_context_serves_every_slot(rig):
     del gpu.trt.ExecutionContextAllocationStrategy  # TensorRT without USER_MANAGED contexts
     batches = [tiles(MAX_BATCH, s) for s in range(4)] + [tiles(2, 5)]
     with gpu.trt_backend(gpu.engine(), cuda_graphs=True) as be:
-        outs = run_two_in_flight(be, batches)
+        outs = _two_in_flight(be, batches)
     for b, out in zip(batches, outs, strict=True):
         check(out, b)
     assert [c for c in gpu.trt.calls if c[0] == "create_execution_context"] == [
@@ -324,7 +315,7 @@ def test_torch_cuda_outputs_timings_and_timeline(rig):
     with gpu.torch_cuda_backend() as be:
         assert be.kind == "torch-cuda" and be.max_in_flight == 2
         be.timeline = []
-        outs = run_two_in_flight(be, batches)
+        outs = _two_in_flight(be, batches)
         assert set(be.last_timings) == {"h2d", "compute", "d2h"} and len(be.timeline) == len(batches)
     assert be.slots == []
     for b, out in zip(batches, outs, strict=True):
@@ -389,9 +380,9 @@ def test_simulator_capture_rules():
 
 def test_run_cli_trusted_keys_refuses_an_unsigned_engine(rig, capsys):
     import cv2
+    from tests.engine.signing_keys import make_key
 
     from cellvit_trt import cli
-    from tests.engine.signing_keys import make_key
 
     gpu = rig.open()
     image = rig.tmp / "tile.png"
@@ -399,7 +390,8 @@ def test_run_cli_trusted_keys_refuses_an_unsigned_engine(rig, capsys):
     trusted = rig.tmp / "trusted"
     trusted.mkdir()
     (trusted / "builder.pub").write_bytes(make_key(rig.tmp / "keys", "builder")[1])
-    argv = ["run", str(image), "-m", str(gpu.engine()), "-o", str(rig.tmp / "out"), "--trusted-keys", str(trusted)]
+    argv = ["run", str(image), "-m", str(gpu.engine()), "-o", str(rig.tmp / "out")]
+    argv += ["--trusted-keys", str(trusted)]
     assert cli.main(argv) == 1
     assert "is not signed" in capsys.readouterr().err
     assert not [c for c in gpu.trt.calls if c[0] == "deserialize_cuda_engine"]

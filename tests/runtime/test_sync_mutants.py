@@ -119,7 +119,7 @@ def first_failure(tests: list) -> str | None:
                     test(rig)
                 except Exception as exc:  # noqa: BLE001 - any failure kills the mutant
                     rig.close(failed=True)
-                    while exc.__context__ is not None:  # the first failure, not one from the teardown after it
+                    while exc.__context__ is not None:  # the first failure, not a later one in teardown
                         exc = exc.__context__
                     return f"{test.__name__}[{schedule}]: {type(exc).__name__}: {str(exc)[:120]}"
                 rig.close()

@@ -671,19 +671,18 @@ class CudaSim:
         self._after()
         return (Err.cudaSuccess,)
 
-    def cudaGraphExecDestroy(self, exec_):
-        g = self.execs.get(int(exec_))
+    def _destroy_graph(self, table: dict[int, GraphObj], handle) -> tuple:
+        g = table.get(int(handle))
         if g is None or g.destroyed:
             return self._ret(Err.cudaErrorInvalidResourceHandle)
         g.destroyed = True
         return (Err.cudaSuccess,)
 
+    def cudaGraphExecDestroy(self, exec_):
+        return self._destroy_graph(self.execs, exec_)
+
     def cudaGraphDestroy(self, graph):
-        g = self.graphs.get(int(graph))
-        if g is None or g.destroyed:
-            return self._ret(Err.cudaErrorInvalidResourceHandle)
-        g.destroyed = True
-        return (Err.cudaSuccess,)
+        return self._destroy_graph(self.graphs, graph)
 
     # ---- for library simulators (TensorRT, PyTorch) ---------------------------------------------------
     def launch(

@@ -46,6 +46,7 @@ import onnx
 
 _TIMING_HEADER = b"standin-timing-cache\n"
 PLAN_MAGIC = b"SIMPLAN"
+PARSER_ERROR_METHODS = ["code", "desc", "node", "node_name", "node_operator", "file", "line", "func"]
 
 
 class _Member:
@@ -105,16 +106,7 @@ SURFACES = {
             "DLA_core",
             "progress_monitor",
         ],
-        "parser_error_methods": [
-            "code",
-            "desc",
-            "node",
-            "node_name",
-            "node_operator",
-            "file",
-            "line",
-            "func",
-        ],
+        "parser_error_methods": PARSER_ERROR_METHODS,
     },
     "11.x": {
         "version": "11.4.0.106",
@@ -154,17 +146,7 @@ SURFACES = {
             "progress_monitor",
             "tiling_optimization_level",
         ],
-        "parser_error_methods": [
-            "code",
-            "desc",
-            "node",
-            "node_name",
-            "node_operator",
-            "file",
-            "line",
-            "func",
-            "local_function_stack",
-        ],
+        "parser_error_methods": [*PARSER_ERROR_METHODS, "local_function_stack"],
     },
 }
 PRECISION_FLAGS = {
