@@ -8,7 +8,7 @@ v10.3.0 and 11.x) and /work/shared/reference/tensorrt.md:
   REFIT_INDIVIDUAL exist; DeviceType.DLA exists; HardwareCompatibilityLevel has only NONE/AMPERE_PLUS; no
   `max_num_tactics`.
 - "11.x" (11.4): strongly typed only (no precision flags, no EXPLICIT_BATCH); SAME_COMPUTE_CAPABILITY and
-  `max_num_tactics` exist; DeviceType.DLA still exists (pyFoundationalTypes.cpp binds DeviceType::kDLA).
+  `max_num_tactics` exist; DeviceType.DLA still exists (python/src/infer/pyCore.cpp binds DeviceType::kDLA).
 The builder reads the real ONNX file for the network's inputs and outputs, records every call in
 `trt.calls`, and writes a plan: b"SIMPLAN" + JSON (I/O, profile, flags, TensorRT version, SM, kernel).
 
