@@ -385,10 +385,18 @@ class CudaSim:
     def cudaPeekAtLastError(self):
         return (self.last_error,)
 
+    def _injected(self, name: str) -> Err | None:
+        """An error the test injected for API `name` (faults["api_errors"])."""
+        err = self.faults.get("api_errors", {}).get(name)
+        return None if err is None else Err(err)
+
     def cudaGetDeviceCount(self):
         self._api("cudaGetDeviceCount")
         if self.devices == 0:
             return self._ret(Err.cudaErrorInsufficientDriver, 0)
+        err = self._injected("cudaGetDeviceCount")
+        if err is not None:
+            return self._ret(err, 0)
         return Err.cudaSuccess, self.devices
 
     def cudaGetDeviceProperties(self, i):
@@ -399,6 +407,9 @@ class CudaSim:
         return (Err.cudaSuccess,)
 
     def cudaMemGetInfo(self):
+        err = self._injected("cudaMemGetInfo")
+        if err is not None:
+            return self._ret(err, 0, 0)
         return Err.cudaSuccess, 12 << 30, 16 << 30
 
     def cudaDriverGetVersion(self):
