@@ -20,7 +20,9 @@ Runtime half (checked; each rule is what the code relies on, with its source):
   plans carry host code: IRuntime::setEngineHostCodeAllowed, NvInferRuntime.h).
 - A `trt.Runtime` made without a driver "returns an object anyway"; its first use crashes the interpreter
   (reference/tensorrt.md §7): here, a `Hazard`.
-- Contexts: `set_input_shape` within the profile (False otherwise); `set_tensor_address` only for I/O names
+- Contexts: `set_input_shape` within the profile (False otherwise), and every dynamic input's shape set before
+  an enqueue (TensorRT takes addresses before or after shapes; the backend, like samples/python/
+  common_runtime.py, sets the shape first); `set_tensor_address` only for I/O names
   and 256-byte aligned pointers ("The pointer must have at least 256-byte alignment", NvInferRuntime.h),
   False otherwise; USER_MANAGED contexts need `set_device_memory(ptr, size)` with size >= the engine's
   `get_device_memory_size_for_profile_v2(profile)` before they enqueue.
