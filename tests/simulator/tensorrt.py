@@ -39,6 +39,7 @@ Runtime half (checked; each rule is what the code relies on, with its source):
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import types
 from typing import Any
@@ -185,6 +186,7 @@ def make_tensorrt(
 ) -> types.ModuleType:
     spec = SURFACES[surface]
     trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # find_spec("tensorrt") sees it
     trt.__version__ = spec["version"]
     trt.calls = calls = []  # the recorded call sequence: (what, *args)
     trt.NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag", spec["network_flags"])
@@ -283,6 +285,7 @@ def make_tensorrt(
 
             self.network.inputs = [tensor(v) for v in model.graph.input if v.name not in inits]
             self.network.outputs = [tensor(v) for v in model.graph.output]
+            self.network.onnx_path = str(path)
             return True
 
     trt.OnnxParser = OnnxParser
@@ -413,7 +416,9 @@ def make_tensorrt(
                 "flags": sorted(config.flags),
                 "attrs": {k: repr(v) for k, v in config._attrs.items()},
                 "tensorrt": trt.__version__,
-                "kernel": "none",
+                "kernel": "onnx",  # the runtime half runs the graph with ONNX Runtime (CPU)
+                "onnx": getattr(network, "onnx_path", None),
+                "device_memory": 4096,
             }
             return PLAN_MAGIC + json.dumps(plan).encode()
 
@@ -450,11 +455,26 @@ def reference_outputs(images: np.ndarray, tissue: int) -> dict[str, np.ndarray]:
     }
 
 
-def _cellvit_kernel(image: np.ndarray, out_shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
+def _cellvit_kernel(image: np.ndarray, out_shapes: dict[str, tuple], plan: dict) -> dict[str, np.ndarray]:
     return reference_outputs(image, out_shapes["tissue_logits"][-1])
 
 
-KERNELS = {"cellvit-reference": _cellvit_kernel}
+_SESSIONS: dict[str, Any] = {}
+
+
+def _onnx_kernel(image: np.ndarray, out_shapes: dict[str, tuple], plan: dict) -> dict[str, np.ndarray]:
+    """A plan built from a real ONNX graph computes what ONNX Runtime computes for it (CPU)."""
+    import onnxruntime as ort
+
+    path = plan["onnx"]
+    if path not in _SESSIONS:
+        _SESSIONS[path] = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    session = _SESSIONS[path]
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"image": image}), strict=True))
+
+
+KERNELS = {"cellvit-reference": _cellvit_kernel, "onnx": _onnx_kernel}
 
 
 def sim_plan(
@@ -674,7 +694,7 @@ def _runtime_surface(trt: Any, sim: Any, calls: list, severity: Any, inspector: 
                 raw = sim.read_device(addr["image"], in_bytes, "TensorRT reads 'image'")
                 image = raw.view(dtypes["image"]).reshape(image_shape)
                 sim.write_device(self.memory[0], np.zeros(self.memory[1], np.uint8), "TensorRT scratch")
-                for name, value in kernel(image, out_shapes).items():
+                for name, value in kernel(image, out_shapes, self.engine.plan).items():
                     sim.write_device(addr[name], value.astype(dtypes[name]), f"TensorRT writes {name!r}")
 
             sim.launch(stream, f"TensorRT enqueue {image_shape}", run, sim.uses(*regions))

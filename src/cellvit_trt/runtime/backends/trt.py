@@ -40,13 +40,13 @@ def read_plan(
     """Engine bytes, verified by the engine stage before TensorRT sees them (sidecar SHA-256 and size, that
     it was built for this GPU, TensorRT and CUDA major, and with `trusted_keys` a valid signature by one of
     them); plus the sidecar (graph metadata, settings)."""
-    from cellvit_trt.engine import load_engine_bytes, read_sidecar
     from cellvit_trt.engine.environment import Environment
+    from cellvit_trt.engine.sidecar import load_engine
     from cellvit_trt.engine.trt_api import tensorrt_version
 
     env = Environment.current(tensorrt_version(trt), device)
-    data = load_engine_bytes(path, environment=env, trusted_keys=trusted_keys)
-    return data, read_sidecar(path)
+    # the sidecar returned is the one that was verified (and signed): never re-read after the checks
+    return load_engine(path, environment=env, trusted_keys=trusted_keys)
 
 
 @dataclass
