@@ -275,7 +275,7 @@ def tensorrt_engines(tmp):
     from cellvit_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
     from cellvit_trt.runtime.backends.trt import TensorRTBackend
 
-    tile, batch = (64, 2) if SMOKE else (256, 8)
+    tile, batch = (128, 2) if SMOKE else (256, 8)  # INT8 calibration tiles need > 2 x 32 px overlap
     calib = Path(tmp) / "calib"
     calib.mkdir(exist_ok=True)
     for i, t in enumerate(synthetic_tiles(8, tile, seed0=100)):
