@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def main() -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
     import cellvit_trt.engine.cuda_probe as probe
     import cellvit_trt.engine.trt_api as trt_api
-    import gpu_check
 
     with tempfile.TemporaryDirectory() as tmp, SimGPU("lazy", Path(tmp)) as gpu:
         probe.import_cudart = trt_api.import_cudart = lambda: gpu.cuda  # the builder's probe sees the sim
