@@ -1,5 +1,5 @@
-"""Run benchmarks/gpu_check.py's TensorRT part on the simulator: checks the script's own logic (exports, engine
-builds, the gate, every graphs/zero-copy combination, the figures it prints) before GPU time is spent on it.
+"""Run benchmarks/gpu_check.py's TensorRT part on the simulator: checks the script's own logic (exports,
+engine builds, the gate, every graphs/zero-copy combination, the figures it prints) before GPU time is spent.
 
     PYTHONPATH=.:src python -m tests.simulator.dry_run_gpu_check      # a few minutes on 2 CPU cores
 
