@@ -134,6 +134,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="min tissue fraction of a tile (default 0.01)",
     )
     p.add_argument(
+        "--max-pixels",
+        dest="max_pixels",
+        type=int,
+        default=None,
+        help="refuse images decoded whole (PNG, JPEG, BMP, WebP, flat TIFF) above this many pixels "
+        "(default 268435456 = 16384^2)",
+    )
+    p.add_argument(
+        "--max-bad-tiles",
+        dest="max_bad_tiles",
+        type=float,
+        default=None,
+        help="fraction of a slide's tiles that may fail to decode (left out and reported); beyond it the "
+        "input fails (default 0.01; 0: any corrupt tile fails the input)",
+    )
+    p.add_argument(
+        "--max-slide-pixels",
+        dest="max_slide_pixels",
+        type=int,
+        default=None,
+        help="refuse slides read region by region above this many level-0 pixels (default 2^36 = 262144^2)",
+    )
+    p.add_argument(
         "--outputs",
         nargs="+",
         default=None,
@@ -148,6 +171,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="tiles per resume checkpoint (default 32)",
+    )
+    p.add_argument(
+        "--checkpoint-seconds",
+        dest="checkpoint_seconds",
+        type=float,
+        default=None,
+        help="also commit the resume checkpoint after this many seconds (default 30; 0: after every tile)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_argument(p)
