@@ -99,6 +99,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="TensorRT: replay CUDA graphs (helps small models at small batch)",
     )
     p.add_argument(
+        "--trusted-keys",
+        dest="trusted_keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run only TensorRT engines signed (build --sign) by a key among the *.pub files in DIR",
+    )
+    p.add_argument(
         "--tile-size",
         dest="tile_size",
         type=positive_int,
@@ -230,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         slots=settings.in_flight,
         tokens="embeddings" in settings.outputs,
         cache_dir=settings.cache_dir,
+        trusted_keys=settings.trusted_keys,
     )
     quiet = bool(getattr(args, "quiet", False))
     record = RunRecord(plan, settings=to_dict(settings))
