@@ -24,9 +24,9 @@ WAIT_S = 3600  # the job on a loaded 2-core machine; it normally ends before the
 
 @pytest.fixture(scope="module")
 def results(request):
-    from conftest import start_extras_job
-
-    proc, work = start_extras_job(request.config)
+    # started by tests/conftest.py when this module was collected (a plain `from conftest import` may find
+    # another folder's conftest module first)
+    proc, work = request.config._cellvit_extras_job
     rc = proc.wait(timeout=WAIT_S)
     log = (work / "check_extras.log").read_text()
     print(log)

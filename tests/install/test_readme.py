@@ -60,6 +60,8 @@ def classify(cmd: str) -> tuple[str, str]:
         return "pip", "installed for real by tests/install/test_extras_install.py"
     if argv[0] == "bash":
         return "script", "the demo / this suite"
+    if argv[:2] == ["python", "-m"] and argv[2].startswith("cellvit_trt."):
+        return "parse", "a running `cellvit-trt serve`"
     return "unknown", ""
 
 
@@ -80,12 +82,20 @@ def test_readme_has_runnable_blocks_and_every_command_is_known():
     ids=[f"parse-only ({n}): {c}" for c, k, n in ALL if k == "parse"],
 )
 def test_commands_that_need_weights_or_a_gpu_parse(cmd, need):
+    import importlib
+
     from cellvit_trt.cli import COMMANDS, _parser
 
-    argv = shlex.split(cmd)[1:]
-    assert argv[0] in COMMANDS
+    argv = shlex.split(cmd)
+    if argv[0] == "python":  # python -m cellvit_trt.<module>: the module's own parser
+        parser = importlib.import_module(argv[2])._parser()
+        argv = argv[3:]
+    else:
+        argv = argv[1:]
+        assert argv[0] in COMMANDS
+        parser = _parser(argv[0])
     try:
-        _parser(argv[0]).parse_args(argv)
+        parser.parse_args(argv)
     except SystemExit as exc:
         pytest.fail(f"README command does not parse ({need} aside): {cmd} (exit {exc.code})")
 

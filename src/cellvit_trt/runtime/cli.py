@@ -20,7 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cellvit_trt.argtypes import fraction, nonnegative_int, positive_float, positive_int
+from cellvit_trt.argtypes import fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
 from cellvit_trt.config import add_config_argument
 
 log = logging.getLogger("cellvit_trt.run")
@@ -147,7 +147,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-pixels",
         dest="max_pixels",
-        type=int,
+        type=positive_int,
         default=None,
         help="refuse images decoded whole (PNG, JPEG, BMP, WebP, flat TIFF) above this many pixels "
         "(default 268435456 = 16384^2)",
@@ -155,7 +155,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-bad-tiles",
         dest="max_bad_tiles",
-        type=float,
+        type=fraction,
         default=None,
         help="fraction of a slide's tiles that may fail to decode (left out and reported); beyond it the "
         "input fails (default 0.01; 0: any corrupt tile fails the input)",
@@ -163,7 +163,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-slide-pixels",
         dest="max_slide_pixels",
-        type=int,
+        type=positive_int,
         default=None,
         help="refuse slides read region by region above this many level-0 pixels (default 2^36 = 262144^2)",
     )
@@ -186,7 +186,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint-seconds",
         dest="checkpoint_seconds",
-        type=float,
+        type=nonnegative_float,
         default=None,
         help="also commit the resume checkpoint after this many seconds (default 30; 0: after every tile)",
     )

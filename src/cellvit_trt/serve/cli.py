@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cellvit_trt.argtypes import nonnegative_int, positive_int
 from cellvit_trt.config import add_config_argument
 
 
@@ -34,25 +35,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="file holding the bearer token clients must send (required off the local machine)",
     )
-    p.add_argument("--max-slides", dest="max_slides", type=int, default=None, help="slides at once (4)")
+    p.add_argument("--max-slides", dest="max_slides", type=positive_int, default=None, help="slides at once (4)")
     p.add_argument(
         "--keep-seconds",
         dest="keep_seconds",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="keep a slide whose client disconnected this long for resume (default 300; 0 = discard)",
     )
     p.add_argument(
         "--max-tile-pixels",
         dest="max_tile_pixels",
-        type=int,
+        type=positive_int,
         default=None,
         help="largest tile a client may send, width x height (default 4096 x 4096)",
     )
     p.add_argument(
         "--max-open-rows",
         dest="max_open_rows",
-        type=int,
+        type=positive_int,
         default=None,
         help="model tile rows buffered per slide (default 3; a row-by-row scan needs 2)",
     )
@@ -70,15 +71,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "tensorrt", "onnxruntime", "torch", "torch-cuda"],
         help="inference backend, chosen as in `run` (default auto)",
     )
-    p.add_argument("-b", "--batch", type=int, default=None, help="tiles per batch (default 8)")
-    p.add_argument("-j", "--workers", type=int, default=None, help="post-processing threads per slide")
-    p.add_argument("--in-flight", dest="in_flight", type=int, default=None, help="batches in flight (2)")
+    p.add_argument("-b", "--batch", type=positive_int, default=None, help="tiles per batch (default 8)")
+    p.add_argument("-j", "--workers", type=positive_int, default=None, help="post-processing threads per slide")
+    p.add_argument("--in-flight", dest="in_flight", type=positive_int, default=None, help="batches in flight (2)")
     p.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="as in `run`")
     p.add_argument("--providers", nargs="+", default=None, metavar="EP", help="ONNX Runtime providers")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads of ONNX Runtime / PyTorch")
-    p.add_argument("--device", type=int, default=None, help="CUDA device index")
+    p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads of ONNX Runtime / PyTorch")
+    p.add_argument("--device", type=nonnegative_int, default=None, help="CUDA device index")
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action="store_true", default=None, help="TensorRT")
-    p.add_argument("--tile-size", dest="tile_size", type=int, default=None, help="checkpoints only")
+    p.add_argument("--tile-size", dest="tile_size", type=positive_int, default=None, help="checkpoints only")
     p.add_argument("--cache-dir", dest="cache_dir", type=Path, default=None, help="exported graphs")
     add_config_argument(p)
 

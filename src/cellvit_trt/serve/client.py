@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from cellvit_trt.argtypes import positive_float, positive_int
 from cellvit_trt.serve.messages import cell_to_dict
 from cellvit_trt.serve.v1 import scanner_pb2 as pb
 from cellvit_trt.serve.v1 import scanner_pb2_grpc as pb_grpc
@@ -266,21 +267,25 @@ def slide_tiles(
     return w, h, float(mpp) if mpp else None, tiles()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m cellvit_trt.serve.client", description=__doc__.split("\n")[0]
     )
     ap.add_argument("slide", type=Path, help="slide file streamed tile by tile (level 0)")
     ap.add_argument("--target", default="unix:///tmp/cellvit-trt.sock")
     ap.add_argument("--id", default=None, help="slide id (default: the file's stem)")
-    ap.add_argument("--tile", type=int, default=1024, help="scanner tile size to send")
-    ap.add_argument("--mpp", type=float, default=None, help="level-0 mpp when the file has none")
+    ap.add_argument("--tile", type=positive_int, default=1024, help="scanner tile size to send")
+    ap.add_argument("--mpp", type=positive_float, default=None, help="level-0 mpp when the file has none")
     ap.add_argument("--jpeg", action="store_true", help="send JPEG bytes instead of raw RGB")
     ap.add_argument("--token-file", type=Path, default=None)
     ap.add_argument("--ca", type=Path, default=None, help="CA certificate (PEM) of a TLS server")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--cells", type=Path, default=None, help="write the streamed cells here (JSON lines)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     token = args.token_file.read_text().strip() if args.token_file else None
     ca = args.ca.read_bytes() if args.ca else None
     w, h, mpp, tiles = slide_tiles(args.slide, args.tile)
