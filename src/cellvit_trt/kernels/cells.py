@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["measure_instances"]
+__all__ = ["measure_instances", "measure_members"]
 
 
 @njit(nogil=True, cache=True)
@@ -82,6 +82,14 @@ def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int, cu
                 bbox[i, 2] = r
             if c > bbox[i, 3]:
                 bbox[i, 3] = c
+    return _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split)
+
+
+@njit(nogil=True, cache=True)
+def _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split):
+    """Exclusive bbox ends, bbox-relative first moments and the type vote (see the module doc)."""
+    n = area.shape[0]
+    n_types = counts.shape[1]
     m10 = np.empty(n, np.int64)
     m01 = np.empty(n, np.int64)
     cell_type = np.zeros(n, np.int16)
@@ -105,3 +113,73 @@ def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int, cu
         cell_type[i] = best
         type_count[i] = counts[i, best]
     return inst, bbox, area, m10, m01, cell_type, type_count, first_x, first_y, split
+
+
+@njit(nogil=True, cache=True)
+def measure_members(labels: np.ndarray, members: np.ndarray, type_map: np.ndarray, cut: np.ndarray):
+    """`measure_instances` for labels that are nonzero only at the flat indices `members` (the foreground):
+    visits those pixels only. The instance map is allocated zeroed (untouched pages stay free)."""
+    h, w = labels.shape
+    fl = labels.reshape(-1)
+    ft = type_map.reshape(-1)
+    max_label = 0
+    n_types = 1
+    for k in range(members.shape[0]):
+        p = members[k]
+        max_label = max(max_label, fl[p])
+        n_types = max(n_types, ft[p] + 1)
+    present = np.zeros(max_label + 1, np.bool_)
+    first = np.full(max_label + 1, h * w, np.int64)
+    for k in range(members.shape[0]):
+        p = members[k]
+        lab = fl[p]
+        present[lab] = True
+        first[lab] = min(first[lab], p)
+    remap = np.zeros(max_label + 1, np.int32)
+    n = 0
+    for lab in range(1, max_label + 1):
+        if present[lab]:
+            n += 1
+            remap[lab] = n
+    inst = np.zeros((h, w), np.int32)
+    fi = inst.reshape(-1)
+    bbox = np.empty((n, 4), np.int32)
+    bbox[:, 0] = h
+    bbox[:, 1] = w
+    bbox[:, 2] = -1
+    bbox[:, 3] = -1
+    area = np.zeros(n, np.int64)
+    sum_c = np.zeros(n, np.int64)
+    sum_r = np.zeros(n, np.int64)
+    counts = np.zeros((n, n_types), np.int64)
+    first_x = np.zeros(n, np.int64)
+    first_y = np.zeros(n, np.int64)
+    split = np.zeros(n, np.bool_)
+    for lab in range(1, max_label + 1):
+        if present[lab]:
+            i = remap[lab] - 1
+            first_y[i] = first[lab] // w
+            first_x[i] = first[lab] - first_y[i] * w
+            split[i] = lab < cut.shape[0] and cut[lab]
+    for k in range(members.shape[0]):
+        p = members[k]
+        kk = remap[fl[p]]
+        fi[p] = kk
+        if kk == 0:
+            continue
+        i = kk - 1
+        r = p // w
+        c = p - r * w
+        area[i] += 1
+        sum_c[i] += c
+        sum_r[i] += r
+        counts[i, ft[p]] += 1
+        if r < bbox[i, 0]:
+            bbox[i, 0] = r
+        if c < bbox[i, 1]:
+            bbox[i, 1] = c
+        if r > bbox[i, 2]:
+            bbox[i, 2] = r
+        if c > bbox[i, 3]:
+            bbox[i, 3] = c
+    return _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split)

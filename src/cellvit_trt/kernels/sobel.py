@@ -7,9 +7,12 @@ source times float64 tap) into a float64 buffer, then a symmetric / antisymmetri
 column accumulation into fused multiply-adds, which this module does explicitly (llvm.fma). Same order, same
 bits: `tests/kernels/test_building_blocks.py` checks bit equality against cv2.
 
+`row_filter` and `column_filter` are the two passes on one row segment; the whole-tile filter here and the
+region filter of `local_sobel` share them, so a pixel gets the same bits whichever computes it. The loops run
+taps outer, pixels inner over unit-stride slices, which LLVM vectorises (each pixel keeps its own order).
+
 OpenCV's rounding depends on the code path its CPU dispatcher picks, so `use_numba_sobel()` compares the two
 once per process and ksize on a random map and falls back to cv2.Sobel where they are not bit-identical.
-Vectorised over columns (taps outer, pixels inner), one core: ~3x faster than OpenCV's scalar path.
 """
 
 from __future__ import annotations
@@ -18,30 +21,17 @@ import threading
 
 import cv2
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-__all__ = ["sobel_x", "sobel_y", "sobel", "use_numba_sobel"]
+from cellvit_trt.kernels.fp import fma64, reflect101
 
-
-@intrinsic
-def _fma(typingctx, a, b, c):
-    """a * b + c with one rounding (llvm.fma.f64)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
-
-    def codegen(context, builder, signature, args):
-        d = ir.DoubleType()
-        fn = builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d]))
-        return builder.call(fn, args)
-
-    return sig, codegen
-
+__all__ = ["sobel_x", "sobel_y", "sobel", "use_numba_sobel", "sobel_kernels", "row_filter", "column_filter"]
 
 _KERNELS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _kernels(dx: int, ksize: int) -> tuple[np.ndarray, np.ndarray]:
+def sobel_kernels(dx: int, ksize: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row taps, column taps) float64 of cv2.Sobel(dx, 1 - dx, ksize), as cv2.getDerivKernels gives them."""
     key = (dx, ksize)
     if key not in _KERNELS:
         kx, ky = cv2.getDerivKernels(dx, 1 - dx, ksize, normalize=False, ktype=cv2.CV_64F)
@@ -50,81 +40,77 @@ def _kernels(dx: int, ksize: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(nogil=True, cache=True)
-def _reflect101(p: int, n: int) -> int:
-    if n == 1:
-        return 0
-    while p < 0 or p >= n:
-        if p < 0:
-            p = -p
-        else:
-            p = 2 * n - 2 - p
-    return p
+def row_filter(pad: np.ndarray, kx: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = kx[0]*pad[i] + kx[1]*pad[i+1] + ... summed in tap order (OpenCV's generic row filter)."""
+    w = out.shape[0]
+    f = kx[0]
+    p0 = pad[0:w]
+    for i in range(w):
+        out[i] = f * p0[i]
+    for k in range(1, kx.shape[0]):
+        f = kx[k]
+        pk = pad[k : k + w]
+        for i in range(w):
+            out[i] += f * pk[i]
+
+
+@njit(nogil=True, cache=True)
+def column_filter(buf: np.ndarray, r: int, c0: int, c1: int, ky: np.ndarray, symmetric: bool, out) -> None:
+    """OpenCV's symmetric / antisymmetric column filter at row r, columns [c0, c1) of the row-pass buffer
+    `buf` (rows indexed as tile rows, reflected at the top and bottom) into out[:c1 - c0]."""
+    h = buf.shape[0]
+    ac = ky.shape[0] // 2
+    w = c1 - c0
+    if symmetric:
+        f = ky[ac]
+        b0 = buf[r, c0:c1]
+        for i in range(w):
+            out[i] = f * b0[i] + 0.0
+        for k in range(1, ac + 1):
+            f = ky[ac + k]
+            bd = buf[reflect101(r + k, h), c0:c1]
+            bu = buf[reflect101(r - k, h), c0:c1]
+            for i in range(w):
+                out[i] = fma64(f, bd[i] + bu[i], out[i])
+    else:
+        for i in range(w):
+            out[i] = 0.0
+        for k in range(1, ac + 1):
+            f = ky[ac + k]
+            bd = buf[reflect101(r + k, h), c0:c1]
+            bu = buf[reflect101(r - k, h), c0:c1]
+            for i in range(w):
+                out[i] = fma64(f, bd[i] - bu[i], out[i])
 
 
 @njit(nogil=True, cache=True)
 def _sep_filter(src: np.ndarray, kx: np.ndarray, ky: np.ndarray, col_symmetric: bool) -> np.ndarray:
     h, w = src.shape
-    kr = kx.shape[0]
-    ar = kr // 2
-    kc = ky.shape[0]
-    ac = kc // 2
-    # row pass into a float64 buffer padded by ac rows on each side (reflect-101 rows)
-    buf = np.empty((h + 2 * ac, w), np.float64)
+    ar = kx.shape[0] // 2
+    buf = np.empty((h, w), np.float64)
     pad = np.empty(w + 2 * ar, np.float64)
     colidx = np.empty(w + 2 * ar, np.int64)
     for j in range(w + 2 * ar):
-        colidx[j] = _reflect101(j - ar, w)
-    acc = np.empty(w, np.float64)
+        colidx[j] = reflect101(j - ar, w)
     for r in range(h):
         for j in range(w + 2 * ar):
             pad[j] = np.float64(src[r, colidx[j]])
-        f = kx[0]
-        for i in range(w):
-            acc[i] = f * pad[i]
-        for k in range(1, kr):
-            f = kx[k]
-            for i in range(w):
-                acc[i] += f * pad[i + k]
-        for i in range(w):
-            buf[r + ac, i] = acc[i]
-    for j in range(ac):
-        top = _reflect101(-(j + 1), h)
-        bot = _reflect101(h + j, h)
-        for i in range(w):
-            buf[ac - 1 - j, i] = buf[top + ac, i]
-            buf[h + ac + j, i] = buf[bot + ac, i]
+        row_filter(pad, kx, buf[r])
     out = np.empty((h, w), np.float64)
     for r in range(h):
-        c = r + ac
-        if col_symmetric:
-            f = ky[ac]
-            for i in range(w):
-                acc[i] = f * buf[c, i] + 0.0
-            for k in range(1, ac + 1):
-                f = ky[ac + k]
-                for i in range(w):
-                    acc[i] = _fma(f, buf[c + k, i] + buf[c - k, i], acc[i])
-        else:
-            for i in range(w):
-                acc[i] = 0.0
-            for k in range(1, ac + 1):
-                f = ky[ac + k]
-                for i in range(w):
-                    acc[i] = _fma(f, buf[c + k, i] - buf[c - k, i], acc[i])
-        for i in range(w):
-            out[r, i] = acc[i]
+        column_filter(buf, r, 0, w, ky, col_symmetric, out[r])
     return out
 
 
 def sobel_x(src: np.ndarray, ksize: int) -> np.ndarray:
     """cv2.Sobel(src, CV_64F, 1, 0, ksize=ksize) for float32 src."""
-    kx, ky = _kernels(1, ksize)
+    kx, ky = sobel_kernels(1, ksize)
     return _sep_filter(src, kx, ky, True)
 
 
 def sobel_y(src: np.ndarray, ksize: int) -> np.ndarray:
     """cv2.Sobel(src, CV_64F, 0, 1, ksize=ksize) for float32 src."""
-    kx, ky = _kernels(0, ksize)
+    kx, ky = sobel_kernels(0, ksize)
     return _sep_filter(src, kx, ky, False)
 
 
@@ -136,6 +122,9 @@ def use_numba_sobel(ksize: int) -> bool:
     """True when this module reproduces cv2.Sobel bit for bit on this machine (checked once per ksize)."""
     with _LOCK:
         if ksize not in _CHECKED:
+            if ksize < 3:
+                _CHECKED[ksize] = False  # ksize 1 is OpenCV's unsmoothed 3-tap case; leave it to OpenCV
+                return False
             rng = np.random.default_rng(12345)
             probe = rng.random((3 * ksize + 7, 4 * ksize + 5)).astype(np.float32)
             same = np.array_equal(
@@ -147,6 +136,6 @@ def use_numba_sobel(ksize: int) -> bool:
 
 def sobel(src: np.ndarray, dx: int, ksize: int) -> np.ndarray:
     """cv2.Sobel(src, CV_64F, dx, 1 - dx, ksize) for float32 src: Numba where bit-identical, else OpenCV."""
-    if ksize >= 3 and use_numba_sobel(ksize):
+    if use_numba_sobel(ksize):
         return sobel_x(src, ksize) if dx == 1 else sobel_y(src, ksize)
     return cv2.Sobel(src, cv2.CV_64F, dx, 1 - dx, ksize=ksize)

@@ -1,0 +1,136 @@
+"""Watershed relief and raw markers (upstream `_proc_np_hv` steps 2-6) computed at the foreground only.
+
+Outside the foreground upstream's energy is forced to 0 (`overall - (1 - blb)` clipped), so `dist` is exactly
+0.0 there and the raw marker 0; the relief is read by the watershed only at foreground pixels, and the 3x3
+blur there reads `dist` one pixel around them. What remains tile-wide is the two min-max normalisations: the
+HV extremes (one pass over the map) and the Sobel extremes (`local_sobel`, `extremes`). Same arithmetic as
+`energy.py` pixel for pixel: float32 `1 - normalize`, float64 energy, OpenCV's 3x3 Gaussian row filter
+((k0*l + k1*c) + k2*r) and symmetric column filter (k1*m + 0.0 + k0*(d + u)), BORDER_REFLECT_101.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from cellvit_trt.kernels.extremes import approx_candidates, error_bound
+from cellvit_trt.kernels.fp import fma64, normalize_params, reflect101
+from cellvit_trt.kernels.layout import BLOCK
+from cellvit_trt.kernels.local_sobel import exact_at, exact_blocks
+from cellvit_trt.kernels.sobel import sobel_kernels
+
+__all__ = ["local_relief_and_markers", "sobel_at_blocks"]
+
+#: Above this fraction of foreground blocks the whole tile is filtered exactly (no float32 scan).
+DENSE_FRACTION = 0.7
+#: Most candidate pixels the float32 scan may list before every block is computed exactly instead.
+MAX_CANDIDATES = 4096
+#: |map| * sum of |taps| above which float32 could overflow: every block is computed exactly instead.
+_F32_SAFE = 1.0e36
+
+
+def _outward32(thr: float, down: bool) -> np.float32:
+    v = np.float32(thr)
+    if down and float(v) > thr:
+        v = np.nextafter(v, np.float32(-np.inf))
+    if not down and float(v) < thr:
+        v = np.nextafter(v, np.float32(np.inf))
+    return v
+
+
+def sobel_at_blocks(src: np.ndarray, dx: int, ksize: int, active: np.ndarray, out: np.ndarray, rowbuf):
+    """Sobel of the min-max normalised `src` (float32 [H, W]) exact on the `active` blocks (written to `out`),
+    and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls would give."""
+    vlo, vhi = float(src.min()), float(src.max())
+    scale, shift = normalize_params(vlo, vhi)
+    kx, ky = sobel_kernels(dx, ksize)
+    s32, t32 = np.float32(scale), np.float32(shift)
+    everything = active.mean() >= DENSE_FRACTION
+    abs_max = max(abs(vlo), abs(vhi))
+    weight = float(np.abs(kx).sum() * np.abs(ky).sum())
+    if abs_max * weight > _F32_SAFE:
+        everything = True
+    blocks = np.ones_like(active) if everything else active
+    vmin, vmax = exact_blocks(src, s32, t32, kx, ky, dx == 1, blocks, BLOCK, rowbuf, out)
+    if everything or scale == 0.0:  # scale 0: the normalised map is all zeros, so is its Sobel
+        return vmin, vmax
+    eps = error_bound(kx, ky, scale, shift, abs_max)
+    thr_lo = _outward32((vmin + eps) / scale, down=False)
+    thr_hi = _outward32((vmax - eps) / scale, down=True)
+    ar, ac = kx.shape[0] // 2, ky.shape[0] // 2
+    row_taps = kx[ar:].astype(np.float32)
+    col_taps = ky[ac:].astype(np.float32)
+    cand = np.empty(MAX_CANDIDATES, np.int64)
+    n = approx_candidates(src, row_taps, col_taps, dx == 1, thr_lo, thr_hi, active, BLOCK, cand, MAX_CANDIDATES)
+    if n < 0:
+        return exact_blocks(src, s32, t32, kx, ky, dx == 1, np.ones_like(active), BLOCK, rowbuf, out)
+    w = src.shape[1]
+    for p in cand[:n]:
+        v = exact_at(src, s32, t32, kx, ky, dx == 1, int(p) // w, int(p) % w)
+        vmin = min(vmin, v)
+        vmax = max(vmax, v)
+    return vmin, vmax
+
+
+@njit(nogil=True, cache=True)
+def _fuse_at(members, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
+    """At foreground pixels: dist = 1 - energy (float64) and the raw marker, as `energy._fuse` with blb = 1."""
+    fd = dist.reshape(-1)
+    fm = marker.reshape(-1)
+    fsh = sh.reshape(-1)
+    fsv = sv.reshape(-1)
+    one32 = np.float32(1.0)
+    for k in range(members.shape[0]):
+        p = members[k]
+        a = one32 - np.float32(fma64(fsh[p], hs, ht))
+        b = one32 - np.float32(fma64(fsv[p], vs, vt))
+        o32 = a if a >= b else b
+        overall = np.float64(o32) - 0.0
+        if overall < 0.0:
+            overall = 0.0
+        fd[p] = (1.0 - overall) * 1.0
+        fm[p] = 0 if overall >= marker_threshold else 1
+
+
+@njit(nogil=True, cache=True)
+def blur_at(members, dist, k, relief):
+    """relief = -GaussianBlur(dist, 3x3) at foreground pixels; `k` the 3 taps (OpenCV's order of operations)."""
+    h, w = dist.shape
+    fr = relief.reshape(-1)
+    rows = np.empty(3, np.float64)
+    for m in range(members.shape[0]):
+        p = members[m]
+        r = p // w
+        c = p - r * w
+        cl = reflect101(c - 1, w)
+        cr = reflect101(c + 1, w)
+        for j in range(3):
+            t = reflect101(r - 1 + j, h)
+            s = k[0] * dist[t, cl]
+            s += k[1] * dist[t, c]
+            s += k[2] * dist[t, cr]
+            rows[j] = s
+        acc = k[1] * rows[1] + 0.0
+        acc += k[0] * (rows[2] + rows[0])
+        fr[p] = -acc
+
+
+def local_relief_and_markers(hv, members, active, ksize, marker_threshold, blur_taps):
+    """(relief float64 [H, W], raw marker uint8 [H, W]): exact at the foreground pixels `members` (flat
+    indices), relief undefined and marker 0 elsewhere; `active` the foreground blocks."""
+    _, h, w = hv.shape
+    rowbuf = np.empty((h, w), np.float64)
+    sobels = []
+    params = []
+    for ch, dx in ((0, 1), (1, 0)):
+        out = np.empty((h, w), np.float64)
+        smin, smax = sobel_at_blocks(hv[ch], dx, ksize, active, out, rowbuf)
+        sobels.append(out)
+        params.append(normalize_params(smin, smax))
+    dist = np.zeros((h, w), np.float64)
+    marker = np.zeros((h, w), np.uint8)
+    (hs, ht), (vs, vt) = params
+    _fuse_at(members, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker)
+    relief = rowbuf  # free again: reused for the relief
+    blur_at(members, dist, blur_taps, relief)
+    return relief, marker

@@ -1,0 +1,113 @@
+"""Are the region kernels bit-identical to the OpenCV calls upstream makes, on this machine? Checked once.
+
+The region-restricted path (`postprocess._labels_by_region`) re-implements, pixel by pixel, four OpenCV calls
+whose rounding depends on the code path OpenCV's CPU dispatcher picks: Sobel (`sobel.use_numba_sobel`),
+`normalize(NORM_MINMAX, CV_32F)` from float32 and float64 (`fp.normalize_params` + one fused multiply-add),
+the 3x3 Gaussian blur (`local_relief.blur_at`) and the elliptic opening (`local_markers.open_runs`). Each is
+compared with OpenCV on random probes, once per process and parameter set; if any differs, the post-processor
+uses the whole-tile path, which calls OpenCV itself. The region path also needs what it was built for:
+blur 3 and an odd (symmetric) opening element.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+from numba import njit
+
+from cellvit_trt.kernels.fp import fma32, fma64, normalize_params
+from cellvit_trt.kernels.layout import BLOCK, block_runs
+from cellvit_trt.kernels.local_markers import open_runs
+from cellvit_trt.kernels.local_relief import blur_at
+from cellvit_trt.kernels.params import PostProcessParams
+from cellvit_trt.kernels.sobel import use_numba_sobel
+
+__all__ = ["region_path_ok", "gaussian_taps", "opening_offsets"]
+
+_LOCK = threading.Lock()
+_RESULTS: dict[tuple, bool] = {}
+
+
+@njit(nogil=True, cache=True)
+def _convert32(x, scale32, shift32):
+    out = np.empty(x.shape, np.float32)
+    fo = out.reshape(-1)
+    fx = x.reshape(-1)
+    for i in range(fx.shape[0]):
+        fo[i] = fma32(fx[i], scale32, shift32)
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _convert64(x, scale, shift):
+    out = np.empty(x.shape, np.float32)
+    fo = out.reshape(-1)
+    fx = x.reshape(-1)
+    for i in range(fx.shape[0]):
+        fo[i] = np.float32(fma64(fx[i], scale, shift))
+    return out
+
+
+def gaussian_taps(ksize: int) -> np.ndarray:
+    """The float64 taps of cv2.GaussianBlur(ksize, sigma 0)."""
+    return np.ascontiguousarray(cv2.getGaussianKernel(ksize, 0, cv2.CV_64F).ravel())
+
+
+def opening_offsets(size: int) -> np.ndarray:
+    """(dy, dx) offsets of the elliptic element cv2.getStructuringElement(MORPH_ELLIPSE, (size, size))."""
+    se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    dy, dx = np.nonzero(se)
+    return np.ascontiguousarray(np.stack([dy - size // 2, dx - size // 2], 1).astype(np.int64))
+
+
+def _normalize_same(rng) -> bool:
+    for scale_up in (1.0, 1e-3, 3e4):
+        x32 = (rng.normal(0, 1, (61, 67)) * scale_up).astype(np.float32)
+        ref = cv2.normalize(x32, None, 0, 1, cv2.NORM_MINMAX, cv2.CV_32F)
+        s, t = normalize_params(float(x32.min()), float(x32.max()))
+        if not np.array_equal(_convert32(x32, np.float32(s), np.float32(t)), ref):
+            return False
+        x64 = rng.normal(0, 1, (61, 67)) * scale_up * 1e9
+        ref = cv2.normalize(x64, None, 0, 1, cv2.NORM_MINMAX, cv2.CV_32F)
+        s, t = normalize_params(float(x64.min()), float(x64.max()))
+        if not np.array_equal(_convert64(x64, s, t), ref):
+            return False
+    return True
+
+
+def _blur_same(rng) -> bool:
+    x = rng.random((37, 53))
+    x[rng.random(x.shape) < 0.4] = 0.0
+    ref = cv2.GaussianBlur(x, (3, 3), 0)
+    ours = np.empty_like(x)
+    blur_at(np.arange(x.size, dtype=np.int64), x, gaussian_taps(3), ours)
+    return bool(np.array_equal(-ours, ref))
+
+
+def _opening_same(rng, size: int) -> bool:
+    offsets = opening_offsets(size)
+    for shape in ((45, 70), (7, 5)):
+        x = (rng.random(shape) < 0.6).astype(np.uint8)
+        ref = cv2.morphologyEx(x, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+        blocks = np.ones(((shape[0] + BLOCK - 1) // BLOCK, (shape[1] + BLOCK - 1) // BLOCK), np.uint8)
+        ours = np.zeros_like(x)
+        open_runs(x, block_runs(blocks), BLOCK, offsets, ours)
+        if not np.array_equal(ours, ref):
+            return False
+    return True
+
+
+def region_path_ok(params: PostProcessParams) -> bool:
+    """True when the region-restricted kernels reproduce OpenCV bit for bit here, for these parameters."""
+    key = (params.sobel_ksize, params.blur_ksize, params.opening_size)
+    with _LOCK:
+        if key not in _RESULTS:
+            offsets = opening_offsets(params.opening_size)
+            symmetric = {tuple(o) for o in offsets} == {tuple(-o) for o in offsets}
+            ok = params.blur_ksize == 3 and symmetric and use_numba_sobel(params.sobel_ksize)
+            rng = np.random.default_rng(2024)
+            ok = ok and _normalize_same(rng) and _blur_same(rng) and _opening_same(rng, params.opening_size)
+            _RESULTS[key] = bool(ok)
+        return _RESULTS[key]
