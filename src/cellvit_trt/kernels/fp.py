@@ -13,7 +13,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["fma64", "fma32", "reflect101", "normalize_params", "DBL_EPSILON"]
+__all__ = ["fma64", "fma32", "reflect101", "normalize_params", "split_index", "DBL_EPSILON"]
 
 DBL_EPSILON = float(np.finfo(np.float64).eps)
 
@@ -44,7 +44,7 @@ def fma32(typingctx, a, b, c):
     return sig, codegen
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def reflect101(p: int, n: int) -> int:
     """OpenCV BORDER_REFLECT_101 (gfedcb|abcdefgh|gfedcba) for any offset, repeated bounces included."""
     if n == 1:
@@ -68,3 +68,15 @@ def normalize_params(smin: float, smax: float) -> tuple[float, float]:
     scale = np.float64(np.float32(scale))
     shift = np.float64(np.float32(0.0) - np.float32(smin * scale))
     return scale, shift
+
+
+@njit(nogil=True, cache=True, inline="always")
+def split_index(p: int, w: int, inv_w: float) -> tuple[int, int]:
+    """(p // w, p % w) for 0 <= p < 2**40 without an integer division (slow in hot loops): the float
+    quotient is off by at most one, which the two checks correct. inv_w = 1.0 / w."""
+    r = np.int64(p * inv_w)
+    if r * w > p:
+        r -= 1
+    elif (r + 1) * w <= p:
+        r += 1
+    return r, p - r * w

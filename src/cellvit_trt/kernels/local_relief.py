@@ -2,7 +2,8 @@
 
 Outside the foreground upstream's energy is forced to 0 (`overall - (1 - blb)` clipped), so `dist` is exactly
 0.0 there and the raw marker 0; the relief is read by the watershed only at foreground pixels, and the 3x3
-blur there reads `dist` one pixel around them. What remains tile-wide is the two min-max normalisations: the
+blur there reads `dist` one pixel around them. So all three are evaluated on the foreground blocks (row
+segments, vectorised), with `dist` zero elsewhere. What remains tile-wide is the two min-max normalisations: the
 HV extremes (one pass over the map) and the Sobel extremes (`local_sobel`, `extremes`). Same arithmetic as
 `energy.py` pixel for pixel: float32 `1 - normalize`, float64 energy, OpenCV's 3x3 Gaussian row filter
 ((k0*l + k1*c) + k2*r) and symmetric column filter (k1*m + 0.0 + k0*(d + u)), BORDER_REFLECT_101.
@@ -19,7 +20,7 @@ from cellvit_trt.kernels.layout import BLOCK
 from cellvit_trt.kernels.local_sobel import exact_at, exact_blocks
 from cellvit_trt.kernels.sobel import sobel_kernels
 
-__all__ = ["local_relief_and_markers", "sobel_at_blocks"]
+__all__ = ["local_relief_and_markers", "sobel_at_blocks", "fuse_blocks", "blur_blocks"]
 
 #: Above this fraction of foreground blocks the whole tile is filtered exactly (no float32 scan).
 DENSE_FRACTION = 0.7
@@ -72,52 +73,9 @@ def sobel_at_blocks(src: np.ndarray, dx: int, ksize: int, active: np.ndarray, ou
     return vmin, vmax
 
 
-@njit(nogil=True, cache=True)
-def _fuse_at(members, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
-    """At foreground pixels: dist = 1 - energy (float64) and the raw marker, as `energy._fuse` with blb = 1."""
-    fd = dist.reshape(-1)
-    fm = marker.reshape(-1)
-    fsh = sh.reshape(-1)
-    fsv = sv.reshape(-1)
-    one32 = np.float32(1.0)
-    for k in range(members.shape[0]):
-        p = members[k]
-        a = one32 - np.float32(fma64(fsh[p], hs, ht))
-        b = one32 - np.float32(fma64(fsv[p], vs, vt))
-        o32 = a if a >= b else b
-        overall = np.float64(o32) - 0.0
-        if overall < 0.0:
-            overall = 0.0
-        fd[p] = (1.0 - overall) * 1.0
-        fm[p] = 0 if overall >= marker_threshold else 1
-
-
-@njit(nogil=True, cache=True)
-def blur_at(members, dist, k, relief):
-    """relief = -GaussianBlur(dist, 3x3) at foreground pixels; `k` the 3 taps (OpenCV's order of operations)."""
-    h, w = dist.shape
-    fr = relief.reshape(-1)
-    rows = np.empty(3, np.float64)
-    for m in range(members.shape[0]):
-        p = members[m]
-        r = p // w
-        c = p - r * w
-        cl = reflect101(c - 1, w)
-        cr = reflect101(c + 1, w)
-        for j in range(3):
-            t = reflect101(r - 1 + j, h)
-            s = k[0] * dist[t, cl]
-            s += k[1] * dist[t, c]
-            s += k[2] * dist[t, cr]
-            rows[j] = s
-        acc = k[1] * rows[1] + 0.0
-        acc += k[0] * (rows[2] + rows[0])
-        fr[p] = -acc
-
-
-def local_relief_and_markers(hv, members, active, ksize, marker_threshold, blur_taps):
-    """(relief float64 [H, W], raw marker uint8 [H, W]): exact at the foreground pixels `members` (flat
-    indices), relief undefined and marker 0 elsewhere; `active` the foreground blocks."""
+def local_relief_and_markers(hv, components, active, ksize, marker_threshold, blur_taps):
+    """(relief float64 [H, W], raw marker uint8 [H, W]) on the foreground blocks `active` (relief undefined
+    and marker 0 elsewhere); `components` the kept foreground components (> 0 on the foreground)."""
     _, h, w = hv.shape
     rowbuf = np.empty((h, w), np.float64)
     sobels = []
@@ -130,7 +88,100 @@ def local_relief_and_markers(hv, members, active, ksize, marker_threshold, blur_
     dist = np.zeros((h, w), np.float64)
     marker = np.zeros((h, w), np.uint8)
     (hs, ht), (vs, vt) = params
-    _fuse_at(members, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker)
+    fuse_blocks(active, BLOCK, components, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker)
     relief = rowbuf  # free again: reused for the relief
-    blur_at(members, dist, blur_taps, relief)
+    blur_blocks(active, BLOCK, dist, blur_taps, relief)
     return relief, marker
+
+
+@njit(nogil=True, cache=True)
+def fuse_blocks(active, block, components, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
+    """`energy._fuse` (any blb) on the active blocks' row segments: dist and the raw marker, vectorised."""
+    h, w = dist.shape
+    nbr, nbc = active.shape
+    one32 = np.float32(1.0)
+    for br in range(nbr):
+        r0 = br * block
+        r1 = min(h, r0 + block)
+        bc = 0
+        while bc < nbc:
+            if active[br, bc] == 0:
+                bc += 1
+                continue
+            end = bc + 1
+            while end < nbc and active[br, end] != 0:
+                end += 1
+            c0 = bc * block
+            c1 = min(w, end * block)
+            for r in range(r0, r1):
+                a_h = sh[r, c0:c1]
+                a_v = sv[r, c0:c1]
+                comp = components[r, c0:c1]
+                d = dist[r, c0:c1]
+                m = marker[r, c0:c1]
+                for i in range(c1 - c0):
+                    a = one32 - np.float32(fma64(a_h[i], hs, ht))
+                    b = one32 - np.float32(fma64(a_v[i], vs, vt))
+                    o32 = a if a >= b else b
+                    fb = 1.0 if comp[i] > 0 else 0.0
+                    overall = np.float64(o32) - (1.0 - fb)
+                    if overall < 0.0:
+                        overall = 0.0
+                    d[i] = (1.0 - overall) * fb
+                    m[i] = 1 if fb > 0.0 and overall < marker_threshold else 0
+            bc = end
+
+
+@njit(nogil=True, cache=True)
+def blur_blocks(active, block, dist, k, relief):
+    """relief = -GaussianBlur(dist, 3x3) on the active blocks (OpenCV's order of operations, BORDER_REFLECT_101);
+    `dist` must be 0 outside the active blocks."""
+    h, w = dist.shape
+    nbr, nbc = active.shape
+    k0, k1, k2 = k[0], k[1], k[2]
+    rows = np.empty((block + 2, w), np.float64)
+    padrow = np.empty(w + 2, np.float64)
+    for br in range(nbr):
+        r0 = br * block
+        r1 = min(h, r0 + block)
+        bc = 0
+        while bc < nbc:
+            if active[br, bc] == 0:
+                bc += 1
+                continue
+            end = bc + 1
+            while end < nbc and active[br, end] != 0:
+                end += 1
+            c0 = bc * block
+            c1 = min(w, end * block)
+            n = c1 - c0
+            for j in range(r1 - r0 + 2):
+                t = reflect101(r0 - 1 + j, h)
+                src = dist[t]
+                pr = padrow[: n + 2]
+                pr[0] = src[reflect101(c0 - 1, w)]
+                pr[n + 1] = src[reflect101(c1, w)]
+                mid = src[c0:c1]
+                inner = pr[1 : n + 1]
+                for i in range(n):
+                    inner[i] = mid[i]
+                out = rows[j, :n]
+                pl = pr[0:n]
+                pc = pr[1 : n + 1]
+                pq = pr[2 : n + 2]
+                for i in range(n):
+                    s = k0 * pl[i]
+                    s += k1 * pc[i]
+                    s += k2 * pq[i]
+                    out[i] = s
+            for r in range(r0, r1):
+                j = r - r0 + 1
+                up = rows[j - 1, :n]
+                cen = rows[j, :n]
+                dn = rows[j + 1, :n]
+                o = relief[r, c0:c1]
+                for i in range(n):
+                    acc = k1 * cen[i] + 0.0
+                    acc += k0 * (dn[i] + up[i])
+                    o[i] = -acc
+            bc = end

@@ -45,45 +45,53 @@ def _pad_normalised(src_row, c0, c1, ar, scale32, shift32, pad):
 def exact_blocks(src, scale32, shift32, kx, ky, symmetric, active, block, rowbuf, out):
     """Sobel of normalise(src) at every pixel of the active blocks, into `out` (float64 [H, W]).
 
-    `rowbuf` (float64 [H, W]) receives the row pass where the column pass needs it. Returns (min, max) over
-    the pixels computed (+inf, -inf if none)."""
+    `rowbuf` (float64 [H, W]) receives the row pass where some active block's column pass reads it: on row t,
+    the column blocks active in a band whose rows +- ac contain t (gaps of one block are filled in, which
+    costs less than a separate segment). Returns (min, max) over the pixels computed (+inf, -inf if none)."""
     h, w = src.shape
     ar = kx.shape[0] // 2
     ac = ky.shape[0] // 2
     nbr, nbc = active.shape
-    done = np.zeros(nbc, np.int64)  # rows [.., done[bc]) of the row pass exist for block column bc
     pad = np.empty(w + 2 * ar, np.float64)
+    need = np.empty(nbc, np.uint8)
+    for t in range(h):
+        for bc in range(nbc):
+            need[bc] = 0
+        any_need = False
+        for br in range(max(0, (t - ac - block) // block), min(nbr, (t + ac) // block + 1)):
+            if br * block - ac <= t < br * block + block + ac:
+                for bc in range(nbc):
+                    if active[br, bc] != 0:
+                        need[bc] = 1
+                        any_need = True
+        if not any_need:
+            continue
+        bc = 0
+        while bc < nbc:
+            if need[bc] == 0:
+                bc += 1
+                continue
+            end = bc + 1
+            while end < nbc and (need[end] != 0 or (end + 1 < nbc and need[end + 1] != 0)):
+                end += 1
+            c0 = bc * block
+            c1 = min(w, end * block)
+            _pad_normalised(src[t], c0, c1, ar, scale32, shift32, pad)
+            row_filter(pad, kx, rowbuf[t, c0:c1])
+            bc = end
     vmin = np.inf
     vmax = -np.inf
     for br in range(nbr):
         r0 = br * block
         r1 = min(h, r0 + block)
-        t0 = max(0, r0 - ac)
-        t1 = min(h, r1 + ac)
         bc = 0
         while bc < nbc:
             if active[br, bc] == 0:
                 bc += 1
                 continue
-            end = bc
+            end = bc + 1
             while end < nbc and active[br, end] != 0:
                 end += 1
-            for t in range(t0, t1):
-                b = bc
-                while b < end:
-                    if done[b] > t:
-                        b += 1
-                        continue
-                    e = b
-                    while e < end and done[e] <= t:
-                        e += 1
-                    c0 = b * block
-                    c1 = min(w, e * block)
-                    _pad_normalised(src[t], c0, c1, ar, scale32, shift32, pad)
-                    row_filter(pad, kx, rowbuf[t, c0:c1])
-                    b = e
-            for b in range(bc, end):
-                done[b] = max(done[b], t1)
             c0 = bc * block
             c1 = min(w, end * block)
             for r in range(r0, r1):

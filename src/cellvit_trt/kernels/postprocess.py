@@ -63,7 +63,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
         return np.zeros((h, w), np.int32), np.zeros(1, np.bool_), members
     active = fg_blocks(members, h, w, BLOCK)
     relief, marker = local_relief_and_markers(
-        hv, members, active, params.sobel_ksize, params.marker_threshold, gaussian_taps(params.blur_ksize)
+        hv, components, active, params.sobel_ksize, params.marker_threshold, gaussian_taps(params.blur_ksize)
     )
     group, boxes = fg_groups(components, members, start)
     filled = np.zeros((h, w), np.uint8)

@@ -3,7 +3,7 @@
 The region-restricted path (`postprocess._labels_by_region`) re-implements, pixel by pixel, four OpenCV calls
 whose rounding depends on the code path OpenCV's CPU dispatcher picks: Sobel (`sobel.use_numba_sobel`),
 `normalize(NORM_MINMAX, CV_32F)` from float32 and float64 (`fp.normalize_params` + one fused multiply-add),
-the 3x3 Gaussian blur (`local_relief.blur_at`) and the elliptic opening (`local_markers.open_runs`). Each is
+the 3x3 Gaussian blur (`local_relief.blur_blocks`) and the elliptic opening (`local_markers.open_runs`). Each is
 compared with OpenCV on random probes, once per process and parameter set; if any differs, the post-processor
 uses the whole-tile path, which calls OpenCV itself. The region path also needs what it was built for:
 blur 3 and an odd (symmetric) opening element.
@@ -20,7 +20,7 @@ from numba import njit
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params
 from cellvit_trt.kernels.layout import BLOCK, block_runs
 from cellvit_trt.kernels.local_markers import open_runs
-from cellvit_trt.kernels.local_relief import blur_at
+from cellvit_trt.kernels.local_relief import blur_blocks
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.sobel import use_numba_sobel
 
@@ -82,7 +82,8 @@ def _blur_same(rng) -> bool:
     x[rng.random(x.shape) < 0.4] = 0.0
     ref = cv2.GaussianBlur(x, (3, 3), 0)
     ours = np.empty_like(x)
-    blur_at(np.arange(x.size, dtype=np.int64), x, gaussian_taps(3), ours)
+    blocks = np.ones(((x.shape[0] + BLOCK - 1) // BLOCK, (x.shape[1] + BLOCK - 1) // BLOCK), np.uint8)
+    blur_blocks(blocks, BLOCK, x, gaussian_taps(3), ours)
     return bool(np.array_equal(-ours, ref))
 
 

@@ -8,8 +8,8 @@ column accumulation into fused multiply-adds, which this module does explicitly 
 bits: `tests/kernels/test_building_blocks.py` checks bit equality against cv2.
 
 `row_filter` and `column_filter` are the two passes on one row segment; the whole-tile filter here and the
-region filter of `local_sobel` share them, so a pixel gets the same bits whichever computes it. The loops run
-taps outer, pixels inner over unit-stride slices, which LLVM vectorises (each pixel keeps its own order).
+region filter of `local_sobel` share them, so a pixel gets the same bits whichever computes it. The loops are
+written so that LLVM vectorises them over pixels (each pixel keeps its own order of operations).
 
 OpenCV's rounding depends on the code path its CPU dispatcher picks, so `use_numba_sobel()` compares the two
 once per process and ksize on a random map and falls back to cv2.Sobel where they are not bit-identical.
@@ -39,19 +39,36 @@ def sobel_kernels(dx: int, ksize: int) -> tuple[np.ndarray, np.ndarray]:
     return _KERNELS[key]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _row_taps(pad, kx, out, n):
+    """Register-blocked row filter: with n a compile-time constant the tap loop unrolls and the pixel loop
+    vectorises, each pixel still summing its taps in order."""
+    for i in range(out.shape[0]):
+        acc = kx[0] * pad[i]
+        for k in range(1, n):
+            acc += kx[k] * pad[i + k]
+        out[i] = acc
+
+
 @njit(nogil=True, cache=True)
 def row_filter(pad: np.ndarray, kx: np.ndarray, out: np.ndarray) -> None:
     """out[i] = kx[0]*pad[i] + kx[1]*pad[i+1] + ... summed in tap order (OpenCV's generic row filter)."""
-    w = out.shape[0]
-    f = kx[0]
-    p0 = pad[0:w]
-    for i in range(w):
-        out[i] = f * p0[i]
-    for k in range(1, kx.shape[0]):
-        f = kx[k]
-        pk = pad[k : k + w]
+    n = kx.shape[0]
+    if n == 21:  # x40
+        _row_taps(pad, kx, out, 21)
+    elif n == 11:  # x20
+        _row_taps(pad, kx, out, 11)
+    else:
+        w = out.shape[0]
+        f = kx[0]
+        p0 = pad[0:w]
         for i in range(w):
-            out[i] += f * pk[i]
+            out[i] = f * p0[i]
+        for k in range(1, n):
+            f = kx[k]
+            pk = pad[k : k + w]
+            for i in range(w):
+                out[i] += f * pk[i]
 
 
 @njit(nogil=True, cache=True)
