@@ -8,8 +8,8 @@ the pixels outside the exact blocks whose approximate value lies within `eps` of
 Why that is exact. Let S be the filter in real arithmetic and s the float64 value upstream computes from
 h' = fl32(scale*h + shift) (one fused multiply-add). Since the taps sum to zero along the derivative axis,
 S(h') = scale*S(h) + S(d) with |d| <= u32*max|h'|, so with W = sum|kx| * sum|ky|:
-    |s - scale*S(h)| <= W*(u32*max|h'| + 64*u64*max|h'|)                (normalisation, float64 sums)
-    |a - S(h)|       <= 128*u32*W*max|h|                                  (the float32 pass, any summation order)
+    |s - scale*S(h)| <= W*(u32*max|h'| + 64*u64*max|h'|)    (normalisation, float64 sums)
+    |a - S(h)|       <= 128*u32*W*max|h|                      (the float32 pass, any summation order)
 for the float32 value a; `error_bound` adds these with a factor 2 margin. A pixel whose exact value exceeds
 the current maximum therefore has scale*a >= max - eps, and is listed. `local_sobel.exact_at` then computes
 the listed pixels exactly. Too many candidates (a flat map) returns -1 and the caller computes every block.

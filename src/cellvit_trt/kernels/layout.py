@@ -9,8 +9,7 @@ its result can reach the foreground. This module derives the geometry from the k
 - `fg_groups`: the 8-connected groups of 4-connected foreground components (components that touch only
   diagonally join one group) and each group's bounding box. A hole of the marker map is enclosed by an
   8-connected ring of marker pixels, markers lie inside the foreground, so every hole lies inside the box
-  of one group: hole filling and the opening run inside those boxes only;
-- `box_blocks`: blocks meeting any group box (the marker morphology and labelling run there).
+  of one group: hole filling runs inside those boxes only.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["BLOCK", "fg_blocks", "fg_groups", "box_blocks", "block_runs"]
+__all__ = ["BLOCK", "fg_blocks", "fg_groups"]
 
 #: Side of the square blocks the activity maps are kept in (pixels).
 BLOCK = 16
@@ -100,50 +99,3 @@ def fg_groups(labels: np.ndarray, members: np.ndarray, start: np.ndarray):
             boxes[g, 2] = max(boxes[g, 2], r + 1)
             boxes[g, 3] = max(boxes[g, 3], c + 1)
     return group, boxes
-
-
-@njit(nogil=True, cache=True)
-def box_blocks(boxes: np.ndarray, h: int, w: int, block: int, grow: int) -> np.ndarray:
-    """uint8 block map: 1 where a block meets a box grown by `grow` pixels (clipped to the tile)."""
-    nbr = (h + block - 1) // block
-    nbc = (w + block - 1) // block
-    active = np.zeros((nbr, nbc), np.uint8)
-    for g in range(boxes.shape[0]):
-        r0 = max(boxes[g, 0] - grow, 0) // block
-        c0 = max(boxes[g, 1] - grow, 0) // block
-        r1 = (min(boxes[g, 2] + grow, h) - 1) // block
-        c1 = (min(boxes[g, 3] + grow, w) - 1) // block
-        for br in range(r0, r1 + 1):
-            for bc in range(c0, c1 + 1):
-                active[br, bc] = 1
-    return active
-
-
-@njit(nogil=True, cache=True)
-def block_runs(active: np.ndarray) -> np.ndarray:
-    """int64 [n, 3] = (block row, first block col, end block col) of each maximal run of active blocks."""
-    nbr, nbc = active.shape
-    n = 0
-    for br in range(nbr):
-        prev = 0
-        for bc in range(nbc):
-            if active[br, bc] != 0 and prev == 0:
-                n += 1
-            prev = active[br, bc]
-    runs = np.empty((n, 3), np.int64)
-    n = 0
-    for br in range(nbr):
-        bc = 0
-        while bc < nbc:
-            if active[br, bc] == 0:
-                bc += 1
-                continue
-            e = bc
-            while e < nbc and active[br, e] != 0:
-                e += 1
-            runs[n, 0] = br
-            runs[n, 1] = bc
-            runs[n, 2] = e
-            n += 1
-            bc = e
-    return runs

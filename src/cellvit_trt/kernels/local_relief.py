@@ -3,8 +3,8 @@
 Outside the foreground upstream's energy is forced to 0 (`overall - (1 - blb)` clipped), so `dist` is exactly
 0.0 there and the raw marker 0; the relief is read by the watershed only at foreground pixels, and the 3x3
 blur there reads `dist` one pixel around them. So all three are evaluated on the foreground blocks (row
-segments, vectorised), with `dist` zero elsewhere. What remains tile-wide is the two min-max normalisations: the
-HV extremes (one pass over the map) and the Sobel extremes (`local_sobel`, `extremes`). Same arithmetic as
+segments, vectorised), with `dist` zero elsewhere. What remains tile-wide is the two min-max normalisations:
+the HV extremes (one pass over the map) and the Sobel extremes (`local_sobel`, `extremes`). Same arithmetic as
 `energy.py` pixel for pixel: float32 `1 - normalize`, float64 energy, OpenCV's 3x3 Gaussian row filter
 ((k0*l + k1*c) + k2*r) and symmetric column filter (k1*m + 0.0 + k0*(d + u)), BORDER_REFLECT_101.
 """
@@ -62,7 +62,9 @@ def sobel_at_blocks(src: np.ndarray, dx: int, ksize: int, active: np.ndarray, ou
     row_taps = kx[ar:].astype(np.float32)
     col_taps = ky[ac:].astype(np.float32)
     cand = np.empty(MAX_CANDIDATES, np.int64)
-    n = approx_candidates(src, row_taps, col_taps, dx == 1, thr_lo, thr_hi, active, BLOCK, cand, MAX_CANDIDATES)
+    n = approx_candidates(
+        src, row_taps, col_taps, dx == 1, thr_lo, thr_hi, active, BLOCK, cand, MAX_CANDIDATES
+    )
     if n < 0:
         return exact_blocks(src, s32, t32, kx, ky, dx == 1, np.ones_like(active), BLOCK, rowbuf, out)
     w = src.shape[1]
@@ -88,7 +90,9 @@ def local_relief_and_markers(hv, components, active, ksize, marker_threshold, bl
     dist = np.zeros((h, w), np.float64)
     marker = np.zeros((h, w), np.uint8)
     (hs, ht), (vs, vt) = params
-    fuse_blocks(active, BLOCK, components, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker)
+    fuse_blocks(
+        active, BLOCK, components, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker
+    )
     relief = rowbuf  # free again: reused for the relief
     blur_blocks(active, BLOCK, dist, blur_taps, relief)
     return relief, marker
@@ -134,8 +138,8 @@ def fuse_blocks(active, block, components, sh, sv, hs, ht, vs, vt, marker_thresh
 
 @njit(nogil=True, cache=True)
 def blur_blocks(active, block, dist, k, relief):
-    """relief = -GaussianBlur(dist, 3x3) on the active blocks (OpenCV's order of operations, BORDER_REFLECT_101);
-    `dist` must be 0 outside the active blocks."""
+    """relief = -GaussianBlur(dist, 3x3) on the active blocks (OpenCV's order of operations and
+    BORDER_REFLECT_101); `dist` must be 0 outside the active blocks."""
     h, w = dist.shape
     nbr, nbc = active.shape
     k0, k1, k2 = k[0], k[1], k[2]

@@ -130,4 +130,3 @@ def exact_at(src, scale32, shift32, kx, ky, symmetric, r, c):
         for k in range(1, ac + 1):
             acc = fma64(ky[ac + k], vals[ac + k] - vals[ac - k], acc)
     return acc
-

@@ -9,9 +9,10 @@ Steps (upstream `DetectionCellPostProcessor`, WSI path; docs/kernels.md maps the
 
 Steps 2-5 run only where the foreground can be affected (`_labels_by_region`: foreground blocks, foreground
 groups' boxes, foreground pixels; docs/kernels.md "Regions" says why that is exact), so a tile costs about in
-proportion to its nuclei; the tile-wide parts left are one pass over the HV maps for their extremes and a
-float32 scan bounding the Sobel extremes. Where the region kernels are not proven identical to OpenCV on this
-machine (`replicas.region_path_ok`) the whole-tile path runs instead (`instance_map_full`).
+proportion to its nuclei; the tile-wide parts left are one pass over the HV maps for their extremes, a float32
+scan bounding the Sobel extremes, OpenCV's opening and scans that skip empty 8-pixel words. Where the region
+kernels are not proven identical to OpenCV on this machine (`replicas.region_path_ok`) the whole-tile path
+runs instead (`instance_map_full`).
 Every heavy step releases the GIL, so `process_batch(..., workers=k)` scales over threads.
 """
 
@@ -26,12 +27,12 @@ from cellvit_trt.kernels.cells import measure_instances, measure_members
 from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
 from cellvit_trt.kernels.inputs import as_batch
-from cellvit_trt.kernels.layout import BLOCK, block_runs, box_blocks, fg_blocks, fg_groups
-from cellvit_trt.kernels.local_markers import fill_groups, label_runs, open_runs, watershed_seeds
+from cellvit_trt.kernels.layout import BLOCK, fg_blocks, fg_groups
+from cellvit_trt.kernels.local_markers import fill_groups, seeds_in_mask
 from cellvit_trt.kernels.local_relief import local_relief_and_markers
 from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
 from cellvit_trt.kernels.params import PostProcessParams
-from cellvit_trt.kernels.replicas import gaussian_taps, opening_offsets, region_path_ok
+from cellvit_trt.kernels.replicas import gaussian_taps, region_path_ok
 from cellvit_trt.kernels.table import CellTable, TileCells
 from cellvit_trt.kernels.watershed import watershed_fast, watershed_seeded
 
@@ -68,11 +69,9 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     group, boxes = fg_groups(components, members, start)
     filled = np.zeros((h, w), np.uint8)
     fill_groups(marker, components, group, boxes, filled)
-    runs = block_runs(box_blocks(boxes, h, w, BLOCK, 0))
-    opened = np.zeros((h, w), np.uint8)
-    open_runs(filled, runs, BLOCK, opening_offsets(params.opening_size), opened)
-    markers, n_labels = label_runs(opened, runs, BLOCK, params.object_size)
-    seeds, cut = watershed_seeds(markers, n_labels, components, runs, BLOCK)
+    opened = open_ellipse(filled, params.opening_size)
+    markers = label4_filtered(opened, params.object_size)
+    seeds, cut = seeds_in_mask(opened, markers, components)
     labels = watershed_seeded(relief, markers, seeds, components, members, start)
     return labels, cut, members
 

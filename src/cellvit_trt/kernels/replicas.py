@@ -1,12 +1,11 @@
 """Are the region kernels bit-identical to the OpenCV calls upstream makes, on this machine? Checked once.
 
-The region-restricted path (`postprocess._labels_by_region`) re-implements, pixel by pixel, four OpenCV calls
-whose rounding depends on the code path OpenCV's CPU dispatcher picks: Sobel (`sobel.use_numba_sobel`),
-`normalize(NORM_MINMAX, CV_32F)` from float32 and float64 (`fp.normalize_params` + one fused multiply-add),
-the 3x3 Gaussian blur (`local_relief.blur_blocks`) and the elliptic opening (`local_markers.open_runs`). Each is
-compared with OpenCV on random probes, once per process and parameter set; if any differs, the post-processor
-uses the whole-tile path, which calls OpenCV itself. The region path also needs what it was built for:
-blur 3 and an odd (symmetric) opening element.
+The region-restricted path (`postprocess._labels_by_region`) re-implements, pixel by pixel, three OpenCV
+calls whose rounding depends on the code path OpenCV's CPU dispatcher picks: Sobel (`sobel.use_numba_sobel`),
+`normalize(NORM_MINMAX, CV_32F)` from float32 and float64 (`fp.normalize_params` + one fused multiply-add) and
+the 3x3 Gaussian blur (`local_relief.blur_blocks`). Each is compared with OpenCV on random probes, once per
+process and parameter set; if any differs, the post-processor uses the whole-tile path, which calls OpenCV
+itself. The region path also needs what it was built for: a 3x3 blur.
 """
 
 from __future__ import annotations
@@ -18,13 +17,12 @@ import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params
-from cellvit_trt.kernels.layout import BLOCK, block_runs
-from cellvit_trt.kernels.local_markers import open_runs
+from cellvit_trt.kernels.layout import BLOCK
 from cellvit_trt.kernels.local_relief import blur_blocks
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.sobel import use_numba_sobel
 
-__all__ = ["region_path_ok", "gaussian_taps", "opening_offsets"]
+__all__ = ["region_path_ok", "gaussian_taps"]
 
 _LOCK = threading.Lock()
 _RESULTS: dict[tuple, bool] = {}
@@ -55,13 +53,6 @@ def gaussian_taps(ksize: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.getGaussianKernel(ksize, 0, cv2.CV_64F).ravel())
 
 
-def opening_offsets(size: int) -> np.ndarray:
-    """(dy, dx) offsets of the elliptic element cv2.getStructuringElement(MORPH_ELLIPSE, (size, size))."""
-    se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    dy, dx = np.nonzero(se)
-    return np.ascontiguousarray(np.stack([dy - size // 2, dx - size // 2], 1).astype(np.int64))
-
-
 def _normalize_same(rng) -> bool:
     for scale_up in (1.0, 1e-3, 3e4):
         x32 = (rng.normal(0, 1, (61, 67)) * scale_up).astype(np.float32)
@@ -87,28 +78,13 @@ def _blur_same(rng) -> bool:
     return bool(np.array_equal(-ours, ref))
 
 
-def _opening_same(rng, size: int) -> bool:
-    offsets = opening_offsets(size)
-    for shape in ((45, 70), (7, 5)):
-        x = (rng.random(shape) < 0.6).astype(np.uint8)
-        ref = cv2.morphologyEx(x, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-        blocks = np.ones(((shape[0] + BLOCK - 1) // BLOCK, (shape[1] + BLOCK - 1) // BLOCK), np.uint8)
-        ours = np.zeros_like(x)
-        open_runs(x, block_runs(blocks), BLOCK, offsets, ours)
-        if not np.array_equal(ours, ref):
-            return False
-    return True
-
-
 def region_path_ok(params: PostProcessParams) -> bool:
     """True when the region-restricted kernels reproduce OpenCV bit for bit here, for these parameters."""
-    key = (params.sobel_ksize, params.blur_ksize, params.opening_size)
+    key = (params.sobel_ksize, params.blur_ksize)
     with _LOCK:
         if key not in _RESULTS:
-            offsets = opening_offsets(params.opening_size)
-            symmetric = {tuple(o) for o in offsets} == {tuple(-o) for o in offsets}
-            ok = params.blur_ksize == 3 and symmetric and use_numba_sobel(params.sobel_ksize)
+            ok = params.blur_ksize == 3 and use_numba_sobel(params.sobel_ksize)
             rng = np.random.default_rng(2024)
-            ok = ok and _normalize_same(rng) and _blur_same(rng) and _opening_same(rng, params.opening_size)
+            ok = ok and _normalize_same(rng) and _blur_same(rng)
             _RESULTS[key] = bool(ok)
         return _RESULTS[key]
