@@ -78,7 +78,7 @@ def _row_minmax(row):
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def approx_candidates(src, row_taps, col_taps, row_deriv, thr_lo, thr_hi, active, block, out, cap):
+def approx_candidates(src, row_taps, col_taps, row_deriv, thr_lo, thr_hi, active, bh, bw, out, cap):
     """Flat indices (into `out`, at most `cap`) of pixels outside `active` blocks whose float32 Sobel of `src`
     (raw units) is <= thr_lo or >= thr_hi; returns their count, or -1 if more than `cap`.
 
@@ -137,10 +137,10 @@ def approx_candidates(src, row_taps, col_taps, row_deriv, thr_lo, thr_hi, active
         mn, mx = _row_minmax(row)
         if mn > thr_lo and mx < thr_hi:
             continue
-        br = r // block
+        br = r // bh
         for c in range(w):
             v = row[c]
-            if (v <= thr_lo or v >= thr_hi) and active[br, c // block] == 0:
+            if (v <= thr_lo or v >= thr_hi) and active[br, c // bw] == 0:
                 if n == cap:
                     return -1
                 out[n] = r * w + c

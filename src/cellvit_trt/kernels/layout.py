@@ -1,4 +1,4 @@
-"""Where the foreground is: 16x16 blocks that hold foreground, 8-connected foreground groups and their boxes.
+"""Where the foreground is: 16x64 blocks that hold foreground, 8-connected foreground groups and their boxes.
 
 The region-restricted post-processor (docs/kernels.md, "Regions") evaluates each per-pixel step only where
 its result can reach the foreground. This module derives the geometry from the kept foreground pixels
@@ -17,22 +17,24 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["BLOCK", "fg_blocks", "fg_groups"]
+__all__ = ["BLOCK_H", "BLOCK_W", "fg_blocks", "fg_groups"]
 
-#: Side of the square blocks the activity maps are kept in (pixels).
-BLOCK = 16
+#: Height and width of the blocks the activity maps are kept in (pixels): short in y (the column reach
+#: of the filters is added above and below), wide in x (long rows vectorise; short ones cost loop overhead).
+BLOCK_H = 16
+BLOCK_W = 64
 
 
 @njit(nogil=True, cache=True)
-def fg_blocks(members: np.ndarray, h: int, w: int, block: int) -> np.ndarray:
-    """uint8 [ceil(h/block), ceil(w/block)]: 1 where the block holds a kept foreground pixel."""
-    nbr = (h + block - 1) // block
-    nbc = (w + block - 1) // block
+def fg_blocks(members: np.ndarray, h: int, w: int, bh: int, bw: int) -> np.ndarray:
+    """uint8 [ceil(h/bh), ceil(w/bw)]: 1 where the block holds a kept foreground pixel."""
+    nbr = (h + bh - 1) // bh
+    nbc = (w + bw - 1) // bw
     active = np.zeros((nbr, nbc), np.uint8)
     for k in range(members.shape[0]):
         p = members[k]
         r = p // w
-        active[r // block, (p - r * w) // block] = 1
+        active[r // bh, (p - r * w) // bw] = 1
     return active
 
 

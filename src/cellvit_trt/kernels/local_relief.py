@@ -16,7 +16,7 @@ from numba import njit
 
 from cellvit_trt.kernels.extremes import approx_candidates, error_bound
 from cellvit_trt.kernels.fp import fma64, normalize_params, reflect101
-from cellvit_trt.kernels.layout import BLOCK
+from cellvit_trt.kernels.layout import BLOCK_H, BLOCK_W
 from cellvit_trt.kernels.local_sobel import exact_at, exact_blocks
 from cellvit_trt.kernels.sobel import sobel_kernels
 
@@ -52,7 +52,7 @@ def sobel_at_blocks(src: np.ndarray, dx: int, ksize: int, active: np.ndarray, ou
     if abs_max * weight > _F32_SAFE:
         everything = True
     blocks = np.ones_like(active) if everything else active
-    vmin, vmax = exact_blocks(src, s32, t32, kx, ky, dx == 1, blocks, BLOCK, rowbuf, out)
+    vmin, vmax = exact_blocks(src, s32, t32, kx, ky, dx == 1, blocks, BLOCK_H, BLOCK_W, rowbuf, out)
     if everything or scale == 0.0:  # scale 0: the normalised map is all zeros, so is its Sobel
         return vmin, vmax
     eps = error_bound(kx, ky, scale, shift, abs_max)
@@ -63,10 +63,12 @@ def sobel_at_blocks(src: np.ndarray, dx: int, ksize: int, active: np.ndarray, ou
     col_taps = ky[ac:].astype(np.float32)
     cand = np.empty(MAX_CANDIDATES, np.int64)
     n = approx_candidates(
-        src, row_taps, col_taps, dx == 1, thr_lo, thr_hi, active, BLOCK, cand, MAX_CANDIDATES
+        src, row_taps, col_taps, dx == 1, thr_lo, thr_hi, active, BLOCK_H, BLOCK_W, cand, MAX_CANDIDATES
     )
     if n < 0:
-        return exact_blocks(src, s32, t32, kx, ky, dx == 1, np.ones_like(active), BLOCK, rowbuf, out)
+        return exact_blocks(
+            src, s32, t32, kx, ky, dx == 1, np.ones_like(active), BLOCK_H, BLOCK_W, rowbuf, out
+        )
     w = src.shape[1]
     for p in cand[:n]:
         v = exact_at(src, s32, t32, kx, ky, dx == 1, int(p) // w, int(p) % w)
@@ -91,22 +93,34 @@ def local_relief_and_markers(hv, components, active, ksize, marker_threshold, bl
     marker = np.zeros((h, w), np.uint8)
     (hs, ht), (vs, vt) = params
     fuse_blocks(
-        active, BLOCK, components, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker
+        active,
+        BLOCK_H,
+        BLOCK_W,
+        components,
+        sobels[0],
+        sobels[1],
+        hs,
+        ht,
+        vs,
+        vt,
+        float(marker_threshold),
+        dist,
+        marker,
     )
     relief = rowbuf  # free again: reused for the relief
-    blur_blocks(active, BLOCK, dist, blur_taps, relief)
+    blur_blocks(active, BLOCK_H, BLOCK_W, dist, blur_taps, relief)
     return relief, marker
 
 
 @njit(nogil=True, cache=True)
-def fuse_blocks(active, block, components, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
+def fuse_blocks(active, bh, bw, components, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
     """`energy._fuse` (any blb) on the active blocks' row segments: dist and the raw marker, vectorised."""
     h, w = dist.shape
     nbr, nbc = active.shape
     one32 = np.float32(1.0)
     for br in range(nbr):
-        r0 = br * block
-        r1 = min(h, r0 + block)
+        r0 = br * bh
+        r1 = min(h, r0 + bh)
         bc = 0
         while bc < nbc:
             if active[br, bc] == 0:
@@ -115,8 +129,8 @@ def fuse_blocks(active, block, components, sh, sv, hs, ht, vs, vt, marker_thresh
             end = bc + 1
             while end < nbc and active[br, end] != 0:
                 end += 1
-            c0 = bc * block
-            c1 = min(w, end * block)
+            c0 = bc * bw
+            c1 = min(w, end * bw)
             for r in range(r0, r1):
                 a_h = sh[r, c0:c1]
                 a_v = sv[r, c0:c1]
@@ -137,17 +151,17 @@ def fuse_blocks(active, block, components, sh, sv, hs, ht, vs, vt, marker_thresh
 
 
 @njit(nogil=True, cache=True)
-def blur_blocks(active, block, dist, k, relief):
+def blur_blocks(active, bh, bw, dist, k, relief):
     """relief = -GaussianBlur(dist, 3x3) on the active blocks (OpenCV's order of operations and
     BORDER_REFLECT_101); `dist` must be 0 outside the active blocks."""
     h, w = dist.shape
     nbr, nbc = active.shape
     k0, k1, k2 = k[0], k[1], k[2]
-    rows = np.empty((block + 2, w), np.float64)
+    rows = np.empty((bh + 2, w), np.float64)
     padrow = np.empty(w + 2, np.float64)
     for br in range(nbr):
-        r0 = br * block
-        r1 = min(h, r0 + block)
+        r0 = br * bh
+        r1 = min(h, r0 + bh)
         bc = 0
         while bc < nbc:
             if active[br, bc] == 0:
@@ -156,8 +170,8 @@ def blur_blocks(active, block, dist, k, relief):
             end = bc + 1
             while end < nbc and active[br, end] != 0:
                 end += 1
-            c0 = bc * block
-            c1 = min(w, end * block)
+            c0 = bc * bw
+            c1 = min(w, end * bw)
             n = c1 - c0
             for j in range(r1 - r0 + 2):
                 t = reflect101(r0 - 1 + j, h)

@@ -42,7 +42,7 @@ def _pad_normalised(src_row, c0, c1, ar, scale32, shift32, pad):
 
 
 @njit(nogil=True, cache=True)
-def exact_blocks(src, scale32, shift32, kx, ky, symmetric, active, block, rowbuf, out):
+def exact_blocks(src, scale32, shift32, kx, ky, symmetric, active, bh, bw, rowbuf, out):
     """Sobel of normalise(src) at every pixel of the active blocks, into `out` (float64 [H, W]).
 
     `rowbuf` (float64 [H, W]) receives the row pass where some active block's column pass reads it: on row t,
@@ -58,8 +58,8 @@ def exact_blocks(src, scale32, shift32, kx, ky, symmetric, active, block, rowbuf
         for bc in range(nbc):
             need[bc] = 0
         any_need = False
-        for br in range(max(0, (t - ac - block) // block), min(nbr, (t + ac) // block + 1)):
-            if br * block - ac <= t < br * block + block + ac:
+        for br in range(max(0, (t - ac - bh) // bh), min(nbr, (t + ac) // bh + 1)):
+            if br * bh - ac <= t < br * bh + bh + ac:
                 for bc in range(nbc):
                     if active[br, bc] != 0:
                         need[bc] = 1
@@ -74,16 +74,16 @@ def exact_blocks(src, scale32, shift32, kx, ky, symmetric, active, block, rowbuf
             end = bc + 1
             while end < nbc and (need[end] != 0 or (end + 1 < nbc and need[end + 1] != 0)):
                 end += 1
-            c0 = bc * block
-            c1 = min(w, end * block)
+            c0 = bc * bw
+            c1 = min(w, end * bw)
             _pad_normalised(src[t], c0, c1, ar, scale32, shift32, pad)
             row_filter(pad, kx, rowbuf[t, c0:c1])
             bc = end
     vmin = np.inf
     vmax = -np.inf
     for br in range(nbr):
-        r0 = br * block
-        r1 = min(h, r0 + block)
+        r0 = br * bh
+        r1 = min(h, r0 + bh)
         bc = 0
         while bc < nbc:
             if active[br, bc] == 0:
@@ -92,8 +92,8 @@ def exact_blocks(src, scale32, shift32, kx, ky, symmetric, active, block, rowbuf
             end = bc + 1
             while end < nbc and active[br, end] != 0:
                 end += 1
-            c0 = bc * block
-            c1 = min(w, end * block)
+            c0 = bc * bw
+            c1 = min(w, end * bw)
             for r in range(r0, r1):
                 seg = out[r, c0:c1]
                 column_filter(rowbuf, r, c0, c1, ky, symmetric, seg)

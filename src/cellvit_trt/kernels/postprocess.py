@@ -27,7 +27,7 @@ from cellvit_trt.kernels.cells import measure_instances, measure_members
 from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
 from cellvit_trt.kernels.inputs import as_batch
-from cellvit_trt.kernels.layout import BLOCK, fg_blocks, fg_groups
+from cellvit_trt.kernels.layout import BLOCK_H, BLOCK_W, fg_blocks, fg_groups
 from cellvit_trt.kernels.local_markers import fill_groups, seeds_in_mask
 from cellvit_trt.kernels.local_relief import local_relief_and_markers
 from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
@@ -62,7 +62,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     components, members, start = label4_components(fg01, params.blob_min_size)
     if members.size == 0:  # no foreground: no markers, nothing to flood
         return np.zeros((h, w), np.int32), np.zeros(1, np.bool_), members
-    active = fg_blocks(members, h, w, BLOCK)
+    active = fg_blocks(members, h, w, BLOCK_H, BLOCK_W)
     relief, marker = local_relief_and_markers(
         hv, components, active, params.sobel_ksize, params.marker_threshold, gaussian_taps(params.blur_ksize)
     )

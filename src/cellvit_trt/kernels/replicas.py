@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params
-from cellvit_trt.kernels.layout import BLOCK
+from cellvit_trt.kernels.layout import BLOCK_H, BLOCK_W
 from cellvit_trt.kernels.local_relief import blur_blocks
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.sobel import use_numba_sobel
@@ -73,8 +73,8 @@ def _blur_same(rng) -> bool:
     x[rng.random(x.shape) < 0.4] = 0.0
     ref = cv2.GaussianBlur(x, (3, 3), 0)
     ours = np.empty_like(x)
-    blocks = np.ones(((x.shape[0] + BLOCK - 1) // BLOCK, (x.shape[1] + BLOCK - 1) // BLOCK), np.uint8)
-    blur_blocks(blocks, BLOCK, x, gaussian_taps(3), ours)
+    blocks = np.ones((-(-x.shape[0] // BLOCK_H), -(-x.shape[1] // BLOCK_W)), np.uint8)
+    blur_blocks(blocks, BLOCK_H, BLOCK_W, x, gaussian_taps(3), ours)
     return bool(np.array_equal(-ours, ref))
 
 
