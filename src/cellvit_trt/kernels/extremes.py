@@ -1,18 +1,24 @@
-"""Pixels outside the foreground blocks whose Sobel value could reach the tile-wide extremes.
+"""Pixels away from the foreground whose Sobel value could reach the tile-wide extremes.
 
 Upstream min-max normalises the Sobel response over the whole tile, so the background's extremes count even
-though its values do not. `approx_candidates` runs the same separable filter in float32 on the raw HV channel
-(a streaming pass: row filter into a ring of 2*ac+1 rows, column filter per row, nothing stored), and lists
-the pixels outside the exact blocks whose approximate value lies within `eps` of the extremes found so far.
+though its values do not. Computing the filter everywhere is what the region path avoids; instead:
+
+1. `row_bounds`: the row pass in float32 on the raw HV channel (folded taps, vectorised), and for each row
+   and cell of `CELL` columns the max and min of that row pass;
+2. `cell_bounds`: the column pass applied to those maxima / minima bounds the filter on each (row, cell)
+   segment: the smoothing column taps are positive, so sum_j g_j R(r+j) <= sum_j g_j max R(r+j); the
+   derivative ones are antisymmetric, so sum_k d_k (R(r+k) - R(r-k)) <= sum_k d_k (max R(r+k) - min R(r-k));
+3. `candidates`: on the rare segments whose bound reaches the extremes found at the foreground, the float32
+   column pass lists the pixels within `eps` of them; `local_sobel.exact_at` computes those exactly.
 
 Why that is exact. Let S be the filter in real arithmetic and s the float64 value upstream computes from
-h' = fl32(scale*h + shift) (one fused multiply-add). Since the taps sum to zero along the derivative axis,
-S(h') = scale*S(h) + S(d) with |d| <= u32*max|h'|, so with W = sum|kx| * sum|ky|:
-    |s - scale*S(h)| <= W*(u32*max|h'| + 64*u64*max|h'|)    (normalisation, float64 sums)
-    |a - S(h)|       <= 128*u32*W*max|h|                      (the float32 pass, any summation order)
-for the float32 value a; `error_bound` adds these with a factor 2 margin. A pixel whose exact value exceeds
-the current maximum therefore has scale*a >= max - eps, and is listed. `local_sobel.exact_at` then computes
-the listed pixels exactly. Too many candidates (a flat map) returns -1 and the caller computes every block.
+h' = fl32(scale*h + shift) (one fused multiply-add). The taps sum to zero along the derivative axis, so
+S(h') = scale*S(h) + S(d) with |d| <= u32*max|h'|; with W = sum|kx| * sum|ky|:
+    |s - scale*S(h)|  <= W*(u32 + 64*u64)*max|h'|        (normalisation, float64 sums)
+    |R32 - R|, |a - S(h)| <= 128*u32*W*max|h|            (float32 passes, any summation order)
+for the float32 row pass R32 and filter value a; `error_bound` adds these with a factor 2 margin, so a pixel
+whose exact value reaches the current maximum has scale*(bound of its segment) >= max - eps and
+scale*a >= max - eps. Too many candidates (a flat map) returns -1; the caller then filters the whole tile.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ from numba import njit
 
 from cellvit_trt.kernels.fp import reflect101
 
-__all__ = ["approx_candidates", "error_bound"]
+__all__ = ["CELL", "error_bound", "row_bounds", "cell_bounds", "candidates"]
+
+#: Width of the column cells the row pass maxima are kept for.
+CELL = 32
 
 _U32 = 2.0**-24
 _U64 = 2.0**-53
 
 
 def error_bound(kx: np.ndarray, ky: np.ndarray, scale: float, shift: float, abs_max: float) -> float:
-    """eps (normalised units) bounding |exact Sobel - scale * float32 Sobel of the raw map| at any pixel."""
+    """eps (normalised units) bounding |exact Sobel - scale * float32 Sobel of the raw map| at any pixel,
+    and |true filter - its bound from float32 row maxima| beyond the bound itself."""
     weight = float(np.abs(kx).sum() * np.abs(ky).sum())
     hat_max = scale * abs_max + abs(shift) + 1.0  # bound on |normalised value|
     eps = weight * (scale * 128.0 * _U32 * abs_max + (_U32 + 64.0 * _U64) * hat_max)
@@ -37,112 +47,123 @@ def error_bound(kx: np.ndarray, ky: np.ndarray, scale: float, shift: float, abs_
     return 2.0 * eps
 
 
-@njit(nogil=True, cache=True, fastmath=True)
-def _row_smooth(pad, taps, out):
-    a = taps.shape[0] - 1
-    w = out.shape[0]
-    f = taps[0]
-    p0 = pad[a : a + w]
-    for i in range(w):
-        out[i] = f * p0[i]
-    for k in range(1, a + 1):
-        f = taps[k]
-        p1 = pad[a + k : a + k + w]
-        p2 = pad[a - k : a - k + w]
-        for i in range(w):
-            out[i] += f * (p1[i] + p2[i])
-
-
-@njit(nogil=True, cache=True, fastmath=True)
-def _row_deriv(pad, taps, out):
-    a = taps.shape[0] - 1
-    w = out.shape[0]
-    for i in range(w):
-        out[i] = 0.0
-    for k in range(1, a + 1):
-        f = taps[k]
-        p1 = pad[a + k : a + k + w]
-        p2 = pad[a - k : a - k + w]
-        for i in range(w):
-            out[i] += f * (p1[i] - p2[i])
-
-
-@njit(nogil=True, cache=True, fastmath=True)
-def _row_minmax(row):
-    mx = row[0]
-    mn = row[0]
-    for i in range(row.shape[0]):
-        mx = max(mx, row[i])
-        mn = min(mn, row[i])
-    return mn, mx
-
-
-@njit(nogil=True, cache=True, fastmath=True)
-def approx_candidates(src, row_taps, col_taps, row_deriv, thr_lo, thr_hi, active, bh, bw, out, cap):
-    """Flat indices (into `out`, at most `cap`) of pixels outside `active` blocks whose float32 Sobel of `src`
-    (raw units) is <= thr_lo or >= thr_hi; returns their count, or -1 if more than `cap`.
-
-    row_taps / col_taps are the half kernels (centre first, float32); the derivative one is antisymmetric,
-    the other symmetric; `row_deriv` says which pass differentiates (True for d/dx).
-    """
-    h, w = src.shape
-    ar = row_taps.shape[0] - 1
-    ac = col_taps.shape[0] - 1
-    n_ring = 2 * ac + 1
-    ring = np.empty((n_ring, w), np.float32)
-    pad = np.empty(w + 2 * ar, np.float32)
-    left = np.empty(ar, np.int64)
-    right = np.empty(ar, np.int64)
-    for j in range(ar):
-        left[j] = reflect101(j - ar, w)
-        right[j] = reflect101(w + j, w)
-    row = np.empty(w, np.float32)
-    n = 0
-    nxt = 0
-    for r in range(h):
-        last = min(r + ac, h - 1)  # reflected rows below the tile are rows already in the ring
-        while nxt <= last:
-            s = src[nxt]
-            mid = pad[ar : ar + w]
-            for c in range(w):
-                mid[c] = s[c]
-            for j in range(ar):
-                pad[j] = s[left[j]]
-                pad[w + ar + j] = s[right[j]]
-            if row_deriv:
-                _row_deriv(pad, row_taps, ring[nxt % n_ring])
+@njit(nogil=True, cache=True, fastmath=True, inline="always")
+def _fold(pad, taps, out, a, deriv):
+    """out[i] = sum_k taps[k] * (pad[a+i+k] -/+ pad[a+i-k]) (+ taps[0] * pad[a+i] when smoothing)."""
+    for i in range(out.shape[0]):
+        if deriv:
+            acc = np.float32(0.0)
+        else:
+            acc = taps[0] * pad[a + i]
+        for k in range(1, a + 1):
+            if deriv:
+                acc += taps[k] * (pad[a + i + k] - pad[a + i - k])
             else:
-                _row_smooth(pad, row_taps, ring[nxt % n_ring])
-            nxt += 1
-        if row_deriv:  # column pass smooths
-            f = col_taps[0]
-            cen = ring[r % n_ring]
-            for c in range(w):
-                row[c] = f * cen[c]
-            for k in range(1, ac + 1):
-                f = col_taps[k]
-                rd = ring[reflect101(r + k, h) % n_ring]
-                ru = ring[reflect101(r - k, h) % n_ring]
-                for c in range(w):
-                    row[c] += f * (rd[c] + ru[c])
-        else:  # column pass differentiates
-            for c in range(w):
-                row[c] = 0.0
-            for k in range(1, ac + 1):
-                f = col_taps[k]
-                rd = ring[reflect101(r + k, h) % n_ring]
-                ru = ring[reflect101(r - k, h) % n_ring]
-                for c in range(w):
-                    row[c] += f * (rd[c] - ru[c])
-        mn, mx = _row_minmax(row)
-        if mn > thr_lo and mx < thr_hi:
-            continue
-        br = r // bh
+                acc += taps[k] * (pad[a + i + k] + pad[a + i - k])
+        out[i] = acc
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _row_pass(pad, taps, out, deriv):
+    a = taps.shape[0] - 1
+    if a == 10:  # x40: tap loop unrolled, pixel loop vectorised
+        _fold(pad, taps, out, 10, deriv)
+    elif a == 5:  # x20
+        _fold(pad, taps, out, 5, deriv)
+    else:
+        _fold(pad, taps, out, a, deriv)
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def row_bounds(src, row_taps, row_deriv, rows, cmax, cmin):
+    """Float32 row pass of `src` into `rows` ([H, W]) and its max / min per row and CELL-column cell into
+    cmax / cmin ([H, ceil(W / CELL)]). row_taps: the half kernel, centre first."""
+    h, w = src.shape
+    a = row_taps.shape[0] - 1
+    pad = np.empty(w + 2 * a, np.float32)
+    left = np.empty(a, np.int64)
+    right = np.empty(a, np.int64)
+    for j in range(a):
+        left[j] = reflect101(j - a, w)
+        right[j] = reflect101(w + j, w)
+    for t in range(h):
+        s = src[t]
+        mid = pad[a : a + w]
         for c in range(w):
-            v = row[c]
-            if (v <= thr_lo or v >= thr_hi) and active[br, c // bw] == 0:
-                if n == cap:
-                    return -1
-                out[n] = r * w + c
-                n += 1
+            mid[c] = s[c]
+        for j in range(a):
+            pad[j] = s[left[j]]
+            pad[w + a + j] = s[right[j]]
+        out = rows[t]
+        _row_pass(pad, row_taps, out, row_deriv)
+        for cb in range(cmax.shape[1]):
+            seg = out[cb * CELL : min(w, cb * CELL + CELL)]
+            mx = seg[0]
+            mn = seg[0]
+            for i in range(seg.shape[0]):
+                mx = max(mx, seg[i])
+                mn = min(mn, seg[i])
+            cmax[t, cb] = mx
+            cmin[t, cb] = mn
+
+
+@njit(nogil=True, cache=True)
+def cell_bounds(cmax, cmin, col_taps, col_deriv, hi, lo):
+    """Upper / lower bounds (float64, raw units) of the filter on every (row, cell) segment, from the row
+    pass maxima and minima (module doc, step 2); rows reflected as the filter reflects them."""
+    h, nc = cmax.shape
+    a = col_taps.shape[0] - 1
+    for r in range(h):
+        for cb in range(nc):
+            up = 0.0
+            dn = 0.0
+            for k in range(0 if not col_deriv else 1, a + 1):
+                f = np.float64(col_taps[k])
+                for side in range(1 if k == 0 else 2):
+                    row = reflect101(r + k, h) if side == 0 else reflect101(r - k, h)
+                    sign = -1.0 if (col_deriv and side == 1) else 1.0
+                    g = f * sign  # weight of R(row) in the filter
+                    if g >= 0.0:
+                        up += g * cmax[row, cb]
+                        dn += g * cmin[row, cb]
+                    else:
+                        up += g * cmin[row, cb]
+                        dn += g * cmax[row, cb]
+            hi[r, cb] = up
+            lo[r, cb] = dn
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def candidates(rows, col_taps, col_deriv, hi, lo, thr_lo, thr_hi, out, cap):
+    """Flat indices (into `out`, at most `cap`) of the pixels whose float32 filter value (column pass on the
+    float32 `rows`) is <= thr_lo or >= thr_hi, looked for only in segments whose bounds reach those
+    thresholds. Returns the count, or -1 if more than `cap`."""
+    h, w = rows.shape
+    a = col_taps.shape[0] - 1
+    seg = np.empty(CELL, np.float32)
+    n = 0
+    for r in range(h):
+        for cb in range(hi.shape[1]):
+            if hi[r, cb] < thr_hi and lo[r, cb] > thr_lo:
+                continue
+            c0 = cb * CELL
+            c1 = min(w, c0 + CELL)
+            m = c1 - c0
+            for i in range(m):
+                seg[i] = 0.0 if col_deriv else col_taps[0] * rows[r, c0 + i]
+            for k in range(1, a + 1):
+                f = col_taps[k]
+                below = rows[reflect101(r + k, h)]
+                above = rows[reflect101(r - k, h)]
+                for i in range(m):
+                    if col_deriv:
+                        seg[i] += f * (below[c0 + i] - above[c0 + i])
+                    else:
+                        seg[i] += f * (below[c0 + i] + above[c0 + i])
+            for i in range(m):
+                if seg[i] <= thr_lo or seg[i] >= thr_hi:
+                    if n == cap:
+                        return -1
+                    out[n] = r * w + c0 + i
+                    n += 1
     return n

@@ -1,11 +1,10 @@
-"""Where the foreground is: 16x64 blocks that hold foreground, 8-connected foreground groups and their boxes.
+"""Where the foreground is: its runs in each row, its 8-connected groups and their boxes.
 
 The region-restricted post-processor (docs/kernels.md, "Regions") evaluates each per-pixel step only where
-its result can reach the foreground. This module derives the geometry from the kept foreground pixels
-(`label4_components`):
+its result can reach the foreground. This module derives that geometry:
 
-- `fg_blocks`: blocks holding at least one foreground pixel (the Sobel, the energy and the relief are exact
-  there, and needed nowhere else);
+- `row_runs`: the runs of foreground pixels in each row (the Sobel, the energy and the relief are needed
+  there only);
 - `fg_groups`: the 8-connected groups of 4-connected foreground components (components that touch only
   diagonally join one group) and each group's bounding box. A hole of the marker map is enclosed by an
   8-connected ring of marker pixels, markers lie inside the foreground, so every hole lies inside the box
@@ -17,25 +16,61 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["BLOCK_H", "BLOCK_W", "fg_blocks", "fg_groups"]
-
-#: Height and width of the blocks the activity maps are kept in (pixels): short in y (the column reach
-#: of the filters is added above and below), wide in x (long rows vectorise; short ones cost loop overhead).
-BLOCK_H = 16
-BLOCK_W = 64
+__all__ = ["row_runs", "fg_groups"]
 
 
 @njit(nogil=True, cache=True)
-def fg_blocks(members: np.ndarray, h: int, w: int, bh: int, bw: int) -> np.ndarray:
-    """uint8 [ceil(h/bh), ceil(w/bw)]: 1 where the block holds a kept foreground pixel."""
-    nbr = (h + bh - 1) // bh
-    nbc = (w + bw - 1) // bw
-    active = np.zeros((nbr, nbc), np.uint8)
-    for k in range(members.shape[0]):
-        p = members[k]
-        r = p // w
-        active[r // bh, (p - r * w) // bw] = 1
-    return active
+def _next_set(fb, words, p, end):
+    """First index in [p, end) with fb != 0, else end; zero 8-pixel words are skipped whole."""
+    while p < end:
+        if (p & 7) == 0 and p + 8 <= end and words[p >> 3] == 0:
+            p += 8
+        elif fb[p] == 0:
+            p += 1
+        else:
+            return p
+    return end
+
+
+@njit(nogil=True, cache=True)
+def _next_clear(fb, p, end):
+    while p < end and fb[p] != 0:
+        p += 1
+    return p
+
+
+@njit(nogil=True, cache=True)
+def row_runs(binary: np.ndarray):
+    """Maximal runs of nonzero pixels in each row: (row_ptr int64[H+1], c0 int64[N], c1 int64[N]); the runs
+    of row r are [row_ptr[r], row_ptr[r+1]), as column intervals [c0, c1) in increasing order. One pass
+    that skips empty 8-pixel words, so a sparse map costs little."""
+    h, w = binary.shape
+    fb = binary.reshape(-1)
+    n8 = fb.shape[0] // 8
+    words = fb[: n8 * 8].view(np.uint64)
+    row_ptr = np.zeros(h + 1, np.int64)
+    c0 = np.empty(1024, np.int64)
+    c1 = np.empty(1024, np.int64)
+    n = 0
+    for r in range(h):
+        base = r * w
+        end = base + w
+        p = _next_set(fb, words, base, end)
+        while p < end:
+            q = _next_clear(fb, p, end)
+            if n == c0.shape[0]:
+                g0 = np.empty(2 * n, np.int64)
+                g1 = np.empty(2 * n, np.int64)
+                g0[:n] = c0
+                g1[:n] = c1
+                c0 = g0
+                c1 = g1
+            c0[n] = p - base
+            c1[n] = q - base
+            n += 1
+            p = _next_set(fb, words, q, end)
+        row_ptr[r + 1] = n
+    return row_ptr, c0[:n], c1[:n]
 
 
 @njit(nogil=True, cache=True)

@@ -14,62 +14,51 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cellvit_trt.kernels.extremes import approx_candidates, error_bound
-from cellvit_trt.kernels.fp import fma64, normalize_params, reflect101
-from cellvit_trt.kernels.layout import BLOCK_H, BLOCK_W
-from cellvit_trt.kernels.local_sobel import exact_at, exact_blocks
-from cellvit_trt.kernels.sobel import sobel_kernels
+from cellvit_trt.kernels.extremes import CELL, candidates, cell_bounds, error_bound, row_bounds
+from cellvit_trt.kernels.fp import fma32, fma64, normalize_params, reflect101
+from cellvit_trt.kernels.layout import row_runs
+from cellvit_trt.kernels.local_sobel import exact_at, exact_runs
+from cellvit_trt.kernels.sobel import _sep_filter, sobel_kernels
 
-__all__ = ["local_relief_and_markers", "sobel_at_blocks", "fuse_blocks", "blur_blocks"]
+__all__ = ["local_relief_and_markers", "sobel_at_runs", "fuse_runs", "blur_runs"]
 
-#: Above this fraction of foreground blocks the whole tile is filtered exactly (no float32 scan).
-DENSE_FRACTION = 0.7
-#: Most candidate pixels the float32 scan may list before every block is computed exactly instead.
+#: Most candidate pixels the bound may leave before the whole tile is filtered exactly instead.
 MAX_CANDIDATES = 4096
-#: |map| * sum of |taps| above which float32 could overflow: every block is computed exactly instead.
+#: |map| * sum of |taps| above which float32 could overflow: the whole tile is filtered exactly instead.
 _F32_SAFE = 1.0e36
 
 
-def _outward32(thr: float, down: bool) -> np.float32:
-    v = np.float32(thr)
-    if down and float(v) > thr:
-        v = np.nextafter(v, np.float32(-np.inf))
-    if not down and float(v) < thr:
-        v = np.nextafter(v, np.float32(np.inf))
-    return v
-
-
-def sobel_at_blocks(src: np.ndarray, dx: int, ksize: int, active: np.ndarray, out: np.ndarray, rowbuf):
-    """Sobel of the min-max normalised `src` (float32 [H, W]) exact on the `active` blocks (written to `out`),
-    and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls would give."""
+def sobel_at_runs(src, dx, ksize, binary, runs, out, rowbuf):
+    """Sobel of the min-max normalised `src` (float32 [H, W]) exact at the pixels of `binary`'s row runs
+    (written to `out`), and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls give."""
     vlo, vhi = float(src.min()), float(src.max())
     scale, shift = normalize_params(vlo, vhi)
     kx, ky = sobel_kernels(dx, ksize)
     s32, t32 = np.float32(scale), np.float32(shift)
-    everything = active.mean() >= DENSE_FRACTION
-    abs_max = max(abs(vlo), abs(vhi))
-    weight = float(np.abs(kx).sum() * np.abs(ky).sum())
-    if abs_max * weight > _F32_SAFE:
-        everything = True
-    blocks = np.ones_like(active) if everything else active
-    vmin, vmax = exact_blocks(src, s32, t32, kx, ky, dx == 1, blocks, BLOCK_H, BLOCK_W, rowbuf, out)
-    if everything or scale == 0.0:  # scale 0: the normalised map is all zeros, so is its Sobel
+    vmin, vmax = exact_runs(src, s32, t32, kx, ky, dx == 1, binary, *runs, rowbuf, out)
+    if scale == 0.0:  # the normalised map is all zeros, so is its Sobel everywhere
         return vmin, vmax
-    eps = error_bound(kx, ky, scale, shift, abs_max)
-    thr_lo = _outward32((vmin + eps) / scale, down=False)
-    thr_hi = _outward32((vmax - eps) / scale, down=True)
+    abs_max = max(abs(vlo), abs(vhi))
+    if abs_max * float(np.abs(kx).sum() * np.abs(ky).sum()) > _F32_SAFE:
+        return _whole_tile(src, s32, t32, dx, ksize, out)
+    h, w = src.shape
     ar, ac = kx.shape[0] // 2, ky.shape[0] // 2
-    row_taps = kx[ar:].astype(np.float32)
+    rows = np.empty((h, w), np.float32)
+    n_cells = -(-w // CELL)
+    cmax = np.empty((h, n_cells), np.float32)
+    cmin = np.empty((h, n_cells), np.float32)
+    row_bounds(src, kx[ar:].astype(np.float32), dx == 1, rows, cmax, cmin)
+    hi = np.empty((h, n_cells), np.float64)
+    lo = np.empty((h, n_cells), np.float64)
     col_taps = ky[ac:].astype(np.float32)
+    cell_bounds(cmax, cmin, col_taps, dx != 1, hi, lo)
+    eps = error_bound(kx, ky, scale, shift, abs_max)
     cand = np.empty(MAX_CANDIDATES, np.int64)
-    n = approx_candidates(
-        src, row_taps, col_taps, dx == 1, thr_lo, thr_hi, active, BLOCK_H, BLOCK_W, cand, MAX_CANDIDATES
+    n = candidates(
+        rows, col_taps, dx != 1, hi, lo, (vmin + eps) / scale, (vmax - eps) / scale, cand, MAX_CANDIDATES
     )
     if n < 0:
-        return exact_blocks(
-            src, s32, t32, kx, ky, dx == 1, np.ones_like(active), BLOCK_H, BLOCK_W, rowbuf, out
-        )
-    w = src.shape[1]
+        return _whole_tile(src, s32, t32, dx, ksize, out)
     for p in cand[:n]:
         v = exact_at(src, s32, t32, kx, ky, dx == 1, int(p) // w, int(p) % w)
         vmin = min(vmin, v)
@@ -77,105 +66,87 @@ def sobel_at_blocks(src: np.ndarray, dx: int, ksize: int, active: np.ndarray, ou
     return vmin, vmax
 
 
-def local_relief_and_markers(hv, components, active, ksize, marker_threshold, blur_taps):
-    """(relief float64 [H, W], raw marker uint8 [H, W]) on the foreground blocks `active` (relief undefined
-    and marker 0 elsewhere); `components` the kept foreground components (> 0 on the foreground)."""
+def _whole_tile(src, s32, t32, dx, ksize, out):
+    """The exact filter on the whole tile (same bits as `exact_runs`): for maps the bound cannot prune."""
+    kx, ky = sobel_kernels(dx, ksize)
+    full = _sep_filter(_normalised(src, s32, t32), kx, ky, dx == 1)
+    out[:] = full
+    return float(full.min()), float(full.max())
+
+
+@njit(nogil=True, cache=True)
+def _normalised(src, s32, t32):
+    out = np.empty(src.shape, np.float32)
+    for r in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            out[r, c] = fma32(src[r, c], s32, t32)
+    return out
+
+
+def local_relief_and_markers(hv, fg01, components, ksize, marker_threshold, blur_taps):
+    """(relief float64 [H, W], raw marker uint8 [H, W]), exact at the pixels of `fg01` (a superset of the kept
+    foreground `components` > 0); relief undefined and marker 0 elsewhere."""
     _, h, w = hv.shape
+    runs = row_runs(fg01)
     rowbuf = np.empty((h, w), np.float64)
     sobels = []
     params = []
     for ch, dx in ((0, 1), (1, 0)):
         out = np.empty((h, w), np.float64)
-        smin, smax = sobel_at_blocks(hv[ch], dx, ksize, active, out, rowbuf)
+        smin, smax = sobel_at_runs(hv[ch], dx, ksize, fg01, runs, out, rowbuf)
         sobels.append(out)
         params.append(normalize_params(smin, smax))
     dist = np.zeros((h, w), np.float64)
     marker = np.zeros((h, w), np.uint8)
     (hs, ht), (vs, vt) = params
-    fuse_blocks(
-        active,
-        BLOCK_H,
-        BLOCK_W,
-        components,
-        sobels[0],
-        sobels[1],
-        hs,
-        ht,
-        vs,
-        vt,
-        float(marker_threshold),
-        dist,
-        marker,
-    )
+    fuse_runs(*runs, components, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker)
     relief = rowbuf  # free again: reused for the relief
-    blur_blocks(active, BLOCK_H, BLOCK_W, dist, blur_taps, relief)
+    blur_runs(*runs, dist, blur_taps, relief)
     return relief, marker
 
 
 @njit(nogil=True, cache=True)
-def fuse_blocks(active, bh, bw, components, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
-    """`energy._fuse` (any blb) on the active blocks' row segments: dist and the raw marker, vectorised."""
-    h, w = dist.shape
-    nbr, nbc = active.shape
+def fuse_runs(row_ptr, c0s, c1s, components, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
+    """`energy._fuse` on the row runs: dist (1 - energy, 0.0 off the kept foreground, as upstream's product
+    with blb gives) and the raw marker."""
+    h = dist.shape[0]
     one32 = np.float32(1.0)
-    for br in range(nbr):
-        r0 = br * bh
-        r1 = min(h, r0 + bh)
-        bc = 0
-        while bc < nbc:
-            if active[br, bc] == 0:
-                bc += 1
-                continue
-            end = bc + 1
-            while end < nbc and active[br, end] != 0:
-                end += 1
-            c0 = bc * bw
-            c1 = min(w, end * bw)
-            for r in range(r0, r1):
-                a_h = sh[r, c0:c1]
-                a_v = sv[r, c0:c1]
-                comp = components[r, c0:c1]
-                d = dist[r, c0:c1]
-                m = marker[r, c0:c1]
-                for i in range(c1 - c0):
-                    a = one32 - np.float32(fma64(a_h[i], hs, ht))
-                    b = one32 - np.float32(fma64(a_v[i], vs, vt))
-                    o32 = a if a >= b else b
-                    fb = 1.0 if comp[i] > 0 else 0.0
-                    overall = np.float64(o32) - (1.0 - fb)
-                    if overall < 0.0:
-                        overall = 0.0
-                    d[i] = (1.0 - overall) * fb
-                    m[i] = 1 if fb > 0.0 and overall < marker_threshold else 0
-            bc = end
+    for r in range(h):
+        for k in range(row_ptr[r], row_ptr[r + 1]):
+            c0 = c0s[k]
+            c1 = c1s[k]
+            a_h = sh[r, c0:c1]
+            a_v = sv[r, c0:c1]
+            comp = components[r, c0:c1]
+            d = dist[r, c0:c1]
+            m = marker[r, c0:c1]
+            for i in range(c1 - c0):
+                a = one32 - np.float32(fma64(a_h[i], hs, ht))
+                b = one32 - np.float32(fma64(a_v[i], vs, vt))
+                o32 = a if a >= b else b
+                overall = np.float64(o32) - 0.0
+                if overall < 0.0:
+                    overall = 0.0
+                fg = comp[i] > 0
+                d[i] = (1.0 - overall) * 1.0 if fg else 0.0
+                m[i] = 1 if fg and overall < marker_threshold else 0
 
 
 @njit(nogil=True, cache=True)
-def blur_blocks(active, bh, bw, dist, k, relief):
-    """relief = -GaussianBlur(dist, 3x3) on the active blocks (OpenCV's order of operations and
-    BORDER_REFLECT_101); `dist` must be 0 outside the active blocks."""
+def blur_runs(row_ptr, c0s, c1s, dist, k, relief):
+    """relief = -GaussianBlur(dist, 3x3) on the row runs (OpenCV's order of operations and
+    BORDER_REFLECT_101)."""
     h, w = dist.shape
-    nbr, nbc = active.shape
     k0, k1, k2 = k[0], k[1], k[2]
-    rows = np.empty((bh + 2, w), np.float64)
+    rows = np.empty((3, w), np.float64)
     padrow = np.empty(w + 2, np.float64)
-    for br in range(nbr):
-        r0 = br * bh
-        r1 = min(h, r0 + bh)
-        bc = 0
-        while bc < nbc:
-            if active[br, bc] == 0:
-                bc += 1
-                continue
-            end = bc + 1
-            while end < nbc and active[br, end] != 0:
-                end += 1
-            c0 = bc * bw
-            c1 = min(w, end * bw)
+    for r in range(h):
+        for run in range(row_ptr[r], row_ptr[r + 1]):
+            c0 = c0s[run]
+            c1 = c1s[run]
             n = c1 - c0
-            for j in range(r1 - r0 + 2):
-                t = reflect101(r0 - 1 + j, h)
-                src = dist[t]
+            for j in range(3):
+                src = dist[reflect101(r - 1 + j, h)]
                 pr = padrow[: n + 2]
                 pr[0] = src[reflect101(c0 - 1, w)]
                 pr[n + 1] = src[reflect101(c1, w)]
@@ -192,14 +163,11 @@ def blur_blocks(active, bh, bw, dist, k, relief):
                     s += k1 * pc[i]
                     s += k2 * pq[i]
                     out[i] = s
-            for r in range(r0, r1):
-                j = r - r0 + 1
-                up = rows[j - 1, :n]
-                cen = rows[j, :n]
-                dn = rows[j + 1, :n]
-                o = relief[r, c0:c1]
-                for i in range(n):
-                    acc = k1 * cen[i] + 0.0
-                    acc += k0 * (dn[i] + up[i])
-                    o[i] = -acc
-            bc = end
+            up = rows[0, :n]
+            cen = rows[1, :n]
+            dn = rows[2, :n]
+            o = relief[r, c0:c1]
+            for i in range(n):
+                acc = k1 * cen[i] + 0.0
+                acc += k0 * (dn[i] + up[i])
+                o[i] = -acc

@@ -4,11 +4,11 @@ Upstream computes `cv2.Sobel(normalize(hv), CV_64F, ksize)` on the whole tile an
 result over the whole tile. Inside the foreground the relief needs the Sobel values themselves; elsewhere only
 their minimum and maximum matter. So:
 
-1. `exact_blocks` runs `sobel.row_filter` / `sobel.column_filter` (the bits of the whole-tile filter) on the
-   blocks that hold foreground: the row pass on the rows within the column reach of those blocks (each row
-   segment once, kept in a tile-sized buffer), the column pass on the blocks. It returns the extremes found.
-2. `extremes.approx_candidates` scans the rest of the tile with a float32 filter whose error is bounded, and
-   lists the pixels that could beat those extremes (usually none);
+1. `exact_runs` runs `sobel.row_filter` / `sobel.column_filter` (the bits of the whole-tile filter) at the
+   foreground pixels: the column pass on the foreground runs of each row, the row pass where those read it
+   (each row segment once, kept in a tile-sized buffer). It returns the extremes found there.
+2. `extremes` bounds the filter everywhere else from a float32 row pass, and lists the pixels that could
+   beat those extremes (usually none);
 3. `exact_at` evaluates those pixels exactly.
 The normalised HV value is recomputed where the row pass reads it, with OpenCV's fused multiply-add.
 """
@@ -19,9 +19,10 @@ import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, reflect101
+from cellvit_trt.kernels.layout import _next_clear, _next_set
 from cellvit_trt.kernels.sobel import column_filter, row_filter
 
-__all__ = ["exact_blocks", "exact_at"]
+__all__ = ["exact_runs", "exact_at"]
 
 
 @njit(nogil=True, cache=True)
@@ -41,69 +42,63 @@ def _pad_normalised(src_row, c0, c1, ar, scale32, shift32, pad):
         pad[j] = np.float64(fma32(src_row[reflect101(c0 - ar + j, w)], scale32, shift32))
 
 
-@njit(nogil=True, cache=True)
-def exact_blocks(src, scale32, shift32, kx, ky, symmetric, active, bh, bw, rowbuf, out):
-    """Sobel of normalise(src) at every pixel of the active blocks, into `out` (float64 [H, W]).
+#: Column gaps shorter than this between row-pass segments are computed too (cheaper than a new segment).
+_MERGE_GAP = 8
 
-    `rowbuf` (float64 [H, W]) receives the row pass where some active block's column pass reads it: on row t,
-    the column blocks active in a band whose rows +- ac contain t (gaps of one block are filled in, which
-    costs less than a separate segment). Returns (min, max) over the pixels computed (+inf, -inf if none)."""
+
+@njit(nogil=True, cache=True)
+def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c1s, rowbuf, out):
+    """Sobel of normalise(src) at the pixels of the row runs of `binary` (`layout.row_runs`), into `out`.
+
+    `rowbuf` (float64 [H, W]) receives the row pass where a run pixel's column pass reads it: at (t, c) when
+    `binary` has a pixel in column c within ac rows of t (a sliding count over rows). Returns (min, max)
+    over the pixels computed (+inf, -inf if none)."""
     h, w = src.shape
     ar = kx.shape[0] // 2
     ac = ky.shape[0] // 2
-    nbr, nbc = active.shape
     pad = np.empty(w + 2 * ar, np.float64)
-    need = np.empty(nbc, np.uint8)
+    cnt = np.zeros(w, np.int32)
+    need = np.zeros(w + 8, np.uint8)
+    words = need[: (w + 8) // 8 * 8].view(np.uint64)
+    for r in range(min(h, ac)):
+        row = binary[r]
+        for c in range(w):
+            cnt[c] += row[c]
     for t in range(h):
-        for bc in range(nbc):
-            need[bc] = 0
-        any_need = False
-        for br in range(max(0, (t - ac - bh) // bh), min(nbr, (t + ac) // bh + 1)):
-            if br * bh - ac <= t < br * bh + bh + ac:
-                for bc in range(nbc):
-                    if active[br, bc] != 0:
-                        need[bc] = 1
-                        any_need = True
-        if not any_need:
-            continue
-        bc = 0
-        while bc < nbc:
-            if need[bc] == 0:
-                bc += 1
-                continue
-            end = bc + 1
-            while end < nbc and (need[end] != 0 or (end + 1 < nbc and need[end + 1] != 0)):
-                end += 1
-            c0 = bc * bw
-            c1 = min(w, end * bw)
-            _pad_normalised(src[t], c0, c1, ar, scale32, shift32, pad)
-            row_filter(pad, kx, rowbuf[t, c0:c1])
-            bc = end
+        if t + ac < h:
+            row = binary[t + ac]
+            for c in range(w):
+                cnt[c] += row[c]
+        if t - ac - 1 >= 0:
+            row = binary[t - ac - 1]
+            for c in range(w):
+                cnt[c] -= row[c]
+        for c in range(w):
+            need[c] = 1 if cnt[c] > 0 else 0
+        c = _next_set(need, words, 0, w)
+        while c < w:
+            e = _next_clear(need, c, w)
+            nxt = _next_set(need, words, e, w)
+            while nxt < w and nxt - e < _MERGE_GAP:
+                e = _next_clear(need, nxt, w)
+                nxt = _next_set(need, words, e, w)
+            _pad_normalised(src[t], c, e, ar, scale32, shift32, pad)
+            row_filter(pad, kx, rowbuf[t, c:e])
+            c = nxt
     vmin = np.inf
     vmax = -np.inf
-    for br in range(nbr):
-        r0 = br * bh
-        r1 = min(h, r0 + bh)
-        bc = 0
-        while bc < nbc:
-            if active[br, bc] == 0:
-                bc += 1
-                continue
-            end = bc + 1
-            while end < nbc and active[br, end] != 0:
-                end += 1
-            c0 = bc * bw
-            c1 = min(w, end * bw)
-            for r in range(r0, r1):
-                seg = out[r, c0:c1]
-                column_filter(rowbuf, r, c0, c1, ky, symmetric, seg)
-                for i in range(c1 - c0):
-                    v = seg[i]
-                    if v < vmin:
-                        vmin = v
-                    if v > vmax:
-                        vmax = v
-            bc = end
+    for r in range(h):
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            c0 = c0s[i]
+            c1 = c1s[i]
+            seg = out[r, c0:c1]
+            column_filter(rowbuf, r, c0, c1, ky, symmetric, seg)
+            for j in range(c1 - c0):
+                v = seg[j]
+                if v < vmin:
+                    vmin = v
+                if v > vmax:
+                    vmax = v
     return vmin, vmax
 
 

@@ -7,12 +7,12 @@ Steps (upstream `DetectionCellPostProcessor`, WSI path; docs/kernels.md maps the
 4. exact skimage watershed of the relief from the markers inside the foreground (Numba);
 5. ids renumbered 1..N, per-cell bbox / centroid / type vote in one pass, first OpenCV contour per cell.
 
-Steps 2-5 run only where the foreground can be affected (`_labels_by_region`: foreground blocks, foreground
-groups' boxes, foreground pixels; docs/kernels.md "Regions" says why that is exact), so a tile costs about in
-proportion to its nuclei; the tile-wide parts left are one pass over the HV maps for their extremes, a float32
-scan bounding the Sobel extremes, OpenCV's opening and scans that skip empty 8-pixel words. Where the region
-kernels are not proven identical to OpenCV on this machine (`replicas.region_path_ok`) the whole-tile path
-runs instead (`instance_map_full`).
+Steps 2-5 run only where the foreground can be affected (`_labels_by_region`: foreground pixels, foreground
+groups' boxes; docs/kernels.md "Regions" says why that is exact), so a tile costs about in proportion to its
+nuclei. What stays tile-wide: one pass over the HV maps for their extremes, a float32 row pass bounding the
+Sobel extremes, OpenCV's opening, and scans that skip empty 8-pixel words. Where the region kernels are not
+proven identical to OpenCV on this machine (`replicas.region_path_ok`) the whole-tile path runs instead
+(`instance_map_full`).
 Every heavy step releases the GIL, so `process_batch(..., workers=k)` scales over threads.
 """
 
@@ -27,7 +27,7 @@ from cellvit_trt.kernels.cells import measure_instances, measure_members
 from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
 from cellvit_trt.kernels.inputs import as_batch
-from cellvit_trt.kernels.layout import BLOCK_H, BLOCK_W, fg_blocks, fg_groups
+from cellvit_trt.kernels.layout import fg_groups
 from cellvit_trt.kernels.local_markers import fill_groups, seeds_in_mask
 from cellvit_trt.kernels.local_relief import local_relief_and_markers
 from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
@@ -62,9 +62,8 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     components, members, start = label4_components(fg01, params.blob_min_size)
     if members.size == 0:  # no foreground: no markers, nothing to flood
         return np.zeros((h, w), np.int32), np.zeros(1, np.bool_), members
-    active = fg_blocks(members, h, w, BLOCK_H, BLOCK_W)
     relief, marker = local_relief_and_markers(
-        hv, components, active, params.sobel_ksize, params.marker_threshold, gaussian_taps(params.blur_ksize)
+        hv, fg01, components, params.sobel_ksize, params.marker_threshold, gaussian_taps(params.blur_ksize)
     )
     group, boxes = fg_groups(components, members, start)
     filled = np.zeros((h, w), np.uint8)

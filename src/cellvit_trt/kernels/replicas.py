@@ -3,7 +3,7 @@
 The region-restricted path (`postprocess._labels_by_region`) re-implements, pixel by pixel, three OpenCV
 calls whose rounding depends on the code path OpenCV's CPU dispatcher picks: Sobel (`sobel.use_numba_sobel`),
 `normalize(NORM_MINMAX, CV_32F)` from float32 and float64 (`fp.normalize_params` + one fused multiply-add) and
-the 3x3 Gaussian blur (`local_relief.blur_blocks`). Each is compared with OpenCV on random probes, once per
+the 3x3 Gaussian blur (`local_relief.blur_runs`). Each is compared with OpenCV on random probes, once per
 process and parameter set; if any differs, the post-processor uses the whole-tile path, which calls OpenCV
 itself. The region path also needs what it was built for: a 3x3 blur.
 """
@@ -17,8 +17,8 @@ import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params
-from cellvit_trt.kernels.layout import BLOCK_H, BLOCK_W
-from cellvit_trt.kernels.local_relief import blur_blocks
+from cellvit_trt.kernels.layout import row_runs
+from cellvit_trt.kernels.local_relief import blur_runs
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.sobel import use_numba_sobel
 
@@ -73,8 +73,7 @@ def _blur_same(rng) -> bool:
     x[rng.random(x.shape) < 0.4] = 0.0
     ref = cv2.GaussianBlur(x, (3, 3), 0)
     ours = np.empty_like(x)
-    blocks = np.ones((-(-x.shape[0] // BLOCK_H), -(-x.shape[1] // BLOCK_W)), np.uint8)
-    blur_blocks(blocks, BLOCK_H, BLOCK_W, x, gaussian_taps(3), ours)
+    blur_runs(*row_runs(np.ones(x.shape, np.uint8)), x, gaussian_taps(3), ours)
     return bool(np.array_equal(-ours, ref))
 
 
