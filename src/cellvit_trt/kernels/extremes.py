@@ -114,23 +114,29 @@ def cell_bounds(cmax, cmin, col_taps, col_deriv, hi, lo):
     h, nc = cmax.shape
     a = col_taps.shape[0] - 1
     for r in range(h):
+        up = hi[r]
+        dn = lo[r]
         for cb in range(nc):
-            up = 0.0
-            dn = 0.0
-            for k in range(0 if not col_deriv else 1, a + 1):
-                f = np.float64(col_taps[k])
-                for side in range(1 if k == 0 else 2):
-                    row = reflect101(r + k, h) if side == 0 else reflect101(r - k, h)
-                    sign = -1.0 if (col_deriv and side == 1) else 1.0
-                    g = f * sign  # weight of R(row) in the filter
-                    if g >= 0.0:
-                        up += g * cmax[row, cb]
-                        dn += g * cmin[row, cb]
-                    else:
-                        up += g * cmin[row, cb]
-                        dn += g * cmax[row, cb]
-            hi[r, cb] = up
-            lo[r, cb] = dn
+            up[cb] = 0.0
+            dn[cb] = 0.0
+        for k in range(-a, a + 1):
+            row = reflect101(r + k, h)
+            g = np.float64(col_taps[abs(k)])  # weight of R(r + k) in the filter
+            if col_deriv:
+                if k == 0:
+                    continue
+                if k < 0:
+                    g = -g
+            mx = cmax[row]
+            mn = cmin[row]
+            if g >= 0.0:
+                for cb in range(nc):
+                    up[cb] += g * mx[cb]
+                    dn[cb] += g * mn[cb]
+            else:
+                for cb in range(nc):
+                    up[cb] += g * mn[cb]
+                    dn[cb] += g * mx[cb]
 
 
 @njit(nogil=True, cache=True, fastmath=True)

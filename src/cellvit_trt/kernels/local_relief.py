@@ -16,12 +16,18 @@ from numba import njit
 
 from cellvit_trt.kernels.extremes import CELL, candidates, cell_bounds, error_bound, row_bounds
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params, reflect101
-from cellvit_trt.kernels.layout import row_runs
+from cellvit_trt.kernels.layout import cover_runs, row_runs
 from cellvit_trt.kernels.local_sobel import exact_at, exact_runs
 from cellvit_trt.kernels.sobel import _sep_filter, sobel_kernels
 
 __all__ = ["local_relief_and_markers", "sobel_at_runs", "fuse_runs", "blur_runs"]
 
+#: Foreground runs closer than this (pixels) are computed as one run, and rows covered to at least
+#: this fraction are computed whole (`layout.cover_runs`).
+COVER_GAP = 16
+COVER_FULL_ROW = 0.25
+#: Covering at least this fraction of the tile, the region is the whole tile.
+DENSE_COVER = 0.3
 #: Most candidate pixels the bound may leave before the whole tile is filtered exactly instead.
 MAX_CANDIDATES = 4096
 #: |map| * sum of |taps| above which float32 could overflow: the whole tile is filtered exactly instead.
@@ -36,8 +42,8 @@ def sobel_at_runs(src, dx, ksize, binary, runs, out, rowbuf):
     kx, ky = sobel_kernels(dx, ksize)
     s32, t32 = np.float32(scale), np.float32(shift)
     vmin, vmax = exact_runs(src, s32, t32, kx, ky, dx == 1, binary, *runs, rowbuf, out)
-    if scale == 0.0:  # the normalised map is all zeros, so is its Sobel everywhere
-        return vmin, vmax
+    if scale == 0.0 or runs[1].shape[0] == binary.shape[0] and (runs[2] - runs[1]).sum() == binary.size:
+        return vmin, vmax  # all-zero normalised map (its Sobel is 0 everywhere), or every pixel computed
     abs_max = max(abs(vlo), abs(vhi))
     if abs_max * float(np.abs(kx).sum() * np.abs(ky).sum()) > _F32_SAFE:
         return _whole_tile(src, s32, t32, dx, ksize, out)
@@ -87,13 +93,16 @@ def local_relief_and_markers(hv, fg01, components, ksize, marker_threshold, blur
     """(relief float64 [H, W], raw marker uint8 [H, W]), exact at the pixels of `fg01` (a superset of the kept
     foreground `components` > 0); relief undefined and marker 0 elsewhere."""
     _, h, w = hv.shape
-    runs = row_runs(fg01)
+    cover = cover_runs(fg01, *row_runs(fg01), COVER_GAP, COVER_FULL_ROW)
+    if cover.mean() >= DENSE_COVER:
+        cover[:] = 1  # mostly covered: whole rows vectorise best, and nothing is left to bound
+    runs = row_runs(cover)
     rowbuf = np.empty((h, w), np.float64)
     sobels = []
     params = []
     for ch, dx in ((0, 1), (1, 0)):
         out = np.empty((h, w), np.float64)
-        smin, smax = sobel_at_runs(hv[ch], dx, ksize, fg01, runs, out, rowbuf)
+        smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out, rowbuf)
         sobels.append(out)
         params.append(normalize_params(smin, smax))
     dist = np.zeros((h, w), np.float64)

@@ -73,8 +73,16 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c
             row = binary[t - ac - 1]
             for c in range(w):
                 cnt[c] -= row[c]
+        n_need = 0
         for c in range(w):
             need[c] = 1 if cnt[c] > 0 else 0
+            n_need += need[c]
+        if n_need == 0:
+            continue
+        if 2 * n_need >= w:  # mostly needed: one segment
+            _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
+            row_filter(pad, kx, rowbuf[t])
+            continue
         c = _next_set(need, words, 0, w)
         while c < w:
             e = _next_clear(need, c, w)
