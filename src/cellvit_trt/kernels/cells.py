@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["measure_instances", "measure_members"]
+__all__ = ["measure_instances", "measure_runs"]
 
 
 @njit(nogil=True, cache=True)
@@ -116,25 +116,26 @@ def _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split):
 
 
 @njit(nogil=True, cache=True)
-def measure_members(labels: np.ndarray, members: np.ndarray, type_map: np.ndarray, cut: np.ndarray):
-    """`measure_instances` for labels that are nonzero only at the flat indices `members` (the foreground):
-    visits those pixels only. The instance map is allocated zeroed (untouched pages stay free)."""
+def measure_runs(labels, row_ptr, c0s, c1s, type_map, cut):
+    """`measure_instances` for labels that are nonzero only on the row runs (`layout.row_runs` of a map
+    covering the foreground): visits those pixels only, in raster order. The instance map is allocated
+    zeroed (untouched pages stay free)."""
     h, w = labels.shape
-    fl = labels.reshape(-1)
-    ft = type_map.reshape(-1)
     max_label = 0
     n_types = 1
-    for k in range(members.shape[0]):
-        p = members[k]
-        max_label = max(max_label, fl[p])
-        n_types = max(n_types, ft[p] + 1)
+    for r in range(h):
+        for k in range(row_ptr[r], row_ptr[r + 1]):
+            lrow = labels[r, c0s[k] : c1s[k]]
+            trow = type_map[r, c0s[k] : c1s[k]]
+            for i in range(lrow.shape[0]):
+                max_label = max(max_label, lrow[i])
+                n_types = max(n_types, np.int64(trow[i]) + 1)
     present = np.zeros(max_label + 1, np.bool_)
-    first = np.full(max_label + 1, h * w, np.int64)
-    for k in range(members.shape[0]):
-        p = members[k]
-        lab = fl[p]
-        present[lab] = True
-        first[lab] = min(first[lab], p)
+    for r in range(h):
+        for k in range(row_ptr[r], row_ptr[r + 1]):
+            lrow = labels[r, c0s[k] : c1s[k]]
+            for i in range(lrow.shape[0]):
+                present[lrow[i]] = True
     remap = np.zeros(max_label + 1, np.int32)
     n = 0
     for lab in range(1, max_label + 1):
@@ -142,7 +143,6 @@ def measure_members(labels: np.ndarray, members: np.ndarray, type_map: np.ndarra
             n += 1
             remap[lab] = n
     inst = np.zeros((h, w), np.int32)
-    fi = inst.reshape(-1)
     bbox = np.empty((n, 4), np.int32)
     bbox[:, 0] = h
     bbox[:, 1] = w
@@ -157,29 +157,27 @@ def measure_members(labels: np.ndarray, members: np.ndarray, type_map: np.ndarra
     split = np.zeros(n, np.bool_)
     for lab in range(1, max_label + 1):
         if present[lab]:
-            i = remap[lab] - 1
-            first_y[i] = first[lab] // w
-            first_x[i] = first[lab] - first_y[i] * w
-            split[i] = lab < cut.shape[0] and cut[lab]
-    for k in range(members.shape[0]):
-        p = members[k]
-        kk = remap[fl[p]]
-        fi[p] = kk
-        if kk == 0:
-            continue
-        i = kk - 1
-        r = p // w
-        c = p - r * w
-        area[i] += 1
-        sum_c[i] += c
-        sum_r[i] += r
-        counts[i, ft[p]] += 1
-        if r < bbox[i, 0]:
-            bbox[i, 0] = r
-        if c < bbox[i, 1]:
-            bbox[i, 1] = c
-        if r > bbox[i, 2]:
-            bbox[i, 2] = r
-        if c > bbox[i, 3]:
-            bbox[i, 3] = c
+            split[remap[lab] - 1] = lab < cut.shape[0] and cut[lab]
+    for r in range(h):
+        for k in range(row_ptr[r], row_ptr[r + 1]):
+            c0 = c0s[k]
+            for c in range(c0, c1s[k]):
+                kk = remap[labels[r, c]]
+                if kk == 0:
+                    continue
+                inst[r, c] = kk
+                i = kk - 1
+                if area[i] == 0:
+                    first_x[i] = c
+                    first_y[i] = r
+                    bbox[i, 0] = r
+                area[i] += 1
+                sum_c[i] += c
+                sum_r[i] += r
+                counts[i, type_map[r, c]] += 1
+                if c < bbox[i, 1]:
+                    bbox[i, 1] = c
+                bbox[i, 2] = r
+                if c > bbox[i, 3]:
+                    bbox[i, 3] = c
     return _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split)

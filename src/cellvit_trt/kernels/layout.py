@@ -112,36 +112,42 @@ def _find(parent: np.ndarray, a: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def fg_groups(labels: np.ndarray, members: np.ndarray, start: np.ndarray):
-    """8-connected groups of the 4-connected components: (group int32[n_labels+1] (0 for removed labels),
-    boxes int64[n_groups, 4] = (r0, c0, r1, c1) exclusive ends)."""
-    h, w = labels.shape
-    n_lab = start.shape[0] - 2
-    parent = np.arange(n_lab + 1)
-    for cp in range(1, n_lab + 1):
-        for k in range(start[cp], start[cp + 1]):
-            p = members[k]
-            r = p // w
-            c = p - r * w
-            if r + 1 < h:
-                if c > 0:
-                    q = labels[r + 1, c - 1]
-                    if q > 0 and q != cp:
-                        a = _find(parent, cp)
-                        b = _find(parent, q)
-                        if a != b:
-                            parent[max(a, b)] = min(a, b)
-                if c + 1 < w:
-                    q = labels[r + 1, c + 1]
-                    if q > 0 and q != cp:
-                        a = _find(parent, cp)
-                        b = _find(parent, q)
-                        if a != b:
-                            parent[max(a, b)] = min(a, b)
-    group = np.zeros(n_lab + 1, np.int32)
+def _union(parent, a, b):
+    a = _find(parent, a)
+    b = _find(parent, b)
+    if a != b:
+        parent[max(a, b)] = min(a, b)
+
+
+@njit(nogil=True, cache=True)
+def fg_groups(labels: np.ndarray, n_labels: int, row_ptr, c0s, c1s):
+    """8-connected groups of the 4-connected components `labels` (1..n_labels, 0 = none), from the row runs
+    of a map covering them (each run lies in one component or none): (group int32[n_labels+1], 0 for
+    labels without pixels; boxes int64[n_groups, 4] = (r0, c0, r1, c1), exclusive ends)."""
+    h = labels.shape[0]
+    parent = np.arange(n_labels + 1)
+    for r in range(h - 1):
+        j = row_ptr[r + 1]
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            a = labels[r, c0s[i]]
+            if a == 0:
+                continue
+            while j < row_ptr[r + 2] and c1s[j] < c0s[i]:  # runs of the next row ending before this one
+                j += 1
+            k = j
+            while k < row_ptr[r + 2] and c0s[k] <= c1s[i]:  # 8-adjacent: [c0-1, c1] overlaps
+                b = labels[r + 1, c0s[k]]
+                if b != 0 and b != a:
+                    _union(parent, a, b)
+                k += 1
+    group = np.zeros(n_labels + 1, np.int32)
+    present = np.zeros(n_labels + 1, np.bool_)
+    for r in range(h):
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            present[labels[r, c0s[i]]] = True
     n_groups = 0
-    for cp in range(1, n_lab + 1):
-        if start[cp + 1] == start[cp]:
+    for cp in range(1, n_labels + 1):
+        if not present[cp]:
             continue
         root = _find(parent, cp)
         if group[root] == 0:
@@ -150,19 +156,16 @@ def fg_groups(labels: np.ndarray, members: np.ndarray, start: np.ndarray):
         group[cp] = group[root]
     boxes = np.empty((n_groups, 4), np.int64)
     boxes[:, 0] = h
-    boxes[:, 1] = w
+    boxes[:, 1] = labels.shape[1]
     boxes[:, 2] = 0
     boxes[:, 3] = 0
-    for cp in range(1, n_lab + 1):
-        g = group[cp] - 1
-        if g < 0:
-            continue
-        for k in range(start[cp], start[cp + 1]):
-            p = members[k]
-            r = p // w
-            c = p - r * w
+    for r in range(h):
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            g = group[labels[r, c0s[i]]] - 1
+            if g < 0:
+                continue
             boxes[g, 0] = min(boxes[g, 0], r)
-            boxes[g, 1] = min(boxes[g, 1], c)
+            boxes[g, 1] = min(boxes[g, 1], c0s[i])
             boxes[g, 2] = max(boxes[g, 2], r + 1)
-            boxes[g, 3] = max(boxes[g, 3], c + 1)
+            boxes[g, 3] = max(boxes[g, 3], c1s[i])
     return group, boxes

@@ -89,11 +89,11 @@ def _normalised(src, s32, t32):
     return out
 
 
-def local_relief_and_markers(hv, fg01, components, ksize, marker_threshold, blur_taps):
+def local_relief_and_markers(hv, fg01, fg_runs, components, ksize, marker_threshold, blur_taps):
     """(relief float64 [H, W], raw marker uint8 [H, W]), exact at the pixels of `fg01` (a superset of the kept
-    foreground `components` > 0); relief undefined and marker 0 elsewhere."""
+    foreground `components` > 0, with row runs `fg_runs`); relief undefined and marker 0 elsewhere."""
     _, h, w = hv.shape
-    cover = cover_runs(fg01, *row_runs(fg01), COVER_GAP, COVER_FULL_ROW)
+    cover = cover_runs(fg01, *fg_runs, COVER_GAP, COVER_FULL_ROW)
     if cover.mean() >= DENSE_COVER:
         cover[:] = 1  # mostly covered: whole rows vectorise best, and nothing is left to bound
     runs = row_runs(cover)

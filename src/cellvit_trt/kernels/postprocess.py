@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from cellvit_trt.kernels.cells import measure_instances, measure_members
+from cellvit_trt.kernels.cells import measure_instances, measure_runs
 from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
 from cellvit_trt.kernels.inputs import as_batch
-from cellvit_trt.kernels.layout import fg_groups
+from cellvit_trt.kernels.layout import fg_groups, row_runs
 from cellvit_trt.kernels.local_markers import fill_groups, seeds_in_mask
 from cellvit_trt.kernels.local_relief import local_relief_and_markers
 from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
@@ -57,22 +57,29 @@ def instance_map_full(
 
 def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams):
     """`instance_map_full`'s result computed only where the foreground can be affected; also returns the
-    foreground pixels (flat indices), outside which the labels are 0."""
+    row runs of `fg01` (`layout.row_runs`), outside which the labels are 0."""
     h, w = fg01.shape
+    runs = row_runs(fg01)
     components, members, start = label4_components(fg01, params.blob_min_size)
     if members.size == 0:  # no foreground: no markers, nothing to flood
-        return np.zeros((h, w), np.int32), np.zeros(1, np.bool_), members
+        return np.zeros((h, w), np.int32), np.zeros(1, np.bool_), runs
     relief, marker = local_relief_and_markers(
-        hv, fg01, components, params.sobel_ksize, params.marker_threshold, gaussian_taps(params.blur_ksize)
+        hv,
+        fg01,
+        runs,
+        components,
+        params.sobel_ksize,
+        params.marker_threshold,
+        gaussian_taps(params.blur_ksize),
     )
-    group, boxes = fg_groups(components, members, start)
-    filled = np.zeros((h, w), np.uint8)
-    fill_groups(marker, components, group, boxes, filled)
+    group, boxes = fg_groups(components, start.shape[0] - 2, *runs)
+    filled = marker.copy()
+    fill_groups(marker, components, group, boxes, *runs, filled)
     opened = open_ellipse(filled, params.opening_size)
     markers = label4_filtered(opened, params.object_size)
     seeds, cut = seeds_in_mask(opened, markers, components)
     labels = watershed_seeded(relief, markers, seeds, components, members, start)
-    return labels, cut, members
+    return labels, cut, runs
 
 
 def instance_map(
@@ -144,8 +151,8 @@ class PostProcessor:
 
     def _one(self, fg01: np.ndarray, hv: np.ndarray, type_map: np.ndarray) -> TileCells:
         if region_path_ok(self.params):
-            labels, cut, members = _labels_by_region(fg01, hv, self.params)
-            measured = measure_members(labels, members, type_map, cut)
+            labels, cut, runs = _labels_by_region(fg01, hv, self.params)
+            measured = measure_runs(labels, *runs, type_map, cut)
         else:
             labels, cut = instance_map_full(fg01, hv, self.params)
             n_types = int(type_map.max()) + 1 if type_map.size else 1
