@@ -57,39 +57,43 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c
     ar = kx.shape[0] // 2
     ac = ky.shape[0] // 2
     pad = np.empty(w + 2 * ar, np.float64)
-    cnt = np.zeros(w, np.int32)
-    need = np.zeros(w + 8, np.uint8)
-    words = need[: (w + 8) // 8 * 8].view(np.uint64)
+    # cnt[c]: pixels of `binary` in column c within rows [t - ac, t + ac] (at most 2 ac + 1 <= 31 < 256)
+    cnt = np.zeros(w + 8, np.uint8)
+    words = cnt[: (w + 8) // 8 * 8].view(np.uint64)
     for r in range(min(h, ac)):
-        row = binary[r]
-        for c in range(w):
-            cnt[c] += row[c]
+        if row_ptr[r + 1] > row_ptr[r]:
+            row = binary[r]
+            for c in range(w):
+                cnt[c] += row[c]
     for t in range(h):
-        if t + ac < h:
+        if t + ac < h and row_ptr[t + ac + 1] > row_ptr[t + ac]:
             row = binary[t + ac]
             for c in range(w):
                 cnt[c] += row[c]
-        if t - ac - 1 >= 0:
+        if t - ac - 1 >= 0 and row_ptr[t - ac] > row_ptr[t - ac - 1]:
             row = binary[t - ac - 1]
             for c in range(w):
                 cnt[c] -= row[c]
-        n_need = 0
-        for c in range(w):
-            need[c] = 1 if cnt[c] > 0 else 0
-            n_need += need[c]
-        if n_need == 0:
+        c = _next_set(cnt, words, 0, w)
+        if c == w:
             continue
-        if 2 * n_need >= w:  # mostly needed: one segment
+        e = c
+        n_need = 0
+        while c < w:  # rows mostly needed are computed whole (one segment costs less than many)
+            e = _next_clear(cnt, c, w)
+            n_need += e - c
+            c = _next_set(cnt, words, e, w)
+        if 2 * n_need >= w:
             _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
             row_filter(pad, kx, rowbuf[t])
             continue
-        c = _next_set(need, words, 0, w)
+        c = _next_set(cnt, words, 0, w)
         while c < w:
-            e = _next_clear(need, c, w)
-            nxt = _next_set(need, words, e, w)
+            e = _next_clear(cnt, c, w)
+            nxt = _next_set(cnt, words, e, w)
             while nxt < w and nxt - e < _MERGE_GAP:
-                e = _next_clear(need, nxt, w)
-                nxt = _next_set(need, words, e, w)
+                e = _next_clear(cnt, nxt, w)
+                nxt = _next_set(cnt, words, e, w)
             _pad_normalised(src[t], c, e, ar, scale32, shift32, pad)
             row_filter(pad, kx, rowbuf[t, c:e])
             c = nxt
