@@ -3,13 +3,14 @@
 Upstream min-max normalises the Sobel response over the whole tile, so the background's extremes count even
 though its values do not. Computing the filter everywhere is what the region path avoids; instead:
 
-1. `row_bounds`: the row pass in float32 on the raw HV channel (folded taps, vectorised), and for each row
-   and cell of `CELL` columns the max and min of that row pass;
+1. `row_bounds`: the row pass in float32 on the raw HV channel (folded taps, vectorised), kept only as its
+   max and min for each row and cell of `CELL` columns;
 2. `cell_bounds`: the column pass applied to those maxima / minima bounds the filter on each (row, cell)
    segment: the smoothing column taps are positive, so sum_j g_j R(r+j) <= sum_j g_j max R(r+j); the
    derivative ones are antisymmetric, so sum_k d_k (R(r+k) - R(r-k)) <= sum_k d_k (max R(r+k) - min R(r-k));
 3. `candidates`: on the rare segments whose bound reaches the extremes found at the foreground, the float32
-   column pass lists the pixels within `eps` of them; `local_sobel.exact_at` computes those exactly.
+   filter (row pass redone there) lists the pixels within `eps` of them; `local_sobel.exact_at` computes
+   those exactly.
 
 Why that is exact. Let S be the filter in real arithmetic and s the float64 value upstream computes from
 h' = fl32(scale*h + shift) (one fused multiply-add). The taps sum to zero along the derivative axis, so
@@ -75,26 +76,24 @@ def _row_pass(pad, taps, out, deriv):
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def row_bounds(src, row_taps, row_deriv, rows, cmax, cmin):
-    """Float32 row pass of `src` into `rows` ([H, W]) and its max / min per row and CELL-column cell into
-    cmax / cmin ([H, ceil(W / CELL)]). row_taps: the half kernel, centre first."""
+def _padded(src_row, c0, c1, a, pad):
+    """pad[j] = src_row[reflect(c0 - a + j)], j in [0, c1 - c0 + 2a)."""
+    w = src_row.shape[0]
+    for j in range(c1 - c0 + 2 * a):
+        col = c0 - a + j
+        pad[j] = src_row[col] if 0 <= col < w else src_row[reflect101(col, w)]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def row_bounds(src, row_taps, row_deriv, cmax, cmin):
+    """Float32 row pass of `src`, kept only as its max / min per row and CELL-column cell (cmax / cmin,
+    [H, ceil(W / CELL)]). row_taps: the half kernel, centre first."""
     h, w = src.shape
     a = row_taps.shape[0] - 1
     pad = np.empty(w + 2 * a, np.float32)
-    left = np.empty(a, np.int64)
-    right = np.empty(a, np.int64)
-    for j in range(a):
-        left[j] = reflect101(j - a, w)
-        right[j] = reflect101(w + j, w)
+    out = np.empty(w, np.float32)
     for t in range(h):
-        s = src[t]
-        mid = pad[a : a + w]
-        for c in range(w):
-            mid[c] = s[c]
-        for j in range(a):
-            pad[j] = s[left[j]]
-            pad[w + a + j] = s[right[j]]
-        out = rows[t]
+        _padded(src[t], 0, w, a, pad)
         _row_pass(pad, row_taps, out, row_deriv)
         for cb in range(cmax.shape[1]):
             seg = out[cb * CELL : min(w, cb * CELL + CELL)]
@@ -140,12 +139,15 @@ def cell_bounds(cmax, cmin, col_taps, col_deriv, hi, lo):
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def candidates(rows, col_taps, col_deriv, hi, lo, thr_lo, thr_hi, out, cap):
-    """Flat indices (into `out`, at most `cap`) of the pixels whose float32 filter value (column pass on the
-    float32 `rows`) is <= thr_lo or >= thr_hi, looked for only in segments whose bounds reach those
-    thresholds. Returns the count, or -1 if more than `cap`."""
-    h, w = rows.shape
-    a = col_taps.shape[0] - 1
+def candidates(src, row_taps, row_deriv, col_taps, col_deriv, hi, lo, thr_lo, thr_hi, out, cap):
+    """Flat indices (into `out`, at most `cap`) of the pixels whose float32 filter value is <= thr_lo or
+    >= thr_hi, looked for only in (row, cell) segments whose bounds reach those thresholds (the row pass is
+    redone there). Returns the count, or -1 if more than `cap`."""
+    h, w = src.shape
+    ar = row_taps.shape[0] - 1
+    ac = col_taps.shape[0] - 1
+    pad = np.empty(CELL + 2 * ar, np.float32)
+    rows = np.empty((2 * ac + 1, CELL), np.float32)
     seg = np.empty(CELL, np.float32)
     n = 0
     for r in range(h):
@@ -155,17 +157,18 @@ def candidates(rows, col_taps, col_deriv, hi, lo, thr_lo, thr_hi, out, cap):
             c0 = cb * CELL
             c1 = min(w, c0 + CELL)
             m = c1 - c0
+            for j in range(2 * ac + 1):
+                _padded(src[reflect101(r - ac + j, h)], c0, c1, ar, pad)
+                _row_pass(pad[: m + 2 * ar], row_taps, rows[j, :m], row_deriv)
             for i in range(m):
-                seg[i] = 0.0 if col_deriv else col_taps[0] * rows[r, c0 + i]
-            for k in range(1, a + 1):
+                seg[i] = 0.0 if col_deriv else col_taps[0] * rows[ac, i]
+            for k in range(1, ac + 1):
                 f = col_taps[k]
-                below = rows[reflect101(r + k, h)]
-                above = rows[reflect101(r - k, h)]
                 for i in range(m):
                     if col_deriv:
-                        seg[i] += f * (below[c0 + i] - above[c0 + i])
+                        seg[i] += f * (rows[ac + k, i] - rows[ac - k, i])
                     else:
-                        seg[i] += f * (below[c0 + i] + above[c0 + i])
+                        seg[i] += f * (rows[ac + k, i] + rows[ac - k, i])
             for i in range(m):
                 if seg[i] <= thr_lo or seg[i] >= thr_hi:
                     if n == cap:

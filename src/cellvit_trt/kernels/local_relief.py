@@ -34,14 +34,14 @@ MAX_CANDIDATES = 4096
 _F32_SAFE = 1.0e36
 
 
-def sobel_at_runs(src, dx, ksize, binary, runs, out, rowbuf):
+def sobel_at_runs(src, dx, ksize, binary, runs, out):
     """Sobel of the min-max normalised `src` (float32 [H, W]) exact at the pixels of `binary`'s row runs
     (written to `out`), and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls give."""
     vlo, vhi = float(src.min()), float(src.max())
     scale, shift = normalize_params(vlo, vhi)
     kx, ky = sobel_kernels(dx, ksize)
     s32, t32 = np.float32(scale), np.float32(shift)
-    vmin, vmax = exact_runs(src, s32, t32, kx, ky, dx == 1, binary, *runs, rowbuf, out)
+    vmin, vmax = exact_runs(src, s32, t32, kx, ky, dx == 1, binary, *runs, out)
     if scale == 0.0 or runs[1].shape[0] == binary.shape[0] and (runs[2] - runs[1]).sum() == binary.size:
         return vmin, vmax  # all-zero normalised map (its Sobel is 0 everywhere), or every pixel computed
     abs_max = max(abs(vlo), abs(vhi))
@@ -49,11 +49,11 @@ def sobel_at_runs(src, dx, ksize, binary, runs, out, rowbuf):
         return _whole_tile(src, s32, t32, dx, ksize, out)
     h, w = src.shape
     ar, ac = kx.shape[0] // 2, ky.shape[0] // 2
-    rows = np.empty((h, w), np.float32)
     n_cells = -(-w // CELL)
     cmax = np.empty((h, n_cells), np.float32)
     cmin = np.empty((h, n_cells), np.float32)
-    row_bounds(src, kx[ar:].astype(np.float32), dx == 1, rows, cmax, cmin)
+    row_taps = kx[ar:].astype(np.float32)
+    row_bounds(src, row_taps, dx == 1, cmax, cmin)
     hi = np.empty((h, n_cells), np.float64)
     lo = np.empty((h, n_cells), np.float64)
     col_taps = ky[ac:].astype(np.float32)
@@ -61,7 +61,17 @@ def sobel_at_runs(src, dx, ksize, binary, runs, out, rowbuf):
     eps = error_bound(kx, ky, scale, shift, abs_max)
     cand = np.empty(MAX_CANDIDATES, np.int64)
     n = candidates(
-        rows, col_taps, dx != 1, hi, lo, (vmin + eps) / scale, (vmax - eps) / scale, cand, MAX_CANDIDATES
+        src,
+        row_taps,
+        dx == 1,
+        col_taps,
+        dx != 1,
+        hi,
+        lo,
+        (vmin + eps) / scale,
+        (vmax - eps) / scale,
+        cand,
+        MAX_CANDIDATES,
     )
     if n < 0:
         return _whole_tile(src, s32, t32, dx, ksize, out)
@@ -97,19 +107,18 @@ def local_relief_and_markers(hv, fg01, fg_runs, components, ksize, marker_thresh
     if cover.mean() >= DENSE_COVER:
         cover[:] = 1  # mostly covered: whole rows vectorise best, and nothing is left to bound
     runs = row_runs(cover)
-    rowbuf = np.empty((h, w), np.float64)
     sobels = []
     params = []
     for ch, dx in ((0, 1), (1, 0)):
         out = np.empty((h, w), np.float64)
-        smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out, rowbuf)
+        smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out)
         sobels.append(out)
         params.append(normalize_params(smin, smax))
     dist = np.zeros((h, w), np.float64)
     marker = np.zeros((h, w), np.uint8)
     (hs, ht), (vs, vt) = params
     fuse_runs(*runs, components, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker)
-    relief = rowbuf  # free again: reused for the relief
+    relief = sobels[0]  # free again: reused for the relief
     blur_runs(*runs, dist, blur_taps, relief)
     return relief, marker
 

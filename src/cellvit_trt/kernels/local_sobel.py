@@ -6,7 +6,7 @@ their minimum and maximum matter. So:
 
 1. `exact_runs` runs `sobel.row_filter` / `sobel.column_filter` (the bits of the whole-tile filter) at the
    foreground pixels: the column pass on the foreground runs of each row, the row pass where those read it
-   (each row segment once, kept in a tile-sized buffer). It returns the extremes found there.
+   (each row segment once, in a ring of rows). It returns the extremes found there.
 2. `extremes` bounds the filter everywhere else from a float32 row pass, and lists the pixels that could
    beat those extremes (usually none);
 3. `exact_at` evaluates those pixels exactly.
@@ -47,64 +47,78 @@ _MERGE_GAP = 8
 
 
 @njit(nogil=True, cache=True)
-def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c1s, rowbuf, out):
+def _row_pass_needed(src, t, ac, binary, row_ptr, cnt, words, scale32, shift32, kx, pad, dst):
+    """Row pass of tile row t into dst (a ring row) where some pixel of `binary` within ac rows of t reads
+    it: `cnt` slides over the rows (pixels of `binary` per column within [t - ac, t + ac], < 256)."""
+    h, w = src.shape
+    ar = kx.shape[0] // 2
+    if t == 0:
+        for r in range(min(h, ac)):
+            if row_ptr[r + 1] > row_ptr[r]:
+                row = binary[r]
+                for c in range(w):
+                    cnt[c] += row[c]
+    if t + ac < h and row_ptr[t + ac + 1] > row_ptr[t + ac]:
+        row = binary[t + ac]
+        for c in range(w):
+            cnt[c] += row[c]
+    if t - ac - 1 >= 0 and row_ptr[t - ac] > row_ptr[t - ac - 1]:
+        row = binary[t - ac - 1]
+        for c in range(w):
+            cnt[c] -= row[c]
+    c = _next_set(cnt, words, 0, w)
+    n_need = 0
+    while c < w:
+        e = _next_clear(cnt, c, w)
+        n_need += e - c
+        c = _next_set(cnt, words, e, w)
+    if n_need == 0:
+        return
+    if 2 * n_need >= w:  # mostly needed: one segment costs less than many
+        _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
+        row_filter(pad, kx, dst)
+        return
+    c = _next_set(cnt, words, 0, w)
+    while c < w:
+        e = _next_clear(cnt, c, w)
+        nxt = _next_set(cnt, words, e, w)
+        while nxt < w and nxt - e < _MERGE_GAP:
+            e = _next_clear(cnt, nxt, w)
+            nxt = _next_set(cnt, words, e, w)
+        _pad_normalised(src[t], c, e, ar, scale32, shift32, pad)
+        row_filter(pad, kx, dst[c:e])
+        c = nxt
+
+
+@njit(nogil=True, cache=True)
+def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c1s, out):
     """Sobel of normalise(src) at the pixels of the row runs of `binary` (`layout.row_runs`), into `out`.
 
-    `rowbuf` (float64 [H, W]) receives the row pass where a run pixel's column pass reads it: at (t, c) when
-    `binary` has a pixel in column c within ac rows of t (a sliding count over rows). Returns (min, max)
-    over the pixels computed (+inf, -inf if none)."""
+    One streaming pass: the row pass of tile row t goes into a ring of 2 ac + 1 rows (cache-resident) where
+    a run pixel's column pass reads it (columns holding `binary` pixels within ac rows of t); each output
+    row's runs get their column pass once the rows below it are in. Returns (min, max) over the pixels
+    computed (+inf, -inf if none)."""
     h, w = src.shape
     ar = kx.shape[0] // 2
     ac = ky.shape[0] // 2
+    ring = np.empty((2 * ac + 1, w), np.float64)
     pad = np.empty(w + 2 * ar, np.float64)
-    # cnt[c]: pixels of `binary` in column c within rows [t - ac, t + ac] (at most 2 ac + 1 <= 31 < 256)
     cnt = np.zeros(w + 8, np.uint8)
     words = cnt[: (w + 8) // 8 * 8].view(np.uint64)
-    for r in range(min(h, ac)):
-        if row_ptr[r + 1] > row_ptr[r]:
-            row = binary[r]
-            for c in range(w):
-                cnt[c] += row[c]
-    for t in range(h):
-        if t + ac < h and row_ptr[t + ac + 1] > row_ptr[t + ac]:
-            row = binary[t + ac]
-            for c in range(w):
-                cnt[c] += row[c]
-        if t - ac - 1 >= 0 and row_ptr[t - ac] > row_ptr[t - ac - 1]:
-            row = binary[t - ac - 1]
-            for c in range(w):
-                cnt[c] -= row[c]
-        c = _next_set(cnt, words, 0, w)
-        if c == w:
-            continue
-        e = c
-        n_need = 0
-        while c < w:  # rows mostly needed are computed whole (one segment costs less than many)
-            e = _next_clear(cnt, c, w)
-            n_need += e - c
-            c = _next_set(cnt, words, e, w)
-        if 2 * n_need >= w:
-            _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
-            row_filter(pad, kx, rowbuf[t])
-            continue
-        c = _next_set(cnt, words, 0, w)
-        while c < w:
-            e = _next_clear(cnt, c, w)
-            nxt = _next_set(cnt, words, e, w)
-            while nxt < w and nxt - e < _MERGE_GAP:
-                e = _next_clear(cnt, nxt, w)
-                nxt = _next_set(cnt, words, e, w)
-            _pad_normalised(src[t], c, e, ar, scale32, shift32, pad)
-            row_filter(pad, kx, rowbuf[t, c:e])
-            c = nxt
     vmin = np.inf
     vmax = -np.inf
+    nxt = 0
     for r in range(h):
+        last = min(r + ac, h - 1)  # reflected rows below the tile are rows already in the ring
+        while nxt <= last:
+            dst = ring[nxt % ring.shape[0]]
+            _row_pass_needed(src, nxt, ac, binary, row_ptr, cnt, words, scale32, shift32, kx, pad, dst)
+            nxt += 1
         for i in range(row_ptr[r], row_ptr[r + 1]):
             c0 = c0s[i]
             c1 = c1s[i]
             seg = out[r, c0:c1]
-            column_filter(rowbuf, r, c0, c1, ky, symmetric, seg)
+            column_filter(ring, r, h, c0, c1, ky, symmetric, seg)
             for j in range(c1 - c0):
                 v = seg[j]
                 if v < vmin:
@@ -116,7 +130,7 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c
 
 @njit(nogil=True, cache=True)
 def exact_at(src, scale32, shift32, kx, ky, symmetric, r, c):
-    """The Sobel of normalise(src) at one pixel, bit for bit what `exact_blocks` (and cv2) compute there."""
+    """The Sobel of normalise(src) at one pixel, bit for bit what `exact_runs` (and cv2) compute there."""
     h, w = src.shape
     ar = kx.shape[0] // 2
     ac = ky.shape[0] // 2

@@ -73,21 +73,24 @@ def row_filter(pad: np.ndarray, kx: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(nogil=True, cache=True)
-def column_filter(buf: np.ndarray, r: int, c0: int, c1: int, ky: np.ndarray, symmetric: bool, out) -> None:
-    """OpenCV's symmetric / antisymmetric column filter at row r, columns [c0, c1) of the row-pass buffer
-    `buf` (rows indexed as tile rows, reflected at the top and bottom) into out[:c1 - c0]."""
-    h = buf.shape[0]
+def column_filter(
+    buf: np.ndarray, r: int, h: int, c0: int, c1: int, ky: np.ndarray, symmetric: bool, out
+) -> None:
+    """OpenCV's symmetric / antisymmetric column filter at row r (of a tile of h rows, reflected at the top
+    and bottom), columns [c0, c1), into out[:c1 - c0]. Tile row t of the row pass is buf[t % len(buf)]: the
+    whole pass (len h) or a ring of the last rows."""
+    n = buf.shape[0]
     ac = ky.shape[0] // 2
     w = c1 - c0
     if symmetric:
         f = ky[ac]
-        b0 = buf[r, c0:c1]
+        b0 = buf[r % n, c0:c1]
         for i in range(w):
             out[i] = f * b0[i] + 0.0
         for k in range(1, ac + 1):
             f = ky[ac + k]
-            bd = buf[reflect101(r + k, h), c0:c1]
-            bu = buf[reflect101(r - k, h), c0:c1]
+            bd = buf[reflect101(r + k, h) % n, c0:c1]
+            bu = buf[reflect101(r - k, h) % n, c0:c1]
             for i in range(w):
                 out[i] = fma64(f, bd[i] + bu[i], out[i])
     else:
@@ -95,8 +98,8 @@ def column_filter(buf: np.ndarray, r: int, c0: int, c1: int, ky: np.ndarray, sym
             out[i] = 0.0
         for k in range(1, ac + 1):
             f = ky[ac + k]
-            bd = buf[reflect101(r + k, h), c0:c1]
-            bu = buf[reflect101(r - k, h), c0:c1]
+            bd = buf[reflect101(r + k, h) % n, c0:c1]
+            bu = buf[reflect101(r - k, h) % n, c0:c1]
             for i in range(w):
                 out[i] = fma64(f, bd[i] - bu[i], out[i])
 
@@ -116,7 +119,7 @@ def _sep_filter(src: np.ndarray, kx: np.ndarray, ky: np.ndarray, col_symmetric: 
         row_filter(pad, kx, buf[r])
     out = np.empty((h, w), np.float64)
     for r in range(h):
-        column_filter(buf, r, 0, w, ky, col_symmetric, out[r])
+        column_filter(buf, r, h, 0, w, ky, col_symmetric, out[r])
     return out
 
 
