@@ -79,9 +79,17 @@ def _row_pass(pad, taps, out, deriv):
 def _padded(src_row, c0, c1, a, pad):
     """pad[j] = src_row[reflect(c0 - a + j)], j in [0, c1 - c0 + 2a)."""
     w = src_row.shape[0]
-    for j in range(c1 - c0 + 2 * a):
-        col = c0 - a + j
-        pad[j] = src_row[col] if 0 <= col < w else src_row[reflect101(col, w)]
+    n = c1 - c0 + 2 * a
+    lo = max(0, a - c0)
+    hi = min(n, w - c0 + a)
+    for j in range(lo):
+        pad[j] = src_row[reflect101(c0 - a + j, w)]
+    inner = src_row[c0 - a + lo : c0 - a + hi]
+    dst = pad[lo:hi]
+    for j in range(hi - lo):
+        dst[j] = inner[j]
+    for j in range(hi, n):
+        pad[j] = src_row[reflect101(c0 - a + j, w)]
 
 
 @njit(nogil=True, cache=True, fastmath=True)

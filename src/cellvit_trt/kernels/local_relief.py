@@ -42,7 +42,7 @@ def sobel_at_runs(src, dx, ksize, binary, runs, out):
     kx, ky = sobel_kernels(dx, ksize)
     s32, t32 = np.float32(scale), np.float32(shift)
     vmin, vmax = exact_runs(src, s32, t32, kx, ky, dx == 1, binary, *runs, out)
-    if scale == 0.0 or runs[1].shape[0] == binary.shape[0] and (runs[2] - runs[1]).sum() == binary.size:
+    if scale == 0.0 or (runs[1].shape[0] == binary.shape[0] and np.all(runs[2] - runs[1] == binary.shape[1])):
         return vmin, vmax  # all-zero normalised map (its Sobel is 0 everywhere), or every pixel computed
     abs_max = max(abs(vlo), abs(vhi))
     if abs_max * float(np.abs(kx).sum() * np.abs(ky).sum()) > _F32_SAFE:
@@ -103,8 +103,8 @@ def local_relief_and_markers(hv, fg01, fg_runs, components, ksize, marker_thresh
     """(relief float64 [H, W], raw marker uint8 [H, W]), exact at the pixels of `fg01` (a superset of the kept
     foreground `components` > 0, with row runs `fg_runs`); relief undefined and marker 0 elsewhere."""
     _, h, w = hv.shape
-    cover = cover_runs(fg01, *fg_runs, COVER_GAP, COVER_FULL_ROW)
-    if cover.mean() >= DENSE_COVER:
+    cover, n_cover = cover_runs(fg01, *fg_runs, COVER_GAP, COVER_FULL_ROW)
+    if n_cover >= DENSE_COVER * cover.size:
         cover[:] = 1  # mostly covered: whole rows vectorise best, and nothing is left to bound
     runs = row_runs(cover)
     sobels = []

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, reflect101
-from cellvit_trt.kernels.layout import _next_clear, _next_set
+from cellvit_trt.kernels.layout import _next_clear, _next_set, _round8
 from cellvit_trt.kernels.sobel import column_filter, row_filter
 
 __all__ = ["exact_runs", "exact_at"]
@@ -74,8 +74,8 @@ def _row_pass_needed(src, t, ac, binary, row_ptr, cnt, words, scale32, shift32, 
         c = _next_set(cnt, words, e, w)
     if n_need == 0:
         return
+    _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
     if 2 * n_need >= w:  # mostly needed: one segment costs less than many
-        _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
         row_filter(pad, kx, dst)
         return
     c = _next_set(cnt, words, 0, w)
@@ -85,9 +85,9 @@ def _row_pass_needed(src, t, ac, binary, row_ptr, cnt, words, scale32, shift32, 
         while nxt < w and nxt - e < _MERGE_GAP:
             e = _next_clear(cnt, nxt, w)
             nxt = _next_set(cnt, words, e, w)
-        _pad_normalised(src[t], c, e, ar, scale32, shift32, pad)
-        row_filter(pad, kx, dst[c:e])
-        c = nxt
+        c, e = _round8(c, e, w)
+        row_filter(pad[c:], kx, dst[c:e])
+        c = max(nxt, e)
 
 
 @njit(nogil=True, cache=True)
