@@ -121,21 +121,16 @@ def measure_runs(labels, row_ptr, c0s, c1s, type_map, cut):
     covering the foreground): visits those pixels only, in raster order. The instance map is allocated
     zeroed (untouched pages stay free)."""
     h, w = labels.shape
-    max_label = 0
+    max_label = cut.shape[0] - 1  # watershed labels are marker labels; cut has a flag per marker label
     n_types = 1
+    present = np.zeros(max_label + 1, np.bool_)
     for r in range(h):
         for k in range(row_ptr[r], row_ptr[r + 1]):
             lrow = labels[r, c0s[k] : c1s[k]]
             trow = type_map[r, c0s[k] : c1s[k]]
             for i in range(lrow.shape[0]):
-                max_label = max(max_label, lrow[i])
-                n_types = max(n_types, np.int64(trow[i]) + 1)
-    present = np.zeros(max_label + 1, np.bool_)
-    for r in range(h):
-        for k in range(row_ptr[r], row_ptr[r + 1]):
-            lrow = labels[r, c0s[k] : c1s[k]]
-            for i in range(lrow.shape[0]):
                 present[lrow[i]] = True
+                n_types = max(n_types, np.int64(trow[i]) + 1)
     remap = np.zeros(max_label + 1, np.int32)
     n = 0
     for lab in range(1, max_label + 1):

@@ -104,9 +104,13 @@ def local_relief_and_markers(hv, fg01, fg_runs, components, ksize, marker_thresh
     foreground `components` > 0, with row runs `fg_runs`); relief undefined and marker 0 elsewhere."""
     _, h, w = hv.shape
     cover, n_cover = cover_runs(fg01, *fg_runs, COVER_GAP, COVER_FULL_ROW)
-    if n_cover >= DENSE_COVER * cover.size:
-        cover[:] = 1  # mostly covered: whole rows vectorise best, and nothing is left to bound
-    runs = row_runs(cover)
+    if (
+        n_cover >= DENSE_COVER * cover.size
+    ):  # mostly covered: whole rows vectorise best, nothing left to bound
+        cover[:] = 1
+        runs = (np.arange(h + 1, dtype=np.int64), np.zeros(h, np.int64), np.full(h, w, np.int64))
+    else:
+        runs = row_runs(cover)
     sobels = []
     params = []
     for ch, dx in ((0, 1), (1, 0)):
