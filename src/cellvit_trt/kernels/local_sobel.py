@@ -20,7 +20,7 @@ from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, reflect101
 from cellvit_trt.kernels.layout import _next_clear, _next_set, _round8
-from cellvit_trt.kernels.sobel import column_filter, row_filter
+from cellvit_trt.kernels.sobel import column_filter, row_filter, window_rows
 
 __all__ = ["exact_runs", "exact_at"]
 
@@ -105,6 +105,7 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c
     pad = np.empty(w + 2 * ar, np.float64)
     cnt = np.zeros(w + 8, np.uint8)
     words = cnt[: (w + 8) // 8 * 8].view(np.uint64)
+    rows = np.empty(2 * ac + 1, np.int64)
     vmin = np.inf
     vmax = -np.inf
     nxt = 0
@@ -114,11 +115,14 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c
             dst = ring[nxt % ring.shape[0]]
             _row_pass_needed(src, nxt, ac, binary, row_ptr, cnt, words, scale32, shift32, kx, pad, dst)
             nxt += 1
+        if row_ptr[r + 1] == row_ptr[r]:
+            continue
+        window_rows(r, h, ac, ring.shape[0], rows)
         for i in range(row_ptr[r], row_ptr[r + 1]):
             c0 = c0s[i]
             c1 = c1s[i]
             seg = out[r, c0:c1]
-            column_filter(ring, r, h, c0, c1, ky, symmetric, seg)
+            column_filter(ring, rows, c0, c1, ky, symmetric, seg)
             for j in range(c1 - c0):
                 v = seg[j]
                 if v < vmin:

@@ -25,7 +25,16 @@ from numba import njit
 
 from cellvit_trt.kernels.fp import fma64, reflect101
 
-__all__ = ["sobel_x", "sobel_y", "sobel", "use_numba_sobel", "sobel_kernels", "row_filter", "column_filter"]
+__all__ = [
+    "sobel_x",
+    "sobel_y",
+    "sobel",
+    "use_numba_sobel",
+    "sobel_kernels",
+    "row_filter",
+    "column_filter",
+    "window_rows",
+]
 
 _KERNELS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -73,24 +82,28 @@ def row_filter(pad: np.ndarray, kx: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(nogil=True, cache=True)
-def column_filter(
-    buf: np.ndarray, r: int, h: int, c0: int, c1: int, ky: np.ndarray, symmetric: bool, out
-) -> None:
-    """OpenCV's symmetric / antisymmetric column filter at row r (of a tile of h rows, reflected at the top
-    and bottom), columns [c0, c1), into out[:c1 - c0]. Tile row t of the row pass is buf[t % len(buf)]: the
-    whole pass (len h) or a ring of the last rows."""
-    n = buf.shape[0]
+def window_rows(r: int, h: int, ac: int, n: int, rows: np.ndarray) -> None:
+    """rows[j] = buffer row of tile row r - ac + j (reflected at the top and bottom of a tile of h rows);
+    tile row t lives in buffer row t % n (n = h for a whole-tile buffer, 2 ac + 1 for a ring)."""
+    for j in range(2 * ac + 1):
+        rows[j] = reflect101(r - ac + j, h) % n
+
+
+@njit(nogil=True, cache=True)
+def column_filter(buf: np.ndarray, rows: np.ndarray, c0: int, c1: int, ky: np.ndarray, symmetric: bool, out):
+    """OpenCV's symmetric / antisymmetric column filter on columns [c0, c1) into out[:c1 - c0]; `rows` the
+    buffer rows of the window (`window_rows`)."""
     ac = ky.shape[0] // 2
     w = c1 - c0
     if symmetric:
         f = ky[ac]
-        b0 = buf[r % n, c0:c1]
+        b0 = buf[rows[ac], c0:c1]
         for i in range(w):
             out[i] = f * b0[i] + 0.0
         for k in range(1, ac + 1):
             f = ky[ac + k]
-            bd = buf[reflect101(r + k, h) % n, c0:c1]
-            bu = buf[reflect101(r - k, h) % n, c0:c1]
+            bd = buf[rows[ac + k], c0:c1]
+            bu = buf[rows[ac - k], c0:c1]
             for i in range(w):
                 out[i] = fma64(f, bd[i] + bu[i], out[i])
     else:
@@ -98,8 +111,8 @@ def column_filter(
             out[i] = 0.0
         for k in range(1, ac + 1):
             f = ky[ac + k]
-            bd = buf[reflect101(r + k, h) % n, c0:c1]
-            bu = buf[reflect101(r - k, h) % n, c0:c1]
+            bd = buf[rows[ac + k], c0:c1]
+            bu = buf[rows[ac - k], c0:c1]
             for i in range(w):
                 out[i] = fma64(f, bd[i] - bu[i], out[i])
 
@@ -118,8 +131,10 @@ def _sep_filter(src: np.ndarray, kx: np.ndarray, ky: np.ndarray, col_symmetric: 
             pad[j] = np.float64(src[r, colidx[j]])
         row_filter(pad, kx, buf[r])
     out = np.empty((h, w), np.float64)
+    rows = np.empty(ky.shape[0], np.int64)
     for r in range(h):
-        column_filter(buf, r, h, 0, w, ky, col_symmetric, out[r])
+        window_rows(r, h, ky.shape[0] // 2, h, rows)
+        column_filter(buf, rows, 0, w, ky, col_symmetric, out[r])
     return out
 
 
