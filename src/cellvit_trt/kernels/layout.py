@@ -74,12 +74,11 @@ def row_runs(binary: np.ndarray):
 
 
 @njit(nogil=True, cache=True)
-def cover_runs(binary, row_ptr, c0s, c1s, gap: int, full_row: float) -> np.ndarray:
-    """uint8 [H, W] superset of `binary` made of few long runs: its row runs (`row_runs`) with gaps shorter
-    than `gap` closed and widths rounded up to 8, and whole rows where the runs cover at least `full_row` of
-    the row. Per-pixel work on it costs less than on many short runs (each costs a few loop set-ups).
-    Returns (cover, its pixel count)."""
-    h, w = binary.shape
+def cover_runs(h: int, w: int, row_ptr, c0s, c1s, gap: int, full_row: float):
+    """uint8 [h, w] map covering the row runs given (`row_runs`) with few long runs: the runs with gaps
+    shorter than `gap` closed and widths rounded up to 8, and whole rows where the runs cover at least
+    `full_row` of the row. Per-pixel work on it costs less than on many short runs (each costs a few loop
+    set-ups). Returns (cover, its pixel count)."""
     cover = np.zeros((h, w), np.uint8)
     n_cover = 0
     for r in range(h):

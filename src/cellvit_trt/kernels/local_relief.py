@@ -99,11 +99,11 @@ def _normalised(src, s32, t32):
     return out
 
 
-def local_relief_and_markers(hv, fg01, fg_runs, components, ksize, marker_threshold, blur_taps):
-    """(relief float64 [H, W], raw marker uint8 [H, W]), exact at the pixels of `fg01` (a superset of the kept
-    foreground `components` > 0, with row runs `fg_runs`); relief undefined and marker 0 elsewhere."""
+def local_relief_and_markers(hv, fg_runs, components, ksize, marker_threshold, blur_taps):
+    """(relief float64 [H, W], raw marker uint8 [H, W]), exact on the kept foreground (`components` > 0,
+    whose row runs are `fg_runs`); relief undefined and marker 0 elsewhere."""
     _, h, w = hv.shape
-    cover, n_cover = cover_runs(fg01, *fg_runs, COVER_GAP, COVER_FULL_ROW)
+    cover, n_cover = cover_runs(h, w, *fg_runs, COVER_GAP, COVER_FULL_ROW)
     if (
         n_cover >= DENSE_COVER * cover.size
     ):  # mostly covered: whole rows vectorise best, nothing left to bound

@@ -17,7 +17,7 @@ from numba import njit
 
 from cellvit_trt.kernels.layout import row_runs
 
-__all__ = ["label4_components", "label4_from_runs", "label4_filtered", "fill_holes4"]
+__all__ = ["label4_components", "label4_from_runs", "kept_runs", "label4_filtered", "fill_holes4"]
 
 
 @njit(nogil=True, cache=True)
@@ -81,6 +81,24 @@ def label4_from_runs(binary: np.ndarray, min_size: int, row_ptr, c0s, c1s):
             for c in range(seg.shape[0]):
                 seg[c] = lab
     return labels, members, start
+
+
+@njit(nogil=True, cache=True)
+def kept_runs(labels, row_ptr, c0s, c1s):
+    """The runs (`layout.row_runs`) that lie in a kept component of `labels` (nonzero there)."""
+    h = labels.shape[0]
+    keep = np.zeros(c0s.shape[0], np.bool_)
+    for r in range(h):
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            keep[i] = labels[r, c0s[i]] != 0
+    out_ptr = np.zeros(h + 1, np.int64)
+    n = 0
+    for r in range(h):
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            n += keep[i]
+        out_ptr[r + 1] = n
+    idx = np.flatnonzero(keep)
+    return out_ptr, c0s[idx], c1s[idx]
 
 
 @njit(nogil=True, cache=True)

@@ -30,7 +30,13 @@ from cellvit_trt.kernels.inputs import as_batch
 from cellvit_trt.kernels.layout import fg_groups, row_runs
 from cellvit_trt.kernels.local_markers import fill_groups, seeds_in_mask
 from cellvit_trt.kernels.local_relief import local_relief_and_markers
-from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered, label4_from_runs
+from cellvit_trt.kernels.morphology import (
+    fill_holes4,
+    kept_runs,
+    label4_components,
+    label4_filtered,
+    label4_from_runs,
+)
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.replicas import gaussian_taps, region_path_ok
 from cellvit_trt.kernels.table import CellTable, TileCells
@@ -57,20 +63,15 @@ def instance_map_full(
 
 def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams):
     """`instance_map_full`'s result computed only where the foreground can be affected; also returns the
-    row runs of `fg01` (`layout.row_runs`), outside which the labels are 0."""
+    row runs of the kept foreground (`layout.row_runs`), outside which the labels are 0."""
     h, w = fg01.shape
-    runs = row_runs(fg01)
-    components, members, start = label4_from_runs(fg01, params.blob_min_size, *runs)
+    fg_runs = row_runs(fg01)
+    components, members, start = label4_from_runs(fg01, params.blob_min_size, *fg_runs)
+    runs = kept_runs(components, *fg_runs)
     if members.size == 0:  # no foreground: no markers, nothing to flood
         return np.zeros((h, w), np.int32), np.zeros(1, np.bool_), runs
     relief, marker = local_relief_and_markers(
-        hv,
-        fg01,
-        runs,
-        components,
-        params.sobel_ksize,
-        params.marker_threshold,
-        gaussian_taps(params.blur_ksize),
+        hv, runs, components, params.sobel_ksize, params.marker_threshold, gaussian_taps(params.blur_ksize)
     )
     group, boxes = fg_groups(components, start.shape[0] - 2, *runs)
     filled = marker.copy()
