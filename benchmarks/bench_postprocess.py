@@ -247,7 +247,7 @@ def main(argv=None) -> int:
         rows = profile_kernels(pp, (fg, cases["dense"].hv, tm))
         fig["profile_dense_cpu_ms"] = dict(rows[:20])
         print("  CPU ms per dense tile by function (cProfile, top 15):")
-        for name, ms in rows[1:16]:
+        for name, ms in rows[:15]:
             print(f"    {name:48s} {ms:7.2f}")
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(f"end: {end}  load: {_load()}")
