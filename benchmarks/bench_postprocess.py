@@ -16,8 +16,8 @@ first checked to agree cell for cell (instance map and every cell field), then t
 --rounds rounds; printed are the median process CPU time and wall time per tile of each side and the ratios
 of the medians. CPU time is the figure to quote on a shared machine; the load average is printed at the
 start and the end. --threads also prints tiles/s of ours with a thread pool (the kernels release the GIL),
---compile the first-call time in fresh processes (cold Numba cache, then warm), --profile the CPU time per
-kernel on the dense tile.
+--compile the first-call time in fresh processes (cold Numba cache, then warm), --profile CASE the CPU time
+per kernel on that case's tile.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", nargs="*", help="subset of: dense medium-real sparse sparse-real empty")
     ap.add_argument("--threads", type=int, default=0, help="also time ours with a pool of this many threads")
     ap.add_argument("--compile", action="store_true", help="also time the first call in fresh processes")
-    ap.add_argument("--profile", action="store_true", help="also print CPU ms per kernel on the dense tile")
+    ap.add_argument("--profile", metavar="CASE", help="also print CPU ms per kernel on this case's tile")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
@@ -242,11 +242,11 @@ def main(argv=None) -> int:
             f"  first call, fresh process: cold cache {cold[0]:.2f} s wall / {cold[1]:.2f} s CPU (compile), "
             f"warm cache {warm[0]:.2f} s / {warm[1]:.2f} s (load)"
         )
-    if args.profile and "dense" in cases:
-        d, fg, tm = _inputs(cases["dense"])
-        rows = profile_kernels(pp, (fg, cases["dense"].hv, tm))
-        fig["profile_dense_cpu_ms"] = dict(rows[:20])
-        print("  CPU ms per dense tile by function (cProfile, top 15):")
+    if args.profile in cases:
+        d, fg, tm = _inputs(cases[args.profile])
+        rows = profile_kernels(pp, (fg, cases[args.profile].hv, tm))
+        fig["profile_cpu_ms"] = {"case": args.profile, **dict(rows[:20])}
+        print(f"  CPU ms per {args.profile} tile by function (cProfile, top 15):")
         for name, ms in rows[:15]:
             print(f"    {name:48s} {ms:7.2f}")
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
