@@ -17,7 +17,7 @@ from cellvit_trt.synthetic.targets import make_targets
 from .agreement import FIELDS, field_agreement, panoptic_quality
 from .oracle import run_oracle, softmax_inputs
 from .real_shapes import mosaic, nucls_masks, scatter
-from .synth_maps import N_TYPES, Maps, maps_from_instances, random_instances
+from .synth_maps import N_TYPES, Maps, maps_from_instances, random_instances, random_mix
 
 RESULTS: list[tuple[str, tuple, float, dict]] = []
 
@@ -93,16 +93,7 @@ def _case(name: str) -> Maps:
         return m
     if name.startswith("random-mix-"):
         h, w = (int(v) for v in rng.integers(96, 200, 2))
-        inst = random_instances(
-            rng,
-            h,
-            w,
-            int(rng.integers(5, 220)),
-            rng.uniform(1.5, 4),
-            rng.uniform(5, 12),
-            rng.uniform(0, 12),
-            overlap=bool(rng.integers(0, 2)),
-        )
+        inst = random_mix(rng, h, w)
         return maps_from_instances(
             rng,
             name,

@@ -27,62 +27,13 @@ def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int, cu
 
     `cut[raw_label]` marks watershed labels whose marker was cut by the mask (the instance may be split);
     (first_x, first_y) is each instance's first pixel in raster order, where OpenCV starts its outer border.
+    Visits the whole tile (`measure_runs` visits given runs); `n_types` is kept for callers (the type vote
+    only sees the classes present).
     """
     h, w = labels.shape
-    max_label = 0
-    for r in range(h):
-        for c in range(w):
-            if labels[r, c] > max_label:
-                max_label = labels[r, c]
-    present = np.zeros(max_label + 1, np.bool_)
-    for r in range(h):
-        for c in range(w):
-            present[labels[r, c]] = True
-    remap = np.zeros(max_label + 1, np.int32)
-    n = 0
-    for lab in range(1, max_label + 1):
-        if present[lab]:
-            n += 1
-            remap[lab] = n
-    inst = np.empty((h, w), np.int32)
-    bbox = np.empty((n, 4), np.int32)
-    bbox[:, 0] = h
-    bbox[:, 1] = w
-    bbox[:, 2] = -1
-    bbox[:, 3] = -1
-    area = np.zeros(n, np.int64)
-    sum_c = np.zeros(n, np.int64)
-    sum_r = np.zeros(n, np.int64)
-    counts = np.zeros((n, n_types), np.int64)
-    first_x = np.zeros(n, np.int64)
-    first_y = np.zeros(n, np.int64)
-    split = np.zeros(n, np.bool_)
-    for lab in range(1, max_label + 1):
-        if present[lab] and lab < cut.shape[0] and cut[lab]:
-            split[remap[lab] - 1] = True
-    for r in range(h):
-        for c in range(w):
-            k = remap[labels[r, c]]
-            inst[r, c] = k
-            if k == 0:
-                continue
-            i = k - 1
-            if area[i] == 0:
-                first_x[i] = c
-                first_y[i] = r
-            area[i] += 1
-            sum_c[i] += c
-            sum_r[i] += r
-            counts[i, type_map[r, c]] += 1
-            if r < bbox[i, 0]:
-                bbox[i, 0] = r
-            if c < bbox[i, 1]:
-                bbox[i, 1] = c
-            if r > bbox[i, 2]:
-                bbox[i, 2] = r
-            if c > bbox[i, 3]:
-                bbox[i, 3] = c
-    return _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split)
+    return measure_runs(
+        labels, np.arange(h + 1), np.zeros(h, np.int64), np.full(h, w, np.int64), type_map, cut
+    )
 
 
 @njit(nogil=True, cache=True)

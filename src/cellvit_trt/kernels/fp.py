@@ -18,30 +18,26 @@ __all__ = ["fma64", "fma32", "reflect101", "normalize_params", "split_index", "D
 DBL_EPSILON = float(np.finfo(np.float64).eps)
 
 
-@intrinsic
-def fma64(typingctx, a, b, c):
-    """a * b + c in float64 with one rounding (llvm.fma.f64)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
+def _fma(ir_type, nb_type, name):
+    """An llvm.fma intrinsic for one float type: a * b + c with one rounding."""
 
-    def codegen(context, builder, signature, args):
-        d = ir.DoubleType()
-        fn = builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d]))
-        return builder.call(fn, args)
+    def typer(typingctx, a, b, c):
+        def codegen(context, builder, signature, args):
+            fn = builder.module.declare_intrinsic(
+                "llvm.fma", [ir_type], ir.FunctionType(ir_type, [ir_type] * 3)
+            )
+            return builder.call(fn, args)
 
-    return sig, codegen
+        return nb_type(nb_type, nb_type, nb_type), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    return typer
 
 
-@intrinsic
-def fma32(typingctx, a, b, c):
-    """a * b + c in float32 with one rounding (llvm.fma.f32)."""
-    sig = types.float32(types.float32, types.float32, types.float32)
-
-    def codegen(context, builder, signature, args):
-        f = ir.FloatType()
-        fn = builder.module.declare_intrinsic("llvm.fma", [f], ir.FunctionType(f, [f, f, f]))
-        return builder.call(fn, args)
-
-    return sig, codegen
+fma64 = intrinsic(_fma(ir.DoubleType(), types.float64, "fma64"))
+fma64.__doc__ = "a * b + c in float64 with one rounding (llvm.fma.f64)."
+fma32 = intrinsic(_fma(ir.FloatType(), types.float32, "fma32"))
+fma32.__doc__ = "a * b + c in float32 with one rounding (llvm.fma.f32)."
 
 
 @njit(nogil=True, cache=True, inline="always")

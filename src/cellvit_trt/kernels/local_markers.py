@@ -7,8 +7,8 @@
   groups G of the holes of (markers in G), and those lie in G's bounding box. `fill_groups` floods each box
   (grown by one pixel, whose rim is outside) from its rim, for the few groups whose markers could enclose
   anything at all (a row with a gap between two of their markers).
-- The opening and the labelling then run on the whole tile with OpenCV and `label4_components`, which skip
-  empty 8-pixel words; `seeds_in_mask` lists the watershed seeds in raster order the same way.
+- The opening and the labelling then run on the whole tile with OpenCV and `label4_filtered`, which skips
+  empty 8-pixel words; so does `watershed.raster_seeds`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from numba import njit
 
 from cellvit_trt.kernels.fp import split_index
 
-__all__ = ["fill_groups", "seeds_in_mask"]
+__all__ = ["fill_groups"]
 
 
 @njit(nogil=True, cache=True)
@@ -118,52 +118,3 @@ def fill_groups(marker, labels, group, boxes, row_ptr, c0s, c1s, filled):
             for c in range(bw):
                 if st[c] == 0:
                     frow[c] = 1
-
-
-@njit(nogil=True, cache=True)
-def _next_set(words, fb, p, npx, n8):
-    """First index >= p with fb != 0 (npx if none), skipping zero 8-pixel words."""
-    while p < npx:
-        if (p & 7) == 0 and (p >> 3) < n8 and words[p >> 3] == 0:
-            p += 8
-        elif fb[p] == 0:
-            p += 1
-        else:
-            return p
-    return npx
-
-
-@njit(nogil=True, cache=True)
-def seeds_in_mask(binary, markers, mask):
-    """Watershed seeds: flat indices of marker pixels inside `mask`, raster order, and cut[label] (the marker
-    has pixels outside the mask). `binary` (uint8, nonzero wherever markers are) guides the scan, 8 pixels
-    at a time."""
-    fb = binary.reshape(-1)
-    fmk = markers.reshape(-1)
-    fms = mask.reshape(-1)
-    npx = fb.shape[0]
-    n8 = npx // 8
-    words = fb[: n8 * 8].view(np.uint64)
-    max_label = 0
-    count = 0
-    p = _next_set(words, fb, 0, npx, n8)
-    while p < npx:
-        if fmk[p] != 0:
-            max_label = max(max_label, fmk[p])
-            if fms[p] != 0:
-                count += 1
-        p = _next_set(words, fb, p + 1, npx, n8)
-    cut = np.zeros(max_label + 1, np.bool_)
-    seeds = np.empty(count, np.int64)
-    count = 0
-    p = _next_set(words, fb, 0, npx, n8)
-    while p < npx:
-        lab = fmk[p]
-        if lab != 0:
-            if fms[p] != 0:
-                seeds[count] = p
-                count += 1
-            else:
-                cut[lab] = True
-        p = _next_set(words, fb, p + 1, npx, n8)
-    return seeds, cut

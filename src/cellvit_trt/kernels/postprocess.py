@@ -28,7 +28,7 @@ from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
 from cellvit_trt.kernels.inputs import as_batch
 from cellvit_trt.kernels.layout import fg_groups, row_runs
-from cellvit_trt.kernels.local_markers import fill_groups, seeds_in_mask
+from cellvit_trt.kernels.local_markers import fill_groups
 from cellvit_trt.kernels.local_relief import local_relief_and_markers
 from cellvit_trt.kernels.morphology import (
     fill_holes4,
@@ -40,7 +40,7 @@ from cellvit_trt.kernels.morphology import (
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.replicas import gaussian_taps, region_path_ok
 from cellvit_trt.kernels.table import CellTable, TileCells
-from cellvit_trt.kernels.watershed import watershed_fast, watershed_seeded
+from cellvit_trt.kernels.watershed import raster_seeds, watershed_fast, watershed_seeded
 
 __all__ = ["PostProcessor", "instance_map", "instance_map_full", "warmup", "warmup_tile"]
 
@@ -78,7 +78,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     fill_groups(marker, components, group, boxes, *runs, filled)
     opened = open_ellipse(filled, params.opening_size)
     markers = label4_filtered(opened, params.object_size)
-    seeds, cut = seeds_in_mask(opened, markers, components)
+    seeds, cut = raster_seeds(opened, markers, components)
     labels = watershed_seeded(relief, markers, seeds, components, members, start)
     return labels, cut, runs
 

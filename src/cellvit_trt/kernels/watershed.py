@@ -27,8 +27,9 @@ from numba import njit
 
 from cellvit_trt.kernels.flood import flood, flood_calendar
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
+from cellvit_trt.kernels.layout import _next_set
 
-__all__ = ["watershed_masked", "watershed_fast", "watershed_seeded"]
+__all__ = ["watershed_masked", "watershed_fast", "watershed_seeded", "raster_seeds"]
 
 
 @njit(nogil=True, cache=True)
@@ -87,27 +88,37 @@ def _is_boundary(flat_out, flat_comp, p, h, w):
 
 
 @njit(nogil=True, cache=True)
-def _raster_seeds(markers: np.ndarray, components: np.ndarray):
-    """Marker pixels inside the mask in raster order, and cut[label] (marker pixels outside the mask)."""
-    flat_mark = markers.reshape(-1)
-    flat_comp = components.reshape(-1)
+def raster_seeds(guide: np.ndarray, markers: np.ndarray, mask: np.ndarray):
+    """Watershed seeds: flat indices of the marker pixels inside `mask` in raster order (skimage's push
+    order), and cut[label] (that marker has pixels outside the mask). `guide` (uint8, nonzero wherever
+    markers are) lets the scan skip empty 8-pixel words."""
+    fb = guide.reshape(-1)
+    fmk = markers.reshape(-1)
+    fms = mask.reshape(-1)
+    npx = fb.shape[0]
+    words = fb[: npx // 8 * 8].view(np.uint64)
     max_label = 0
-    n_seed = 0
-    for p in range(flat_mark.shape[0]):
-        if flat_mark[p] > max_label:
-            max_label = flat_mark[p]
-        if flat_mark[p] != 0 and flat_comp[p] != 0:
-            n_seed += 1
+    count = 0
+    p = _next_set(fb, words, 0, npx)
+    while p < npx:
+        if fmk[p] != 0:
+            max_label = max(max_label, fmk[p])
+            if fms[p] != 0:
+                count += 1
+        p = _next_set(fb, words, p + 1, npx)
     cut = np.zeros(max_label + 1, np.bool_)
-    seeds = np.empty(n_seed, np.int64)
-    n = 0
-    for p in range(flat_mark.shape[0]):
-        if flat_mark[p] != 0:
-            if flat_comp[p] != 0:
-                seeds[n] = p
-                n += 1
+    seeds = np.empty(count, np.int64)
+    count = 0
+    p = _next_set(fb, words, 0, npx)
+    while p < npx:
+        lab = fmk[p]
+        if lab != 0:
+            if fms[p] != 0:
+                seeds[count] = p
+                count += 1
             else:
-                cut[flat_mark[p]] = True
+                cut[lab] = True
+        p = _next_set(fb, words, p + 1, npx)
     return seeds, cut
 
 
@@ -125,7 +136,7 @@ def watershed_fast(
     (components, members, start) describe the 4-connected components of the mask as `label4_components`
     returns them. Components larger than `big` pixels are flooded through a calendar queue once no ties are
     left. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
-    seeds, cut = _raster_seeds(markers, components)
+    seeds, cut = raster_seeds((markers != 0).astype(np.uint8), markers, components)
     out = watershed_seeded(image, markers, seeds, components, members, start, big)
     return out, cut
 
