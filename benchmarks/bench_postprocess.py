@@ -17,7 +17,8 @@ first checked to agree cell for cell (instance map and every cell field), then t
 of the medians. CPU time is the figure to quote on a shared machine; the load average is printed at the
 start and the end. --threads also prints tiles/s of ours with a thread pool (the kernels release the GIL),
 --compile the first-call time in fresh processes (cold Numba cache, then warm), --profile CASE the CPU time
-per kernel on that case's tile.
+per kernel on that case's tile, --whole-tile the CPU time of our whole-tile path (every pixel, the path
+before the region restriction and the fallback where the region kernels are not proven identical).
 """
 
 from __future__ import annotations
@@ -102,7 +103,25 @@ def _timed(fn):
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-def run_case(name, maps, oracle, pp: PostProcessor, rounds: int) -> dict:
+def _whole_tile_path():
+    """Context in which PostProcessor runs its whole-tile path (`postprocess.instance_map_full`)."""
+    import contextlib
+
+    import cellvit_trt.kernels.postprocess as postprocess
+
+    @contextlib.contextmanager
+    def ctx():
+        saved = postprocess.region_path_ok
+        postprocess.region_path_ok = lambda params: False
+        try:
+            yield
+        finally:
+            postprocess.region_path_ok = saved
+
+    return ctx()
+
+
+def run_case(name, maps, oracle, pp: PostProcessor, rounds: int, whole_tile: bool = False) -> dict:
     d, fg, tm = _inputs(maps)
     o_inst, o_cells = oracle.post_process_batch(d)
     ours = pp.process_tile(fg, maps.hv, tm)  # also compiles / loads the kernels
@@ -116,6 +135,15 @@ def run_case(name, maps, oracle, pp: PostProcessor, rounds: int) -> dict:
         u_wall.append(w)
         u_cpu.append(c)
     med = {k: float(np.median(v)) for k, v in (("ow", o_wall), ("oc", o_cpu), ("uw", u_wall), ("uc", u_cpu))}
+    extra = {}
+    if whole_tile:  # the same kernels over the whole tile (the path before regions), for comparison
+        with _whole_tile_path():
+            pp.process_tile(fg, maps.hv, tm)
+            cpu = [_timed(lambda: pp.process_tile(fg, maps.hv, tm))[2] for _ in range(rounds)]
+        extra = {
+            "whole_tile_cpu_s": float(np.median(cpu)),
+            "region_vs_whole_tile_cpu": float(np.median(cpu)) / med["uc"],
+        }
     return {
         "case": name,
         "nuclei_true": int(maps.gt_inst.max()),
@@ -130,6 +158,7 @@ def run_case(name, maps, oracle, pp: PostProcessor, rounds: int) -> dict:
         "speedup_cpu": med["oc"] / med["uc"],
         "ours_cpu_s_all": u_cpu,
         "oracle_cpu_s_all": o_cpu,
+        **extra,
     }
 
 
@@ -187,6 +216,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds per case and side (default 7)")
     ap.add_argument("--cases", nargs="*", help="subset of: dense medium-real sparse sparse-real empty")
     ap.add_argument("--threads", type=int, default=0, help="also time ours with a pool of this many threads")
+    ap.add_argument(
+        "--whole-tile", action="store_true", help="also time our whole-tile path (before regions)"
+    )
     ap.add_argument("--compile", action="store_true", help="also time the first call in fresh processes")
     ap.add_argument("--profile", metavar="CASE", help="also print CPU ms per kernel on this case's tile")
     ap.add_argument("--json", help="also write the figures to this JSON file")
@@ -201,7 +233,7 @@ def main(argv=None) -> int:
     print(f"start: {start}  load: {_load()}  cpus: {os.cpu_count()}  {cpu}")
     cases, skipped = build_cases(args.cases)
     oracle, pp = _oracle(), PostProcessor()
-    results = [run_case(name, maps, oracle, pp, args.rounds) for name, maps in cases.items()]
+    results = [run_case(name, maps, oracle, pp, args.rounds, args.whole_tile) for name, maps in cases.items()]
     print(f"tile post-processing, {SIZE}x{SIZE}, one thread each side, median of {args.rounds} rounds")
     print(
         f"  {'case':12s} {'nuclei':>6s} {'cells':>6s} {'identical':>9s}   {'oracle CPU s':>12s} "
@@ -214,6 +246,12 @@ def main(argv=None) -> int:
             f"{r['oracle_cpu_s']:12.4f} {r['ours_cpu_s']:10.4f} {r['speedup_cpu']:5.1f}x   "
             f"{r['oracle_wall_s']:11.4f} {r['ours_wall_s']:9.4f} {r['speedup_wall']:5.1f}x"
         )
+    if args.whole_tile:
+        print(
+            "  our whole-tile path (same kernels, every pixel), CPU s/tile and region path speed-up over it:"
+        )
+        for r in results:
+            print(f"    {r['case']:12s} {r['whole_tile_cpu_s']:8.4f}  {r['region_vs_whole_tile_cpu']:5.2f}x")
     for s in skipped:
         print(f"  skipped: {s}")
     fig = {
