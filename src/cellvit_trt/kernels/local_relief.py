@@ -118,12 +118,12 @@ def local_relief_and_markers(hv, fg_runs, components, ksize, marker_threshold, b
         smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out)
         sobels.append(out)
         params.append(normalize_params(smin, smax))
-    dist = np.zeros((h, w), np.float64)
+    dist = np.empty((h, w), np.float64)  # read only where the kept foreground is (blur_runs)
     marker = np.zeros((h, w), np.uint8)
     (hs, ht), (vs, vt) = params
     fuse_runs(*runs, components, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker)
     relief = sobels[0]  # free again: reused for the relief
-    blur_runs(*runs, dist, blur_taps, relief)
+    blur_runs(*runs, components, dist, blur_taps, relief)
     return relief, marker
 
 
@@ -155,9 +155,10 @@ def fuse_runs(row_ptr, c0s, c1s, components, sh, sv, hs, ht, vs, vt, marker_thre
 
 
 @njit(nogil=True, cache=True)
-def blur_runs(row_ptr, c0s, c1s, dist, k, relief):
+def blur_runs(row_ptr, c0s, c1s, components, dist, k, relief):
     """relief = -GaussianBlur(dist, 3x3) on the row runs (OpenCV's order of operations and
-    BORDER_REFLECT_101)."""
+    BORDER_REFLECT_101), with dist taken as 0.0 off the kept foreground (`components` == 0), as upstream's
+    product with blb makes it: `dist` need not be written there."""
     h, w = dist.shape
     k0, k1, k2 = k[0], k[1], k[2]
     rows = np.empty((3, w), np.float64)
@@ -168,14 +169,19 @@ def blur_runs(row_ptr, c0s, c1s, dist, k, relief):
             c1 = c1s[run]
             n = c1 - c0
             for j in range(3):
-                src = dist[reflect101(r - 1 + j, h)]
+                t = reflect101(r - 1 + j, h)
+                src = dist[t]
+                fg = components[t]
                 pr = padrow[: n + 2]
-                pr[0] = src[reflect101(c0 - 1, w)]
-                pr[n + 1] = src[reflect101(c1, w)]
+                left = reflect101(c0 - 1, w)
+                right = reflect101(c1, w)
+                pr[0] = src[left] if fg[left] > 0 else 0.0
+                pr[n + 1] = src[right] if fg[right] > 0 else 0.0
                 mid = src[c0:c1]
+                mfg = fg[c0:c1]
                 inner = pr[1 : n + 1]
                 for i in range(n):
-                    inner[i] = mid[i]
+                    inner[i] = mid[i] if mfg[i] > 0 else 0.0
                 out = rows[j, :n]
                 pl = pr[0:n]
                 pc = pr[1 : n + 1]

@@ -68,7 +68,7 @@ def _blur_same(rng) -> bool:
     x[rng.random(x.shape) < 0.4] = 0.0
     ref = cv2.GaussianBlur(x, (3, 3), 0)
     ours = np.empty_like(x)
-    blur_runs(*row_runs(np.ones(x.shape, np.uint8)), x, gaussian_taps(3), ours)
+    blur_runs(*row_runs(np.ones(x.shape, np.uint8)), np.ones(x.shape, np.int32), x, gaussian_taps(3), ours)
     return bool(np.array_equal(-ours, ref))
 
 
