@@ -11,6 +11,8 @@ the HV extremes (one pass over the map) and the Sobel extremes (`local_sobel`, `
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -99,9 +101,24 @@ def _normalised(src, s32, t32):
     return out
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three float64 [h, w] buffers kept per thread between tiles: written sparsely but in every row, fresh
+    8 MB arrays would cost a page fault per 4 KiB on each tile. Their contents are never read before being
+    written (np.empty semantics)."""
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None or bufs[0].shape != (h, w):
+        bufs = tuple(np.empty((h, w), np.float64) for _ in range(3))
+        _SCRATCH.bufs = bufs
+    return bufs
+
+
 def local_relief_and_markers(hv, fg_runs, components, ksize, marker_threshold, blur_taps):
     """(relief float64 [H, W], raw marker uint8 [H, W]), exact on the kept foreground (`components` > 0,
-    whose row runs are `fg_runs`); relief undefined and marker 0 elsewhere."""
+    whose row runs are `fg_runs`); relief undefined and marker 0 elsewhere. The relief is a per-thread
+    buffer, valid until this thread's next call."""
     _, h, w = hv.shape
     cover, n_cover = cover_runs(h, w, *fg_runs, COVER_GAP, COVER_FULL_ROW)
     if (
@@ -111,18 +128,15 @@ def local_relief_and_markers(hv, fg_runs, components, ksize, marker_threshold, b
         runs = (np.arange(h + 1, dtype=np.int64), np.zeros(h, np.int64), np.full(h, w, np.int64))
     else:
         runs = row_runs(cover)
-    sobels = []
+    sobel_h, sobel_v, dist = _scratch(h, w)
     params = []
-    for ch, dx in ((0, 1), (1, 0)):
-        out = np.empty((h, w), np.float64)
+    for ch, dx, out in ((0, 1, sobel_h), (1, 0, sobel_v)):
         smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out)
-        sobels.append(out)
         params.append(normalize_params(smin, smax))
-    dist = np.empty((h, w), np.float64)  # read only where the kept foreground is (blur_runs)
     marker = np.zeros((h, w), np.uint8)
     (hs, ht), (vs, vt) = params
-    fuse_runs(*runs, components, sobels[0], sobels[1], hs, ht, vs, vt, float(marker_threshold), dist, marker)
-    relief = sobels[0]  # free again: reused for the relief
+    fuse_runs(*runs, components, sobel_h, sobel_v, hs, ht, vs, vt, float(marker_threshold), dist, marker)
+    relief = sobel_h  # free again: reused for the relief
     blur_runs(*runs, components, dist, blur_taps, relief)
     return relief, marker
 
