@@ -18,6 +18,7 @@ Every heavy step releases the GIL, so `process_batch(..., workers=k)` scales ove
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -144,6 +145,22 @@ def _cell_table(
     )
 
 
+_SCRATCH = threading.local()
+
+
+def _hv_scratch(hv) -> np.ndarray | None:
+    """A per-thread float32 [1, 2, H, W] buffer for one tile's decoded float16 HV (a fresh 8 MB array would
+    cost a page fault per 4 KiB on every tile); None for other inputs."""
+    shape = getattr(hv, "shape", ())
+    if getattr(hv, "dtype", None) != np.float16 or len(shape) != 3:
+        return None
+    buf = getattr(_SCRATCH, "hv", None)
+    if buf is None or buf.shape[1:] != shape:
+        buf = np.empty((1, *shape), np.float32)
+        _SCRATCH.hv = buf
+    return buf
+
+
 class PostProcessor:
     """Tile post-processor. Thread-safe: holds only frozen settings."""
 
@@ -162,7 +179,7 @@ class PostProcessor:
 
     def process_tile(self, fg, hv, type_map) -> TileCells:
         """One tile: fg uint8/bool [H,W] (or float prob.), hv f16/f32 [2,H,W], type_map uint8 [H,W]."""
-        fg01, hv32, types, batched = as_batch(fg, hv, type_map, self.params.fg_threshold)
+        fg01, hv32, types, batched = as_batch(fg, hv, type_map, self.params.fg_threshold, _hv_scratch(hv))
         if batched:
             from cellvit_trt.errors import InputError
 
