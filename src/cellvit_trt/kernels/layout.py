@@ -76,22 +76,29 @@ def row_runs(binary: np.ndarray):
 @njit(nogil=True, cache=True)
 def cover_runs(h: int, w: int, row_ptr, c0s, c1s, gap: int, full_row: float):
     """uint8 [h, w] map covering the row runs given (`row_runs`) with few long runs: the runs with gaps
-    shorter than `gap` closed and widths rounded up to 8, and whole rows where the runs cover at least
+    shorter than `gap` (>= 8) closed and widths rounded up to 8, and whole rows where the runs cover at least
     `full_row` of the row. Per-pixel work on it costs less than on many short runs (each costs a few loop
-    set-ups). Returns (cover, its pixel count)."""
+    set-ups). Returns (cover, its pixel count, its row runs as `row_runs` gives them: the widened runs stay
+    disjoint and apart, since widening moves an end by at most 7 pixels)."""
     cover = np.zeros((h, w), np.uint8)
+    out_ptr = np.zeros(h + 1, np.int64)
+    out0 = np.empty(c0s.shape[0] + 1, np.int64)
+    out1 = np.empty(c0s.shape[0] + 1, np.int64)
+    n = 0
     n_cover = 0
     for r in range(h):
         first = row_ptr[r]
         last = row_ptr[r + 1]
-        if first == last:
-            continue
         covered = 0
         for i in range(first, last):
             covered += c1s[i] - c0s[i]
-        if covered >= full_row * w:
+        if first < last and covered >= full_row * w:
             cover[r, :] = 1
             n_cover += w
+            out0[n] = 0
+            out1[n] = w
+            n += 1
+            out_ptr[r + 1] = n
             continue
         i = first
         while i < last:
@@ -102,9 +109,13 @@ def cover_runs(h: int, w: int, row_ptr, c0s, c1s, gap: int, full_row: float):
                 end = c1s[i]
             start, end = _round8(start, end, w)
             cover[r, start:end] = 1
-            n_cover += end - start  # runs stay disjoint: gaps >= `gap` >= 8 are only narrowed, never closed
+            n_cover += end - start
+            out0[n] = start
+            out1[n] = end
+            n += 1
             i += 1
-    return cover, n_cover
+        out_ptr[r + 1] = n
+    return cover, n_cover, (out_ptr, out0[:n], out1[:n])
 
 
 @njit(nogil=True, cache=True, inline="always")

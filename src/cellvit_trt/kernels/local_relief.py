@@ -18,7 +18,7 @@ from numba import njit
 
 from cellvit_trt.kernels.extremes import CELL, candidates, cell_bounds, error_bound, row_bounds
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params, reflect101
-from cellvit_trt.kernels.layout import cover_runs, row_runs
+from cellvit_trt.kernels.layout import cover_runs
 from cellvit_trt.kernels.local_sobel import exact_at, exact_runs
 from cellvit_trt.kernels.sobel import _sep_filter, sobel_kernels
 
@@ -39,7 +39,7 @@ _F32_SAFE = 1.0e36
 def sobel_at_runs(src, dx, ksize, binary, runs, out):
     """Sobel of the min-max normalised `src` (float32 [H, W]) exact at the pixels of `binary`'s row runs
     (written to `out`), and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls give."""
-    vlo, vhi = float(src.min()), float(src.max())
+    vlo, vhi = _minmax(src)
     scale, shift = normalize_params(vlo, vhi)
     kx, ky = sobel_kernels(dx, ksize)
     s32, t32 = np.float32(scale), np.float32(shift)
@@ -84,6 +84,18 @@ def sobel_at_runs(src, dx, ksize, binary, runs, out):
     return vmin, vmax
 
 
+@njit(nogil=True, cache=True, fastmath=True)
+def _minmax(src):
+    """(min, max) of a finite float32 map in one pass (a zero's sign does not change the normalisation)."""
+    flat = src.reshape(-1)
+    lo = flat[0]
+    hi = flat[0]
+    for i in range(flat.shape[0]):
+        lo = min(lo, flat[i])
+        hi = max(hi, flat[i])
+    return float(lo), float(hi)
+
+
 def _whole_tile(src, s32, t32, dx, ksize, out):
     """The exact filter on the whole tile (same bits as `exact_runs`): for maps the bound cannot prune."""
     kx, ky = sobel_kernels(dx, ksize)
@@ -120,14 +132,10 @@ def local_relief_and_markers(hv, fg_runs, components, ksize, marker_threshold, b
     whose row runs are `fg_runs`); relief undefined and marker 0 elsewhere. The relief is a per-thread
     buffer, valid until this thread's next call."""
     _, h, w = hv.shape
-    cover, n_cover = cover_runs(h, w, *fg_runs, COVER_GAP, COVER_FULL_ROW)
-    if (
-        n_cover >= DENSE_COVER * cover.size
-    ):  # mostly covered: whole rows vectorise best, nothing left to bound
+    cover, n_cover, runs = cover_runs(h, w, *fg_runs, COVER_GAP, COVER_FULL_ROW)
+    if n_cover >= DENSE_COVER * cover.size:  # mostly covered: whole rows vectorise best, nothing to bound
         cover[:] = 1
         runs = (np.arange(h + 1, dtype=np.int64), np.zeros(h, np.int64), np.full(h, w, np.int64))
-    else:
-        runs = row_runs(cover)
     sobel_h, sobel_v, dist = _scratch(h, w)
     params = []
     for ch, dx, out in ((0, 1, sobel_h), (1, 0, sobel_v)):
