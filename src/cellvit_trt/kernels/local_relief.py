@@ -39,7 +39,7 @@ _F32_SAFE = 1.0e36
 def sobel_at_runs(src, dx, ksize, binary, runs, out):
     """Sobel of the min-max normalised `src` (float32 [H, W]) exact at the pixels of `binary`'s row runs
     (written to `out`), and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls give."""
-    vlo, vhi = _minmax(src)
+    vlo, vhi = float(src.min()), float(src.max())
     scale, shift = normalize_params(vlo, vhi)
     kx, ky = sobel_kernels(dx, ksize)
     s32, t32 = np.float32(scale), np.float32(shift)
@@ -82,18 +82,6 @@ def sobel_at_runs(src, dx, ksize, binary, runs, out):
         vmin = min(vmin, v)
         vmax = max(vmax, v)
     return vmin, vmax
-
-
-@njit(nogil=True, cache=True, fastmath=True)
-def _minmax(src):
-    """(min, max) of a finite float32 map in one pass (a zero's sign does not change the normalisation)."""
-    flat = src.reshape(-1)
-    lo = flat[0]
-    hi = flat[0]
-    for i in range(flat.shape[0]):
-        lo = min(lo, flat[i])
-        hi = max(hi, flat[i])
-    return float(lo), float(hi)
 
 
 def _whole_tile(src, s32, t32, dx, ksize, out):
