@@ -20,6 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
+from cellvit_trt.argtypes import fraction, nonnegative_int, positive_float, positive_int
 from cellvit_trt.config import add_config_argument
 
 log = logging.getLogger("cellvit_trt.run")
@@ -48,22 +49,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="inference backend (default: auto = TensorRT with a GPU, else ONNX Runtime, else PyTorch)",
     )
     p.add_argument(
-        "-b", "--batch", type=int, default=None, help="tiles per batch (default 8; engines: <= profile max)"
+        "-b",
+        "--batch",
+        type=positive_int,
+        default=None,
+        help="tiles per batch (default 8; engines: <= profile max)",
     )
     p.add_argument(
-        "-j", "--workers", type=int, default=None, help="post-processing threads (default: CPU count)"
+        "-j",
+        "--workers",
+        type=nonnegative_int,
+        default=None,
+        help="post-processing threads (default: CPU count)",
     )
     p.add_argument(
         "--readers",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="tile reading threads (default: 1 on CPU, up to 4 with a GPU backend)",
     )
     p.add_argument(
-        "--in-flight", dest="in_flight", type=int, default=None, help="batches in flight (default 2)"
+        "--in-flight", dest="in_flight", type=positive_int, default=None, help="batches in flight (default 2)"
     )
     p.add_argument(
-        "--queue-size", dest="queue_size", type=int, default=None, help="bound of inter-stage queues"
+        "--queue-size", dest="queue_size", type=positive_int, default=None, help="bound of inter-stage queues"
     )
     p.add_argument(
         "--precision",
@@ -78,8 +87,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="EP",
         help="ONNX Runtime execution providers in order: cpu, cuda, tensorrt, or 'auto'",
     )
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads of ONNX Runtime / PyTorch")
-    p.add_argument("--device", type=int, default=None, help="CUDA device index (default 0)")
+    p.add_argument(
+        "--threads", type=nonnegative_int, default=None, help="intra-op threads of ONNX Runtime / PyTorch"
+    )
+    p.add_argument("--device", type=nonnegative_int, default=None, help="CUDA device index (default 0)")
     p.add_argument(
         "--cuda-graphs",
         dest="cuda_graphs",
@@ -88,9 +99,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="TensorRT: replay CUDA graphs (helps small models at small batch)",
     )
     p.add_argument(
+        "--trusted-keys",
+        dest="trusted_keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run only TensorRT engines signed (build --sign) by a key among the *.pub files in DIR",
+    )
+    p.add_argument(
         "--tile-size",
         dest="tile_size",
-        type=int,
+        type=positive_int,
         default=None,
         help="tile size for checkpoints (graphs and engines carry their own; default 1024)",
     )
@@ -103,11 +122,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "openslide", "tiffslide"],
         help="slide reader (default auto: OpenSlide where it knows the format, else tiffslide)",
     )
-    p.add_argument("--mpp", type=float, default=None, help="override the input's microns per pixel")
+    p.add_argument("--mpp", type=positive_float, default=None, help="override the input's microns per pixel")
     p.add_argument(
         "--target-mpp",
         dest="target_mpp",
-        type=float,
+        type=positive_float,
         default=None,
         help="override the model's microns per pixel (default from the model: 0.25 at x40)",
     )
@@ -121,7 +140,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tissue-threshold",
         dest="tissue_threshold",
-        type=float,
+        type=fraction,
         default=None,
         help="min tissue fraction of a tile (default 0.01)",
     )
@@ -160,7 +179,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint-tiles",
         dest="checkpoint_tiles",
-        type=int,
+        type=positive_int,
         default=None,
         help="tiles per resume checkpoint (default 32)",
     )
@@ -219,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         slots=settings.in_flight,
         tokens="embeddings" in settings.outputs,
         cache_dir=settings.cache_dir,
+        trusted_keys=settings.trusted_keys,
     )
     quiet = bool(getattr(args, "quiet", False))
     record = RunRecord(plan, settings=to_dict(settings))

@@ -9,7 +9,7 @@
 outputs (names -> files in out_dir):
     geojson     cells.geojson               QuPath detections, one Polygon Feature per cell (geojson.py)
     cells       cells.json, cell_detection.json   upstream 1.0.9 layout (upstream_json.py)
-    table       cells.csv, cells.parquet    one row per cell (parquet only when pyarrow is installed)
+    table       cells.csv, cells.parquet    one row per cell (parquet with the `parquet` extra: pyarrow)
     embeddings  embeddings.npy, embeddings_index.csv   mean token per cell (float16 unless told)
     tissue      tissue_tiles.csv, tissue_tiles.json    tissue class per processed tile
     overlay     overlay.png                 contours over one region window (needs `source`)
@@ -43,7 +43,23 @@ OUTPUT_FILES = {  # every file each output may write (runtime.outdir tells them 
     "overlay": ("overlay.png",),
     "summary": ("summary.json",),
 }
-__all__ = ["OUTPUTS", "OUTPUT_FILES", "ClassTable", "StreamFile", "WriterSet", "open_writers", "wsi_metadata"]
+__all__ = [
+    "OUTPUTS",
+    "OUTPUT_FILES",
+    "ClassTable",
+    "StreamFile",
+    "WriterSet",
+    "open_writers",
+    "write_geojson",
+    "wsi_metadata",
+]
+
+
+def write_geojson(path: str | Path, cells: Any, class_names: Any = None, **kwargs: Any) -> int:
+    """QuPath GeoJSON of a tile's CellTable or a run's CellBatch, from Python (see geojson.write_geojson)."""
+    from cellvit_trt.runtime.writers.geojson import write_geojson as _write
+
+    return _write(path, cells, class_names, **kwargs)
 
 
 def wsi_metadata(info, grid) -> dict[str, Any]:
@@ -150,7 +166,8 @@ def open_writers(
                 ws.writers["parquet"] = ParquetWriter(files["table"][1], classes, area)
             else:
                 log.warning(
-                    "pyarrow is not installed: writing cells.csv only (pip install pyarrow for Parquet)"
+                    "pyarrow is not installed: writing cells.csv only "
+                    "(cells.parquet needs pip install 'cellvit-trt[parquet]')"
                 )
         if "embeddings" in outputs:
             from cellvit_trt.runtime.writers.embeddings import EmbeddingWriter
