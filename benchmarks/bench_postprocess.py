@@ -1,80 +1,179 @@
-"""Tile post-processing speed: cellvit_trt.kernels vs the cellvit==1.0.9 oracle on the same dense maps.
+"""Tile post-processing speed: cellvit_trt.kernels vs the cellvit==1.0.9 oracle on five kinds of 1024 px tile.
 
-    NUMBA_CACHE_DIR=.numba_cache .venv/bin/python benchmarks/bench_postprocess.py [--tiles 4] [--size 1024]
+    NUMBA_CACHE_DIR=.numba_cache .venv/bin/python benchmarks/bench_postprocess.py [--rounds 7] [--json f.json]
 
-Prints, from one run: oracle s/tile and ours s/tile on one thread (OpenCV and PyTorch pinned to one thread on
-both sides) and their ratio, in wall time and in process CPU time (steadier on a shared machine), tiles/s of
-ours with 1 thread and with a thread pool over all cores (the kernels release the GIL),
-and the first-call Numba compile time measured in fresh processes (cold cache, then warm cache).
+Cases, all 1024 x 1024, maps made as tests/kernels/synth_maps.py makes them (instance map -> HoVer targets ->
+blur + noise; binary and type logits with noise):
+  dense        synthetic ellipses, about 1,400 nuclei
+  medium-real  4 x 4 mosaic of the 15 annotated NuCLS H&E instance masks (about 700 real nucleus shapes)
+  sparse       synthetic ellipses, at most 350 nuclei
+  sparse-real  4 NuCLS masks on an otherwise empty tile (about 150 real nucleus shapes)
+  empty        no nuclei: background logits with noise and a few isolated flipped pixels
+The real-shape cases need shared/data/real (tests find it the same way) and are skipped without it.
+
+Both sides run on one thread (OpenCV and PyTorch pinned to one thread). For each case the two sides are
+first checked to agree cell for cell (instance map and every cell field), then timed alternately for
+--rounds rounds; printed are the median process CPU time and wall time per tile of each side and the ratios
+of the medians. CPU time is the figure to quote on a shared machine; the load average is printed at the
+start and the end. --threads also prints tiles/s of ours with a thread pool (the kernels release the GIL),
+--compile the first-call time in fresh processes (cold Numba cache, then warm), --profile CASE the CPU time
+per kernel on that case's tile, --whole-tile the CPU time of our whole-tile path (every pixel, the path
+before the region restriction and the fallback where the region kernels are not proven identical).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import subprocess
 import sys
 import tempfile
 import time
-import types
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
-from cellvit_trt.kernels import PostProcessor
-from cellvit_trt.synthetic.targets import make_targets
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the map generators of the parity tests are the benchmark's too
 
-N_TYPES = 6
+from tests.kernels.agreement import FIELDS, field_agreement  # noqa: E402
+from tests.kernels.real_shapes import mosaic, nucls_masks, scatter  # noqa: E402
+from tests.kernels.synth_maps import maps_from_instances, random_instances  # noqa: E402
+
+from cellvit_trt.kernels import PostProcessor  # noqa: E402
+
+SIZE = 1024
 
 
-def dense_maps(rng: np.random.Generator, size: int, nuclei: int):
-    """Network-like maps for a dense tile: packed elliptic nuclei -> HoVer targets -> blur + noise, logits."""
-    inst = np.zeros((size, size), np.int32)
-    yy, xx = np.mgrid[-10:11, -10:11]
-    label = 0
-    for _ in range(nuclei):
-        cy, cx = rng.integers(0, size, 2)
-        ry, rx = rng.uniform(3.0, 8.0, 2)
-        th = rng.uniform(0, np.pi)
-        u = (xx * np.cos(th) + yy * np.sin(th)) / rx
-        v = (-xx * np.sin(th) + yy * np.cos(th)) / ry
-        disk = u * u + v * v <= 1
-        r0, c0 = cy - 10, cx - 10
-        rs, cs = slice(max(r0, 0), min(r0 + 21, size)), slice(max(c0, 0), min(c0 + 21, size))
-        d = disk[rs.start - r0 : rs.stop - r0, cs.start - c0 : cs.stop - c0] & (inst[rs, cs] == 0)
-        if d.sum() < 12:
+def build_cases(only: list[str] | None = None) -> tuple[dict, list[str]]:
+    """{name: Maps}, and the names skipped (with why)."""
+    masks = nucls_masks()
+    rng = np.random.default_rng(2024)
+    makers = {
+        "dense": lambda: random_instances(rng, SIZE, SIZE, 2600, 3.0, 8.0, 0.0, overlap=False),
+        "medium-real": lambda: mosaic(masks, 4, 4),
+        "sparse": lambda: random_instances(rng, SIZE, SIZE, 300, 3.0, 8.0, 0.0, overlap=False),
+        "sparse-real": lambda: scatter(
+            masks, (SIZE, SIZE), [(2, 40, 60), (6, 90, 700), (9, 600, 200), (13, 700, 720)]
+        ),
+        "empty": lambda: np.zeros((SIZE, SIZE), np.int32),
+    }
+    cases, skipped = {}, []
+    for name, make in makers.items():
+        if only and name not in only:
             continue
-        label += 1
-        inst[rs, cs][d] = label
-    types_ = rng.integers(1, N_TYPES, label + 1)
-    t = make_targets(inst, types_)
-    hv = np.stack([gaussian_filter(c, 0.8) for c in t.hv.astype(np.float64)]) + rng.normal(
-        0, 0.15, t.hv.shape
-    )
-    f = 2.0 * t.binary - 1.0
-    binary_logits = np.stack([-f, f], -1) * rng.uniform(0.5, 3.0, (size, size, 1)) + rng.normal(
-        0, 0.3, (size, size, 2)
-    )
-    type_logits = rng.normal(0, 1, (size, size, N_TYPES))
-    np.put_along_axis(type_logits, t.type_map[..., None].astype(np.int64), 2.5, -1)
-    return label, binary_logits.astype(np.float32), type_logits.astype(np.float32), hv.astype(np.float16)
+        if name.endswith("-real") and masks is None:
+            skipped.append(f"{name} (shared/data/real/nucls15 not found)")
+            continue
+        flip = 0.0005 if name == "empty" else 0.0
+        cases[name] = maps_from_instances(rng, name, make(), fg_flip=flip)
+    return cases, skipped
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+def _inputs(maps):
+    """Oracle dict (softmax BHWC tensors, raw hv) and our argmax inputs, as the parity tests feed them."""
+    from tests.kernels.oracle import softmax_inputs
+
+    d, fg, type_map, _ = softmax_inputs(maps)
+    return d, fg, type_map
 
 
 def _oracle():
-    sys.modules.setdefault("ray", types.ModuleType("ray"))
+    from cellvit_trt.models.oracle import import_upstream
+
+    import_upstream()  # stubs ray, which the tile path never uses
     from cellvit.inference.postprocessing_numpy import DetectionCellPostProcessor
 
-    return DetectionCellPostProcessor(wsi=None, nr_types=N_TYPES)
+    return DetectionCellPostProcessor(wsi=None, nr_types=6)
 
 
-def _first_call_seconds(cache_dir: str, size: int) -> tuple[float, float]:
+def _agree(ours, o_inst, o_cells) -> bool:
+    if not np.array_equal(ours.inst_map, o_inst):
+        return False
+    agree = field_agreement(ours.cells.to_upstream_dict(), o_cells)
+    return all(agree[f] == 1.0 for f in FIELDS)
+
+
+def _timed(fn):
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _whole_tile_path():
+    """Context in which PostProcessor runs its whole-tile path (`postprocess.instance_map_full`)."""
+    import contextlib
+
+    import cellvit_trt.kernels.postprocess as postprocess
+
+    @contextlib.contextmanager
+    def ctx():
+        saved = postprocess.region_path_ok
+        postprocess.region_path_ok = lambda params: False
+        try:
+            yield
+        finally:
+            postprocess.region_path_ok = saved
+
+    return ctx()
+
+
+def run_case(name, maps, oracle, pp: PostProcessor, rounds: int, whole_tile: bool = False) -> dict:
+    d, fg, tm = _inputs(maps)
+    o_inst, o_cells = oracle.post_process_batch(d)
+    ours = pp.process_tile(fg, maps.hv, tm)  # also compiles / loads the kernels
+    identical = _agree(ours, o_inst[0].numpy().astype(np.int32), o_cells[0])
+    o_wall, o_cpu, u_wall, u_cpu = [], [], [], []
+    for _ in range(rounds):  # alternate, so that a load change hits both sides
+        _, w, c = _timed(lambda: oracle.post_process_batch(d))
+        o_wall.append(w)
+        o_cpu.append(c)
+        _, w, c = _timed(lambda: pp.process_tile(fg, maps.hv, tm))
+        u_wall.append(w)
+        u_cpu.append(c)
+    med = {k: float(np.median(v)) for k, v in (("ow", o_wall), ("oc", o_cpu), ("uw", u_wall), ("uc", u_cpu))}
+    extra = {}
+    if whole_tile:  # the same kernels over the whole tile (the path before regions), for comparison
+        with _whole_tile_path():
+            pp.process_tile(fg, maps.hv, tm)
+            cpu = [_timed(lambda: pp.process_tile(fg, maps.hv, tm))[2] for _ in range(rounds)]
+        extra = {
+            "whole_tile_cpu_s": float(np.median(cpu)),
+            "region_vs_whole_tile_cpu": float(np.median(cpu)) / med["uc"],
+        }
+    return {
+        "case": name,
+        "nuclei_true": int(maps.gt_inst.max()),
+        "cells": len(ours.cells),
+        "instances": ours.n_instances,
+        "identical": bool(identical),
+        "oracle_wall_s": med["ow"],
+        "oracle_cpu_s": med["oc"],
+        "ours_wall_s": med["uw"],
+        "ours_cpu_s": med["uc"],
+        "speedup_wall": med["ow"] / med["uw"],
+        "speedup_cpu": med["oc"] / med["uc"],
+        "ours_cpu_s_all": u_cpu,
+        "oracle_cpu_s_all": o_cpu,
+        **extra,
+    }
+
+
+def throughput(pp: PostProcessor, tiles: list, workers: int) -> tuple[float, float]:
+    """(tiles/s, CPU seconds per wall second) of ours over `tiles` with a thread pool of `workers`."""
+    jobs = [tiles[i % len(tiles)] for i in range(max(4 * workers, 2 * len(tiles)))]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda t: pp.process_tile(*t), jobs[:workers]))
+        t0, c0 = time.perf_counter(), time.process_time()
+        list(pool.map(lambda t: pp.process_tile(*t), jobs))
+        wall = time.perf_counter() - t0
+        return len(jobs) / wall, (time.process_time() - c0) / wall
+
+
+def first_call_seconds(cache_dir: str, size: int) -> tuple[float, float]:
     """(wall, CPU) seconds of imports + first process_tile in a fresh process using `cache_dir`."""
     code = (
         "import time,numpy as np;t=time.perf_counter();c=time.process_time();"
@@ -90,177 +189,112 @@ def _first_call_seconds(cache_dir: str, size: int) -> tuple[float, float]:
     return float(wall), float(cpu)
 
 
-def stage_times(fg: np.ndarray, hv: np.ndarray, tm: np.ndarray, repeat: int = 3) -> dict[str, float]:
-    """Best-of-`repeat` CPU milliseconds of each stage of our pipeline on one tile."""
-    from cellvit_trt.kernels import PostProcessParams
-    from cellvit_trt.kernels.cells import measure_instances
-    from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
-    from cellvit_trt.kernels.inputs import as_batch
-    from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
-    from cellvit_trt.kernels.postprocess import _cell_table
-    from cellvit_trt.kernels.watershed import watershed_fast
+def profile_kernels(pp: PostProcessor, tile: tuple, repeat: int = 10) -> list[tuple[str, float]]:
+    """CPU ms per tile of each function (kernels are compiled functions, so each shows as one entry)."""
+    import cProfile
+    import pstats
 
-    p = PostProcessParams()
-    out: dict[str, float] = {}
+    prof = cProfile.Profile(timer=time.process_time)
+    prof.enable()
+    for _ in range(repeat):
+        pp.process_tile(*tile)
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    rows = [(f"{Path(k[0]).name}:{k[2]}", v[2] * 1000 / repeat) for k, v in stats.items()]
+    return sorted(rows, key=lambda r: -r[1])
 
-    def run(name, fn, *a):
-        best = None
-        for _ in range(repeat):
-            c0 = time.process_time()
-            r = fn(*a)
-            dt = time.process_time() - c0
-            best = dt if best is None else min(best, dt)
-        out[name] = 1000 * best
-        return r
 
-    f1, h1, t1, _ = run("checks + float16", as_batch, fg, hv, tm)
-    comps = run("foreground label", label4_components, f1[0], p.blob_min_size)
-    blb = (comps[0] > 0).view(np.uint8)
-    relief, raw = run(
-        "relief (Sobel, normalise, blur)", relief_and_markers, h1[0], blb, p.sobel_ksize, 0.4, p.blur_ksize
-    )
-    filled = run("fill holes", fill_holes4, raw)
-    opened = run("opening", open_ellipse, filled, p.opening_size)
-    markers = run("marker label", label4_filtered, opened, p.object_size)
-    labels, cut = run("watershed", watershed_fast, relief, markers, *comps)
-    measured = run("measure + remap", measure_instances, labels, t1[0], int(t1[0].max()) + 1, cut)
-    run("contours + table", _cell_table, *measured, p)
-    return out
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiles", type=int, default=4, help="distinct tiles (default 4)")
-    ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--nuclei", type=int, default=2600, help="nuclei drawn per tile before overlap rejection")
-    ap.add_argument("--repeat", type=int, default=3, help="passes over the tiles for our timing")
-    ap.add_argument("--oracle-tiles", type=int, default=None, help="tiles timed for the oracle (default all)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--rounds", type=int, default=7, help="timed rounds per case and side (default 7)")
+    ap.add_argument("--cases", nargs="*", help="subset of: dense medium-real sparse sparse-real empty")
+    ap.add_argument("--threads", type=int, default=0, help="also time ours with a pool of this many threads")
     ap.add_argument(
-        "--no-compile-time", action="store_true", help="skip the fresh-process compile measurement"
+        "--whole-tile", action="store_true", help="also time our whole-tile path (before regions)"
     )
-    ap.add_argument("--stages", action="store_true", help="also print CPU ms per stage on the first tile")
+    ap.add_argument("--compile", action="store_true", help="also time the first call in fresh processes")
+    ap.add_argument("--profile", metavar="CASE", help="also print CPU ms per kernel on this case's tile")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
     cv2.setNumThreads(1)
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
-    except ImportError:
-        torch = None
-    rng = np.random.default_rng(2024)
-    tiles = [dense_maps(rng, args.size, args.nuclei) for _ in range(args.tiles)]
-    fg = np.stack([np.argmax(_softmax(b), -1).astype(np.uint8) for _, b, _, _ in tiles])
-    tm = np.stack([np.argmax(_softmax(t), -1).astype(np.uint8) for _, _, t, _ in tiles])
-    hv = np.stack([h for _, _, _, h in tiles])
-
-    pp = PostProcessor()
-    pp.process_tile(fg[0], hv[0], tm[0])  # compile / load cache
-    t0, c0 = time.perf_counter(), time.process_time()
-    n_cells = 0
-    for _ in range(args.repeat):
-        for i in range(len(tiles)):
-            n_cells += len(pp.process_tile(fg[i], hv[i], tm[i]).cells)
-    ours = (time.perf_counter() - t0) / (args.repeat * len(tiles))
-    ours_cpu = (time.process_time() - c0) / (args.repeat * len(tiles))
-    cells_per_tile = n_cells / (args.repeat * len(tiles))
-
-    oracle_s = oracle_cpu = None
-    if torch is not None:
-        oracle = _oracle()
-        k = args.oracle_tiles or len(tiles)
-        total = cpu = 0.0
-        for i in range(k):
-            _, b, t, h = tiles[i]
-            d = {
-                "nuclei_binary_map": torch.from_numpy(_softmax(b)[None]),
-                "nuclei_type_map": torch.from_numpy(_softmax(t)[None]),
-                "hv_map": torch.from_numpy(h.astype(np.float32).transpose(1, 2, 0)[None].copy()),
-            }
-            t0, c0 = time.perf_counter(), time.process_time()
-            oracle.post_process_batch(d)
-            total += time.perf_counter() - t0
-            cpu += time.process_time() - c0
-        oracle_s, oracle_cpu = total / k, cpu / k
-
-    def throughput(workers: int) -> tuple[float, float]:
-        """(tiles/s, CPU seconds per wall second); CPU/wall > 1 means threads run outside the GIL."""
-        jobs = [i % len(tiles) for i in range(max(4 * workers, 2 * len(tiles)))]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(lambda i: pp.process_tile(fg[i], hv[i], tm[i]), jobs[:workers]))
-            t0, c0 = time.perf_counter(), time.process_time()
-            list(pool.map(lambda i: pp.process_tile(fg[i], hv[i], tm[i]), jobs))
-            wall = time.perf_counter() - t0
-            return len(jobs) / wall, (time.process_time() - c0) / wall
-
-    tps1, busy1 = throughput(1)
-    tpsn, busyn = throughput(args.workers)
-    compile_cold = compile_warm = None
-    if not args.no_compile_time:
-        with tempfile.TemporaryDirectory() as tmp:
-            compile_cold = _first_call_seconds(tmp, 256)
-            compile_warm = _first_call_seconds(tmp, 256)
-
+    torch.set_num_threads(1)
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    cpu = platform.processor() or platform.machine()
+    print(f"start: {start}  load: {_load()}  cpus: {os.cpu_count()}  {cpu}")
+    cases, skipped = build_cases(args.cases)
+    oracle, pp = _oracle(), PostProcessor()
+    results = [run_case(name, maps, oracle, pp, args.rounds, args.whole_tile) for name, maps in cases.items()]
+    print(f"tile post-processing, {SIZE}x{SIZE}, one thread each side, median of {args.rounds} rounds")
+    print(
+        f"  {'case':12s} {'nuclei':>6s} {'cells':>6s} {'identical':>9s}   {'oracle CPU s':>12s} "
+        f"{'ours CPU s':>10s} {'CPU x':>6s}   {'oracle wall':>11s} {'ours wall':>9s} {'wall x':>6s}"
+    )
+    for r in results:
+        print(
+            f"  {r['case']:12s} {r['nuclei_true']:6d} {r['cells']:6d} "
+            f"{'yes' if r['identical'] else 'NO':>9s}   "
+            f"{r['oracle_cpu_s']:12.4f} {r['ours_cpu_s']:10.4f} {r['speedup_cpu']:5.1f}x   "
+            f"{r['oracle_wall_s']:11.4f} {r['ours_wall_s']:9.4f} {r['speedup_wall']:5.1f}x"
+        )
+    if args.whole_tile:
+        print(
+            "  our whole-tile path (same kernels, every pixel), CPU s/tile and region path speed-up over it:"
+        )
+        for r in results:
+            print(f"    {r['case']:12s} {r['whole_tile_cpu_s']:8.4f}  {r['region_vs_whole_tile_cpu']:5.2f}x")
+    for s in skipped:
+        print(f"  skipped: {s}")
     fig = {
-        "tile": f"{args.size}x{args.size}",
-        "tiles": len(tiles),
-        "cells_per_tile": round(cells_per_tile, 1),
-        "oracle_s_per_tile": oracle_s,
-        "ours_s_per_tile": ours,
-        "speedup": (oracle_s / ours) if oracle_s else None,
-        "oracle_cpu_s_per_tile": oracle_cpu,
-        "ours_cpu_s_per_tile": ours_cpu,
-        "speedup_cpu_time": (oracle_cpu / ours_cpu) if oracle_cpu else None,
-        "tiles_per_s_1_thread": tps1,
-        f"tiles_per_s_{args.workers}_threads": tpsn,
-        f"cpu_per_wall_{args.workers}_threads": busyn,
-        "first_call_wall_cpu_s_cold_cache": compile_cold,
-        "first_call_wall_cpu_s_warm_cache": compile_warm,
-        "cpu_count": os.cpu_count(),
+        "start": start,
+        "load_start": _load(),
+        "cases": results,
+        "skipped": skipped,
+        "cpus": os.cpu_count(),
     }
-    print(
-        f"dense tiles {fig['tile']}, {len(tiles)} tiles, {cells_per_tile:.0f} cells/tile "
-        "(one thread each side)"
-    )
-    print(f"  {'':41s}   wall s/tile   CPU s/tile")
-    if oracle_s:
-        print(f"  oracle cellvit==1.0.9 post_process_batch : {oracle_s:11.4f} {oracle_cpu:12.4f}")
-    print(f"  cellvit_trt.kernels PostProcessor        : {ours:11.4f} {ours_cpu:12.4f}")
-    if oracle_s:
+    if args.threads and "dense" in cases:
+        d, fg, tm = _inputs(cases["dense"])
+        tile = [(fg, cases["dense"].hv, tm)]
+        tps1, busy1 = throughput(pp, tile, 1)
+        tpsn, busyn = throughput(pp, tile, args.threads)
+        fig["throughput"] = {"1": tps1, str(args.threads): tpsn, "cpu_per_wall": busyn}
         print(
-            f"  speed-up                                 : {oracle_s / ours:10.1f}x "
-            f"{oracle_cpu / ours_cpu:11.1f}x"
+            f"  dense throughput: 1 thread {tps1:.2f} tiles/s; {args.threads} threads {tpsn:.2f} tiles/s "
+            f"({tpsn / tps1:.2f}x, CPU/wall {busyn:.2f})"
         )
-    print(f"  throughput 1 thread                      : {tps1:8.2f} tiles/s (CPU/wall {busy1:.2f})")
-    print(
-        f"  throughput {args.workers} threads (thread pool)       : {tpsn:8.2f} tiles/s ({tpsn / tps1:.2f}x, "
-        f"CPU/wall {busyn:.2f})"
-    )
-    if compile_cold is not None:
+    if args.compile:
+        with tempfile.TemporaryDirectory() as tmp:
+            cold = first_call_seconds(tmp, 256)
+            warm = first_call_seconds(tmp, 256)
+        fig["first_call_cold_wall_cpu_s"], fig["first_call_warm_wall_cpu_s"] = cold, warm
         print(
-            f"  first call, fresh process, cold cache    : {compile_cold[0]:8.2f} s wall, "
-            f"{compile_cold[1]:.2f} s CPU "
-            "(Numba compile + imports)"
+            f"  first call, fresh process: cold cache {cold[0]:.2f} s wall / {cold[1]:.2f} s CPU (compile), "
+            f"warm cache {warm[0]:.2f} s / {warm[1]:.2f} s (load)"
         )
-        print(
-            f"  first call, fresh process, warm cache    : {compile_warm[0]:8.2f} s wall, "
-            f"{compile_warm[1]:.2f} s CPU "
-            "(cache load + imports)"
-        )
-    if args.stages:
-        stages = stage_times(fg[0], hv[0], tm[0])
-        fig["stages_cpu_ms"] = stages
-        print("  stages, CPU ms on tile 0 (best of 3):")
-        for name, ms in stages.items():
-            print(f"    {name:33s} {ms:7.2f}")
-        print(f"    {'sum':33s} {sum(stages.values()):7.2f}")
+    if args.profile in cases:
+        d, fg, tm = _inputs(cases[args.profile])
+        rows = profile_kernels(pp, (fg, cases[args.profile].hv, tm))
+        fig["profile_cpu_ms"] = {"case": args.profile, **dict(rows[:20])}
+        print(f"  CPU ms per {args.profile} tile by function (cProfile, top 15):")
+        for name, ms in rows[:15]:
+            print(f"    {name:48s} {ms:7.2f}")
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print(f"end: {end}  load: {_load()}")
+    fig["end"], fig["load_end"] = end, _load()
     if args.json:
         from cellvit_trt.io import write_json
 
         write_json(args.json, fig)
-    return 0
+    return 0 if all(r["identical"] for r in results) else 1
 
 
 if __name__ == "__main__":

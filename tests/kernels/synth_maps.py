@@ -47,6 +47,20 @@ def random_instances(rng, h, w, n, rmin=2.0, rmax=9.0, margin=6.0, overlap=True)
     return inst
 
 
+def random_mix(rng, h: int, w: int, n_max: int = 220) -> np.ndarray:
+    """Instances with randomised count, sizes, margin and overlap (the parity battery's "random-mix")."""
+    return random_instances(
+        rng,
+        h,
+        w,
+        int(rng.integers(5, n_max)),
+        rng.uniform(1.5, 4),
+        rng.uniform(5, 12),
+        rng.uniform(0, 12),
+        overlap=bool(rng.integers(0, 2)),
+    )
+
+
 def maps_from_instances(
     rng,
     name: str,

@@ -16,7 +16,8 @@ from cellvit_trt.synthetic.targets import make_targets
 
 from .agreement import FIELDS, field_agreement, panoptic_quality
 from .oracle import run_oracle, softmax_inputs
-from .synth_maps import N_TYPES, Maps, maps_from_instances, random_instances
+from .real_shapes import mosaic, nucls_masks, scatter
+from .synth_maps import N_TYPES, Maps, maps_from_instances, random_instances, random_mix
 
 RESULTS: list[tuple[str, tuple, float, dict]] = []
 
@@ -92,16 +93,7 @@ def _case(name: str) -> Maps:
         return m
     if name.startswith("random-mix-"):
         h, w = (int(v) for v in rng.integers(96, 200, 2))
-        inst = random_instances(
-            rng,
-            h,
-            w,
-            int(rng.integers(5, 220)),
-            rng.uniform(1.5, 4),
-            rng.uniform(5, 12),
-            rng.uniform(0, 12),
-            overlap=bool(rng.integers(0, 2)),
-        )
+        inst = random_mix(rng, h, w)
         return maps_from_instances(
             rng,
             name,
@@ -115,8 +107,64 @@ def _case(name: str) -> Maps:
         )
     if name == "dense-1024":
         return maps_from_instances(rng, name, random_instances(rng, 1024, 1024, 2200, 3, 8))
-    if name == "moderate-1024":
-        return maps_from_instances(rng, name, random_instances(rng, 1024, 1024, 500, 3, 9), noise=0.25)
+    if name == "sparse-256":
+        return maps_from_instances(rng, name, random_instances(rng, 256, 256, 30, 3, 8, 0), fg_flip=0.002)
+    if name == "empty-tissue-256":  # background with isolated flipped pixels (all below the blob limit)
+        return maps_from_instances(rng, name, np.zeros((256, 256), np.int32), fg_flip=0.003)
+    if name == "reach-spacing-200x232":  # nuclei 7..22 px apart: around the Sobel reach and the run merging
+        inst = np.zeros((200, 232), np.int32)
+        yy, xx = np.mgrid[:200, :232]
+        k, cy = 0, 6
+        for gap in (7, 10, 11, 16, 17, 22):
+            cx = 0
+            while cx < 232:
+                k += 1
+                inst[((yy - cy) ** 2 + (xx - cx) ** 2 <= 36) & (inst == 0)] = k
+                cx += 12 + gap
+            cy += 12 + gap // 2
+        return maps_from_instances(rng, name, inst, noise=0.1)
+    if name == "many-blobs-256":
+        # separated blobs around the foreground (10 px) and marker (10 px after the opening) limits
+        return maps_from_instances(
+            rng, name, random_instances(rng, 256, 256, 260, 2.4, 4.6, 4, overlap=False)
+        )
+    if name == "huge-blob-256":
+        yy, xx = np.mgrid[:256, :256]
+        inst = random_instances(rng, 256, 256, 30, 3, 7)
+        inst[((yy - 150) ** 2 + (xx - 120) ** 2 <= 95**2) & ((yy - 150) ** 2 + (xx - 140) ** 2 > 9**2)] = 999
+        return maps_from_instances(rng, name, inst, noise=0.2)
+    if name == "rings-256":  # ring nuclei (marker holes), one nested in another, one cut by the border
+        yy, xx = np.mgrid[:256, :256]
+        inst = np.zeros((256, 256), np.int32)
+        for k, (cy, cx, r_out, r_in) in enumerate([(60, 60, 22, 10), (150, 180, 16, 6), (0, 120, 18, 8)], 1):
+            d = (yy - cy) ** 2 + (xx - cx) ** 2
+            inst[(d <= r_out**2) & (d > r_in**2)] = k
+        inst[(yy - 60) ** 2 + (xx - 60) ** 2 <= 25] = 4
+        inst[random_instances(rng, 256, 256, 40, 3, 7) > 0] = 0
+        return maps_from_instances(rng, name, inst, noise=0.08, blur=0.5)
+    if name == "background-cliff-256":  # the tile-wide Sobel extremes lie far from every nucleus
+        m = maps_from_instances(rng, name, random_instances(rng, 256, 256, 25, 3, 7, 0)[:, :128].copy())
+        hv = np.zeros((2, 256, 256), np.float32)
+        hv[:, :, :128] = m.hv.astype(np.float32)
+        hv[0, :, 200:] = 0.45
+        hv[1, 180:, 140:] = -0.4
+        bl = np.zeros((256, 256, 2), np.float32)
+        bl[..., 0] = 2.0
+        bl[:, :128] = m.binary_logits
+        tl = np.zeros((256, 256, N_TYPES), np.float32)
+        tl[:, :128] = m.type_logits
+        return Maps(name, bl, tl, hv.astype(np.float16), np.pad(m.gt_inst, ((0, 0), (0, 128))))
+    if name.startswith("real-"):
+        masks = nucls_masks()
+        if masks is None:
+            pytest.skip(f"{name}: shared/data/real/nucls15 not found (real nucleus shapes)")
+        if name == "real-shapes-256":
+            return maps_from_instances(rng, name, masks[7].copy())
+        if name == "real-mosaic-200x384":  # non-square, nuclei cut at the tile border
+            return maps_from_instances(rng, name, mosaic(masks, 1, 2)[30:230, 60:444].copy(), noise=0.2)
+        if name == "real-sparse-1024":
+            inst = scatter(masks, (1024, 1024), [(0, 20, 40), (5, 380, 700), (11, 760, 90), (14, 768, 768)])
+            return maps_from_instances(rng, name, inst)
     raise KeyError(name)
 
 
@@ -134,7 +182,16 @@ CASES = [
     "background-majority-256",
     "float32-hv-256",
     *[f"random-mix-{i:02d}" for i in range(16)],
-    "moderate-1024",
+    "sparse-256",
+    "empty-tissue-256",
+    "reach-spacing-200x232",
+    "many-blobs-256",
+    "huge-blob-256",
+    "rings-256",
+    "background-cliff-256",
+    "real-shapes-256",
+    "real-mosaic-200x384",
+    "real-sparse-1024",
     "dense-1024",
 ]
 
@@ -160,7 +217,7 @@ def test_parity_with_oracle(upstream, processor, name):
     # the table keeps upstream's ascending-id order and only non-background cells
     assert np.all(np.diff(ours.cells.id) > 0)
     assert not np.any(ours.cells.type == 0)
-    if name == "empty-256":
+    if name in ("empty-256", "empty-tissue-256"):
         assert len(ours.cells) == 0 and ours.inst_map.max() == 0
     if name == "background-majority-256":
         # the background-second rule fired: cells whose winning type covers under half of their pixels

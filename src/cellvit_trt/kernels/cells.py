@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["measure_instances"]
+__all__ = ["measure_instances", "measure_runs"]
 
 
 @njit(nogil=True, cache=True)
@@ -27,61 +27,20 @@ def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int, cu
 
     `cut[raw_label]` marks watershed labels whose marker was cut by the mask (the instance may be split);
     (first_x, first_y) is each instance's first pixel in raster order, where OpenCV starts its outer border.
+    Visits the whole tile (`measure_runs` visits given runs); `n_types` is kept for callers (the type vote
+    only sees the classes present).
     """
     h, w = labels.shape
-    max_label = 0
-    for r in range(h):
-        for c in range(w):
-            if labels[r, c] > max_label:
-                max_label = labels[r, c]
-    present = np.zeros(max_label + 1, np.bool_)
-    for r in range(h):
-        for c in range(w):
-            present[labels[r, c]] = True
-    remap = np.zeros(max_label + 1, np.int32)
-    n = 0
-    for lab in range(1, max_label + 1):
-        if present[lab]:
-            n += 1
-            remap[lab] = n
-    inst = np.empty((h, w), np.int32)
-    bbox = np.empty((n, 4), np.int32)
-    bbox[:, 0] = h
-    bbox[:, 1] = w
-    bbox[:, 2] = -1
-    bbox[:, 3] = -1
-    area = np.zeros(n, np.int64)
-    sum_c = np.zeros(n, np.int64)
-    sum_r = np.zeros(n, np.int64)
-    counts = np.zeros((n, n_types), np.int64)
-    first_x = np.zeros(n, np.int64)
-    first_y = np.zeros(n, np.int64)
-    split = np.zeros(n, np.bool_)
-    for lab in range(1, max_label + 1):
-        if present[lab] and lab < cut.shape[0] and cut[lab]:
-            split[remap[lab] - 1] = True
-    for r in range(h):
-        for c in range(w):
-            k = remap[labels[r, c]]
-            inst[r, c] = k
-            if k == 0:
-                continue
-            i = k - 1
-            if area[i] == 0:
-                first_x[i] = c
-                first_y[i] = r
-            area[i] += 1
-            sum_c[i] += c
-            sum_r[i] += r
-            counts[i, type_map[r, c]] += 1
-            if r < bbox[i, 0]:
-                bbox[i, 0] = r
-            if c < bbox[i, 1]:
-                bbox[i, 1] = c
-            if r > bbox[i, 2]:
-                bbox[i, 2] = r
-            if c > bbox[i, 3]:
-                bbox[i, 3] = c
+    return measure_runs(
+        labels, np.arange(h + 1), np.zeros(h, np.int64), np.full(h, w, np.int64), type_map, cut
+    )
+
+
+@njit(nogil=True, cache=True)
+def _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split):
+    """Exclusive bbox ends, bbox-relative first moments and the type vote (see the module doc)."""
+    n = area.shape[0]
+    n_types = counts.shape[1]
     m10 = np.empty(n, np.int64)
     m01 = np.empty(n, np.int64)
     cell_type = np.zeros(n, np.int16)
@@ -105,3 +64,66 @@ def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int, cu
         cell_type[i] = best
         type_count[i] = counts[i, best]
     return inst, bbox, area, m10, m01, cell_type, type_count, first_x, first_y, split
+
+
+@njit(nogil=True, cache=True)
+def measure_runs(labels, row_ptr, c0s, c1s, type_map, cut):
+    """`measure_instances` for labels that are nonzero only on the row runs (`layout.row_runs` of a map
+    covering the foreground): visits those pixels only, in raster order. The instance map is allocated
+    zeroed (untouched pages stay free)."""
+    h, w = labels.shape
+    max_label = cut.shape[0] - 1  # watershed labels are marker labels; cut has a flag per marker label
+    n_types = 1
+    present = np.zeros(max_label + 1, np.bool_)
+    for r in range(h):
+        for k in range(row_ptr[r], row_ptr[r + 1]):
+            lrow = labels[r, c0s[k] : c1s[k]]
+            trow = type_map[r, c0s[k] : c1s[k]]
+            for i in range(lrow.shape[0]):
+                present[lrow[i]] = True
+                n_types = max(n_types, np.int64(trow[i]) + 1)
+    remap = np.zeros(max_label + 1, np.int32)
+    n = 0
+    for lab in range(1, max_label + 1):
+        if present[lab]:
+            n += 1
+            remap[lab] = n
+    inst = np.zeros((h, w), np.int32)
+    bbox = np.empty((n, 4), np.int32)
+    bbox[:, 0] = h
+    bbox[:, 1] = w
+    bbox[:, 2] = -1
+    bbox[:, 3] = -1
+    area = np.zeros(n, np.int64)
+    sum_c = np.zeros(n, np.int64)
+    sum_r = np.zeros(n, np.int64)
+    counts = np.zeros((n, n_types), np.int64)
+    first_x = np.zeros(n, np.int64)
+    first_y = np.zeros(n, np.int64)
+    split = np.zeros(n, np.bool_)
+    for lab in range(1, max_label + 1):
+        if present[lab]:
+            split[remap[lab] - 1] = lab < cut.shape[0] and cut[lab]
+    for r in range(h):
+        for k in range(row_ptr[r], row_ptr[r + 1]):
+            c0 = c0s[k]
+            for c in range(c0, c1s[k]):
+                kk = remap[labels[r, c]]
+                if kk == 0:
+                    continue
+                inst[r, c] = kk
+                i = kk - 1
+                if area[i] == 0:
+                    first_x[i] = c
+                    first_y[i] = r
+                    bbox[i, 0] = r
+                area[i] += 1
+                sum_c[i] += c
+                sum_r[i] += r
+                counts[i, type_map[r, c]] += 1
+                if c < bbox[i, 1]:
+                    bbox[i, 1] = c
+                bbox[i, 2] = r
+                if c > bbox[i, 3]:
+                    bbox[i, 3] = c
+    return _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split)

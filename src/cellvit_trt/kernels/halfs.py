@@ -31,9 +31,11 @@ def _convert(bits: np.ndarray, out: np.ndarray) -> int:
     return bad
 
 
-def half_to_float(arr: np.ndarray) -> tuple[np.ndarray, int]:
-    """(float32 copy of a float16 array, count of inf/NaN values)."""
+def half_to_float(arr: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(float32 copy of a float16 array, count of inf/NaN values); written into `out` when it is a
+    C-contiguous float32 array of that shape."""
     src = np.ascontiguousarray(arr)
-    out = np.empty(src.shape, np.float32)
+    if out is None or out.shape != src.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        out = np.empty(src.shape, np.float32)
     bad = _convert(src.reshape(-1).view(np.uint16), out.reshape(-1))
     return out, int(bad)

@@ -48,10 +48,13 @@ def _foreground(fg: np.ndarray, threshold: float) -> np.ndarray:
     raise InputError(f"fg: expected dtype uint8, bool or float (probability), got {fg.dtype}")
 
 
-def as_batch(fg, hv, type_map, fg_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+def as_batch(
+    fg, hv, type_map, fg_threshold: float = 0.5, hv_out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Validate one tile ([H,W], [2,H,W], [H,W]) or a batch ([N,H,W], [N,2,H,W], [N,H,W]).
 
     Returns contiguous (fg uint8 [N,H,W] in {0,1}, hv float32 [N,2,H,W], type_map uint8 [N,H,W], batched).
+    A float16 hv is decoded into `hv_out` when that is a float32 array of the batch's shape.
     """
     fg = _array("fg", fg)
     hv = _array("hv", hv)
@@ -89,7 +92,7 @@ def as_batch(fg, hv, type_map, fg_threshold: float = 0.5) -> tuple[np.ndarray, n
             raise InputError("type_map: class ids must be in 0..255")
         type_map = type_map.astype(np.uint8)
     if hv.dtype == np.float16:
-        hv32, bad = half_to_float(hv)
+        hv32, bad = half_to_float(hv, hv_out)
         if bad:
             raise InputError(f"hv: {bad} NaN or infinite values; expected finite numbers")
     else:

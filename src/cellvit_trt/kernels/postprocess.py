@@ -6,33 +6,52 @@ Steps (upstream `DetectionCellPostProcessor`, WSI path; docs/kernels.md maps the
 3. markers = fg minus high-energy pixels, holes filled, elliptic opening, components < object_size removed;
 4. exact skimage watershed of the relief from the markers inside the foreground (Numba);
 5. ids renumbered 1..N, per-cell bbox / centroid / type vote in one pass, first OpenCV contour per cell.
+
+Steps 2-5 run only where the foreground can be affected (`_labels_by_region`: foreground pixels, foreground
+groups' boxes; docs/kernels.md "Regions" says why that is exact), so a tile costs about in proportion to its
+nuclei. What stays tile-wide: one pass over the HV maps for their extremes, a float32 row pass bounding the
+Sobel extremes, OpenCV's opening, and scans that skip empty 8-pixel words. Where the region kernels are not
+proven identical to OpenCV on this machine (`replicas.region_path_ok`) the whole-tile path runs instead
+(`instance_map_full`).
 Every heavy step releases the GIL, so `process_batch(..., workers=k)` scales over threads.
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
-from cellvit_trt.kernels.cells import measure_instances
+from cellvit_trt.kernels.cells import measure_instances, measure_runs
 from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
 from cellvit_trt.kernels.inputs import as_batch
-from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
+from cellvit_trt.kernels.layout import fg_groups, row_runs
+from cellvit_trt.kernels.local_markers import fill_groups
+from cellvit_trt.kernels.local_relief import local_relief_and_markers
+from cellvit_trt.kernels.morphology import (
+    fill_holes4,
+    kept_runs,
+    label4_components,
+    label4_filtered,
+    label4_from_runs,
+)
 from cellvit_trt.kernels.params import PostProcessParams
+from cellvit_trt.kernels.replicas import gaussian_taps, region_path_ok
 from cellvit_trt.kernels.table import CellTable, TileCells
-from cellvit_trt.kernels.watershed import watershed_fast
+from cellvit_trt.kernels.watershed import raster_seeds, watershed_fast, watershed_seeded
 
-__all__ = ["PostProcessor", "instance_map", "warmup", "warmup_tile"]
+__all__ = ["PostProcessor", "instance_map", "instance_map_full", "warmup", "warmup_tile"]
 
 
-def instance_map(
+def instance_map_full(
     fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw watershed labels (upstream `_proc_np_hv`): int32 [H,W] with marker label numbers (gaps kept), and
-    the per-label flag "marker cut by the foreground mask" (see `watershed_fast`)."""
+    """Raw watershed labels (upstream `_proc_np_hv`) computed over the whole tile with OpenCV's own calls:
+    int32 [H,W] with marker label numbers (gaps kept), and the per-label flag "marker cut by the foreground
+    mask" (see `watershed_fast`). The reference for `instance_map`, and its fallback."""
     components, members, start = label4_components(fg01, params.blob_min_size)
     blb = (components > 0).view(np.uint8)
     relief, marker = relief_and_markers(
@@ -41,6 +60,39 @@ def instance_map(
     marker = open_ellipse(fill_holes4(marker), params.opening_size)
     markers = label4_filtered(marker, params.object_size)
     return watershed_fast(relief, markers, components, members, start)
+
+
+def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams):
+    """`instance_map_full`'s result computed only where the foreground can be affected; also returns the
+    row runs of the kept foreground (`layout.row_runs`), outside which the labels are 0."""
+    h, w = fg01.shape
+    fg_runs = row_runs(fg01)
+    components, members, start = label4_from_runs(fg01, params.blob_min_size, *fg_runs)
+    runs = kept_runs(components, *fg_runs)
+    if members.size == 0:  # no foreground: no markers, nothing to flood
+        return np.zeros((h, w), np.int32), np.zeros(1, np.bool_), runs
+    relief, marker = local_relief_and_markers(
+        hv, runs, components, params.sobel_ksize, params.marker_threshold, gaussian_taps(params.blur_ksize)
+    )
+    group, boxes = fg_groups(components, start.shape[0] - 2, *runs)
+    filled = marker.copy()
+    fill_groups(marker, components, group, boxes, *runs, filled)
+    opened = open_ellipse(filled, params.opening_size)
+    markers = label4_filtered(opened, params.object_size)
+    seeds, cut = raster_seeds(opened, markers, components)
+    labels = watershed_seeded(relief, markers, seeds, components, members, start)
+    return labels, cut, runs
+
+
+def instance_map(
+    fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw watershed labels (upstream `_proc_np_hv`): int32 [H,W] with marker label numbers (gaps kept), and
+    the per-label flag "marker cut by the foreground mask"; bit-identical to `instance_map_full`."""
+    if not region_path_ok(params):
+        return instance_map_full(fg01, hv, params)
+    labels, cut, _ = _labels_by_region(fg01, hv, params)
+    return labels, cut
 
 
 def _cell_table(
@@ -93,6 +145,22 @@ def _cell_table(
     )
 
 
+_SCRATCH = threading.local()
+
+
+def _hv_scratch(hv) -> np.ndarray | None:
+    """A per-thread float32 [1, 2, H, W] buffer for one tile's decoded float16 HV (a fresh 8 MB array would
+    cost a page fault per 4 KiB on every tile); None for other inputs."""
+    shape = getattr(hv, "shape", ())
+    if getattr(hv, "dtype", None) != np.float16 or len(shape) != 3:
+        return None
+    buf = getattr(_SCRATCH, "hv", None)
+    if buf is None or buf.shape[1:] != shape:
+        buf = np.empty((1, *shape), np.float32)
+        _SCRATCH.hv = buf
+    return buf
+
+
 class PostProcessor:
     """Tile post-processor. Thread-safe: holds only frozen settings."""
 
@@ -100,14 +168,18 @@ class PostProcessor:
         self.params = params if params is not None else PostProcessParams()
 
     def _one(self, fg01: np.ndarray, hv: np.ndarray, type_map: np.ndarray) -> TileCells:
-        labels, cut = instance_map(fg01, hv, self.params)
-        n_types = int(type_map.max()) + 1 if type_map.size else 1
-        measured = measure_instances(labels, type_map, n_types, cut)
+        if region_path_ok(self.params):
+            labels, cut, runs = _labels_by_region(fg01, hv, self.params)
+            measured = measure_runs(labels, *runs, type_map, cut)
+        else:
+            labels, cut = instance_map_full(fg01, hv, self.params)
+            n_types = int(type_map.max()) + 1 if type_map.size else 1
+            measured = measure_instances(labels, type_map, n_types, cut)
         return TileCells(inst_map=measured[0], cells=_cell_table(*measured, self.params))
 
     def process_tile(self, fg, hv, type_map) -> TileCells:
         """One tile: fg uint8/bool [H,W] (or float prob.), hv f16/f32 [2,H,W], type_map uint8 [H,W]."""
-        fg01, hv32, types, batched = as_batch(fg, hv, type_map, self.params.fg_threshold)
+        fg01, hv32, types, batched = as_batch(fg, hv, type_map, self.params.fg_threshold, _hv_scratch(hv))
         if batched:
             from cellvit_trt.errors import InputError
 

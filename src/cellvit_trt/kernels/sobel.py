@@ -7,9 +7,12 @@ source times float64 tap) into a float64 buffer, then a symmetric / antisymmetri
 column accumulation into fused multiply-adds, which this module does explicitly (llvm.fma). Same order, same
 bits: `tests/kernels/test_building_blocks.py` checks bit equality against cv2.
 
+`row_filter` and `column_filter` are the two passes on one row segment; the whole-tile filter here and the
+region filter of `local_sobel` share them, so a pixel gets the same bits whichever computes it. The loops are
+written so that LLVM vectorises them over pixels (each pixel keeps its own order of operations).
+
 OpenCV's rounding depends on the code path its CPU dispatcher picks, so `use_numba_sobel()` compares the two
 once per process and ksize on a random map and falls back to cv2.Sobel where they are not bit-identical.
-Vectorised over columns (taps outer, pixels inner), one core: ~3x faster than OpenCV's scalar path.
 """
 
 from __future__ import annotations
@@ -18,30 +21,26 @@ import threading
 
 import cv2
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-__all__ = ["sobel_x", "sobel_y", "sobel", "use_numba_sobel"]
+from cellvit_trt.kernels.fp import fma64, reflect101
 
-
-@intrinsic
-def _fma(typingctx, a, b, c):
-    """a * b + c with one rounding (llvm.fma.f64)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
-
-    def codegen(context, builder, signature, args):
-        d = ir.DoubleType()
-        fn = builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d]))
-        return builder.call(fn, args)
-
-    return sig, codegen
-
+__all__ = [
+    "sobel_x",
+    "sobel_y",
+    "sobel",
+    "use_numba_sobel",
+    "sobel_kernels",
+    "row_filter",
+    "column_filter",
+    "window_rows",
+]
 
 _KERNELS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _kernels(dx: int, ksize: int) -> tuple[np.ndarray, np.ndarray]:
+def sobel_kernels(dx: int, ksize: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row taps, column taps) float64 of cv2.Sobel(dx, 1 - dx, ksize), as cv2.getDerivKernels gives them."""
     key = (dx, ksize)
     if key not in _KERNELS:
         kx, ky = cv2.getDerivKernels(dx, 1 - dx, ksize, normalize=False, ktype=cv2.CV_64F)
@@ -49,82 +48,105 @@ def _kernels(dx: int, ksize: int) -> tuple[np.ndarray, np.ndarray]:
     return _KERNELS[key]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _row_taps(pad, kx, out, n):
+    """Register-blocked row filter: with n a compile-time constant the tap loop unrolls and the pixel loop
+    vectorises, each pixel still summing its taps in order. The products are exact (integer taps of at most
+    28 bits times float32 values), so a fused multiply-add rounds exactly as OpenCV's multiply then add."""
+    for i in range(out.shape[0]):
+        acc = kx[0] * pad[i]
+        for k in range(1, n):
+            acc = fma64(kx[k], pad[i + k], acc)
+        out[i] = acc
+
+
 @njit(nogil=True, cache=True)
-def _reflect101(p: int, n: int) -> int:
-    if n == 1:
-        return 0
-    while p < 0 or p >= n:
-        if p < 0:
-            p = -p
-        else:
-            p = 2 * n - 2 - p
-    return p
+def row_filter(pad: np.ndarray, kx: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = kx[0]*pad[i] + kx[1]*pad[i+1] + ... summed in tap order (OpenCV's generic row filter)."""
+    n = kx.shape[0]
+    if n == 21:  # x40
+        _row_taps(pad, kx, out, 21)
+    elif n == 11:  # x20
+        _row_taps(pad, kx, out, 11)
+    else:
+        w = out.shape[0]
+        f = kx[0]
+        p0 = pad[0:w]
+        for i in range(w):
+            out[i] = f * p0[i]
+        for k in range(1, n):
+            f = kx[k]
+            pk = pad[k : k + w]
+            for i in range(w):
+                out[i] += f * pk[i]
+
+
+@njit(nogil=True, cache=True)
+def window_rows(r: int, h: int, ac: int, n: int, rows: np.ndarray) -> None:
+    """rows[j] = buffer row of tile row r - ac + j (reflected at the top and bottom of a tile of h rows);
+    tile row t lives in buffer row t % n (n = h for a whole-tile buffer, 2 ac + 1 for a ring)."""
+    for j in range(2 * ac + 1):
+        rows[j] = reflect101(r - ac + j, h) % n
+
+
+@njit(nogil=True, cache=True)
+def column_filter(buf: np.ndarray, rows: np.ndarray, c0: int, c1: int, ky: np.ndarray, symmetric: bool, out):
+    """OpenCV's symmetric / antisymmetric column filter on columns [c0, c1) into out[:c1 - c0]; `rows` the
+    buffer rows of the window (`window_rows`)."""
+    ac = ky.shape[0] // 2
+    w = c1 - c0
+    if symmetric:
+        f = ky[ac]
+        b0 = buf[rows[ac], c0:c1]
+        for i in range(w):
+            out[i] = f * b0[i] + 0.0
+        for k in range(1, ac + 1):
+            f = ky[ac + k]
+            bd = buf[rows[ac + k], c0:c1]
+            bu = buf[rows[ac - k], c0:c1]
+            for i in range(w):
+                out[i] = fma64(f, bd[i] + bu[i], out[i])
+    else:
+        for i in range(w):
+            out[i] = 0.0
+        for k in range(1, ac + 1):
+            f = ky[ac + k]
+            bd = buf[rows[ac + k], c0:c1]
+            bu = buf[rows[ac - k], c0:c1]
+            for i in range(w):
+                out[i] = fma64(f, bd[i] - bu[i], out[i])
 
 
 @njit(nogil=True, cache=True)
 def _sep_filter(src: np.ndarray, kx: np.ndarray, ky: np.ndarray, col_symmetric: bool) -> np.ndarray:
     h, w = src.shape
-    kr = kx.shape[0]
-    ar = kr // 2
-    kc = ky.shape[0]
-    ac = kc // 2
-    # row pass into a float64 buffer padded by ac rows on each side (reflect-101 rows)
-    buf = np.empty((h + 2 * ac, w), np.float64)
+    ar = kx.shape[0] // 2
+    buf = np.empty((h, w), np.float64)
     pad = np.empty(w + 2 * ar, np.float64)
     colidx = np.empty(w + 2 * ar, np.int64)
     for j in range(w + 2 * ar):
-        colidx[j] = _reflect101(j - ar, w)
-    acc = np.empty(w, np.float64)
+        colidx[j] = reflect101(j - ar, w)
     for r in range(h):
         for j in range(w + 2 * ar):
             pad[j] = np.float64(src[r, colidx[j]])
-        f = kx[0]
-        for i in range(w):
-            acc[i] = f * pad[i]
-        for k in range(1, kr):
-            f = kx[k]
-            for i in range(w):
-                acc[i] += f * pad[i + k]
-        for i in range(w):
-            buf[r + ac, i] = acc[i]
-    for j in range(ac):
-        top = _reflect101(-(j + 1), h)
-        bot = _reflect101(h + j, h)
-        for i in range(w):
-            buf[ac - 1 - j, i] = buf[top + ac, i]
-            buf[h + ac + j, i] = buf[bot + ac, i]
+        row_filter(pad, kx, buf[r])
     out = np.empty((h, w), np.float64)
+    rows = np.empty(ky.shape[0], np.int64)
     for r in range(h):
-        c = r + ac
-        if col_symmetric:
-            f = ky[ac]
-            for i in range(w):
-                acc[i] = f * buf[c, i] + 0.0
-            for k in range(1, ac + 1):
-                f = ky[ac + k]
-                for i in range(w):
-                    acc[i] = _fma(f, buf[c + k, i] + buf[c - k, i], acc[i])
-        else:
-            for i in range(w):
-                acc[i] = 0.0
-            for k in range(1, ac + 1):
-                f = ky[ac + k]
-                for i in range(w):
-                    acc[i] = _fma(f, buf[c + k, i] - buf[c - k, i], acc[i])
-        for i in range(w):
-            out[r, i] = acc[i]
+        window_rows(r, h, ky.shape[0] // 2, h, rows)
+        column_filter(buf, rows, 0, w, ky, col_symmetric, out[r])
     return out
 
 
 def sobel_x(src: np.ndarray, ksize: int) -> np.ndarray:
     """cv2.Sobel(src, CV_64F, 1, 0, ksize=ksize) for float32 src."""
-    kx, ky = _kernels(1, ksize)
+    kx, ky = sobel_kernels(1, ksize)
     return _sep_filter(src, kx, ky, True)
 
 
 def sobel_y(src: np.ndarray, ksize: int) -> np.ndarray:
     """cv2.Sobel(src, CV_64F, 0, 1, ksize=ksize) for float32 src."""
-    kx, ky = _kernels(0, ksize)
+    kx, ky = sobel_kernels(0, ksize)
     return _sep_filter(src, kx, ky, False)
 
 
@@ -136,6 +158,9 @@ def use_numba_sobel(ksize: int) -> bool:
     """True when this module reproduces cv2.Sobel bit for bit on this machine (checked once per ksize)."""
     with _LOCK:
         if ksize not in _CHECKED:
+            if ksize < 3:
+                _CHECKED[ksize] = False  # ksize 1 is OpenCV's unsmoothed 3-tap case; leave it to OpenCV
+                return False
             rng = np.random.default_rng(12345)
             probe = rng.random((3 * ksize + 7, 4 * ksize + 5)).astype(np.float32)
             same = np.array_equal(
@@ -147,6 +172,6 @@ def use_numba_sobel(ksize: int) -> bool:
 
 def sobel(src: np.ndarray, dx: int, ksize: int) -> np.ndarray:
     """cv2.Sobel(src, CV_64F, dx, 1 - dx, ksize) for float32 src: Numba where bit-identical, else OpenCV."""
-    if ksize >= 3 and use_numba_sobel(ksize):
+    if use_numba_sobel(ksize):
         return sobel_x(src, ksize) if dx == 1 else sobel_y(src, ksize)
     return cv2.Sobel(src, cv2.CV_64F, dx, 1 - dx, ksize=ksize)

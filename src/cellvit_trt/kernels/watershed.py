@@ -27,8 +27,9 @@ from numba import njit
 
 from cellvit_trt.kernels.flood import flood, flood_calendar
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
+from cellvit_trt.kernels.layout import _next_set
 
-__all__ = ["watershed_masked", "watershed_fast"]
+__all__ = ["watershed_masked", "watershed_fast", "watershed_seeded", "raster_seeds"]
 
 
 @njit(nogil=True, cache=True)
@@ -87,6 +88,41 @@ def _is_boundary(flat_out, flat_comp, p, h, w):
 
 
 @njit(nogil=True, cache=True)
+def raster_seeds(guide: np.ndarray, markers: np.ndarray, mask: np.ndarray):
+    """Watershed seeds: flat indices of the marker pixels inside `mask` in raster order (skimage's push
+    order), and cut[label] (that marker has pixels outside the mask). `guide` (uint8, nonzero wherever
+    markers are) lets the scan skip empty 8-pixel words."""
+    fb = guide.reshape(-1)
+    fmk = markers.reshape(-1)
+    fms = mask.reshape(-1)
+    npx = fb.shape[0]
+    words = fb[: npx // 8 * 8].view(np.uint64)
+    max_label = 0
+    count = 0
+    p = _next_set(fb, words, 0, npx)
+    while p < npx:
+        if fmk[p] != 0:
+            max_label = max(max_label, fmk[p])
+            if fms[p] != 0:
+                count += 1
+        p = _next_set(fb, words, p + 1, npx)
+    cut = np.zeros(max_label + 1, np.bool_)
+    seeds = np.empty(count, np.int64)
+    count = 0
+    p = _next_set(fb, words, 0, npx)
+    while p < npx:
+        lab = fmk[p]
+        if lab != 0:
+            if fms[p] != 0:
+                seeds[count] = p
+                count += 1
+            else:
+                cut[lab] = True
+        p = _next_set(fb, words, p + 1, npx)
+    return seeds, cut
+
+
+@njit(nogil=True, cache=True)
 def watershed_fast(
     image: np.ndarray,
     markers: np.ndarray,
@@ -100,6 +136,24 @@ def watershed_fast(
     (components, members, start) describe the 4-connected components of the mask as `label4_components`
     returns them. Components larger than `big` pixels are flooded through a calendar queue once no ties are
     left. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
+    seeds, cut = raster_seeds((markers != 0).astype(np.uint8), markers, components)
+    out = watershed_seeded(image, markers, seeds, components, members, start, big)
+    return out, cut
+
+
+@njit(nogil=True, cache=True)
+def watershed_seeded(
+    image: np.ndarray,
+    markers: np.ndarray,
+    seeds: np.ndarray,
+    components: np.ndarray,
+    members: np.ndarray,
+    start: np.ndarray,
+    big: int = 4096,
+) -> np.ndarray:
+    """`watershed_fast` from its seeds: the marker pixels inside the mask, flat indices in raster order.
+
+    Touches only the mask components and the seeds (nothing per tile pixel), so a sparse tile costs little."""
     h, w = image.shape
     npx = h * w
     out = np.zeros((h, w), np.int32)
@@ -108,21 +162,11 @@ def watershed_fast(
     flat_comp = components.reshape(-1)
     flat_mark = markers.reshape(-1)
     n_comp = start.shape[0] - 2
-    max_label = 0
-    for p in range(npx):
-        if flat_mark[p] > max_label:
-            max_label = flat_mark[p]
-    cut = np.zeros(max_label + 1, np.bool_)
-    n_seed = 0
-    for p in range(npx):
-        if flat_mark[p] != 0:
-            if flat_comp[p] != 0:
-                flat_out[p] = flat_mark[p]
-                n_seed += 1
-            else:
-                cut[flat_mark[p]] = True
+    n_seed = seeds.shape[0]
+    for k in range(n_seed):
+        flat_out[seeds[k]] = flat_mark[seeds[k]]
     if n_seed == 0:
-        return out, cut
+        return out
     # A component whose markers all carry one label is flooded entirely with it (it is 4-connected), whatever
     # the order: label it directly. Only components with two or more labels need the priority flood.
     n_fg = members.shape[0]
@@ -191,9 +235,9 @@ def watershed_fast(
         values = np.empty(capacity, np.float64)
         keys = np.empty(capacity, np.int64)
         n = 0
-        for p in range(npx):
-            if flat_out[p] != 0:
-                n = push(values, keys, n, flat_img[p], np.int64(p))
+        for k in range(n_seed):
+            p = seeds[k]
+            n = push(values, keys, n, flat_img[p], np.int64(p))
         n, age = flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, n_watch, boundary, tie_max)
         # the rest of the heap goes to its components; interior markers are inert and dropped
         it_val = np.empty(n, np.float64)
@@ -288,4 +332,4 @@ def watershed_fast(
                 n = push(values, keys, n, flat_img[p], np.int64(p))
         if n > 0:
             n, age = flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, 0, watch, tie_max)
-    return out, cut
+    return out

@@ -1,0 +1,186 @@
+"""Pixels away from the foreground whose Sobel value could reach the tile-wide extremes.
+
+Upstream min-max normalises the Sobel response over the whole tile, so the background's extremes count even
+though its values do not. Computing the filter everywhere is what the region path avoids; instead:
+
+1. `row_bounds`: the row pass in float32 on the raw HV channel (folded taps, vectorised), kept only as its
+   max and min for each row and cell of `CELL` columns;
+2. `cell_bounds`: the column pass applied to those maxima / minima bounds the filter on each (row, cell)
+   segment: the smoothing column taps are positive, so sum_j g_j R(r+j) <= sum_j g_j max R(r+j); the
+   derivative ones are antisymmetric, so sum_k d_k (R(r+k) - R(r-k)) <= sum_k d_k (max R(r+k) - min R(r-k));
+3. `candidates`: on the rare segments whose bound reaches the extremes found at the foreground, the float32
+   filter (row pass redone there) lists the pixels within `eps` of them; `local_sobel.exact_at` computes
+   those exactly.
+
+Why that is exact. Let S be the filter in real arithmetic and s the float64 value upstream computes from
+h' = fl32(scale*h + shift) (one fused multiply-add). The taps sum to zero along the derivative axis, so
+S(h') = scale*S(h) + S(d) with |d| <= u32*max|h'|; with W = sum|kx| * sum|ky|:
+    |s - scale*S(h)|  <= W*(u32 + 64*u64)*max|h'|        (normalisation, float64 sums)
+    |R32 - R|, |a - S(h)| <= 128*u32*W*max|h|            (float32 passes, any summation order)
+for the float32 row pass R32 and filter value a; `error_bound` adds these with a factor 2 margin, so a pixel
+whose exact value reaches the current maximum has scale*(bound of its segment) >= max - eps and
+scale*a >= max - eps. Too many candidates (a flat map) returns -1; the caller then filters the whole tile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from cellvit_trt.kernels.fp import reflect101
+
+__all__ = ["CELL", "error_bound", "row_bounds", "cell_bounds", "candidates"]
+
+#: Width of the column cells the row pass maxima are kept for.
+CELL = 32
+
+_U32 = 2.0**-24
+_U64 = 2.0**-53
+
+
+def error_bound(kx: np.ndarray, ky: np.ndarray, scale: float, shift: float, abs_max: float) -> float:
+    """eps (normalised units) bounding |exact Sobel - scale * float32 Sobel of the raw map| at any pixel,
+    and |true filter - its bound from float32 row maxima| beyond the bound itself."""
+    weight = float(np.abs(kx).sum() * np.abs(ky).sum())
+    hat_max = scale * abs_max + abs(shift) + 1.0  # bound on |normalised value|
+    eps = weight * (scale * 128.0 * _U32 * abs_max + (_U32 + 64.0 * _U64) * hat_max)
+    eps += weight * scale * 2.0**-120  # float32 underflow, absolute
+    return 2.0 * eps
+
+
+@njit(nogil=True, cache=True, fastmath=True, inline="always")
+def _fold(pad, taps, out, a, deriv):
+    """out[i] = sum_k taps[k] * (pad[a+i+k] -/+ pad[a+i-k]) (+ taps[0] * pad[a+i] when smoothing)."""
+    for i in range(out.shape[0]):
+        if deriv:
+            acc = np.float32(0.0)
+        else:
+            acc = taps[0] * pad[a + i]
+        for k in range(1, a + 1):
+            if deriv:
+                acc += taps[k] * (pad[a + i + k] - pad[a + i - k])
+            else:
+                acc += taps[k] * (pad[a + i + k] + pad[a + i - k])
+        out[i] = acc
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _row_pass(pad, taps, out, deriv):
+    a = taps.shape[0] - 1
+    if a == 10:  # x40: tap loop unrolled, pixel loop vectorised
+        _fold(pad, taps, out, 10, deriv)
+    elif a == 5:  # x20
+        _fold(pad, taps, out, 5, deriv)
+    else:
+        _fold(pad, taps, out, a, deriv)
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _padded(src_row, c0, c1, a, pad):
+    """pad[j] = src_row[reflect(c0 - a + j)], j in [0, c1 - c0 + 2a)."""
+    w = src_row.shape[0]
+    n = c1 - c0 + 2 * a
+    lo = max(0, a - c0)
+    hi = min(n, w - c0 + a)
+    for j in range(lo):
+        pad[j] = src_row[reflect101(c0 - a + j, w)]
+    inner = src_row[c0 - a + lo : c0 - a + hi]
+    dst = pad[lo:hi]
+    for j in range(hi - lo):
+        dst[j] = inner[j]
+    for j in range(hi, n):
+        pad[j] = src_row[reflect101(c0 - a + j, w)]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def row_bounds(src, row_taps, row_deriv, cmax, cmin):
+    """Float32 row pass of `src`, kept only as its max / min per row and CELL-column cell (cmax / cmin,
+    [H, ceil(W / CELL)]). row_taps: the half kernel, centre first."""
+    h, w = src.shape
+    a = row_taps.shape[0] - 1
+    pad = np.empty(w + 2 * a, np.float32)
+    out = np.empty(w, np.float32)
+    for t in range(h):
+        _padded(src[t], 0, w, a, pad)
+        _row_pass(pad, row_taps, out, row_deriv)
+        for cb in range(cmax.shape[1]):
+            seg = out[cb * CELL : min(w, cb * CELL + CELL)]
+            mx = seg[0]
+            mn = seg[0]
+            for i in range(seg.shape[0]):
+                mx = max(mx, seg[i])
+                mn = min(mn, seg[i])
+            cmax[t, cb] = mx
+            cmin[t, cb] = mn
+
+
+@njit(nogil=True, cache=True)
+def cell_bounds(cmax, cmin, col_taps, col_deriv, hi, lo):
+    """Upper / lower bounds (float64, raw units) of the filter on every (row, cell) segment, from the row
+    pass maxima and minima (module doc, step 2); rows reflected as the filter reflects them."""
+    h, nc = cmax.shape
+    a = col_taps.shape[0] - 1
+    for r in range(h):
+        up = hi[r]
+        dn = lo[r]
+        for cb in range(nc):
+            up[cb] = 0.0
+            dn[cb] = 0.0
+        for k in range(-a, a + 1):
+            row = reflect101(r + k, h)
+            g = np.float64(col_taps[abs(k)])  # weight of R(r + k) in the filter
+            if col_deriv:
+                if k == 0:
+                    continue
+                if k < 0:
+                    g = -g
+            mx = cmax[row]
+            mn = cmin[row]
+            if g >= 0.0:
+                for cb in range(nc):
+                    up[cb] += g * mx[cb]
+                    dn[cb] += g * mn[cb]
+            else:
+                for cb in range(nc):
+                    up[cb] += g * mn[cb]
+                    dn[cb] += g * mx[cb]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def candidates(src, row_taps, row_deriv, col_taps, col_deriv, hi, lo, thr_lo, thr_hi, out, cap):
+    """Flat indices (into `out`, at most `cap`) of the pixels whose float32 filter value is <= thr_lo or
+    >= thr_hi, looked for only in (row, cell) segments whose bounds reach those thresholds (the row pass is
+    redone there). Returns the count, or -1 if more than `cap`."""
+    h, w = src.shape
+    ar = row_taps.shape[0] - 1
+    ac = col_taps.shape[0] - 1
+    pad = np.empty(CELL + 2 * ar, np.float32)
+    rows = np.empty((2 * ac + 1, CELL), np.float32)
+    seg = np.empty(CELL, np.float32)
+    n = 0
+    for r in range(h):
+        for cb in range(hi.shape[1]):
+            if hi[r, cb] < thr_hi and lo[r, cb] > thr_lo:
+                continue
+            c0 = cb * CELL
+            c1 = min(w, c0 + CELL)
+            m = c1 - c0
+            for j in range(2 * ac + 1):
+                _padded(src[reflect101(r - ac + j, h)], c0, c1, ar, pad)
+                _row_pass(pad[: m + 2 * ar], row_taps, rows[j, :m], row_deriv)
+            for i in range(m):
+                seg[i] = 0.0 if col_deriv else col_taps[0] * rows[ac, i]
+            for k in range(1, ac + 1):
+                f = col_taps[k]
+                for i in range(m):
+                    if col_deriv:
+                        seg[i] += f * (rows[ac + k, i] - rows[ac - k, i])
+                    else:
+                        seg[i] += f * (rows[ac + k, i] + rows[ac - k, i])
+            for i in range(m):
+                if seg[i] <= thr_lo or seg[i] >= thr_hi:
+                    if n == cap:
+                        return -1
+                    out[n] = r * w + c0 + i
+                    n += 1
+    return n

@@ -1,0 +1,211 @@
+"""Watershed relief and raw markers (upstream `_proc_np_hv` steps 2-6) computed at the foreground only.
+
+Outside the foreground upstream's energy is forced to 0 (`overall - (1 - blb)` clipped), so `dist` is exactly
+0.0 there and the raw marker 0; the relief is read by the watershed only at foreground pixels, and the 3x3
+blur there reads `dist` one pixel around them. So all three are evaluated on the foreground blocks (row
+segments, vectorised), with `dist` zero elsewhere. What remains tile-wide is the two min-max normalisations:
+the HV extremes (one pass over the map) and the Sobel extremes (`local_sobel`, `extremes`). Same arithmetic as
+`energy.py` pixel for pixel: float32 `1 - normalize`, float64 energy, OpenCV's 3x3 Gaussian row filter
+((k0*l + k1*c) + k2*r) and symmetric column filter (k1*m + 0.0 + k0*(d + u)), BORDER_REFLECT_101.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numba import njit
+
+from cellvit_trt.kernels.extremes import CELL, candidates, cell_bounds, error_bound, row_bounds
+from cellvit_trt.kernels.fp import fma32, fma64, normalize_params, reflect101
+from cellvit_trt.kernels.layout import cover_runs
+from cellvit_trt.kernels.local_sobel import exact_at, exact_runs
+from cellvit_trt.kernels.sobel import _sep_filter, sobel_kernels
+
+__all__ = ["local_relief_and_markers", "sobel_at_runs", "fuse_runs", "blur_runs"]
+
+#: Foreground runs closer than this (pixels) are computed as one run, and rows covered to at least
+#: this fraction are computed whole (`layout.cover_runs`).
+COVER_GAP = 16
+COVER_FULL_ROW = 0.25
+#: Covering at least this fraction of the tile, the region is the whole tile.
+DENSE_COVER = 0.3
+#: Most candidate pixels the bound may leave before the whole tile is filtered exactly instead.
+MAX_CANDIDATES = 4096
+#: |map| * sum of |taps| above which float32 could overflow: the whole tile is filtered exactly instead.
+_F32_SAFE = 1.0e36
+
+
+def sobel_at_runs(src, dx, ksize, binary, runs, out):
+    """Sobel of the min-max normalised `src` (float32 [H, W]) exact at the pixels of `binary`'s row runs
+    (written to `out`), and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls give."""
+    vlo, vhi = float(src.min()), float(src.max())
+    scale, shift = normalize_params(vlo, vhi)
+    kx, ky = sobel_kernels(dx, ksize)
+    s32, t32 = np.float32(scale), np.float32(shift)
+    vmin, vmax = exact_runs(src, s32, t32, kx, ky, dx == 1, binary, *runs, out)
+    if scale == 0.0 or (runs[1].shape[0] == binary.shape[0] and np.all(runs[2] - runs[1] == binary.shape[1])):
+        return vmin, vmax  # all-zero normalised map (its Sobel is 0 everywhere), or every pixel computed
+    abs_max = max(abs(vlo), abs(vhi))
+    if abs_max * float(np.abs(kx).sum() * np.abs(ky).sum()) > _F32_SAFE:
+        return _whole_tile(src, s32, t32, dx, ksize, out)
+    h, w = src.shape
+    ar, ac = kx.shape[0] // 2, ky.shape[0] // 2
+    n_cells = -(-w // CELL)
+    cmax = np.empty((h, n_cells), np.float32)
+    cmin = np.empty((h, n_cells), np.float32)
+    row_taps = kx[ar:].astype(np.float32)
+    row_bounds(src, row_taps, dx == 1, cmax, cmin)
+    hi = np.empty((h, n_cells), np.float64)
+    lo = np.empty((h, n_cells), np.float64)
+    col_taps = ky[ac:].astype(np.float32)
+    cell_bounds(cmax, cmin, col_taps, dx != 1, hi, lo)
+    eps = error_bound(kx, ky, scale, shift, abs_max)
+    cand = np.empty(MAX_CANDIDATES, np.int64)
+    n = candidates(
+        src,
+        row_taps,
+        dx == 1,
+        col_taps,
+        dx != 1,
+        hi,
+        lo,
+        (vmin + eps) / scale,
+        (vmax - eps) / scale,
+        cand,
+        MAX_CANDIDATES,
+    )
+    if n < 0:
+        return _whole_tile(src, s32, t32, dx, ksize, out)
+    for p in cand[:n]:
+        v = exact_at(src, s32, t32, kx, ky, dx == 1, int(p) // w, int(p) % w)
+        vmin = min(vmin, v)
+        vmax = max(vmax, v)
+    return vmin, vmax
+
+
+def _whole_tile(src, s32, t32, dx, ksize, out):
+    """The exact filter on the whole tile (same bits as `exact_runs`): for maps the bound cannot prune."""
+    kx, ky = sobel_kernels(dx, ksize)
+    full = _sep_filter(_normalised(src, s32, t32), kx, ky, dx == 1)
+    out[:] = full
+    return float(full.min()), float(full.max())
+
+
+@njit(nogil=True, cache=True)
+def _normalised(src, s32, t32):
+    out = np.empty(src.shape, np.float32)
+    for r in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            out[r, c] = fma32(src[r, c], s32, t32)
+    return out
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three float64 [h, w] buffers kept per thread between tiles: written sparsely but in every row, fresh
+    8 MB arrays would cost a page fault per 4 KiB on each tile. Their contents are never read before being
+    written (np.empty semantics)."""
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None or bufs[0].shape != (h, w):
+        bufs = tuple(np.empty((h, w), np.float64) for _ in range(3))
+        _SCRATCH.bufs = bufs
+    return bufs
+
+
+def local_relief_and_markers(hv, fg_runs, components, ksize, marker_threshold, blur_taps):
+    """(relief float64 [H, W], raw marker uint8 [H, W]), exact on the kept foreground (`components` > 0,
+    whose row runs are `fg_runs`); relief undefined and marker 0 elsewhere. The relief is a per-thread
+    buffer, valid until this thread's next call."""
+    _, h, w = hv.shape
+    cover, n_cover, runs = cover_runs(h, w, *fg_runs, COVER_GAP, COVER_FULL_ROW)
+    if n_cover >= DENSE_COVER * cover.size:  # mostly covered: whole rows vectorise best, nothing to bound
+        cover[:] = 1
+        runs = (np.arange(h + 1, dtype=np.int64), np.zeros(h, np.int64), np.full(h, w, np.int64))
+    sobel_h, sobel_v, dist = _scratch(h, w)
+    params = []
+    for ch, dx, out in ((0, 1, sobel_h), (1, 0, sobel_v)):
+        smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out)
+        params.append(normalize_params(smin, smax))
+    marker = np.zeros((h, w), np.uint8)
+    (hs, ht), (vs, vt) = params
+    fuse_runs(*runs, components, sobel_h, sobel_v, hs, ht, vs, vt, float(marker_threshold), dist, marker)
+    relief = sobel_h  # free again: reused for the relief
+    blur_runs(*runs, components, dist, blur_taps, relief)
+    return relief, marker
+
+
+@njit(nogil=True, cache=True)
+def fuse_runs(row_ptr, c0s, c1s, components, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
+    """`energy._fuse` on the row runs: dist (1 - energy, 0.0 off the kept foreground, as upstream's product
+    with blb gives) and the raw marker."""
+    h = dist.shape[0]
+    one32 = np.float32(1.0)
+    for r in range(h):
+        for k in range(row_ptr[r], row_ptr[r + 1]):
+            c0 = c0s[k]
+            c1 = c1s[k]
+            a_h = sh[r, c0:c1]
+            a_v = sv[r, c0:c1]
+            comp = components[r, c0:c1]
+            d = dist[r, c0:c1]
+            m = marker[r, c0:c1]
+            for i in range(c1 - c0):
+                a = one32 - np.float32(fma64(a_h[i], hs, ht))
+                b = one32 - np.float32(fma64(a_v[i], vs, vt))
+                o32 = a if a >= b else b
+                overall = np.float64(o32) - 0.0
+                if overall < 0.0:
+                    overall = 0.0
+                fg = comp[i] > 0
+                d[i] = (1.0 - overall) * 1.0 if fg else 0.0
+                m[i] = 1 if fg and overall < marker_threshold else 0
+
+
+@njit(nogil=True, cache=True)
+def blur_runs(row_ptr, c0s, c1s, components, dist, k, relief):
+    """relief = -GaussianBlur(dist, 3x3) on the row runs (OpenCV's order of operations and
+    BORDER_REFLECT_101), with dist taken as 0.0 off the kept foreground (`components` == 0), as upstream's
+    product with blb makes it: `dist` need not be written there."""
+    h, w = dist.shape
+    k0, k1, k2 = k[0], k[1], k[2]
+    rows = np.empty((3, w), np.float64)
+    padrow = np.empty(w + 2, np.float64)
+    for r in range(h):
+        for run in range(row_ptr[r], row_ptr[r + 1]):
+            c0 = c0s[run]
+            c1 = c1s[run]
+            n = c1 - c0
+            for j in range(3):
+                t = reflect101(r - 1 + j, h)
+                src = dist[t]
+                fg = components[t]
+                pr = padrow[: n + 2]
+                left = reflect101(c0 - 1, w)
+                right = reflect101(c1, w)
+                pr[0] = src[left] if fg[left] > 0 else 0.0
+                pr[n + 1] = src[right] if fg[right] > 0 else 0.0
+                mid = src[c0:c1]
+                mfg = fg[c0:c1]
+                inner = pr[1 : n + 1]
+                for i in range(n):
+                    inner[i] = mid[i] if mfg[i] > 0 else 0.0
+                out = rows[j, :n]
+                pl = pr[0:n]
+                pc = pr[1 : n + 1]
+                pq = pr[2 : n + 2]
+                for i in range(n):
+                    s = k0 * pl[i]
+                    s += k1 * pc[i]
+                    s += k2 * pq[i]
+                    out[i] = s
+            up = rows[0, :n]
+            cen = rows[1, :n]
+            dn = rows[2, :n]
+            o = relief[r, c0:c1]
+            for i in range(n):
+                acc = k1 * cen[i] + 0.0
+                acc += k0 * (dn[i] + up[i])
+                o[i] = -acc

@@ -1,0 +1,157 @@
+"""Upstream's Sobel step evaluated in foreground blocks only, with the tile-wide extremes still exact.
+
+Upstream computes `cv2.Sobel(normalize(hv), CV_64F, ksize)` on the whole tile and min-max normalises the
+result over the whole tile. Inside the foreground the relief needs the Sobel values themselves; elsewhere only
+their minimum and maximum matter. So:
+
+1. `exact_runs` runs `sobel.row_filter` / `sobel.column_filter` (the bits of the whole-tile filter) at the
+   foreground pixels: the column pass on the foreground runs of each row, the row pass where those read it
+   (each row segment once, in a ring of rows). It returns the extremes found there.
+2. `extremes` bounds the filter everywhere else from a float32 row pass, and lists the pixels that could
+   beat those extremes (usually none);
+3. `exact_at` evaluates those pixels exactly.
+The normalised HV value is recomputed where the row pass reads it, with OpenCV's fused multiply-add.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from cellvit_trt.kernels.fp import fma32, fma64, reflect101
+from cellvit_trt.kernels.layout import _next_clear, _next_set, _round8
+from cellvit_trt.kernels.sobel import column_filter, row_filter, window_rows
+
+__all__ = ["exact_runs", "exact_at"]
+
+
+@njit(nogil=True, cache=True)
+def _pad_normalised(src_row, c0, c1, ar, scale32, shift32, pad):
+    """pad[j] = normalise(src_row[reflect(c0 - ar + j)]) as float64, for j in [0, c1 - c0 + 2 ar)."""
+    w = src_row.shape[0]
+    n = c1 - c0 + 2 * ar
+    lo = max(0, ar - c0)
+    hi = min(n, w - c0 + ar)
+    for j in range(lo):
+        pad[j] = np.float64(fma32(src_row[reflect101(c0 - ar + j, w)], scale32, shift32))
+    inner = src_row[c0 - ar + lo : c0 - ar + hi]
+    dst = pad[lo:hi]
+    for j in range(hi - lo):
+        dst[j] = np.float64(fma32(inner[j], scale32, shift32))
+    for j in range(hi, n):
+        pad[j] = np.float64(fma32(src_row[reflect101(c0 - ar + j, w)], scale32, shift32))
+
+
+#: Column gaps shorter than this between row-pass segments are computed too (cheaper than a new segment).
+_MERGE_GAP = 8
+
+
+@njit(nogil=True, cache=True)
+def _row_pass_needed(src, t, ac, binary, row_ptr, cnt, words, scale32, shift32, kx, pad, dst):
+    """Row pass of tile row t into dst (a ring row) where some pixel of `binary` within ac rows of t reads
+    it: `cnt` slides over the rows (pixels of `binary` per column within [t - ac, t + ac], < 256)."""
+    h, w = src.shape
+    ar = kx.shape[0] // 2
+    if t == 0:
+        for r in range(min(h, ac)):
+            if row_ptr[r + 1] > row_ptr[r]:
+                row = binary[r]
+                for c in range(w):
+                    cnt[c] += row[c]
+    if t + ac < h and row_ptr[t + ac + 1] > row_ptr[t + ac]:
+        row = binary[t + ac]
+        for c in range(w):
+            cnt[c] += row[c]
+    if t - ac - 1 >= 0 and row_ptr[t - ac] > row_ptr[t - ac - 1]:
+        row = binary[t - ac - 1]
+        for c in range(w):
+            cnt[c] -= row[c]
+    c = _next_set(cnt, words, 0, w)
+    n_need = 0
+    while c < w:
+        e = _next_clear(cnt, c, w)
+        n_need += e - c
+        c = _next_set(cnt, words, e, w)
+    if n_need == 0:
+        return
+    _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
+    if 2 * n_need >= w:  # mostly needed: one segment costs less than many
+        row_filter(pad, kx, dst)
+        return
+    c = _next_set(cnt, words, 0, w)
+    while c < w:
+        e = _next_clear(cnt, c, w)
+        nxt = _next_set(cnt, words, e, w)
+        while nxt < w and nxt - e < _MERGE_GAP:
+            e = _next_clear(cnt, nxt, w)
+            nxt = _next_set(cnt, words, e, w)
+        c, e = _round8(c, e, w)
+        row_filter(pad[c:], kx, dst[c:e])
+        c = max(nxt, e)
+
+
+@njit(nogil=True, cache=True)
+def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c1s, out):
+    """Sobel of normalise(src) at the pixels of the row runs of `binary` (`layout.row_runs`), into `out`.
+
+    One streaming pass: the row pass of tile row t goes into a ring of 2 ac + 1 rows (cache-resident) where
+    a run pixel's column pass reads it (columns holding `binary` pixels within ac rows of t); each output
+    row's runs get their column pass once the rows below it are in. Returns (min, max) over the pixels
+    computed (+inf, -inf if none)."""
+    h, w = src.shape
+    ar = kx.shape[0] // 2
+    ac = ky.shape[0] // 2
+    ring = np.empty((2 * ac + 1, w), np.float64)
+    pad = np.empty(w + 2 * ar, np.float64)
+    cnt = np.zeros(w + 8, np.uint8)
+    words = cnt[: (w + 8) // 8 * 8].view(np.uint64)
+    rows = np.empty(2 * ac + 1, np.int64)
+    vmin = np.inf
+    vmax = -np.inf
+    nxt = 0
+    for r in range(h):
+        last = min(r + ac, h - 1)  # reflected rows below the tile are rows already in the ring
+        while nxt <= last:
+            dst = ring[nxt % ring.shape[0]]
+            _row_pass_needed(src, nxt, ac, binary, row_ptr, cnt, words, scale32, shift32, kx, pad, dst)
+            nxt += 1
+        if row_ptr[r + 1] == row_ptr[r]:
+            continue
+        window_rows(r, h, ac, ring.shape[0], rows)
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            c0 = c0s[i]
+            c1 = c1s[i]
+            seg = out[r, c0:c1]
+            column_filter(ring, rows, c0, c1, ky, symmetric, seg)
+            for j in range(c1 - c0):
+                v = seg[j]
+                if v < vmin:
+                    vmin = v
+                if v > vmax:
+                    vmax = v
+    return vmin, vmax
+
+
+@njit(nogil=True, cache=True)
+def exact_at(src, scale32, shift32, kx, ky, symmetric, r, c):
+    """The Sobel of normalise(src) at one pixel, bit for bit what `exact_runs` (and cv2) compute there."""
+    h, w = src.shape
+    ar = kx.shape[0] // 2
+    ac = ky.shape[0] // 2
+    pad = np.empty(1 + 2 * ar, np.float64)
+    one = np.empty(1, np.float64)
+    vals = np.empty(2 * ac + 1, np.float64)
+    for j in range(2 * ac + 1):
+        t = reflect101(r - ac + j, h)
+        _pad_normalised(src[t], c, c + 1, ar, scale32, shift32, pad)
+        row_filter(pad, kx, one)
+        vals[j] = one[0]
+    if symmetric:
+        acc = ky[ac] * vals[ac] + 0.0
+        for k in range(1, ac + 1):
+            acc = fma64(ky[ac + k], vals[ac + k] + vals[ac - k], acc)
+    else:
+        acc = 0.0
+        for k in range(1, ac + 1):
+            acc = fma64(ky[ac + k], vals[ac + k] - vals[ac - k], acc)
+    return acc
