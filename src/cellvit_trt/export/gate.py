@@ -200,8 +200,9 @@ def cell_metrics(
     r_tiles = pp.process_batch(ref["fg"], ref["hv"].astype(np.float32), ref["type_map"])
     c_tiles = pp.process_batch(cand["fg"], cand["hv"].astype(np.float32), cand["type_map"])
     n_classes = len(class_names) if class_names else None
-    return agreement(c_tiles, r_tiles, num_classes=n_classes, class_names=class_names,
-                     magnification=magnification)
+    return agreement(
+        c_tiles, r_tiles, num_classes=n_classes, class_names=class_names, magnification=magnification
+    )
 
 
 def run_gate(

@@ -11,6 +11,7 @@ Exit codes: 0 ok, 1 error (named file/tile/setting), 2 usage, 130 interrupted (C
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -39,7 +40,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="inference backend (default: auto = TensorRT with a GPU, else ONNX Runtime, else PyTorch)",
     )
     p.add_argument(
-        "-b", "--batch", type=int, default=None, help="tiles per batch (default 8; engines: <= profile max)"
+        "-b",
+        "--batch",
+        type=int,
+        default=None,
+        help="tiles per batch (default: chosen from the memory budget and the model's measured footprint: "
+        "up to 8 on a GPU, 1 on a CPU; engines: <= profile max)",
+    )
+    p.add_argument(
+        "--max-memory",
+        dest="max_memory",
+        default=None,
+        metavar="SIZE",
+        help="host memory the run may take, e.g. 8G or 1500M (default: what is available, cgroup limits "
+        "included); a batch that cannot fit fails before the run",
     )
     p.add_argument(
         "-j", "--workers", type=int, default=None, help="post-processing threads (default: CPU count)"
@@ -151,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     from cellvit_trt.errors import CellViTTRTError, ConfigError
     from cellvit_trt.io import write_json
     from cellvit_trt.runtime.backends import open_backend
+    from cellvit_trt.runtime.budget import GPU_PREFERRED_BATCH, plan_run
     from cellvit_trt.runtime.job import run_input
     from cellvit_trt.runtime.settings import RunSettings
     from cellvit_trt.runtime.sources import expand_inputs
@@ -167,10 +182,9 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         print(f"cellvit-trt run: error: {settings.input}: no images found", file=sys.stderr)
         return 1
-    backend = open_backend(
-        settings.model,
-        settings.backend,
-        batch=settings.batch,
+    spec = dict(
+        backend=settings.backend,
+        batch=settings.batch or GPU_PREFERRED_BATCH,  # the most a backend/engine is built for
         tile_size=settings.tile_size,
         precision=settings.precision,
         providers=settings.providers,
@@ -181,6 +195,20 @@ def run(args: argparse.Namespace) -> int:
         tokens="embeddings" in settings.outputs,
         cache_dir=settings.cache_dir,
     )
+    backend = open_backend(settings.model, **spec)
+    plan = plan_run(
+        backend,
+        {"model": settings.model, **spec},
+        requested=settings.batch,
+        max_memory=settings.max_memory,
+        workers=settings.post_workers,
+        readers=settings.reader_threads(backend.kind),
+        queue_size=settings.queue_size,
+        in_flight=min(settings.in_flight, backend.max_in_flight),
+        cache_dir=settings.cache_dir,
+    )
+    print(f"cellvit-trt run: {plan.describe()}", file=sys.stderr)
+    settings = dataclasses.replace(settings, batch=plan.batch)
     progress = False if getattr(args, "quiet", False) else None
     index: list[dict] = []
     with backend:
@@ -192,7 +220,12 @@ def run(args: argparse.Namespace) -> int:
         for path in inputs:
             try:
                 res = run_input(
-                    path, settings, backend, out_dir=settings.output / path.stem, progress=progress
+                    path,
+                    settings,
+                    backend,
+                    out_dir=settings.output / path.stem,
+                    progress=progress,
+                    memory_plan=plan.to_dict(),
                 )
             except CellViTTRTError as exc:
                 if len(inputs) == 1:

@@ -25,6 +25,7 @@ from cellvit_trt import __version__
 from cellvit_trt.config import to_dict
 from cellvit_trt.io import write_json
 from cellvit_trt.runtime.journal import Journal
+from cellvit_trt.runtime.memory import memory_report
 from cellvit_trt.runtime.pipeline import Pipeline
 from cellvit_trt.runtime.progress import Progress
 from cellvit_trt.runtime.settings import RunSettings
@@ -113,7 +114,12 @@ def _read_done(marker: Path) -> dict[str, Any]:
 
 
 def run_input(
-    path: Path, settings: RunSettings, backend: Any, out_dir: Path | None = None, progress: bool | None = None
+    path: Path,
+    settings: RunSettings,
+    backend: Any,
+    out_dir: Path | None = None,
+    progress: bool | None = None,
+    memory_plan: dict[str, Any] | None = None,
 ) -> JobResult:
     from cellvit_trt.kernels import PostProcessor, PostProcessParams
     from cellvit_trt.runtime.cells import CellBatch
@@ -209,7 +215,7 @@ def run_input(
                 read=read,
                 process=process,
                 sink=sink,
-                batch=min(settings.batch, backend.max_batch),
+                batch=min(settings.batch or backend.max_batch, backend.max_batch),
                 workers=settings.post_workers,
                 readers=settings.reader_threads(backend.kind),
                 queue_size=settings.queue_size,
@@ -248,6 +254,7 @@ def run_input(
                 "backend": backend.describe(),
                 "settings": to_dict(settings),
                 "timing": stats.to_dict(),
+                "memory": memory_report(backend, memory_plan),
                 "elapsed_s": round(time.perf_counter() - t0, 3),
             }
             writers.close(summary)
