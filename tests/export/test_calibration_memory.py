@@ -27,29 +27,31 @@ from pathlib import Path
 import cellvit_trt.export.int8 as int8
 from cellvit_trt.export.calibration import plan_calibration
 from cellvit_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
-from cellvit_trt.runtime.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from cellvit_trt.runtime.memory import current_rss_bytes, reset_peak_rss, window_peak_rss_bytes as peak
 import onnxruntime.quantization  # imported before measuring: its import is not calibration memory
 
-graph, calib, n, out, bounded = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
-plan = plan_calibration(calib, n, %(tile)d)
+graph, calib, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[4])
+n, tile_size, bounded = int(sys.argv[3]), int(sys.argv[6]), sys.argv[5]
+plan = plan_calibration(calib, n, tile_size)
 tile = plan.read(0, 1)
 with OnnxRuntimeBackend(graph, batch=1) as be:
     rss = current_rss_bytes(); reset_peak_rss()
     be.infer(tile)
-    infer = peak_rss_bytes() - rss
+    infer = peak() - rss
 if bounded == "no":  # ORT's own calibration session (what quantize_int8 did before)
     int8.bounded_calibration_session = contextlib.nullcontext
 rss = current_rss_bytes(); reset_peak_rss()
 int8.quantize_int8(graph, out, plan, 1, "minmax", 99.999, False)
-print("EXTRA", infer, peak_rss_bytes() - rss)
-""" % {"tile": TILE}
+print("EXTRA", infer, peak() - rss)
+"""
 
 
 def calibrate_in_child(graph: Path, calib: Path, n: int, out: Path, bounded: bool = True) -> tuple[int, int]:
     """(extra peak of one batch-1 inference, extra peak of calibrating on n tiles) in a fresh process."""
     env = {**os.environ, "CELLVIT_TRT_ORT_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(graph), str(calib), str(n), str(out), "yes" if bounded else "no"],
+        [sys.executable, "-c", CHILD, str(graph), str(calib), str(n), str(out), "yes" if bounded else "no"]
+        + [str(TILE)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -66,8 +68,10 @@ def test_calibration_memory_stays_at_one_tile_and_does_not_grow_with_tiles(expor
     infer2, cal2 = calibrate_in_child(fp32, calib_dir, 2, workdir / "cal2.onnx")
     infer6, cal6 = calibrate_in_child(fp32, calib_dir, 6, workdir / "cal6.onnx")
     mb = 2**20
-    print(f"extra peak over the loaded process: inference of 1 tile {infer2 / mb:.0f} MiB; calibration on 2 "
-          f"tiles {cal2 / mb:.0f} MiB, on 6 tiles {cal6 / mb:.0f} MiB")
+    print(
+        f"extra peak over the loaded process: inference of 1 tile {infer2 / mb:.0f} MiB; calibration on 2 "
+        f"tiles {cal2 / mb:.0f} MiB, on 6 tiles {cal6 / mb:.0f} MiB"
+    )
     # the calibration graph at batch 1 needs no more than an inference of the same tile (it reuses its arena)
     assert cal2 <= max(infer2, infer6) and cal6 <= max(infer2, infer6), (infer2, cal2, infer6, cal6)
     # and streams: three times the tiles, no more memory (ranges are merged batch by batch)

@@ -591,6 +591,8 @@ def test_pipeline_keeps_two_batches_in_flight_on_the_tensorrt_backend_contract(s
     # start, and the backend then collects the result rather than idling), so look for it anywhere.
     order = [n for n, _ in run if n.endswith("execute_async_v3") or n == "cudaEventSynchronize"]
     pairs = list(zip(order, order[1:], strict=False))
-    assert ("ctx0.execute_async_v3", "ctx1.execute_async_v3") in pairs or \
-        ("ctx1.execute_async_v3", "ctx0.execute_async_v3") in pairs, order
+    assert ("ctx0.execute_async_v3", "ctx1.execute_async_v3") in pairs or (
+        "ctx1.execute_async_v3",
+        "ctx0.execute_async_v3",
+    ) in pairs, order
     assert set(stats.device_s) == {"h2d", "compute", "d2h"}

@@ -4,7 +4,7 @@
 
 The measurement runs `python -m cellvit_trt.runtime.footprint` with the same `open_backend` arguments as the
 run: it activates the backend, runs batches of 1 and 2 synthetic tissue tiles and post-processes one tile,
-reading its own peak resident set (`getrusage`, restarted with `clear_refs`) and, on a GPU, the device's
+reading its own peak resident set (VmHWM, restarted with `clear_refs`) and, on a GPU, the device's
 free memory after each step. The per-tile cost is the difference between the batches, so the process's base
 (Python, libraries, weights, the session) and the batch-proportional part are told apart. Only a fresh
 process gives clean figures: the run's own already holds other things, and a caller's process must never
@@ -56,6 +56,7 @@ class Footprint:
     device_fixed: int | None = None
     device_per_tile: int | None = None
     integrated: bool | None = None  # the GPU shares the host's memory (Jetson)
+    probe_peak: int = 0  # the probe process's own peak (what measuring once cost)
     notes: list[str] = field(default_factory=list)
     measured_at: str = ""
     key: str = ""
@@ -189,6 +190,7 @@ def _result(steps: dict[str, Any], rc: int | None, err: str) -> Footprint:
     post = steps.get("post", {})
     if not post:
         notes.append("post-processing not measured")
+    peaks = [s["peak"] for s in (loaded, b1, b2) if s] + [post.get("rss", 0) + post.get("extra", 0)]
     return Footprint(
         host_fixed=int(fixed),
         host_per_tile=int(per_tile),
@@ -199,6 +201,7 @@ def _result(steps: dict[str, Any], rc: int | None, err: str) -> Footprint:
         device_fixed=None if dev_fixed is None else int(dev_fixed),
         device_per_tile=None if dev_tile is None else int(dev_tile),
         integrated=steps.get("integrated"),
+        probe_peak=int(max(peaks)),
         notes=notes,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
@@ -216,8 +219,8 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
         current_rss_bytes,
         device_free_bytes,
         gib,
-        peak_rss_bytes,
         reset_peak_rss,
+        window_peak_rss_bytes,
     )
     from cellvit_trt.synthetic import generate_tile
 
@@ -246,7 +249,7 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
 
     reset_peak_rss()
     with backend:
-        steps["loaded"] = {"peak": peak_rss_bytes(), "rss": current_rss_bytes(), "device_free": free()}
+        steps["loaded"] = {"peak": window_peak_rss_bytes(), "rss": current_rss_bytes(), "device_free": free()}
         steps["backend"], steps["tile_size"] = backend.kind, backend.tile_size
         meta = backend.meta
         tiles = np.stack(
@@ -258,7 +261,7 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
         params = PostProcessParams.for_magnification(meta.magnification)
         record()
         maps = backend.infer(tiles[:1])
-        steps["batch1"] = {"peak": peak_rss_bytes(), "device_free": free()}
+        steps["batch1"] = {"peak": window_peak_rss_bytes(), "device_free": free()}
         steps["tile_bytes"] = int(tiles[0].nbytes + sum(v[0].nbytes for v in maps.values()))
         record()
         room = available_host().bytes
@@ -270,7 +273,7 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
             try:
                 for _ in range(2):  # the second run of a shape may grow an allocator a little: count it
                     maps = backend.infer(tiles)
-                steps["batch2"] = {"peak": peak_rss_bytes(), "device_free": free()}
+                steps["batch2"] = {"peak": window_peak_rss_bytes(), "device_free": free()}
             except Exception as exc:  # noqa: BLE001 - e.g. a GPU out of memory at batch 2: batch 1 still counts
                 steps["batch2_error"] = f"batch 2 failed ({type(exc).__name__}: {exc})"
         record()
@@ -281,7 +284,7 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
     rss = current_rss_bytes()
     reset_peak_rss()
     pp.process_tile(one["fg"], one["hv"], one["type_map"])
-    steps["post"] = {"extra": max(0, peak_rss_bytes() - rss)}
+    steps["post"] = {"rss": rss, "extra": max(0, window_peak_rss_bytes() - rss)}
     record()
 
 

@@ -39,6 +39,19 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
+def window_peak_rss_bytes() -> int:
+    """Peak resident set since the last `reset_peak_rss` (VmHWM). Not getrusage: the kernel folds the
+    high-water mark into ru_maxrss whenever a thread exits, and `clear_refs` does not undo that."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return peak_rss_bytes()
+
+
 def current_rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as fh:
