@@ -224,7 +224,7 @@ def plan_run(
     `spec`: the `open_backend` arguments of `backend` (the footprint probe opens the same backend).
     `device_probe`: a CudaDevice-like object (free_memory, total_memory, integrated, name); by default the
     runtime's CUDA probe is asked when the backend uses a GPU."""
-    from cellvit_trt.runtime.footprint import footprint, model_file
+    from cellvit_trt.runtime.footprint import FootprintError, footprint, model_file
     from cellvit_trt.runtime.memory import available_host, current_rss_bytes
     from cellvit_trt.runtime.pipeline import Pipeline as RuntimePipeline
 
@@ -240,14 +240,24 @@ def plan_run(
 
             device_probe = probe_device(index)
         device = DeviceBudget.from_probe(device_probe)
-    fp = footprint(spec, file, backend.kind, cache_dir)
+    host = available_host()
+    held = current_rss_bytes()
+    try:
+        fp = footprint(spec, file, backend.kind, cache_dir)
+    except FootprintError as exc:
+        dev = f"; {gib(device.free)} free on {device.name}" if device is not None else ""
+        hint = (
+            " (a TensorRT engine's device memory is sized for the largest batch it was built for: "
+            "build it with a smaller --max-batch)"
+            if backend.kind == "tensorrt"
+            else ""
+        )
+        raise BudgetError(f"{exc}; budget: {host.describe()}{dev}{hint}") from exc
     max_batch = int(spec.get("batch") or GPU_PREFERRED_BATCH)
     preferred, why = preferred_batch(gpu)
     top = min(max_batch, requested or preferred)
     read_bound, post_bound = RuntimePipeline.bounds(top, workers, readers, queue_size)
     pipe = Pipeline(workers=workers, tiles_queued=read_bound + post_bound + top * in_flight)
-    host = available_host()
-    held = current_rss_bytes()
     if max_memory is not None:
         limit = parse_size(max_memory)
         # the whole process must stay under --max-memory; what the machine has left must still cover the rest
