@@ -217,3 +217,16 @@ def test_device_peak_is_the_largest_drop_of_free_memory():
     for _ in range(3):
         peak.sample()
     assert peak.peak_bytes == 4 * GiB
+
+
+def test_max_memory_setting_is_checked_where_it_is_given(tmp_path):
+    from cellvit_trt.config import resolve
+    from cellvit_trt.errors import ConfigError
+    from cellvit_trt.runtime.settings import RunSettings
+
+    assert resolve(RunSettings, {"max_memory": "12G"}).max_memory == "12G"
+    assert resolve(RunSettings, {}).batch is None  # chosen from the budget unless given
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("run:\n  max_memory: lots\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml.*max_memory: got 'lots'"):
+        resolve(RunSettings, {"config": cfg}, section="run")
