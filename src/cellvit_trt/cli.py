@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("cellvit_trt.export.cli", "export a CellViT checkpoint to a deployment ONNX graph"),
     "build": ("cellvit_trt.engine.cli", "build a TensorRT engine from an exported ONNX graph"),
     "run": ("cellvit_trt.runtime.cli", "segment a slide, image(s) or tile folder and write cells"),
+    "serve": (
+        "cellvit_trt.serve.cli",
+        "scanner integration service: stream a slide's tiles over gRPC, get cells back while scanning",
+    ),
     "validate": (
         "cellvit_trt.metrics.cli",
         "compare a candidate (engine/graph/backend) with the FP32 reference",

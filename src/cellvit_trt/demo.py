@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         outputs=["geojson", "cells", "table", "tissue", "overlay", "summary"],
     )
     with backend:
-        result = run_input(slide.slide, settings, backend, out_dir=out / "run")
+        result = run_input(slide.slide, settings, backend, out_dir=out / "run", replace_other=True)
         kind = backend.kind
         magnification = backend.meta.magnification
     stats = result.stats

@@ -352,7 +352,7 @@ def test_corrupt_and_truncated_slides_fail_cleanly(world, capsys):
     assert rc == 1
     assert "corrupt.svs" in err and "tile (row" in err, err
     left = [p.name for p in (out / "corrupt").iterdir()] if (out / "corrupt").exists() else []
-    assert [n for n in left if n != ".resume"] == [], left
+    assert [n for n in left if n not in (".resume", ".cellvit-trt-owner.json")] == [], left  # no outputs
     truncated = world["dir"] / "truncated.svs"
     truncated.write_bytes(data[: len(data) // 2])
     rc = main(["run", str(truncated), "-m", str(world["model"]), "-o", str(out), *COMMON])

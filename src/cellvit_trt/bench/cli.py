@@ -103,7 +103,8 @@ def _end_to_end(s: Any, backend: Any, folder: Path) -> dict[str, Any]:
         outputs=["geojson", "table", "summary"],
         tissue=s.slide is not None,
     )
-    res = run_input(slide, rs, backend, out_dir=folder / "run" / slide.stem, progress=False)
+    out_dir = folder / "run" / slide.stem
+    res = run_input(slide, rs, backend, out_dir=out_dir, progress=False, replace_other=True)
     timing = res.stats.to_dict()
     timing.setdefault("backend_wait_fraction", res.stats.backend_wait_fraction)
     timing.setdefault("tiles_per_s", res.stats.tiles_per_s)

@@ -1,11 +1,15 @@
-"""`cellvit-trt run`: segment a slide, an image or a folder of images and write the cells.
+"""`cellvit-trt run`: segment slides and images (files, folders, globs, manifests) and write the cells.
 
     cellvit-trt run slide.svs -m cellvit-256.engine -o results/
-    cellvit-trt run slides/ -m model.onnx --backend onnxruntime --providers cuda cpu --outputs geojson summary
-    cellvit-trt run slide.tiff --resume                      # continue an interrupted run
+    cellvit-trt run slides/ more/*.ndpi cases.csv -m model.onnx --providers cuda cpu --outputs geojson summary
+    cellvit-trt run slides/ --resume                         # continue an interrupted batch
     cellvit-trt run slide.tiff --config run.yaml             # every option may sit in the YAML `run:` section
 
-Exit codes: 0 ok, 1 error (named file/tile/setting), 2 usage, 130 interrupted (Ctrl-C or SIGTERM).
+Planning (which inputs, which output folder each) is `runtime.inputs`; the batch and `run.json` are
+`runtime.batch`; one input is `runtime.job.run_input`.
+
+Exit codes: 0 every input ok, 1 an error (some input failed: see run.json; or a bad model/setting),
+2 usage, 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ log = logging.getLogger("cellvit_trt.run")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from cellvit_trt.runtime.settings import OUTPUTS  # light module: no numpy-heavy imports
 
-    p.add_argument("input", nargs="?", type=Path, default=None, help="slide, image, or folder of images")
+    p.add_argument(
+        "input",
+        nargs="*",
+        default=None,
+        help="slides, images, folders of them, globs ('slides/**/*.svs') or manifests (.txt/.csv of paths)",
+    )
     p.add_argument(
         "-m",
         "--model",
@@ -131,6 +140,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="min tissue fraction of a tile (default 0.01)",
     )
     p.add_argument(
+        "--max-pixels",
+        dest="max_pixels",
+        type=int,
+        default=None,
+        help="refuse images decoded whole (PNG, JPEG, BMP, WebP, flat TIFF) above this many pixels "
+        "(default 268435456 = 16384^2)",
+    )
+    p.add_argument(
+        "--max-bad-tiles",
+        dest="max_bad_tiles",
+        type=float,
+        default=None,
+        help="fraction of a slide's tiles that may fail to decode (left out and reported); beyond it the "
+        "input fails (default 0.01; 0: any corrupt tile fails the input)",
+    )
+    p.add_argument(
+        "--max-slide-pixels",
+        dest="max_slide_pixels",
+        type=int,
+        default=None,
+        help="refuse slides read region by region above this many level-0 pixels (default 2^36 = 262144^2)",
+    )
+    p.add_argument(
         "--outputs",
         nargs="+",
         default=None,
@@ -145,6 +177,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="tiles per resume checkpoint (default 32)",
+    )
+    p.add_argument(
+        "--checkpoint-seconds",
+        dest="checkpoint_seconds",
+        type=float,
+        default=None,
+        help="also commit the resume checkpoint after this many seconds (default 30; 0: after every tile)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_argument(p)
@@ -162,26 +201,26 @@ def _sigterm_as_interrupt() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cellvit_trt.config import resolve, to_dict
-    from cellvit_trt.errors import CellViTTRTError, ConfigError
-    from cellvit_trt.io import write_json
+    from cellvit_trt.errors import ConfigError
     from cellvit_trt.runtime.backends import open_backend
+    from cellvit_trt.runtime.batch import LocalExecutor, RunRecord, run_batch
     from cellvit_trt.runtime.budget import GPU_PREFERRED_BATCH, plan_run
-    from cellvit_trt.runtime.job import run_input
+    from cellvit_trt.runtime.inputs import plan_inputs
     from cellvit_trt.runtime.settings import RunSettings
-    from cellvit_trt.runtime.sources import expand_inputs
 
+    if not args.input:
+        args.input = None  # nargs="*" gives []: let the YAML's `input:` apply
     settings = resolve(RunSettings, args, section="run")
-    if settings.input is None:
+    specs = settings.input_specs()
+    if not specs:
         print(
-            "cellvit-trt run: error: no input given (a slide, image or folder, or `input:` in --config)",
+            "cellvit-trt run: error: no input given (slides, images, folders, globs or a manifest, "
+            "or `input:` in --config)",
             file=sys.stderr,
         )
         return 2
     _sigterm_as_interrupt()
-    inputs = expand_inputs(settings.input)
-    if not inputs:
-        print(f"cellvit-trt run: error: {settings.input}: no images found", file=sys.stderr)
-        return 1
+    plan = plan_inputs(specs, settings.output)
     spec = dict(
         backend=settings.backend,
         batch=settings.batch or GPU_PREFERRED_BATCH,  # the most a backend/engine is built for
@@ -196,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=settings.cache_dir,
     )
     backend = open_backend(settings.model, **spec)
-    plan = plan_run(
+    memory_plan = plan_run(
         backend,
         {"model": settings.model, **spec},
         requested=settings.batch,
@@ -207,67 +246,27 @@ def run(args: argparse.Namespace) -> int:
         in_flight=min(settings.in_flight, backend.max_in_flight),
         cache_dir=settings.cache_dir,
     )
-    print(f"cellvit-trt run: {plan.describe()}", file=sys.stderr)
-    settings = dataclasses.replace(settings, batch=plan.batch)
-    progress = False if getattr(args, "quiet", False) else None
-    index: list[dict] = []
+    print(f"cellvit-trt run: {memory_plan.describe()}", file=sys.stderr)
+    settings = dataclasses.replace(settings, batch=memory_plan.batch)
+    quiet = bool(getattr(args, "quiet", False))
+    record = RunRecord(plan, settings=to_dict(settings))
     with backend:
         if "embeddings" in settings.outputs and "tokens" not in backend.output_names:
             raise ConfigError(
                 f"outputs: 'embeddings' needs a model with a 'tokens' output; {settings.model} "
                 f"has {list(backend.output_names)} (export with --tokens)"
             )
-        for path in inputs:
-            try:
-                res = run_input(
-                    path,
-                    settings,
-                    backend,
-                    out_dir=settings.output / path.stem,
-                    progress=progress,
-                    memory_plan=plan.to_dict(),
-                )
-            except CellViTTRTError as exc:
-                if len(inputs) == 1:
-                    raise
-                index.append({"input": str(path), "ok": False, "error": str(exc)})
-                print(f"cellvit-trt run: error: {exc}", file=sys.stderr)
-                continue
-            if res.skipped:
-                index.append(
-                    {
-                        "input": str(path),
-                        "ok": True,
-                        "output": str(res.out_dir),
-                        "cells": res.cells,
-                        "tiles": res.tiles_planned,
-                        "skipped": "already complete",
-                    }
-                )
-                print(f"{path}: already complete in {res.out_dir} ({res.cells} cells); skipped (--resume)")
-                continue
-            st = res.stats
-            index.append(
-                {
-                    "input": str(path),
-                    "ok": True,
-                    "output": str(res.out_dir),
-                    "cells": res.cells,
-                    "tiles": res.tiles_processed + res.tiles_resumed,
-                    "seconds": round(st.wall_s, 3),
-                }
-            )
-            print(
-                f"{path}: {res.cells} cells, {res.tiles_processed} tiles "
-                f"({res.tiles_resumed} resumed) in {st.wall_s:.1f} s = {st.tiles_per_s:.2f} tiles/s, "
-                f"backend waited for input {100 * st.backend_wait_fraction:.0f}% -> {res.out_dir}"
-            )
-    failed = sum(not e["ok"] for e in index)
-    if len(inputs) > 1:  # a folder: one index of what was done (upstream's processed_files.json, atomically)
-        write_json(
-            settings.output / "run.json", {"inputs": index, "failed": failed, "settings": to_dict(settings)}
+        run_batch(
+            plan,
+            LocalExecutor(
+                settings, backend, progress=False if quiet else None, memory_plan=memory_plan.to_dict()
+            ),
+            record,
         )
-    if failed:
-        print(f"cellvit-trt run: {failed} of {len(inputs)} inputs failed", file=sys.stderr)
+    if record.failed:
+        print(
+            f"cellvit-trt run: {record.failed} of {len(plan.items)} inputs failed (see {record.path})",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -20,9 +20,9 @@ DEFAULT_OUTPUTS = ("geojson", "cells", "table", "summary")
 @dataclass(frozen=True)
 class RunSettings:
     # what to run on, with what, where to
-    input: Path | None = None
+    input: list[str] | str | Path | None = None  # files, folders, globs, manifests (runtime.inputs)
     model: str = "demo"  # engine, ONNX graph, checkpoint, or 'demo' (the shipped tiny model)
-    output: Path = Path("cellvit-out")  # results go to <output>/<input stem>/
+    output: Path = Path("cellvit-out")  # results go to <output>/<input name>/ (runtime.outdir)
     backend: Backend = "auto"
     # execution
     batch: int | None = None  # None: chosen from the memory budget and the model's footprint (budget.py)
@@ -48,14 +48,20 @@ class RunSettings:
     target_mpp: float | None = None  # override the model's target mpp
     tissue: bool = True  # process only tiles with tissue (Otsu on a thumbnail)
     tissue_threshold: float = 0.01  # min tissue fraction of a tile (upstream min_intersection_ratio)
+    max_pixels: int = 1 << 28  # images decoded whole (PNG, JPEG, flat TIFF): refused above (sources.pixels)
+    max_bad_tiles: float = (
+        0.01  # fraction of tiles that may fail to decode (left out, reported); beyond: fail
+    )
+    max_slide_pixels: int = 1 << 36  # slides read region by region: level-0 pixels, refused above
     # outputs
     outputs: list[str] = DEFAULT_OUTPUTS  # type: ignore[assignment]
     resume: bool = False
     checkpoint_tiles: int = 32  # tiles per resume-journal commit
+    checkpoint_seconds: float = 30.0  # ... or seconds since the last commit, whichever comes first
 
     def validate(self) -> None:
         # ValueError: config.from_dict turns it into a ConfigError naming the YAML file (or "settings")
-        for name in ("batch", "in_flight", "checkpoint_tiles"):
+        for name in ("batch", "in_flight", "checkpoint_tiles", "max_pixels", "max_slide_pixels"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}, expected >= 1")
         if self.max_memory is not None:
@@ -64,6 +70,10 @@ class RunSettings:
             parse_size(self.max_memory)
         if self.workers < 0 or self.threads < 0 or self.readers < 0:
             raise ValueError("workers/threads/readers: expected >= 0 (0 = automatic)")
+        if not 0.0 <= self.max_bad_tiles <= 1.0:
+            raise ValueError(f"max_bad_tiles: got {self.max_bad_tiles}, expected a fraction 0..1")
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds: got {self.checkpoint_seconds}, expected >= 0")
         if self.queue_size is not None and self.queue_size < 1:
             raise ValueError(f"queue_size: got {self.queue_size}, expected >= 1")
         if not 0.0 <= self.tissue_threshold <= 1.0:
@@ -79,6 +89,13 @@ class RunSettings:
             raise ValueError(f"precision: got {self.precision!r}, expected 'fp32' or 'fp16'")
         if self.tile_size is not None and (self.tile_size <= 0 or self.tile_size % 16):
             raise ValueError(f"tile_size: got {self.tile_size}, expected a positive multiple of 16")
+
+    def input_specs(self) -> list[str]:
+        if self.input is None:
+            return []
+        if isinstance(self.input, (list, tuple)):
+            return [str(i) for i in self.input]
+        return [str(self.input)]
 
     def reader_threads(self, backend_kind: str) -> int:
         """A GPU backend outruns one slide decoder (a 1024² JPEG tile takes ~25 ms); a CPU one does not."""
