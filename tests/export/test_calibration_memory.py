@@ -27,7 +27,7 @@ from pathlib import Path
 import cellvit_trt.export.int8 as int8
 from cellvit_trt.export.calibration import plan_calibration
 from cellvit_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
-from cellvit_trt.runtime.memory import current_rss_bytes, reset_peak_rss, window_peak_rss_bytes as peak
+from cellvit_trt.runtime.memory import current_rss_bytes, reset_peak_rss, peak_rss_bytes as peak
 import onnxruntime.quantization  # imported before measuring: its import is not calibration memory
 
 graph, calib, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[4])

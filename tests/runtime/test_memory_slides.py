@@ -8,7 +8,8 @@ slides of 3x3 and 6x6 tiles.
   the footprint probe that measured the model;
 - a batch that cannot fit fails before the run with the budget in its message.
 
-Each run is a fresh Python process that reports its own `ru_maxrss` and its children's (the footprint probe).
+Each run is a fresh Python process that reports the peak of its own memory (VmHWM: getrusage's ru_maxrss would
+carry over pytest's own peak through fork and exec).
 """
 
 from __future__ import annotations
@@ -53,36 +54,36 @@ def world(tmp_path_factory):
     return {"dir": d, "cache": d / "cache", "slides": slides}
 
 
-def run_cli(args: list[str]) -> tuple[subprocess.CompletedProcess, int, int]:
-    """(process, its peak RSS in bytes, the largest peak of its children) for `cellvit-trt <args>`."""
+def run_cli(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """(process, its own peak RSS in bytes) for `cellvit-trt <args>` in a fresh process."""
     code = (
-        "import resource, sys\nfrom cellvit_trt.cli import main\nrc = main(sys.argv[1:])\n"
-        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True)\nsys.exit(rc)"
+        "import sys\nfrom cellvit_trt.cli import main\n"
+        "from cellvit_trt.runtime.memory import peak_rss_bytes\n"
+        "rc = main(sys.argv[1:])\nprint('PEAK_RSS', peak_rss_bytes(), flush=True)\nsys.exit(rc)"
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))}
     proc = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=900, env=env, cwd=ROOT
     )
-    line = proc.stdout.split("MAXRSS_KB")[-1].split() if "MAXRSS_KB" in proc.stdout else ["0", "0"]
-    return proc, int(line[0]) * 1024, int(line[1]) * 1024
+    peak = int(proc.stdout.split("PEAK_RSS")[-1].split()[0]) if "PEAK_RSS" in proc.stdout else 0
+    return proc, peak
 
 
 def run_slide(world, n: int, *extra: str):
     out = world["dir"] / f"out-{n}-{'-'.join(extra) or 'default'}"
     args = ["run", str(world["slides"][n]), "-o", str(out), "--cache-dir", str(world["cache"]), "-q", *extra]
-    proc, peak, children = run_cli(args)
+    proc, peak = run_cli(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / f"slide{n}x{n}" / "summary.json").read_text())
-    return proc, peak, children, summary
+    return proc, peak, summary
 
 
 def test_peak_memory_is_flat_in_slide_area_at_batch_8(world):
     peaks = {}
     for n in (3, 6):
-        proc, peak, _, summary = run_slide(world, n, "-b", "8", "--no-tissue")
+        proc, peak, summary = run_slide(world, n, "-b", "8", "--no-tissue")
         assert summary["tiles_processed"] == n * n and summary["memory"]["plan"]["batch"] == 8
-        # summary.json reports the same process peak that getrusage gives the test
+        # summary.json reports the same process peak the test reads
         assert abs(summary["memory"]["peak_host_rss_mb"] * 2**20 - peak) < 0.02 * peak
         assert summary["memory"]["peak_device_mb"] is None  # no GPU backend: null, never a number
         peaks[n] = peak
@@ -92,7 +93,7 @@ def test_peak_memory_is_flat_in_slide_area_at_batch_8(world):
 
 
 def test_default_settings_fit_in_2_gb(world):
-    proc, peak, _, summary = run_slide(world, 2)
+    proc, peak, summary = run_slide(world, 2)
     plan = summary["memory"]["plan"]
     assert plan["batch"] == 1 and "CPU backend" in plan["reason"], plan
     assert "batch 1:" in proc.stderr and "budget" in proc.stderr, proc.stderr[-2000:]
@@ -107,7 +108,7 @@ def test_default_settings_fit_in_2_gb(world):
 def test_a_batch_that_cannot_fit_fails_before_the_run(world):
     out = world["dir"] / "out-budget"
     args = ["run", str(world["slides"][3]), "-o", str(out), "--cache-dir", str(world["cache"]), "-q"]
-    proc, _, _ = run_cli([*args, "-b", "8", "--max-memory", "1500M"])
+    proc, _ = run_cli([*args, "-b", "8", "--max-memory", "1500M"])
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "batch 8 does not fit the memory budget" in proc.stderr and "--max-memory 1500M" in proc.stderr
     assert not (out / "slide3x3").exists()  # nothing was started

@@ -219,8 +219,8 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
         current_rss_bytes,
         device_free_bytes,
         gib,
+        peak_rss_bytes,
         reset_peak_rss,
-        window_peak_rss_bytes,
     )
     from cellvit_trt.synthetic import generate_tile
 
@@ -256,7 +256,7 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
         pp.process_tile(blank, np.zeros((2, 64, 64), hv_dtype), blank)
     reset_peak_rss()
     with backend:
-        steps["loaded"] = {"peak": window_peak_rss_bytes(), "rss": current_rss_bytes(), "device_free": free()}
+        steps["loaded"] = {"peak": peak_rss_bytes(), "rss": current_rss_bytes(), "device_free": free()}
         steps["backend"], steps["tile_size"] = backend.kind, backend.tile_size
         meta = backend.meta
         tiles = np.stack(
@@ -268,7 +268,7 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
         params = PostProcessParams.for_magnification(meta.magnification)
         record()
         maps = backend.infer(tiles[:1])
-        steps["batch1"] = {"peak": window_peak_rss_bytes(), "device_free": free()}
+        steps["batch1"] = {"peak": peak_rss_bytes(), "device_free": free()}
         steps["tile_bytes"] = int(tiles[0].nbytes + sum(v[0].nbytes for v in maps.values()))
         record()
         room = available_host().bytes
@@ -280,7 +280,7 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
             try:
                 for _ in range(2):  # the second run of a shape may grow an allocator a little: count it
                     maps = backend.infer(tiles)
-                steps["batch2"] = {"peak": window_peak_rss_bytes(), "device_free": free()}
+                steps["batch2"] = {"peak": peak_rss_bytes(), "device_free": free()}
             except Exception as exc:  # noqa: BLE001 - e.g. a GPU out of memory at batch 2: batch 1 still counts
                 steps["batch2_error"] = f"batch 2 failed ({type(exc).__name__}: {exc})"
         record()
@@ -291,7 +291,7 @@ def _probe(spec: dict[str, Any], out: Path) -> None:
     rss = current_rss_bytes()
     reset_peak_rss()
     pp.process_tile(one["fg"], one["hv"], one["type_map"])
-    steps["post"] = {"rss": rss, "extra": max(0, window_peak_rss_bytes() - rss)}
+    steps["post"] = {"rss": rss, "extra": max(0, peak_rss_bytes() - rss)}
     record()
 
 

@@ -2,7 +2,7 @@
 included) and, on a GPU, the device's free memory. Linux `/proc` and cgroup files; no psutil needed.
 
     available_host()            # Available(bytes=..., source='cgroup memory.max minus working set')
-    peak_rss_bytes()            # this process's peak resident set (getrusage)
+    peak_rss_bytes()            # this process's peak resident set (VmHWM)
     DevicePeak(probe).sample()  # device memory in use since start, the largest seen (GPU backends)
 """
 
@@ -34,14 +34,12 @@ def gib(n: float | None) -> str:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process since it started (or since `reset_peak_rss`)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+    """Peak resident set of this process's own memory (Linux VmHWM; restarted by `reset_peak_rss`).
 
-
-def window_peak_rss_bytes() -> int:
-    """Peak resident set since the last `reset_peak_rss` (VmHWM). Not getrusage: the kernel folds the
-    high-water mark into ru_maxrss whenever a thread exits, and `clear_refs` does not undo that."""
+    Not getrusage's ru_maxrss: that one carries the parent's peak into a child (fork copies the high-water
+    mark, exec keeps it), so a run started from a large process would report the parent's peak, and the
+    kernel folds the mark into it whenever a thread exits, which `clear_refs` does not undo. getrusage
+    (KiB on Linux, bytes on macOS) only where /proc is missing."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -49,7 +47,8 @@ def window_peak_rss_bytes() -> int:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return peak_rss_bytes()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def current_rss_bytes() -> int:
@@ -211,7 +210,7 @@ def memory_report(backend: Any, plan: dict[str, Any] | None = None) -> dict[str,
     dev = backend.peak_device_bytes() if hasattr(backend, "peak_device_bytes") else None
     return {
         "peak_host_rss_mb": round(peak_rss_bytes() / 2**20, 1),
-        "peak_host_rss_scope": "process, since it started (getrusage ru_maxrss)",
+        "peak_host_rss_scope": "this process's own memory since it started (VmHWM)",
         "peak_device_mb": None if dev is None else round(dev / 2**20, 1),
         "plan": plan,
     }
