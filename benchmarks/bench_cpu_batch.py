@@ -1,7 +1,7 @@
 """Does a larger batch speed up ONNX Runtime on a CPU? Wall and CPU seconds per tile at batch 1, 2 and 4, in
 one process, the batch sizes alternating round by round (so load drifts hit all of them alike).
 
-    .venv/bin/python benchmarks/bench_cpu_batch.py [--model demo] [--tile-size 1024] [--threads 1] [--rounds 5]
+    .venv/bin/python benchmarks/bench_cpu_batch.py [--model demo] [--threads 1] [--rounds 5]
 
 Each round pushes the same 4 synthetic tissue tiles through the backend as 4 x 1, 2 x 2 and 1 x 4; medians
 over rounds are printed with the load average. CPU seconds are the process's (all threads): on a shared
@@ -46,8 +46,8 @@ def main() -> int:
                 cpu[b].append((time.process_time() - c0) / n)
             loads.append(os.getloadavg()[0])
     print(
-        f"{a.model} @ {a.tile_size} px, ONNX Runtime CPU, threads {a.threads or 'default'}, {a.rounds} rounds, "
-        f"load {min(loads):.1f}-{max(loads):.1f}"
+        f"{a.model} @ {a.tile_size} px, ONNX Runtime CPU, threads {a.threads or 'default'}, "
+        f"{a.rounds} rounds, load {min(loads):.1f}-{max(loads):.1f}"
     )
     base = np.median(cpu[1])
     for b in BATCHES:
