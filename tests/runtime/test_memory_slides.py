@@ -81,7 +81,8 @@ def run_slide(world, n: int, *extra: str):
 def test_peak_memory_is_flat_in_slide_area_at_batch_8(world):
     peaks = {}
     for n in (3, 6):
-        proc, peak, summary = run_slide(world, n, "-b", "8", "--no-tissue")
+        # summary only: the writers stream (their memory does not depend on the slide) and cost CI time
+        proc, peak, summary = run_slide(world, n, "-b", "8", "--no-tissue", "--outputs", "summary")
         assert summary["tiles_processed"] == n * n and summary["memory"]["plan"]["batch"] == 8
         # summary.json reports the same process peak the test reads
         assert abs(summary["memory"]["peak_host_rss_mb"] * 2**20 - peak) < 0.02 * peak
