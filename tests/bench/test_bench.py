@@ -96,3 +96,6 @@ def test_bench_command_end_to_end(tiny_checkpoint, tmp_path, capsys):
     assert 0.0 <= e2e["backend_wait_fraction"] <= 1.0
     assert r["projection"]["minutes_per_slide"] > 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # peak host RSS of the bench process; no GPU backend here: peak device memory is null, not a number
+    assert r["memory"]["peak_host_rss_mb"] > 100 and r["memory"]["peak_device_mb"] is None
+    assert "peak device memory n/a (no GPU backend)" in table

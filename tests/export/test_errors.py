@@ -112,8 +112,9 @@ def test_calibration_plan_from_a_slide(tmp_path):
     from cellvit_trt.export.calibration import plan_calibration
     from cellvit_trt.synthetic import write_synthetic_slide
 
-    truth = write_synthetic_slide(tmp_path / "s.svs", 1400, 1000, compression="deflate", write_labels=False,
-                                  seed=3)
+    truth = write_synthetic_slide(
+        tmp_path / "s.svs", 1400, 1000, compression="deflate", write_labels=False, seed=3
+    )
     plan = plan_calibration(truth.slide, 5, TILE, seed=1)
     again = plan_calibration(truth.slide, 5, TILE, seed=1)
     assert len(plan) == 5 and [(p.row, p.col) for p in plan.picks] == [(p.row, p.col) for p in again.picks]
@@ -129,8 +130,9 @@ def test_tile_larger_than_a_sam_pos_embed(tmp_path):
 
     from cellvit_trt.models import EncoderSpec, build_model, custom_spec, make_info
 
-    enc = EncoderSpec("sam", 32, 4, 2, (1, 2, 3, 4), img_size=128, global_attn_indexes=(3,), window_size=4,
-                      out_chans=16)
+    enc = EncoderSpec(
+        "sam", 32, 4, 2, (1, 2, 3, 4), img_size=128, global_attn_indexes=(3,), window_size=4, out_chans=16
+    )
     spec = custom_spec("samsmall", enc)
     torch.manual_seed(0)
     model = build_model(spec).eval()
@@ -157,20 +159,28 @@ def test_hygiene_rejects_resize_and_float_shape_math():
     ok = _tiny_graph([helper.make_node("ReduceMax", ["image"], ["fg"], axes=[3], keepdims=0)])
     assert check_hygiene(ok, 16)["shape_ops"] == 0
     scales = numpy_helper.from_array(np.ones(4, np.float32), "scales")
-    resize = _tiny_graph([helper.make_node("Resize", ["image", "", "scales"], ["r"]),
-                          helper.make_node("ReduceMax", ["r"], ["fg"], axes=[3], keepdims=0)], [scales])
+    resize = _tiny_graph(
+        [
+            helper.make_node("Resize", ["image", "", "scales"], ["r"]),
+            helper.make_node("ReduceMax", ["r"], ["fg"], axes=[3], keepdims=0),
+        ],
+        [scales],
+    )
     with pytest.raises(GraphHygieneError, match="Resize"):
         check_hygiene(resize, 16)
     half = numpy_helper.from_array(np.array([0.5], np.float32), "half")
-    shape_math = _tiny_graph([
-        helper.make_node("Shape", ["image"], ["s"]),
-        helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT, name="scale_cast"),
-        helper.make_node("Mul", ["sf", "half"], ["sh"]),
-        helper.make_node("Floor", ["sh"], ["sfl"]),
-        helper.make_node("Cast", ["sfl"], ["si"], to=TensorProto.INT64),
-        helper.make_node("Reshape", ["image", "si"], ["r"]),
-        helper.make_node("ReduceMax", ["r"], ["fg"], axes=[3], keepdims=0),
-    ], [half])
+    shape_math = _tiny_graph(
+        [
+            helper.make_node("Shape", ["image"], ["s"]),
+            helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT, name="scale_cast"),
+            helper.make_node("Mul", ["sf", "half"], ["sh"]),
+            helper.make_node("Floor", ["sh"], ["sfl"]),
+            helper.make_node("Cast", ["sfl"], ["si"], to=TensorProto.INT64),
+            helper.make_node("Reshape", ["image", "si"], ["r"]),
+            helper.make_node("ReduceMax", ["r"], ["fg"], axes=[3], keepdims=0),
+        ],
+        [half],
+    )
     with pytest.raises(GraphHygieneError, match="floating point.*scale_cast"):
         check_hygiene(shape_math, 16)
     with pytest.raises(GraphHygieneError, match=r"\[N, 32, 32, 3\]"):

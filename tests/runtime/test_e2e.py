@@ -161,8 +161,10 @@ def cli_subprocess(args, env_extra=None, timeout=120):
         **(env_extra or {}),
     }
     code = (
-        "import resource, sys\nfrom cellvit_trt.cli import main\nrc = main(sys.argv[1:])\n"
-        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\nsys.exit(rc)"
+        # the child's own peak (VmHWM): getrusage's ru_maxrss would carry pytest's peak over fork and exec
+        "import sys\nfrom cellvit_trt.cli import main\n"
+        "from cellvit_trt.runtime.memory import peak_rss_bytes\n"
+        "rc = main(sys.argv[1:])\nprint('MAXRSS_KB', peak_rss_bytes() // 1024, flush=True)\nsys.exit(rc)"
     )
     return subprocess.run(
         [sys.executable, "-c", code, *args],

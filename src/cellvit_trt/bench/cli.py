@@ -124,8 +124,9 @@ def _end_to_end(s: Any, backend: Any, folder: Path) -> dict[str, Any]:
 
 def bench(s: Any) -> dict[str, Any]:
     from cellvit_trt.bench.environment import environment
-    from cellvit_trt.bench.measure import measure, measure_postprocess, peak_host_rss_bytes, slide_projection
+    from cellvit_trt.bench.measure import measure, measure_postprocess, slide_projection
     from cellvit_trt.runtime.backends import open_backend
+    from cellvit_trt.runtime.memory import memory_report
 
     report: dict[str, Any] = {"model": str(s.model), "settings": to_dict(s)}
     if s.end_to_end and s.slide is not None:
@@ -154,11 +155,7 @@ def bench(s: Any) -> dict[str, Any]:
         if s.end_to_end:
             with tempfile.TemporaryDirectory(prefix="cellvit-bench-") as tmp:
                 report["end_to_end"] = _end_to_end(s, backend, Path(tmp))
-        peak_dev = getattr(backend, "peak_device_bytes", None)
-        report["memory"] = {
-            "peak_host_rss_mb": peak_host_rss_bytes() / 2**20,
-            "peak_device_mb": (peak_dev() / 2**20) if callable(peak_dev) else None,
-        }
+        report["memory"] = memory_report(backend)  # peak device memory: None (null) on a CPU backend
     e2e = report.get("end_to_end")
     rate, basis = (e2e["timing"]["tiles_per_s"], "end-to-end") if e2e else (m.tiles_per_s, "backend-only")
     stride = backend.tile_size - getattr(backend.meta, "overlap", 64)

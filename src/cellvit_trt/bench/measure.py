@@ -125,15 +125,6 @@ def measure_postprocess(outputs: dict[str, np.ndarray], threads: int, repeats: i
     }
 
 
-def peak_host_rss_bytes() -> int:
-    """Peak resident set size of this process (Linux ru_maxrss is in KiB)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
 def slide_projection(tiles_per_s: float, tissue_area_mm2: float, mpp: float, stride: int) -> dict[str, float]:
     """Minutes per slide for `tissue_area_mm2` of tissue at `mpp`, tiles laid at `stride` px."""
     px_per_mm = 1000.0 / mpp

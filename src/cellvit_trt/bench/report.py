@@ -63,8 +63,12 @@ def format_table(r: dict[str, Any]) -> str:
     mem = r.get("memory", {})
     lines += [
         "",
-        f"Peak host RSS {mem.get('peak_host_rss_mb', float('nan')):.0f} MiB"
-        + (f", peak device memory {mem['peak_device_mb']:.0f} MiB" if mem.get("peak_device_mb") else ""),
+        f"Peak host RSS {mem.get('peak_host_rss_mb', float('nan')):.0f} MiB, peak device memory "
+        + (
+            f"{mem['peak_device_mb']:.0f} MiB"
+            if mem.get("peak_device_mb") is not None
+            else "n/a (no GPU backend)"
+        ),
     ]
     env = r["environment"]
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items()))

@@ -24,6 +24,7 @@ from typing import Any
 from cellvit_trt import __version__
 from cellvit_trt.errors import CellViTTRTError, CheckpointError, GateError, InputError, require
 from cellvit_trt.export.settings import ExportSettings
+from cellvit_trt.runtime.memory import peak_rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,6 @@ class ExportResult:
     summary: dict[str, Any]
     gate: Any = None  # GateReport or None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def _peak_rss_mb() -> float | None:
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    except (ImportError, OSError):
-        return None
 
 
 def check_output_path(out: Path) -> None:
@@ -302,7 +294,7 @@ def export(settings: ExportSettings, model: Any = None, info: Any = None) -> Exp
             t = time.perf_counter()
             report = gate_graph(model, info, staged, s)
             timings["gate_s"] = round(time.perf_counter() - t, 2)
-        timings["peak_rss_mb"] = _peak_rss_mb()
+        timings["peak_rss_mb"] = round(peak_rss_bytes() / 2**20, 1)
         result = ExportResult(out, meta, summary, report, timings)
         if report is not None and not report.passed:
             failed = out.with_name(out.name[: -len(".onnx")] + ".failed.onnx")

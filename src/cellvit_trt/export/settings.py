@@ -35,8 +35,8 @@ class ExportSettings:
     # minmax: best agreement on the demo model and ~2x faster to collect than percentile (docs/export.md)
     calibration_method: Literal["minmax", "percentile", "entropy"] = "minmax"
     calibration_percentile: float = 99.999
-    # tiles per calibration step: ORT keeps every quantised input of a step in memory (~5 GB per 1024² tile
-    # for CellViT-256), so 1 by default
+    # tiles per calibration step: a step holds one inference's activations per tile (export/int8.py), and
+    # more tiles per step gain nothing on a CPU, so 1 by default
     calibration_batch: int = 1
     seed: int = 0
     # Parity gate against the PyTorch FP32 model (runs by default)

@@ -204,8 +204,15 @@ def run_batch(plan: Plan, execute: Executor, record: RunRecord, quiet: bool = Fa
 class LocalExecutor:
     """Run each input with `job.run_input` on an active backend, in this process."""
 
-    def __init__(self, settings: Any, backend: Any, progress: bool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Any,
+        backend: Any,
+        progress: bool | None = None,
+        memory_plan: dict[str, Any] | None = None,
+    ) -> None:
         self.settings, self.backend, self.progress = settings, backend, progress
+        self.memory_plan = memory_plan  # the batch choice (runtime/budget.py), for summary.json
 
     def __call__(self, item: PlannedInput) -> Outcome:
         from cellvit_trt.runtime.job import run_input
@@ -217,5 +224,6 @@ class LocalExecutor:
             out_dir=item.out_dir,
             progress=self.progress,
             digest=item.digest,
+            memory_plan=self.memory_plan,
         )
         return outcome_of(result)

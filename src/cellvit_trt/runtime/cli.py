@@ -15,6 +15,7 @@ Exit codes: 0 every input ok, 1 an error (some input failed: see run.json; or a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -53,7 +54,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch",
         type=positive_int,
         default=None,
-        help="tiles per batch (default 8; engines: <= profile max)",
+        help="tiles per batch (default: chosen from the memory budget and the model's measured footprint: "
+        "up to 8 on a GPU, 1 on a CPU; engines: <= profile max)",
+    )
+    p.add_argument(
+        "--max-memory",
+        dest="max_memory",
+        default=None,
+        metavar="SIZE",
+        help="host memory the run may take, e.g. 8G or 1500M (default: what is available, cgroup limits "
+        "included); a batch that cannot fit fails before the run",
     )
     p.add_argument(
         "-j",
@@ -209,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
     from cellvit_trt.errors import ConfigError
     from cellvit_trt.runtime.backends import open_backend
     from cellvit_trt.runtime.batch import LocalExecutor, RunRecord, run_batch
+    from cellvit_trt.runtime.budget import GPU_PREFERRED_BATCH, plan_run
     from cellvit_trt.runtime.inputs import plan_inputs
     from cellvit_trt.runtime.settings import RunSettings
 
@@ -225,10 +236,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _sigterm_as_interrupt()
     plan = plan_inputs(specs, settings.output)
-    backend = open_backend(
-        settings.model,
-        settings.backend,
-        batch=settings.batch,
+    spec = dict(
+        backend=settings.backend,
+        batch=settings.batch or GPU_PREFERRED_BATCH,  # the most a backend/engine is built for
         tile_size=settings.tile_size,
         precision=settings.precision,
         providers=settings.providers,
@@ -240,6 +250,20 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=settings.cache_dir,
         trusted_keys=settings.trusted_keys,
     )
+    backend = open_backend(settings.model, **spec)
+    memory_plan = plan_run(
+        backend,
+        {"model": settings.model, **spec},
+        requested=settings.batch,
+        max_memory=settings.max_memory,
+        workers=settings.post_workers,
+        readers=settings.reader_threads(backend.kind),
+        queue_size=settings.queue_size,
+        in_flight=min(settings.in_flight, backend.max_in_flight),
+        cache_dir=settings.cache_dir,
+    )
+    print(f"cellvit-trt run: {memory_plan.describe()}", file=sys.stderr)
+    settings = dataclasses.replace(settings, batch=memory_plan.batch)
     quiet = bool(getattr(args, "quiet", False))
     record = RunRecord(plan, settings=to_dict(settings))
     with backend:
@@ -248,7 +272,13 @@ def run(args: argparse.Namespace) -> int:
                 f"outputs: 'embeddings' needs a model with a 'tokens' output; {settings.model} "
                 f"has {list(backend.output_names)} (export with --tokens)"
             )
-        run_batch(plan, LocalExecutor(settings, backend, progress=False if quiet else None), record)
+        run_batch(
+            plan,
+            LocalExecutor(
+                settings, backend, progress=False if quiet else None, memory_plan=memory_plan.to_dict()
+            ),
+            record,
+        )
     if record.failed:
         print(
             f"cellvit-trt run: {record.failed} of {len(plan.items)} inputs failed (see {record.path})",

@@ -32,6 +32,7 @@ from cellvit_trt.errors import InputError
 from cellvit_trt.io import replace_dir, write_json
 from cellvit_trt.runtime.identity import content_digest
 from cellvit_trt.runtime.journal import Journal
+from cellvit_trt.runtime.memory import memory_report
 from cellvit_trt.runtime.outdir import DONE_MARKER, RESUME_DIR, claim, safe_name, staging_dir, write_owner
 from cellvit_trt.runtime.pipeline import Pipeline
 from cellvit_trt.runtime.progress import Progress
@@ -131,6 +132,7 @@ def run_input(
     progress: bool | None = None,
     digest: str | None = None,
     replace_other: bool = False,
+    memory_plan: dict[str, Any] | None = None,
 ) -> JobResult:
     """One input into `out_dir` (default `<settings.output>/<safe stem>`), which this run claims
     (`outdir.claim`: refused when it belongs to another input). `digest`: the input's content digest when
@@ -140,11 +142,17 @@ def run_input(
     out_dir = Path(out_dir or settings.output / safe_name(path.stem))
     digest = digest or content_digest(path)
     with claim(out_dir, digest, path, replace_other):
-        return _run_claimed(path, settings, backend, out_dir, progress, digest)
+        return _run_claimed(path, settings, backend, out_dir, progress, digest, memory_plan)
 
 
 def _run_claimed(
-    path: Path, settings: RunSettings, backend: Any, out_dir: Path, progress: bool | None, digest: str
+    path: Path,
+    settings: RunSettings,
+    backend: Any,
+    out_dir: Path,
+    progress: bool | None,
+    digest: str,
+    memory_plan: dict[str, Any] | None = None,
 ) -> JobResult:
     t0 = time.perf_counter()
     fp = fingerprint(path, backend, settings, backend.tile_size, digest)
@@ -170,7 +178,9 @@ def _run_claimed(
     # the previous set stays complete (with its done marker) until the new one replaces it whole
     stage = staging_dir(out_dir)
     try:
-        summary, planned, stats, resumed = _process(path, settings, backend, out_dir, stage, fp, t0, progress)
+        summary, planned, stats, resumed = _process(
+            path, settings, backend, out_dir, stage, fp, t0, progress, memory_plan
+        )
         write_json(
             stage / DONE_MARKER,
             {
@@ -205,6 +215,7 @@ def _process(
     fp: dict[str, Any],
     t0: float,
     progress: bool | None,
+    memory_plan: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], int, Stats, int]:
     """Source -> tissue plan -> pipeline -> merge -> writers into `stage`; the journal in out_dir/.resume.
     Returns (summary, tiles planned, stats, tiles resumed)."""
@@ -298,7 +309,7 @@ def _process(
                 read=read,
                 process=process,
                 sink=sink,
-                batch=min(settings.batch, backend.max_batch),
+                batch=min(settings.batch or backend.max_batch, backend.max_batch),
                 workers=settings.post_workers,
                 readers=settings.reader_threads(backend.kind),
                 queue_size=settings.queue_size,
@@ -341,6 +352,7 @@ def _process(
                 "settings": to_dict(settings),
                 "timing": stats.to_dict(),
                 "warnings": list(src.warnings),
+                "memory": memory_report(backend, memory_plan),
                 "elapsed_s": round(time.perf_counter() - t0, 3),
             }
             for w in src.warnings:

@@ -118,10 +118,7 @@ class Pipeline:
         self.workers = max(1, int(workers))
         self.readers = max(1, int(readers))
         self.in_flight = max(1, int(in_flight or getattr(backend, "max_in_flight", 1)))
-        # Enough tiles queued to fill a batch while the previous one is being stacked; enough post-processing
-        # work queued to keep every worker busy once.
-        self.read_bound = int(queue_size or max(self.batch, 2 * self.readers))
-        self.post_bound = int(queue_size or 2 * self.workers)
+        self.read_bound, self.post_bound = self.bounds(self.batch, self.workers, self.readers, queue_size)
         self.progress = progress
         # None: a batch waits until it is full (a file's tiles are all there). A number: once a batch has a
         # tile, no more than this is waited for the next one, so a slow live source (a scanner) does not
@@ -131,6 +128,14 @@ class Pipeline:
         self._stop = threading.Event()
         self._error: PipelineError | None = None
         self._err_lock = threading.Lock()
+
+    @staticmethod
+    def bounds(batch: int, workers: int, readers: int, queue_size: int | None = None) -> tuple[int, int]:
+        """(tiles queue, post-processing queue) bounds: enough tiles to fill a batch while the previous one
+        is stacked, enough post-processing work to keep every worker busy once (the memory budget counts
+        them)."""
+        workers, readers = max(1, int(workers)), max(1, int(readers))
+        return int(queue_size or max(batch, 2 * readers)), int(queue_size or 2 * workers)
 
     # ---- failure handling -------------------------------------------------------------------------------
     def _fail(self, stage: str, tile: Any, exc: BaseException) -> None:

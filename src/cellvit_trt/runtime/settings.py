@@ -25,7 +25,8 @@ class RunSettings:
     output: Path = Path("cellvit-out")  # results go to <output>/<input name>/ (runtime.outdir)
     backend: Backend = "auto"
     # execution
-    batch: int = 8
+    batch: int | None = None  # None: chosen from the memory budget and the model's footprint (budget.py)
+    max_memory: str | int | None = None  # host memory budget, e.g. "8G" (default: what is available)
     workers: int = 0  # post-processing threads; 0 = CPU count
     readers: int = 0  # tile reading threads; 0 = 1 on CPU backends, up to 4 on GPU backends (slide decoding)
     in_flight: int = 2  # batches submitted to the backend at once (GPU backends)
@@ -62,8 +63,12 @@ class RunSettings:
     def validate(self) -> None:
         # ValueError: config.from_dict turns it into a ConfigError naming the YAML file (or "settings")
         for name in ("batch", "in_flight", "checkpoint_tiles", "max_pixels", "max_slide_pixels"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}, expected >= 1")
+        if self.max_memory is not None:
+            from cellvit_trt.runtime.budget import parse_size
+
+            parse_size(self.max_memory)
         if self.workers < 0 or self.threads < 0 or self.readers < 0:
             raise ValueError("workers/threads/readers: expected >= 0 (0 = automatic)")
         if not 0.0 <= self.max_bad_tiles <= 1.0:

@@ -201,9 +201,19 @@ class Backend:
     # ---- lifecycle --------------------------------------------------------------------------------------
     def activate(self) -> Backend:
         if not self.is_active:
+            self._device_peak = _device_peak(self.memory_device())  # free memory before we take any
             self._activate()
             self.is_active = True
         return self
+
+    def memory_device(self) -> int | None:
+        """The CUDA device whose memory this backend takes, or None (CPU); GPU backends set `device_index`."""
+        return getattr(self, "device_index", None)
+
+    def peak_device_bytes(self) -> int | None:
+        """Device memory taken since activation, the most seen after any batch; None on a CPU backend."""
+        peak = getattr(self, "_device_peak", None)
+        return None if peak is None else peak.peak_bytes
 
     def deactivate(self) -> None:
         if self.is_active:
@@ -231,7 +241,10 @@ class Backend:
     def result(self, handle: int) -> dict[str, np.ndarray]:
         """Wait for a submitted batch; handles must be collected in submission order."""
         self._require_active()
-        return self._result(handle)
+        out = self._result(handle)
+        if getattr(self, "_device_peak", None) is not None:
+            self._device_peak.sample()
+        return out
 
     # ---- defaults for synchronous backends ----------------------------------------------------------------
     def _submit(self, images: np.ndarray) -> int:
@@ -270,6 +283,18 @@ class Backend:
             "tile_size": self.tile_size,
             "outputs": list(self.output_names),
         }
+
+
+def _device_peak(index: int | None) -> Any:
+    if index is None:
+        return None
+    from cellvit_trt.errors import CellViTTRTError
+    from cellvit_trt.runtime.memory import DevicePeak
+
+    try:
+        return DevicePeak.for_device(int(index))
+    except CellViTTRTError:  # no usable CUDA runtime here: activation reports that itself
+        return None
 
 
 def normalise_outputs(raw: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
