@@ -228,6 +228,7 @@ def plan_run(
     from cellvit_trt.runtime.memory import available_host, current_rss_bytes
     from cellvit_trt.runtime.pipeline import Pipeline as RuntimePipeline
 
+    backend.verify()  # before the probe's process loads the model
     file = model_file(backend)
     if file is None:
         raise InputError(f"{backend.name}: no model file to measure the memory footprint of")

@@ -198,9 +198,8 @@ def device_free_bytes(index: int = 0) -> int:
     """Free memory of CUDA device `index` (cudaMemGetInfo through the runtime's one CUDA door)."""
     from cellvit_trt.runtime.cuda import api
 
-    rt = api.cudart()
-    api.cuda_call(rt.cudaSetDevice(index), "cudaSetDevice")
-    free, _total = api.cuda_call(rt.cudaMemGetInfo(), "cudaMemGetInfo")
+    api.call("cudaSetDevice", index)
+    free, _total = api.call("cudaMemGetInfo")
     return int(free)
 
 

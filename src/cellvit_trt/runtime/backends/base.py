@@ -206,6 +206,10 @@ class Backend:
             self.is_active = True
         return self
 
+    def verify(self) -> None:
+        """Check the model file before any process loads it (engines: sidecar, bytes, signature); the
+        memory probe opens the model in another process, so this runs before it."""
+
     def memory_device(self) -> int | None:
         """The CUDA device whose memory this backend takes, or None (CPU); GPU backends set `device_index`."""
         return getattr(self, "device_index", None)

@@ -86,6 +86,13 @@ class TensorRTBackend(RingBackend):
         self._scratch: DeviceBuffer | None = None
 
     # ---- activation ---------------------------------------------------------------------------------------
+    def verify(self) -> None:
+        """Sidecar, SHA-256 and (with trusted keys) signature, without TensorRT or a GPU: an unsigned or
+        tampered engine is refused before the memory probe's process would deserialise it."""
+        from cellvit_trt.engine.sidecar import load_engine
+
+        load_engine(self.engine_path, trusted_keys=self.trusted_keys)
+
     def _activate(self) -> None:
         self.device = probe_device(self.device_index)  # DeviceError before touching TensorRT
         trt = require("tensorrt", "trt", "the TensorRT backend")
