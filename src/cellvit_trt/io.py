@@ -1,6 +1,9 @@
-"""Atomic file writes: nothing already written is lost or left half-written.
+"""Atomic file writes: nothing already written is lost or left half-written; and an advisory file lock.
 
 Write to a temporary file in the destination folder, fsync, then `os.replace` (atomic on POSIX and Windows).
+Temporary files are named `.<name>.<random>.tmp`.
+
+    with file_lock(path):                   # exclusive lock on `path.lock`; blocking=False raises when busy
 """
 
 from __future__ import annotations
@@ -73,3 +76,43 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class LockBusy(BlockingIOError):
+    """`file_lock(..., blocking=False)` found the lock held by another process."""
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, blocking: bool = True) -> Iterator[None]:
+    """An exclusive advisory lock on `path + '.lock'` (fcntl; msvcrt on Windows).
+
+    blocking=True waits until it is free; blocking=False raises LockBusy at once when another process
+    holds it.
+    The lock file stays (removing it would race with a waiting process)."""
+    lock = Path(str(path) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as fh:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            import msvcrt
+
+            fh.seek(0)
+            try:
+                msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK, 1)
+            except OSError as exc:
+                raise LockBusy(f"{lock} is held by another process") from exc
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+            return
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError as exc:
+            raise LockBusy(f"{lock} is held by another process") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

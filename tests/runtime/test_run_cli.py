@@ -37,7 +37,7 @@ def test_yaml_section_then_flags(tmp_path):
         ["geojson", "summary"],
         ["cuda", "cpu"],
     )
-    assert str(s.input) == "slide.svs" and s.model == "demo" and s.backend == "auto"
+    assert s.input_specs() == ["slide.svs"] and s.model == "demo" and s.backend == "auto"
     assert s.reader_threads("onnxruntime") == 3
 
 

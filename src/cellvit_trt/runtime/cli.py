@@ -1,11 +1,15 @@
-"""`cellvit-trt run`: segment a slide, an image or a folder of images and write the cells.
+"""`cellvit-trt run`: segment slides and images (files, folders, globs, manifests) and write the cells.
 
     cellvit-trt run slide.svs -m cellvit-256.engine -o results/
-    cellvit-trt run slides/ -m model.onnx --backend onnxruntime --providers cuda cpu --outputs geojson summary
-    cellvit-trt run slide.tiff --resume                      # continue an interrupted run
+    cellvit-trt run slides/ more/*.ndpi cases.csv -m model.onnx --providers cuda cpu --outputs geojson summary
+    cellvit-trt run slides/ --resume                         # continue an interrupted batch
     cellvit-trt run slide.tiff --config run.yaml             # every option may sit in the YAML `run:` section
 
-Exit codes: 0 ok, 1 error (named file/tile/setting), 2 usage, 130 interrupted (Ctrl-C or SIGTERM).
+Planning (which inputs, which output folder each) is `runtime.inputs`; the batch and `run.json` are
+`runtime.batch`; one input is `runtime.job.run_input`.
+
+Exit codes: 0 every input ok, 1 an error (some input failed: see run.json; or a bad model/setting),
+2 usage, 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ log = logging.getLogger("cellvit_trt.run")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from cellvit_trt.runtime.settings import OUTPUTS  # light module: no numpy-heavy imports
 
-    p.add_argument("input", nargs="?", type=Path, default=None, help="slide, image, or folder of images")
+    p.add_argument(
+        "input",
+        nargs="*",
+        default=None,
+        help="slides, images, folders of them, globs ('slides/**/*.svs') or manifests (.txt/.csv of paths)",
+    )
     p.add_argument(
         "-m",
         "--model",
@@ -148,25 +157,25 @@ def _sigterm_as_interrupt() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cellvit_trt.config import resolve, to_dict
-    from cellvit_trt.errors import CellViTTRTError, ConfigError
-    from cellvit_trt.io import write_json
+    from cellvit_trt.errors import ConfigError
     from cellvit_trt.runtime.backends import open_backend
-    from cellvit_trt.runtime.job import run_input
+    from cellvit_trt.runtime.batch import LocalExecutor, RunRecord, run_batch
+    from cellvit_trt.runtime.inputs import plan_inputs
     from cellvit_trt.runtime.settings import RunSettings
-    from cellvit_trt.runtime.sources import expand_inputs
 
+    if not args.input:
+        args.input = None  # nargs="*" gives []: let the YAML's `input:` apply
     settings = resolve(RunSettings, args, section="run")
-    if settings.input is None:
+    specs = settings.input_specs()
+    if not specs:
         print(
-            "cellvit-trt run: error: no input given (a slide, image or folder, or `input:` in --config)",
+            "cellvit-trt run: error: no input given (slides, images, folders, globs or a manifest, "
+            "or `input:` in --config)",
             file=sys.stderr,
         )
         return 2
     _sigterm_as_interrupt()
-    inputs = expand_inputs(settings.input)
-    if not inputs:
-        print(f"cellvit-trt run: error: {settings.input}: no images found", file=sys.stderr)
-        return 1
+    plan = plan_inputs(specs, settings.output)
     backend = open_backend(
         settings.model,
         settings.backend,
@@ -181,60 +190,19 @@ def run(args: argparse.Namespace) -> int:
         tokens="embeddings" in settings.outputs,
         cache_dir=settings.cache_dir,
     )
-    progress = False if getattr(args, "quiet", False) else None
-    index: list[dict] = []
+    quiet = bool(getattr(args, "quiet", False))
+    record = RunRecord(plan, settings=to_dict(settings))
     with backend:
         if "embeddings" in settings.outputs and "tokens" not in backend.output_names:
             raise ConfigError(
                 f"outputs: 'embeddings' needs a model with a 'tokens' output; {settings.model} "
                 f"has {list(backend.output_names)} (export with --tokens)"
             )
-        for path in inputs:
-            try:
-                res = run_input(
-                    path, settings, backend, out_dir=settings.output / path.stem, progress=progress
-                )
-            except CellViTTRTError as exc:
-                if len(inputs) == 1:
-                    raise
-                index.append({"input": str(path), "ok": False, "error": str(exc)})
-                print(f"cellvit-trt run: error: {exc}", file=sys.stderr)
-                continue
-            if res.skipped:
-                index.append(
-                    {
-                        "input": str(path),
-                        "ok": True,
-                        "output": str(res.out_dir),
-                        "cells": res.cells,
-                        "tiles": res.tiles_planned,
-                        "skipped": "already complete",
-                    }
-                )
-                print(f"{path}: already complete in {res.out_dir} ({res.cells} cells); skipped (--resume)")
-                continue
-            st = res.stats
-            index.append(
-                {
-                    "input": str(path),
-                    "ok": True,
-                    "output": str(res.out_dir),
-                    "cells": res.cells,
-                    "tiles": res.tiles_processed + res.tiles_resumed,
-                    "seconds": round(st.wall_s, 3),
-                }
-            )
-            print(
-                f"{path}: {res.cells} cells, {res.tiles_processed} tiles "
-                f"({res.tiles_resumed} resumed) in {st.wall_s:.1f} s = {st.tiles_per_s:.2f} tiles/s, "
-                f"backend waited for input {100 * st.backend_wait_fraction:.0f}% -> {res.out_dir}"
-            )
-    failed = sum(not e["ok"] for e in index)
-    if len(inputs) > 1:  # a folder: one index of what was done (upstream's processed_files.json, atomically)
-        write_json(
-            settings.output / "run.json", {"inputs": index, "failed": failed, "settings": to_dict(settings)}
+        run_batch(plan, LocalExecutor(settings, backend, progress=False if quiet else None), record)
+    if record.failed:
+        print(
+            f"cellvit-trt run: {record.failed} of {len(plan.items)} inputs failed (see {record.path})",
+            file=sys.stderr,
         )
-    if failed:
-        print(f"cellvit-trt run: {failed} of {len(inputs)} inputs failed", file=sys.stderr)
         return 1
     return 0

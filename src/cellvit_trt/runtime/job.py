@@ -24,16 +24,15 @@ import numpy as np
 from cellvit_trt import __version__
 from cellvit_trt.config import to_dict
 from cellvit_trt.io import write_json
+from cellvit_trt.runtime.identity import content_digest
 from cellvit_trt.runtime.journal import Journal
+from cellvit_trt.runtime.outdir import DONE_MARKER, RESUME_DIR, claim, safe_name
 from cellvit_trt.runtime.pipeline import Pipeline
 from cellvit_trt.runtime.progress import Progress
 from cellvit_trt.runtime.settings import RunSettings
 from cellvit_trt.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
-
-RESUME_DIR = ".resume"
-DONE_MARKER = ".done.json"  # written last: the outputs in this folder are complete for this fingerprint
 
 
 @dataclass
@@ -113,7 +112,25 @@ def _read_done(marker: Path) -> dict[str, Any]:
 
 
 def run_input(
-    path: Path, settings: RunSettings, backend: Any, out_dir: Path | None = None, progress: bool | None = None
+    path: Path,
+    settings: RunSettings,
+    backend: Any,
+    out_dir: Path | None = None,
+    progress: bool | None = None,
+    digest: str | None = None,
+) -> JobResult:
+    """One input into `out_dir` (default `<settings.output>/<safe stem>`), which this run claims
+    (`outdir.claim`: refused when it belongs to another input). `digest`: the input's content digest when
+    the caller has it (planning), else computed here."""
+    path = Path(path)
+    out_dir = Path(out_dir or settings.output / safe_name(path.stem))
+    digest = digest or content_digest(path)
+    with claim(out_dir, digest, path):
+        return _run_claimed(path, settings, backend, out_dir, progress)
+
+
+def _run_claimed(
+    path: Path, settings: RunSettings, backend: Any, out_dir: Path, progress: bool | None
 ) -> JobResult:
     from cellvit_trt.kernels import PostProcessor, PostProcessParams
     from cellvit_trt.runtime.cells import CellBatch
@@ -123,7 +140,6 @@ def run_input(
     from cellvit_trt.runtime.writers import open_writers
 
     meta = backend.meta
-    out_dir = Path(out_dir or settings.output / path.stem)
     target_mpp = settings.target_mpp or meta.target_mpp
     t0 = time.perf_counter()
     fp = fingerprint(path, backend, settings, backend.tile_size)

@@ -20,9 +20,9 @@ DEFAULT_OUTPUTS = ("geojson", "cells", "table", "summary")
 @dataclass(frozen=True)
 class RunSettings:
     # what to run on, with what, where to
-    input: Path | None = None
+    input: list[str] | str | Path | None = None  # files, folders, globs, manifests (runtime.inputs)
     model: str = "demo"  # engine, ONNX graph, checkpoint, or 'demo' (the shipped tiny model)
-    output: Path = Path("cellvit-out")  # results go to <output>/<input stem>/
+    output: Path = Path("cellvit-out")  # results go to <output>/<input name>/ (runtime.outdir)
     backend: Backend = "auto"
     # execution
     batch: int = 8
@@ -74,6 +74,13 @@ class RunSettings:
             raise ValueError(f"precision: got {self.precision!r}, expected 'fp32' or 'fp16'")
         if self.tile_size is not None and (self.tile_size <= 0 or self.tile_size % 16):
             raise ValueError(f"tile_size: got {self.tile_size}, expected a positive multiple of 16")
+
+    def input_specs(self) -> list[str]:
+        if self.input is None:
+            return []
+        if isinstance(self.input, (list, tuple)):
+            return [str(i) for i in self.input]
+        return [str(self.input)]
 
     def reader_threads(self, backend_kind: str) -> int:
         """A GPU backend outruns one slide decoder (a 1024² JPEG tile takes ~25 ms); a CPU one does not."""

@@ -3,7 +3,7 @@
 with open_source(path, target_mpp=0.25, mpp=None) as src:   # slide, plain image or TIFF
     for tile in src.tiles(): ...                            # see base.py for the interface
 ArraySource(array, mpp=None, target_mpp=0.25)               # numpy input
-expand_inputs(path) -> list[Path]                           # a file, or the images of a folder
+detect(path) -> Detected(kind, format)                      # what a file is, by content (detect.py)
 PushSource(height, width, mpp=...)                          # scanner push API (push.py)
 """
 
@@ -13,22 +13,26 @@ from pathlib import Path
 
 from cellvit_trt.errors import InputError
 from cellvit_trt.runtime.sources.base import Source, SourceInfo, Tile
-from cellvit_trt.runtime.sources.image import IMAGE_SUFFIXES, ArraySource, ImageSource, folder_images
+from cellvit_trt.runtime.sources.detect import IMAGE_SUFFIXES, SLIDE_SUFFIXES, Detected, detect
+from cellvit_trt.runtime.sources.image import ArraySource, ImageSource
 from cellvit_trt.runtime.sources.push import PushSource
 from cellvit_trt.runtime.tiling import TILE_OVERLAP, TILE_SIZE
 
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm", ".qptiff")
 # a TIFF larger than this (or with a pyramid) is read region by region instead of decoded whole
 FLAT_TIFF_MAX_PIXELS = 64 * 1024 * 1024
 
 __all__ = [
+    "IMAGE_SUFFIXES",
+    "SLIDE_SUFFIXES",
     "ArraySource",
+    "Detected",
     "ImageSource",
     "PushSource",
     "SlideSource",
     "Source",
     "SourceInfo",
     "Tile",
+    "detect",
     "expand_inputs",
     "open_source",
 ]
@@ -62,32 +66,37 @@ def open_source(
     overlap: int = TILE_OVERLAP,
     reader: str = "auto",
 ) -> Source:
-    """Open one input file as a Source (slides region by region, plain images in memory)."""
+    """Open one input file as a Source (slides region by region, plain images in memory).
+
+    The kind comes from the file's content (`detect`), not its suffix: a PNG named `.svs` is an image, an
+    SVS named `.tif` a slide."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    slide = suffix in SLIDE_SUFFIXES or path.is_dir() or reader != "auto"
-    if suffix in (".tif", ".tiff") and not slide:
+    found = detect(path)
+    slide = found.kind == "slide" or reader != "auto"
+    if found.kind == "tiff" and not slide:
         slide = _tiff_is_slide(path)
     if slide:
         from cellvit_trt.runtime.sources.slide import SlideSource
 
         return SlideSource(path, target_mpp, mpp, reader, tile_size, overlap)
-    if suffix in IMAGE_SUFFIXES:
+    if found.kind in ("image", "tiff"):
         return ImageSource(path, mpp, target_mpp, tile_size, overlap)
     raise InputError(
-        f"{path}: unknown input type {suffix or '(no suffix)'}; expected a slide "
-        f"({', '.join(SLIDE_SUFFIXES)}, "
-        f"tiff) or an image ({', '.join(IMAGE_SUFFIXES)})"
+        f"{path}: not a slide or image this package reads (content not recognised); expected a slide "
+        f"({', '.join(SLIDE_SUFFIXES)}, tiff; any format OpenSlide or tiffslide opens) or an image "
+        f"({', '.join(IMAGE_SUFFIXES)})"
     )
 
 
 def expand_inputs(path: str | Path) -> list[Path]:
-    """A file stays itself; a folder becomes its image files (sorted); a DICOM folder stays whole."""
-    path = Path(path)
-    if path.is_dir() and not any(path.glob("*.dcm")):
-        return folder_images(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    return [path]
+    """A file stays itself; a folder becomes the slides and images in it (recognised by content, sorted);
+    a DICOM folder stays whole. Several inputs, globs and manifests: `cellvit_trt.runtime.inputs`."""
+    from cellvit_trt.runtime.inputs import expand_specs
+
+    entries = expand_specs([path]).entries
+    for e in entries:
+        if e.error is not None:
+            raise InputError(e.error)
+    return [e.path for e in entries]

@@ -1,9 +1,7 @@
-"""In-memory sources: numpy arrays, plain images (PNG, JPEG, BMP, flat TIFF) and folders of images.
+"""In-memory sources: numpy arrays and plain images (PNG, JPEG, BMP, WebP, flat TIFF).
 
     ArraySource(array, mpp=None, target_mpp=0.25, name="array")   # uint8 [H, W, 3] RGB (or [H, W] / RGBA)
     ImageSource(path, mpp=None, target_mpp=0.25)                   # OpenCV (BGR -> RGB), Pillow fallback
-    folder_images(folder) -> list[Path]                            # image files, sorted; open each
-                                                                   # with open_source(): one output per image
 
 An image with a known mpp that misses the target by more than the tolerance is resampled once, whole, with
 PIL LANCZOS; without an mpp it is taken to be at the target mpp (logged). Cells are reported in the pixels of
@@ -23,8 +21,6 @@ from cellvit_trt.runtime.sources.resolution import choose_level
 from cellvit_trt.runtime.tiling import TILE_OVERLAP, TILE_SIZE
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def as_rgb_uint8(array: np.ndarray, name: str) -> np.ndarray:
@@ -141,12 +137,3 @@ class ImageSource(ArraySource):
             overlap,
             reader,
         )
-
-
-def folder_images(folder: str | Path) -> list[Path]:
-    """The image files of a folder (not recursive), sorted by name; InputError when there are none."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    return files
