@@ -24,9 +24,9 @@ would run it (upstream's Otsu prefilter, ours `--tissue` default); the tile coun
 starts with upstream when i is even and with cellvit-trt when i is odd. One untimed warm-up run per side on a
 one-tile slide comes first (page cache, Numba cache, .pyc files).
 Per run: wall time of the command, CPU time of its whole process tree (Ray's processes included), the
-largest peak RSS of one process, the load average before and after, and the machine's busy CPU seconds taken by
-other processes meanwhile. Cells: counts per class, detection F1 between the two sides (one-to-one centroid pairs
-within 3 um), type agreement of the pairs.
+largest peak RSS of one process, the load average before and after, and the machine's busy CPU seconds
+taken by other processes meanwhile. Cells: counts per class, detection F1 between the two sides (one-to-one
+centroid pairs within 3 um), type agreement of the pairs.
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def parse_slide_spec(spec: str) -> tuple[str, int, int] | Path:
         try:
             cols, rows = (int(v) for v in spec.split(":", 1)[1].lower().split("x"))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{spec!r}: expected synthetic:COLSxROWS, e.g. synthetic:2x2") from None
+            raise argparse.ArgumentTypeError(
+                f"{spec!r}: expected synthetic:COLSxROWS, e.g. synthetic:2x2"
+            ) from None
         if cols < 2 or rows < 2:
             # one tile wide or high takes upstream's _remove_padding branch, a different code path
             raise argparse.ArgumentTypeError(f"{spec!r}: need at least 2x2 tiles")
@@ -76,7 +78,9 @@ def parse_slide_spec(spec: str) -> tuple[str, int, int] | Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", type=Path, required=True, help="official-format CellViT256 or CellViTSAM .pth")
+    ap.add_argument(
+        "--checkpoint", type=Path, required=True, help="official-format CellViT256 or CellViTSAM .pth"
+    )
     ap.add_argument(
         "--slides",
         nargs="+",
@@ -87,11 +91,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=3, help="timed runs per side and slide (>= 1; 3 to quote)")
     ap.add_argument("--batch", type=int, default=2, help="tiles per batch on both sides")
     ap.add_argument("--backends", nargs="+", default=["onnxruntime"], choices=["onnxruntime", "torch"])
-    ap.add_argument("--upstream-python", dest="upstream_python", type=Path,
-                    default=ROOT / ".venv-upstream" / "bin" / "python")
+    ap.add_argument(
+        "--upstream-python",
+        dest="upstream_python",
+        type=Path,
+        default=ROOT / ".venv-upstream" / "bin" / "python",
+    )
     ap.add_argument("--ray-worker", dest="ray_worker", type=int, default=1, help="upstream Ray actors")
-    ap.add_argument("--gate", action=argparse.BooleanOptionalAction, default=False,
-                    help="run the export parity gate (costs several model passes on a CPU)")
+    ap.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="run the export parity gate (costs several model passes on a CPU)",
+    )
     ap.add_argument("--no-warmup", dest="warmup", action="store_false")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None, help="keep slides, graph and outputs here")
@@ -122,8 +134,15 @@ def synthetic_slide(folder: Path, cols: int, rows: int, seed: int) -> Path:
 
     path = folder / f"synthetic-{cols}x{rows}-s{seed}.svs"
     if not path.is_file():
-        write_synthetic_slide(path, width=cols * STRIDE, height=rows * STRIDE, mpp=0.25, seed=seed,
-                              glass_fraction=0.0, write_labels=False)
+        write_synthetic_slide(
+            path,
+            width=cols * STRIDE,
+            height=rows * STRIDE,
+            mpp=0.25,
+            seed=seed,
+            glass_fraction=0.0,
+            write_labels=False,
+        )
     return path
 
 
@@ -137,8 +156,19 @@ def slide_mpp(path: Path) -> float:
 def export_graph(checkpoint: Path, sha: str, folder: Path, gate: bool) -> Path:
     graph = folder / f"{checkpoint.stem}-{sha[:12]}.fp32.hv32.tokens.onnx"
     if not graph.is_file():
-        cmd = [str(ROOT / ".venv/bin/cellvit-trt"), "export", str(checkpoint), "-o", str(graph),
-               "--precision", "fp32", "--hv-dtype", "float32", "--tokens", "--gate" if gate else "--no-gate"]
+        cmd = [
+            str(ROOT / ".venv/bin/cellvit-trt"),
+            "export",
+            str(checkpoint),
+            "-o",
+            str(graph),
+            "--precision",
+            "fp32",
+            "--hv-dtype",
+            "float32",
+            "--tokens",
+            "--gate" if gate else "--no-gate",
+        ]
         print("export (not timed):", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return graph
@@ -146,15 +176,45 @@ def export_graph(checkpoint: Path, sha: str, folder: Path, gate: bool) -> Path:
 
 # ---- the two sides
 def upstream_cmd(args: argparse.Namespace, slide: Path, checkpoint: Path, out: Path) -> list[str]:
-    return [str(args.upstream_python), str(ROOT / "benchmarks" / "upstream_driver.py"), str(slide),
-            "--checkpoint", str(checkpoint), "--outdir", str(out), "--batch", str(args.batch),
-            "--ray-worker", str(args.ray_worker), "--cpu-count", str(args.ray_worker + 3), "--graph",
-            "--result", str(out / "driver.json")]
+    return [
+        str(args.upstream_python),
+        str(ROOT / "benchmarks" / "upstream_driver.py"),
+        str(slide),
+        "--checkpoint",
+        str(checkpoint),
+        "--outdir",
+        str(out),
+        "--batch",
+        str(args.batch),
+        "--ray-worker",
+        str(args.ray_worker),
+        "--cpu-count",
+        str(args.ray_worker + 3),
+        "--graph",
+        "--result",
+        str(out / "driver.json"),
+    ]
 
 
 def ours_cmd(args: argparse.Namespace, backend: str, slide: Path, model: Path, out: Path) -> list[str]:
-    return [str(ROOT / ".venv/bin/cellvit-trt"), "run", str(slide), "-m", str(model), "--backend", backend,
-            "-b", str(args.batch), "-o", str(out), "--outputs", "cells", "embeddings", "summary", "-q"]
+    return [
+        str(ROOT / ".venv/bin/cellvit-trt"),
+        "run",
+        str(slide),
+        "-m",
+        str(model),
+        "--backend",
+        backend,
+        "-b",
+        str(args.batch),
+        "-o",
+        str(out),
+        "--outputs",
+        "cells",
+        "embeddings",
+        "summary",
+        "-q",
+    ]
 
 
 def side_outputs(side: str, out: Path, slide: Path) -> dict[str, Any]:
@@ -166,7 +226,7 @@ def side_outputs(side: str, out: Path, slide: Path) -> dict[str, Any]:
         res.update(tiles=drv.get("tiles_processed"), inner_s=drv["process_wsi_s"], driver=drv)
     else:
         summ = json.loads((folder / "summary.json").read_text())
-        res.update(tiles=summ.get("tiles"), inner_s=summ.get("wall_s"), summary_keys=sorted(summ))
+        res.update(tiles=summ.get("tiles_processed"), inner_s=summ.get("elapsed_s"))
     return res
 
 
@@ -181,8 +241,11 @@ def run_side(side: str, cmd: list[str], out: Path, slide: Path, log: Path) -> di
     res = {"measured": m, **side_outputs(side, out, slide)}
     xy, ty = read_cells(res["cell_detection"])
     res.update(xy=xy, types=ty)
-    print(f"    wall {m.wall_s:.1f} s, cpu {m.cpu_s:.1f} s, others {m.others_cpu_s:.1f} s, "
-          f"tiles {res['tiles']}, cells {len(xy)}, load after {m.loadavg_after}", flush=True)
+    print(
+        f"    wall {m.wall_s:.1f} s, cpu {m.cpu_s:.1f} s, others {m.others_cpu_s:.1f} s, "
+        f"tiles {res['tiles']}, cells {len(xy)}, load after {m.loadavg_after}",
+        flush=True,
+    )
     return res
 
 
@@ -198,8 +261,13 @@ def summarise(runs: dict[str, list[dict[str, Any]]], base: str = "upstream") -> 
     for side, rs in runs.items():
         wall = [r["measured"].wall_s for r in rs]
         cpu = [r["measured"].cpu_s for r in rs]
-        row: dict[str, Any] = {"runs": len(rs), "wall_median_s": median(wall), "cpu_median_s": median(cpu),
-                               "wall_s": wall, "cpu_s": cpu}
+        row: dict[str, Any] = {
+            "runs": len(rs),
+            "wall_median_s": median(wall),
+            "cpu_median_s": median(cpu),
+            "wall_s": wall,
+            "cpu_s": cpu,
+        }
         if side != base and base in runs:
             bw = [r["measured"].wall_s for r in runs[base]]
             bc = [r["measured"].cpu_s for r in runs[base]]
@@ -215,8 +283,9 @@ def summarise(runs: dict[str, list[dict[str, Any]]], base: str = "upstream") -> 
     return out
 
 
-def compare_cells(runs: dict[str, list[dict[str, Any]]], names: dict[int, str], mpp: float,
-                  base: str = "upstream") -> dict[str, Any]:
+def compare_cells(
+    runs: dict[str, list[dict[str, Any]]], names: dict[int, str], mpp: float, base: str = "upstream"
+) -> dict[str, Any]:
     """Cells of the last run per side: counts per class, whether every run of a side found the same number,
     and F1 / type agreement of each side against the base."""
     radius = MATCH_UM / mpp
@@ -224,8 +293,11 @@ def compare_cells(runs: dict[str, list[dict[str, Any]]], names: dict[int, str], 
     ref = runs[base][-1]
     for side, rs in runs.items():
         last = rs[-1]
-        entry = {"cells": len(last["xy"]), "per_class": class_counts(last["types"], names),
-                 "same_count_every_run": len({len(r["xy"]) for r in rs}) == 1}
+        entry = {
+            "cells": len(last["xy"]),
+            "per_class": class_counts(last["types"], names),
+            "same_count_every_run": len({len(r["xy"]) for r in rs}) == 1,
+        }
         if side != base:
             entry["vs_" + base] = agreement(ref["xy"], ref["types"], last["xy"], last["types"], radius)
         res[side] = entry
@@ -234,21 +306,28 @@ def compare_cells(runs: dict[str, list[dict[str, Any]]], names: dict[int, str], 
 
 def print_slide(name: str, runs: dict[str, list[dict[str, Any]]], summ: dict, cells: dict) -> None:
     print(f"\n== {name}")
-    print(f"{'side':<24} {'run':>3} {'wall s':>8} {'cpu s':>8} {'others s':>8} {'maxRSS MB':>9} {'tiles':>5} "
-          f"{'cells':>6} {'inner s':>8}  load before -> after")
+    print(
+        f"{'side':<24} {'run':>3} {'wall s':>8} {'cpu s':>8} {'others s':>8} {'maxRSS MB':>9} {'tiles':>5} "
+        f"{'cells':>6} {'inner s':>8}  load before -> after"
+    )
     for side, rs in runs.items():
         for i, r in enumerate(rs):
             m: Measured = r["measured"]
             inner = r.get("inner_s")
-            print(f"{side:<24} {i:>3} {m.wall_s:>8.1f} {m.cpu_s:>8.1f} {m.others_cpu_s:>8.1f} {m.max_rss_mb:>9.0f} "
-                  f"{r['tiles']!s:>5} {len(r['xy']):>6} {inner if inner is None else round(inner, 1)!s:>8}  "
-                  f"{m.loadavg_before} -> {m.loadavg_after}")
+            print(
+                f"{side:<24} {i:>3} {m.wall_s:>8.1f} {m.cpu_s:>8.1f} {m.others_cpu_s:>8.1f} "
+                f"{m.max_rss_mb:>9.0f} "
+                f"{r['tiles']!s:>5} {len(r['xy']):>6} {inner if inner is None else round(inner, 1)!s:>8}  "
+                f"{m.loadavg_before} -> {m.loadavg_after}"
+            )
     for side, s in summ.items():
         line = f"{side}: median wall {s['wall_median_s']:.1f} s, median CPU {s['cpu_median_s']:.1f} s"
         if "wall_ratio" in s:
             wr, cr = s["wall_ratio_range"], s["cpu_ratio_range"]
-            line += (f"; upstream/this: wall {s['wall_ratio']:.2f}x (runs {wr[0]:.2f}-{wr[1]:.2f}), "
-                     f"CPU {s['cpu_ratio']:.2f}x (runs {cr[0]:.2f}-{cr[1]:.2f})")
+            line += (
+                f"; upstream/this: wall {s['wall_ratio']:.2f}x (runs {wr[0]:.2f}-{wr[1]:.2f}), "
+                f"CPU {s['cpu_ratio']:.2f}x (runs {cr[0]:.2f}-{cr[1]:.2f})"
+            )
         print(line)
     print(f"cells (last run; pairs within {cells['match_radius_px']:.1f} px = {MATCH_UM:g} um):")
     for side, c in cells.items():
@@ -257,10 +336,15 @@ def print_slide(name: str, runs: dict[str, list[dict[str, Any]]], summ: dict, ce
         extra = ""
         if "vs_upstream" in c:
             a = c["vs_upstream"]
-            extra = (f"; vs upstream: F1 {a['f1']:.4f}, matched {a['matched']}, type agreement "
-                     f"{a['type_agreement']:.4f}, median distance {a['median_dist_px']:.2f} px, "
-                     f"same pixel {a['same_pixel_fraction']:.3f}")
-        print(f"  {side}: {c['cells']} {c['per_class']}; same count every run: {c['same_count_every_run']}{extra}")
+            extra = (
+                f"; vs upstream: F1 {a['f1']:.4f}, matched {a['matched']}, type agreement "
+                f"{a['type_agreement']:.4f}, median distance {a['median_dist_px']:.2f} px, "
+                f"same pixel {a['same_pixel_fraction']:.3f}"
+            )
+        print(
+            f"  {side}: {c['cells']} {c['per_class']}; "
+            f"same count every run: {c['same_count_every_run']}{extra}"
+        )
 
 
 def jsonable(obj: Any) -> Any:
@@ -278,7 +362,9 @@ def jsonable(obj: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.upstream_python.is_file():
-        print(f"{args.upstream_python} not found: run `bash benchmarks/upstream_env.sh` first", file=sys.stderr)
+        print(
+            f"{args.upstream_python} not found: run `bash benchmarks/upstream_env.sh` first", file=sys.stderr
+        )
         return 2
     work = (args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "cellvit-e2e-upstream").resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -295,14 +381,16 @@ def main(argv: list[str] | None = None) -> int:
         backend = side.split()[1]
         return ours_cmd(args, backend, slide, models[backend], out)
 
-    slides = [synthetic_slide(work, s[1], s[2], args.seed) if isinstance(s, tuple) else s.resolve()
-              for s in args.slides]
+    slides = [
+        synthetic_slide(work, s[1], s[2], args.seed) if isinstance(s, tuple) else s.resolve()
+        for s in args.slides
+    ]
     header = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "checkpoint": f"{checkpoint.name} ({arch}, sha256 {sha[:12]})",
         "batch": args.batch,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "load_at_start": loadavg(),
         "label": PARTIAL,
     }

@@ -1,7 +1,7 @@
 """Run upstream's own WSI pipeline (`cellvit==1.0.9`, `CellViTInference.process_wsi`) on a CPU.
 
-Runs inside .venv-upstream (benchmarks/upstream_env.sh), never inside the project's environment, and is started
-by benchmarks/bench_e2e_vs_upstream.py as a subprocess:
+Runs inside .venv-upstream (benchmarks/upstream_env.sh), never inside the project's environment, and is
+started by benchmarks/bench_e2e_vs_upstream.py as a subprocess:
 
     .venv-upstream/bin/python benchmarks/upstream_driver.py SLIDE --checkpoint CK --outdir DIR \
         [--batch 8] [--cpu-count 4] [--ray-worker 1] [--graph] [--result result.json]
@@ -13,7 +13,8 @@ LANCZOS rescaling), the model forward with `retrieve_tokens=True`, `apply_softma
 `BatchPoolingActor`s (post-processing, globalisation, cell-token pooling), `OverlapCellCleaner`, the grid
 realignment and upstream's own `cells.json` / `cell_detection.json` (+ `cells.pt` with --graph) writers.
 
-Upstream 1.0.9 cannot start on a machine without a CUDA GPU, for three reasons (line numbers of the 1.0.9 wheel):
+Upstream 1.0.9 cannot start on a machine without a CUDA GPU, for three reasons (line numbers of the 1.0.9
+wheel):
 1. `cellvit/utils/ressource_manager.py`, `SystemConfiguration.__init__`, lines 713-715: with no CUDA device
    `gpu_count` is 0, so `gpu_index 0 >= gpu_count` raises `SystemError("Requesting non existing gpu index")`
    (and line 715 reads `gpu_resources["devices"][0]["total_memory_gb"]`). Its CLI fails one step earlier:
@@ -30,17 +31,18 @@ Two more problems are not about the GPU. On fewer than 8 CPUs upstream's Ray siz
 also calls `ray.init(num_cpus=0)`.
 
 So this driver makes four adaptations. Everything else is upstream's code, unchanged:
-a. `get_gpu_resources` (used once by `SystemConfiguration.__init__`) reports one device with 0 GB of memory. The
-   only other use of that figure is `_check_devices`, which then applies upstream's smallest-GPU batch cap
-   (8 for CellViT256, 2 for CellViTSAM).
+a. `get_gpu_resources` (used once by `SystemConfiguration.__init__`) reports one device with 0 GB of
+   memory. The only other use of that figure is `_check_devices`, which then applies upstream's smallest-GPU
+   batch cap (8 for CellViT256, 2 for CellViTSAM).
 b. `CellViTInference.device = "cpu"`, set before `_load_model` runs.
-c. Upstream's own overrides (its CLI flags `--cpu_count` / `--ray_worker`): `overwrite_available_cpus(cpu_count)`
-   and `overwrite_ray_worker(ray_worker)`. The defaults 4 and 1 give Ray 2 CPUs and one actor with 2 CPUs.
-d. `RAY_GPUS_DEACTIVATION=1` is upstream's own switch (`postprocessing_numpy.create_batch_pooling_actor`), so
-   the actors ask Ray for no GPU share.
-The checkpoint is placed in a private upstream cache folder (`CELLVIT_CACHE`) under the name upstream downloads
-(`CellViT-256-x40-AMP.pth` / `CellViT-SAM-H-x40-AMP.pth`). `check_and_download` finds the file there and
-downloads nothing. The model name (HIPT / SAM) comes from the checkpoint's `arch`.
+c. Upstream's own overrides (its CLI flags `--cpu_count` / `--ray_worker`): `overwrite_available_cpus()`
+   and `overwrite_ray_worker()`. The defaults 4 and 1 give Ray 2 CPUs and one actor with 2 CPUs.
+d. `RAY_GPUS_DEACTIVATION=1` is upstream's own switch (`postprocessing_numpy.create_batch_pooling_actor`),
+   so the actors ask Ray for no GPU share.
+The checkpoint is placed in a private upstream cache folder (`CELLVIT_CACHE`) under the name upstream
+downloads (`CellViT-256-x40-AMP.pth` / `CellViT-SAM-H-x40-AMP.pth`). `check_and_download` finds the file
+there and downloads nothing. The model name (HIPT / SAM) comes from the checkpoint's `arch`.
+A loader subclass counts the tiles upstream's own loader hands to the model (instrumentation only).
 """
 
 from __future__ import annotations
@@ -59,31 +61,44 @@ ADAPTATIONS = (
     "sizing gives 0 Ray workers below 8 CPUs)",
     "RAY_GPUS_DEACTIVATION=1 (upstream's switch: actors ask for no GPU share)",
 )
-CACHE_NAMES = {"CellViT256": ("HIPT", "CellViT-256-x40-AMP.pth"), "CellViTSAM": ("SAM", "CellViT-SAM-H-x40-AMP.pth")}
+CACHE_NAMES = {
+    "CellViT256": ("HIPT", "CellViT-256-x40-AMP.pth"),
+    "CellViTSAM": ("SAM", "CellViT-SAM-H-x40-AMP.pth"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("slide", type=Path)
-    ap.add_argument("--checkpoint", type=Path, required=True, help="official-format CellViT256/CellViTSAM .pth")
-    ap.add_argument("--outdir", type=Path, required=True, help="upstream's outdir (it writes <outdir>/<slide stem>/)")
+    ap.add_argument(
+        "--checkpoint", type=Path, required=True, help="official-format CellViT256/CellViTSAM .pth"
+    )
+    ap.add_argument(
+        "--outdir", type=Path, required=True, help="upstream's outdir (it writes <outdir>/<slide stem>/)"
+    )
     ap.add_argument("--batch", type=int, default=8, help="upstream --batch_size (default 8, as upstream)")
     ap.add_argument("--cpu-count", dest="cpu_count", type=int, default=4, help="upstream --cpu_count")
     ap.add_argument("--ray-worker", dest="ray_worker", type=int, default=1, help="upstream --ray_worker")
-    ap.add_argument("--graph", action="store_true", help="upstream --graph: also write cells.pt (cell tokens)")
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads in the main process (0: torch's)")
+    ap.add_argument(
+        "--graph", action="store_true", help="upstream --graph: also write cells.pt (cell tokens)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads in the main process (0: torch's)"
+    )
     ap.add_argument("--result", type=Path, default=None, help="write timings and counts here as JSON")
     args = ap.parse_args(argv)
     if args.batch < 1 or args.ray_worker < 1 or args.cpu_count < args.ray_worker + 2:
-        ap.error("--batch and --ray-worker must be >= 1 and --cpu-count >= ray-worker + 2 (Ray gets cpu_count - 2)")
+        ap.error(
+            "--batch and --ray-worker must be >= 1 and --cpu-count >= ray-worker + 2 (Ray gets cpu_count - 2)"
+        )
     return args
 
 
 def checkpoint_arch(path: Path) -> str:
-    """The checkpoint's `arch`, read the way upstream reads it (a torch.load of the whole dict)."""
+    """The checkpoint's `arch` (tensors and plain containers only: weights_only)."""
     import torch
 
-    return str(torch.load(path, map_location="cpu", weights_only=False)["arch"])
+    return str(torch.load(path, map_location="cpu", weights_only=True)["arch"])
 
 
 def prepare_cache(checkpoint: Path, cache: Path) -> str:
@@ -133,6 +148,25 @@ def main(argv: list[str] | None = None) -> int:
     system.overwrite_available_cpus(args.cpu_count)  # (c)
     system.overwrite_ray_worker(args.ray_worker)
 
+    import cellvit.inference.inference as inference_module
+
+    counts = {"tiles_processed": 0, "tiles_planned": None, "tiles_discarded": None}
+
+    class CountingLoader(inference_module.LivePatchWSIDataloader):
+        """Upstream's loader, unchanged; counts the tiles it hands to the model (instrumentation only)."""
+
+        def __next__(self):
+            try:
+                batch = super().__next__()
+            except StopIteration:
+                counts.update(tiles_planned=len(self.dataset), tiles_discarded=self.discard_count)
+                raise
+            if not isinstance(batch[0], list):
+                counts["tiles_processed"] += len(batch[1])
+            return batch
+
+    inference_module.LivePatchWSIDataloader = CountingLoader
+
     class CPUCellViTInference(CellViTInference):
         def _load_model(self) -> None:
             self.device = "cpu"  # (b)
@@ -170,13 +204,23 @@ def main(argv: list[str] | None = None) -> int:
         "process_wsi_s": t_done - t_wsi,
         "shutdown_s": t_end - t_done,
         "cell_detection": str(det_path) if det_path.is_file() else None,
+        **counts,
     }
     if det_path.is_file():
         with open(det_path) as f:
             meta = json.load(f)["wsi_metadata"]
         # the slide grid upstream processed, as PathoPatcher reports it
-        result["wsi_metadata"] = {k: meta.get(k) for k in ("base_mpp", "target_patch_mpp", "orig_n_tiles_cols",
-                                                           "orig_n_tiles_rows", "n_patches", "downsampling")}
+        result["wsi_metadata"] = {
+            k: meta.get(k)
+            for k in (
+                "base_mpp",
+                "target_patch_mpp",
+                "orig_n_tiles_cols",
+                "orig_n_tiles_rows",
+                "n_patches",
+                "downsampling",
+            )
+        }
     if args.result:
         args.result.write_text(json.dumps(result, indent=1))
     return 0

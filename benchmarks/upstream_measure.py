@@ -2,14 +2,14 @@
 
 Standard library + numpy/scipy only (imported by the benchmark and its test in the project's venv).
 
-- `measure(cmd)` runs a command and returns its wall time, the CPU time of its whole process tree and the largest
-  peak RSS of one process in the tree. Ray's raylet, GCS and worker processes count too, even though they are
-  re-parented away from the command. `measure` starts this file as a wrapper process (`--wrap`). The wrapper
-  marks itself a child subreaper (Linux `prctl(PR_SET_CHILD_SUBREAPER)`), so every orphaned descendant is
-  re-parented to it and reaped by it. Its `RUSAGE_CHILDREN` then covers the whole tree, and each measurement is
-  a fresh process, so `ru_maxrss` belongs to that run alone. It also records the load average and the
-  machine's busy CPU seconds (/proc/stat) before and after, so the CPU that other processes took during the run
-  is known (`others_cpu_s`).
+- `measure(cmd)` runs a command and returns its wall time, the CPU time of its whole process tree and the
+  largest peak RSS of one process in the tree. Ray's raylet, GCS and worker processes count too, even though
+  they are re-parented away from the command. `measure` starts this file as a wrapper process (`--wrap`). The
+  wrapper marks itself a child subreaper (Linux `prctl(PR_SET_CHILD_SUBREAPER)`), so every orphaned
+  descendant is re-parented to it and reaped by it. Its `RUSAGE_CHILDREN` then covers the whole tree, and
+  each measurement is a fresh process, so `ru_maxrss` belongs to that run alone. It also records the load
+  average and the machine's busy CPU seconds (/proc/stat) before and after, so the CPU that other processes
+  took during the run is known (`others_cpu_s`).
 - `read_cells(path)` loads the centroids and types from an upstream-layout `cell_detection.json`. Both sides
   write that file.
 - `agreement(...)` is a detection F1 between two cell sets: one-to-one centroid pairs within a radius, closest
