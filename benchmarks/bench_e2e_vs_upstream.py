@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch",
         type=int,
         default=1,
-        help="tiles per batch on both sides (default 1: CellViT-256 at batch 2 took 17 GB in ONNX Runtime on a CPU)",
+        help="tiles per batch, both sides (default 1: at 2, CellViT-256 took 17 GB in ONNX Runtime on a CPU)",
     )
     ap.add_argument("--backends", nargs="+", default=["onnxruntime"], choices=["onnxruntime", "torch"])
     ap.add_argument(
@@ -412,6 +412,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"warm-up of {side} failed (exit {m.rc}); log: {work / 'warmup.log'}")
 
     report: dict[str, Any] = {**header, "slides": {}}
+
+    def save(partial: dict[str, Any] | None = None) -> None:
+        # after every run, so that a failure late in a long benchmark loses nothing measured
+        if args.json:
+            args.json.write_text(json.dumps(jsonable({**report, **(partial or {})}), indent=1, default=float))
+
     for slide in slides:
         mpp = slide_mpp(slide)
         print(f"\nslide {slide.name} ({mpp} mpp)", flush=True)
@@ -421,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             for side in order:
                 out = work / "out" / slide.stem / f"{side.replace(' ', '-')}-run{i}"
                 runs[side].append(run_side(side, cmd_for(side, slide, out), out, slide, work / "runs.log"))
+                save({"in_progress": {"slide": slide.name, "runs": runs}})
         summ = summarise(runs)
         cells = compare_cells(runs, names, mpp)
         print_slide(f"{slide.name}: {PARTIAL}", runs, summ, cells)
@@ -429,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(f"\nload at end {report['load_at_end']}; finished {report['finished']}")
     if args.json:
-        args.json.write_text(json.dumps(jsonable(report), indent=1, default=float))
+        save()
         print(f"JSON: {args.json}")
     return 0
 

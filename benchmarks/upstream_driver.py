@@ -39,6 +39,10 @@ c. Upstream's own overrides (its CLI flags `--cpu_count` / `--ray_worker`): `ove
    and `overwrite_ray_worker()`. The defaults 4 and 1 give Ray 2 CPUs and one actor with 2 CPUs.
 d. `RAY_GPUS_DEACTIVATION=1` is upstream's own switch (`postprocessing_numpy.create_batch_pooling_actor`),
    so the actors ask Ray for no GPU share.
+Not about upstream but about this shared machine: Ray's memory monitor kills a worker when the whole node
+passes 95 % memory, counting other users' processes. That failed an upstream run here. The driver disables
+the monitor (`RAY_memory_monitor_refresh_ms=0`, a Ray setting) unless the caller set it; this changes no
+computation.
 The checkpoint is placed in a private upstream cache folder (`CELLVIT_CACHE`) under the name upstream
 downloads (`CellViT-256-x40-AMP.pth` / `CellViT-SAM-H-x40-AMP.pth`). `check_and_download` finds the file
 there and downloads nothing. The model name (HIPT / SAM) comes from the checkpoint's `arch`.
@@ -61,6 +65,7 @@ ADAPTATIONS = (
     "sizing gives 0 Ray workers below 8 CPUs)",
     "RAY_GPUS_DEACTIVATION=1 (upstream's switch: actors ask for no GPU share)",
 )
+ENVIRONMENT = "RAY_memory_monitor_refresh_ms=0 (shared machine: Ray's OOM monitor counts other users' memory)"
 CACHE_NAMES = {
     "CellViT256": ("HIPT", "CellViT-256-x40-AMP.pth"),
     "CellViTSAM": ("SAM", "CellViT-SAM-H-x40-AMP.pth"),
@@ -122,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     os.environ["RAY_GPUS_DEACTIVATION"] = "1"  # (d)
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     cache = args.outdir / ".upstream-cache"
     os.environ["CELLVIT_CACHE"] = str(cache)  # read by cellvit.config.config at import
     model_name = prepare_cache(args.checkpoint, cache)
@@ -191,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "upstream": "cellvit==1.0.9 CellViTInference.process_wsi",
         "adaptations": list(ADAPTATIONS),
+        "environment": ENVIRONMENT if os.environ["RAY_memory_monitor_refresh_ms"] == "0" else None,
         "model_name": model_name,
         "batch_size": inference.batch_size,
         "mixed_precision_requested": bool(inference.mixed_precision),
