@@ -1,698 +1,443 @@
-"""End to end, side by side: this pipeline vs an upstream-style (CellViT-Inference 1.0.9) baseline.
+"""End to end, side by side: `cellvit-trt run` vs upstream's own WSI pipeline (`cellvit==1.0.9`), same model,
+same slides, same machine, one script, alternating runs.
 
-Same model, same slide, same machine, one process, one run; prints both sides, the ratio, per-stage seconds
-and how well the two cell sets agree.
-
+    bash benchmarks/upstream_env.sh                     # once: .venv-upstream with cellvit==1.0.9 + its deps
     NUMBA_CACHE_DIR=.numba_cache .venv/bin/python benchmarks/bench_e2e_vs_upstream.py \
-        [--model demo|tiny-random|cellvit256-random|CHECKPOINT] [--tiles 3] [--tile-size 1024] [--batch 8] \
-        [--backends onnxruntime torch] [--embeddings] [--threads 0] [--json e2e.json]
+        --checkpoint CK.pth [--slides synthetic:2x2 /work/shared/data/real/CMU-1-Small-Region.svs] \
+        [--runs 3] [--batch 2] [--backends onnxruntime] [--workdir DIR] [--json e2e.json]
 
-Sides:
-- **cellvit-trt** — `runtime.job.run_input` (reader thread, backend thread, post-processing threads with the
-  Numba kernels, streaming merge, the table writer) with the ONNX Runtime backend (the deployment graph, FP32,
-  exported once into the cache before timing) and, as a second row, the PyTorch backend (eager FP32, same
-  deployment module). ORT vs torch isolates the model-runtime effect; torch vs the baseline isolates the
-  pipeline effect (plus the shared-skip-decoder saving, which the torch backend has and upstream has not).
-- **upstream-style baseline** — CellViT-Inference's structure, re-enacted in-process with the upstream oracle:
-  serial tile reading in the main thread (OpenSlide `DeepZoomGenerator(tile_size=T-64, overlap=32,
-  limit_bounds=True)`, white `pad_tile`, ToTensor+Normalize, batches of 8, as `LivePatchWSIDataloader`);
-  PyTorch eager FP32 `forward(retrieve_tokens=True)` + `apply_softmax_reorder`; the upstream
-  `BatchPoolingActor.convert_batch_to_graph_nodes` (= `DetectionCellPostProcessor.post_process_batch` +
-  globalisation + cell-token pooling), run as a plain object (`ray.remote` stubbed to the identity, so it runs
-  in this process right after each batch); the upstream `OverlapCellCleaner` merge at the end.
-  Model: for CellViT256 / SAM checkpoints the *upstream class* (`cellvit.models.cell_segmentation`) with the
-  checkpoint's weights (strict load). The tiny demo model has decoder widths upstream hard-codes (64/128/256,
-  skips 256/128/312), so the upstream class cannot represent it; there the baseline runs this package's
-  `CellViT` modules in eager FP32 but *called the upstream way* (`_forward_upsample`: the shared skip decoders
-  re-run for each of the three branches), so the model cost structure is upstream's.
-
-Not reproduced (stated in the output): upstream's Ray actors (on a many-core host they overlap post-processing
-with the model loop; upstream gives Ray `cpu_count - 2` CPUs, i.e. none on a 2-core machine), its Otsu tissue
-prefilter (both sides process every tile here) and its JSON/GeoJSON writing (the baseline writes nothing; this
-pipeline writes `cells.csv` + summary inside the timing, so the ratio is conservative).
-Timed: from the first tile read to the merged cell list; not timed: slide synthesis, ONNX export, session
-creation, one warm-up batch per side (JIT / allocator warm-up), agreement scoring.
+Sides. Each runs as its own command in its own process tree, measured from outside (upstream_measure.py):
+- **upstream**: `.venv-upstream/bin/python benchmarks/upstream_driver.py`, i.e. upstream's
+  `CellViTInference.process_wsi`. That is PathoPatcher tiling (OpenSlide DeepZoom, Otsu prefilter, LANCZOS
+  rescaling), the upstream model class in eager FP32 with `retrieve_tokens=True`, Ray `BatchPoolingActor`s
+  (post-processing, globalisation, cell-token pooling), `OverlapCellCleaner`, and its writers (`cells.json`,
+  `cell_detection.json`, `cells.pt`). Upstream cannot start without a CUDA GPU; the driver makes four CPU
+  adaptations and names them (file and line in its docstring). Every upstream figure is therefore **partial**:
+  upstream's pipeline on a CPU, not upstream as shipped on the GPU it requires.
+- **cellvit-trt**: `cellvit-trt run SLIDE -m GRAPH --backend onnxruntime`, with outputs `cells embeddings
+  summary`: upstream-layout `cells.json` / `cell_detection.json` plus pooled cell embeddings, the same work as
+  upstream's `--graph`. GRAPH is the checkpoint exported once before any timing with `--precision fp32
+  --hv-dtype float32 --tokens`. So both sides run the model in FP32, keep FP32 HV maps and pool encoder tokens
+  per cell. Optional extra row: `--backends onnxruntime torch` (PyTorch eager FP32 on the checkpoint).
+Equal settings: the same checkpoint file and batch size. Each side uses its own tissue detection, as a user
+would run it (upstream's Otsu prefilter, ours `--tissue` default); the tile counts are printed. Order: run i
+starts with upstream when i is even and with cellvit-trt when i is odd. One untimed warm-up run per side on a
+one-tile slide comes first (page cache, Numba cache, .pyc files).
+Per run: wall time of the command, CPU time of its whole process tree (Ray's processes included), the
+largest peak RSS of one process, the load average before and after, and the machine's busy CPU seconds
+taken by other processes meanwhile. Cells: counts per class, detection F1 between the two sides (one-to-one
+centroid pairs within 3 um), type agreement of the pairs.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import logging
+import json
 import os
 import platform
+import shutil
+import statistics
+import subprocess
 import sys
-import tempfile
 import time
-import types
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from upstream_measure import Measured, agreement, class_counts, loadavg, measure, read_cells  # noqa: E402
 
-MARGIN = 64  # upstream: total tile overlap and cell_status margin (pixels at target mpp)
-TOKEN_SIZE = 16  # ViT patch size: cell tokens are pooled over bbox / 16
-MATCH_RADIUS = 12.0  # px at 40x (0.25 mpp): the detection-F1 radius used by CellViT / HoVer-Net
+ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_ARCHS = ("CellViT256", "CellViTSAM")
+MATCH_UM = 3.0  # detection-F1 radius: 12 px at 0.25 mpp (CellViT / HoVer-Net), in microns
+STRIDE = 960  # upstream's tile stride at the target mpp (1024 tile, 64 overlap)
+PARTIAL = (
+    "PARTIAL: upstream's process_wsi on a CPU with four adaptations (no CUDA here; see upstream_driver.py), "
+    "not upstream as shipped on the GPU it requires"
+)
 
 
-# ---- model
-def make_checkpoint(spec: str, tile_size: int, folder: Path, seed: int) -> tuple[Path, str]:
-    """(checkpoint path, description) for --model."""
-    import torch
-
-    from cellvit_trt.models import build_model, save_checkpoint
-
-    if spec == "demo":
+def parse_slide_spec(spec: str) -> tuple[str, int, int] | Path:
+    """'synthetic:CxR' -> ('synthetic', cols, rows); anything else is a slide path."""
+    if spec.startswith("synthetic:"):
         try:
-            from cellvit_trt.data import demo_checkpoint_path
-
-            return Path(demo_checkpoint_path()), "shipped demo checkpoint (tiny, trained on synthetic tiles)"
-        except Exception as exc:  # noqa: BLE001 - absent data file: fall back, and say so
-            print(
-                f"note: demo checkpoint unavailable ({exc}); using a random-weight tiny model",
-                file=sys.stderr,
-            )
-            spec = "tiny-random"
-    if spec == "tiny-random":
-        path = folder / f"tiny-random-s{seed}.pth"
-        if not path.is_file():  # reused from --workdir: the ONNX graph cached there is keyed by its hash
-            torch.manual_seed(seed)
-            save_checkpoint(path, build_model("tiny").eval())
-        return path, f"tiny CellViT, random weights (PyTorch default init, seed {seed})"
-    if spec == "cellvit256-random":
-        from cellvit_trt.models.oracle import randomize_, upstream_model
-
-        path = folder / f"cellvit256-random-s{seed}.pth"
-        if not path.is_file():
-            up = randomize_(upstream_model("CellViT256"), seed=seed)
-            ours = build_model("CellViT256").eval()
-            ours.load_state_dict(up.state_dict(), strict=True)
-            save_checkpoint(path, ours)
-        return path, f"CellViT-256, random weights (upstream class, oracle.randomize_ seed {seed})"
+            cols, rows = (int(v) for v in spec.split(":", 1)[1].lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{spec!r}: expected synthetic:COLSxROWS, e.g. synthetic:2x2"
+            ) from None
+        if cols < 2 or rows < 2:
+            # one tile wide or high takes upstream's _remove_padding branch, a different code path
+            raise argparse.ArgumentTypeError(f"{spec!r}: need at least 2x2 tiles")
+        return ("synthetic", cols, rows)
     path = Path(spec)
     if not path.is_file():
-        raise SystemExit(
-            f"--model {spec}: not 'demo', 'tiny-random', 'cellvit256-random' or a checkpoint file"
-        )
-    return path, f"checkpoint {path.name}"
-
-
-def snapshot(checkpoint: Path, folder: Path) -> Path:
-    """A private copy of the checkpoint, so every side loads the same bytes even if the file is replaced
-    while the benchmark runs (e.g. a retrained demo model landing in the working tree)."""
-    import shutil
-
-    from cellvit_trt.io import sha256_file
-
-    if checkpoint.parent == folder:
-        return checkpoint
-    digest = sha256_file(checkpoint)[:12]
-    copy = folder / f"{checkpoint.stem}-{digest}{checkpoint.suffix}"
-    if not copy.is_file():
-        shutil.copyfile(checkpoint, copy)
-    if sha256_file(copy)[:12] != digest:
-        raise SystemExit(f"checkpoint {checkpoint} changed while it was being copied; run again")
-    return copy
-
-
-class UpstreamStyleForward:
-    """Upstream's forward for a model the upstream classes cannot build: same modules, but the shared skip
-    decoders run once per branch (upstream `CellViT._forward_upsample`)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def __call__(self, x: Any, retrieve_tokens: bool = False) -> dict[str, Any]:
-        m = self.model
-        tissue, (z1, z2, z3, z4) = m.encoder(x)
-        out = {"tissue_types": m.classifier_head(tissue)}
-
-        def branch(decoder: Any) -> Any:
-            return decoder(z4, (m.decoder0(x), m.decoder1(z1), m.decoder2(z2), m.decoder3(z3)))
-
-        out["nuclei_binary_map"] = branch(m.nuclei_binary_map_decoder)[:, :2]
-        out["hv_map"] = branch(m.hv_map_decoder)
-        out["nuclei_type_map"] = branch(m.nuclei_type_maps_decoder)
-        if retrieve_tokens:
-            out["tokens"] = z4
-        return out
-
-
-def baseline_model(checkpoint: Path) -> tuple[Any, Any, str]:
-    """(callable forward(x, retrieve_tokens), ModelInfo, description of what runs)."""
-    from cellvit_trt.models import load_checkpoint
-    from cellvit_trt.models.oracle import upstream_model
-
-    ours, info = load_checkpoint(checkpoint)
-    variant = info.variant
-    if variant in ("CellViT256", "SAM-B", "SAM-L", "SAM-H"):
-        up = upstream_model(
-            variant, info.num_nuclei_classes, info.num_tissue_classes, regression_loss=info.regression_loss
-        )
-        up.load_state_dict(ours.state_dict(), strict=True)
-        del ours
-        return up.eval(), info, f"upstream cellvit==1.0.9 class for {variant}, eager FP32"
-    return (
-        UpstreamStyleForward(ours.eval()),
-        info,
-        (
-            f"cellvit_trt.models CellViT ({variant}; the upstream class cannot represent its decoder "
-            "widths), eager FP32, skip decoders re-run per branch as upstream"
-        ),
-    )
-
-
-# ---- slide
-def write_slide(folder: Path, tiles: int, tile_size: int, seed: int) -> Path:
-    """Synthetic 0.25-mpp pyramidal TIFF of exactly tiles x tiles upstream tiles (side = tiles * stride)."""
-    from cellvit_trt.synthetic.slide import write_synthetic_slide
-
-    side = tiles * (tile_size - MARGIN)
-    path = folder / f"e2e-{tiles}x{tiles}-{tile_size}-s{seed}.svs"
-    if path.is_file():
-        return path
-    # all tissue (no glass): every tile is one that a tissue detector would keep
-    write_synthetic_slide(
-        path, width=side, height=side, mpp=0.25, seed=seed, glass_fraction=0.0, write_labels=False
-    )
+        raise argparse.ArgumentTypeError(f"{spec!r}: no such slide (or use synthetic:COLSxROWS)")
     return path
 
 
-# ---- upstream-style baseline
-def import_upstream_postprocessing() -> tuple[Any, Any, Any]:
-    """(DetectionCellPostProcessor, BatchPoolingActor class, OverlapCellCleaner) from cellvit==1.0.9.
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--checkpoint", type=Path, required=True, help="official-format CellViT256 or CellViTSAM .pth"
+    )
+    ap.add_argument(
+        "--slides",
+        nargs="+",
+        type=parse_slide_spec,
+        default=[parse_slide_spec("synthetic:2x2")],
+        help="synthetic:COLSxROWS (x40 pyramidal, all tissue) and/or slide paths",
+    )
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per side and slide (>= 1; 3 to quote)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="tiles per batch, both sides (default 1: at 2, CellViT-256 took 17 GB in ONNX Runtime on a CPU)",
+    )
+    ap.add_argument("--backends", nargs="+", default=["onnxruntime"], choices=["onnxruntime", "torch"])
+    ap.add_argument(
+        "--upstream-python",
+        dest="upstream_python",
+        type=Path,
+        default=ROOT / ".venv-upstream" / "bin" / "python",
+    )
+    ap.add_argument("--ray-worker", dest="ray_worker", type=int, default=1, help="upstream Ray actors")
+    ap.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="run the export parity gate (costs several model passes on a CPU)",
+    )
+    ap.add_argument("--no-warmup", dest="warmup", action="store_false")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", type=Path, default=None, help="keep slides, graph and outputs here")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.runs < 1 or args.batch < 1 or args.ray_worker < 1:
+        ap.error("--runs, --batch and --ray-worker must be >= 1")
+    return args
 
-    `ray` is stubbed: `ray.remote(...)` becomes the identity decorator, so the upstream actor class is a plain
-    class whose methods run in this process (the computation is upstream's code unchanged)."""
-    if "ray" not in sys.modules:
-        ray = types.ModuleType("ray")
-        ray.remote = lambda *a, **k: lambda cls: cls  # type: ignore[attr-defined]
-        sys.modules["ray"] = ray
-    elif not hasattr(sys.modules["ray"], "remote"):
-        sys.modules["ray"].remote = lambda *a, **k: lambda cls: cls  # type: ignore[attr-defined]
-    os.environ.setdefault("RAY_GPUS_DEACTIVATION", "1")
-    from cellvit.inference.overlap_cell_cleaner import OverlapCellCleaner
-    from cellvit.inference.postprocessing_numpy import DetectionCellPostProcessor, create_batch_pooling_actor
 
-    return DetectionCellPostProcessor, create_batch_pooling_actor(1), OverlapCellCleaner
+# ---- preparation (not timed)
+def checkpoint_info(path: Path) -> tuple[str, str, dict[int, str]]:
+    """(arch, sha256, nuclei names by id) of the checkpoint; refuses archs upstream cannot load."""
+    from cellvit_trt.models import load_checkpoint
 
-
-def pad_tile(patch: np.ndarray, size: int, col: int, row: int) -> np.ndarray:
-    """PathoPatcher `pad_tile`: white padding to size x size, on the top/left for the first row/column."""
-    h, w = patch.shape[:2]
-    out = np.full((size, size, 3), 255, np.uint8)
-    r0 = size - h if row == 0 else 0
-    c0 = size - w if col == 0 else 0
-    out[r0 : r0 + h, c0 : c0 + w] = patch[..., :3]
-    return out
-
-
-class UpstreamTileReader:
-    """LivePatchWSIDataset-style tile access: OpenSlide DeepZoom at the level-0 (0.25 mpp) DeepZoom level."""
-
-    def __init__(self, slide: Path, tile_size: int) -> None:
-        import openslide
-        from openslide.deepzoom import DeepZoomGenerator
-
-        self.slide = openslide.OpenSlide(str(slide))
-        self.tile_size = tile_size
-        self.dz = DeepZoomGenerator(
-            self.slide, tile_size=tile_size - MARGIN, overlap=MARGIN // 2, limit_bounds=True
+    _, info = load_checkpoint(path)
+    if info.arch not in UPSTREAM_ARCHS:
+        raise SystemExit(
+            f"{path}: arch {info.arch!r}; upstream 1.0.9 builds only {list(UPSTREAM_ARCHS)} "
+            "(cellvit/inference/inference.py, CellViTInference._get_model raises NotImplementedError)"
         )
-        self.level = self.dz.level_count - 1
-        self.cols, self.rows = self.dz.level_tiles[self.level]
-
-    def coords(self) -> list[tuple[int, int]]:
-        return [(r, c) for r in range(self.rows) for c in range(self.cols)]
-
-    def read(self, row: int, col: int) -> np.ndarray:
-        # a copy, as torchvision's ToTensor makes (np.asarray of a PIL image is read-only)
-        patch = np.array(self.dz.get_tile(self.level, (col, row)).convert("RGB"))
-        if patch.shape[0] < self.tile_size or patch.shape[1] < self.tile_size:
-            patch = pad_tile(patch, self.tile_size, col, row)
-        return patch
-
-    def close(self) -> None:
-        self.slide.close()
+    return info.arch, str(info.sha256), dict(enumerate(info.nuclei_names))
 
 
-@dataclass
-class SideResult:
-    name: str
-    wall_s: float
-    tiles: int
-    stages: dict[str, float]
-    cells: int
-    cells_before_merge: int | None
-    xy: np.ndarray = field(repr=False)
-    types: np.ndarray = field(repr=False)
-    notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+def synthetic_slide(folder: Path, cols: int, rows: int, seed: int) -> Path:
+    """x40 (0.25 mpp) pyramidal slide of exactly cols x rows upstream tiles, all tissue."""
+    from cellvit_trt.synthetic.slide import write_synthetic_slide
 
-    @property
-    def tiles_per_s(self) -> float:
-        return self.tiles / self.wall_s if self.wall_s > 0 else float("nan")
-
-
-def run_baseline(slide: Path, checkpoint: Path, tile_size: int, batch: int, threads: int) -> SideResult:
-    import torch
-    import torch.nn.functional as F
-
-    if threads:
-        torch.set_num_threads(threads)
-    forward, info, what = baseline_model(checkpoint)
-    DetectionCellPostProcessor, BatchPoolingActor, OverlapCellCleaner = import_upstream_postprocessing()
-    wsi = types.SimpleNamespace(
-        name=slide.name,
-        slide_path=slide,
-        metadata={"downsampling": 1, "patch_size": tile_size, "patch_overlap": MARGIN},
-    )
-    nuclei_types = {"Background": 0, **{n: i for i, n in enumerate(info.nuclei_names) if i > 0}}
-    run_conf = {"dataset_config": {"nuclei_types": nuclei_types}, "model": {"token_patch_size": TOKEN_SIZE}}
-    actor = BatchPoolingActor(DetectionCellPostProcessor(wsi=wsi, nr_types=info.num_nuclei_classes), run_conf)
-    mean = torch.tensor(info.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(info.std, dtype=torch.float32).view(3, 1, 1)
-
-    def to_tensor(img: np.ndarray) -> Any:  # torchvision ToTensor + Normalize
-        return (torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255.0) - mean) / std
-
-    def softmax_reorder(p: dict[str, Any]) -> dict[str, Any]:  # CellViTInference.apply_softmax_reorder
-        p["nuclei_binary_map"] = F.softmax(p["nuclei_binary_map"], dim=1).permute(0, 2, 3, 1)
-        p["nuclei_type_map"] = F.softmax(p["nuclei_type_map"], dim=1).permute(0, 2, 3, 1)
-        p["hv_map"] = p["hv_map"].permute(0, 2, 3, 1)
-        return p
-
-    reader = UpstreamTileReader(slide, tile_size)
-    coords = reader.coords()
-    with torch.no_grad():  # warm-up (not timed): one tile through read + model
-        forward(to_tensor(reader.read(*coords[0]))[None], retrieve_tokens=True)
-
-    stages = dict.fromkeys(("read", "infer", "post", "merge"), 0.0)
-    cells: list[dict] = []
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for start in range(0, len(coords), batch):
-            chunk = coords[start : start + batch]
-            t = time.perf_counter()
-            patches = torch.stack([to_tensor(reader.read(r, c)) for r, c in chunk])
-            meta = [{"row": r, "col": c} for r, c in chunk]
-            t1 = time.perf_counter()
-            pred = softmax_reorder(forward(patches, retrieve_tokens=True))
-            t2 = time.perf_counter()
-            complete, _detection, _tokens, _positions = actor.convert_batch_to_graph_nodes(pred, meta)
-            cells += complete
-            t3 = time.perf_counter()
-            stages["read"] += t1 - t
-            stages["infer"] += t2 - t1
-            stages["post"] += t3 - t2
-        t = time.perf_counter()
-        keep = (
-            list(
-                OverlapCellCleaner(cells, logging.getLogger("upstream-merge"))
-                .clean_detected_cells()
-                .index.values
-            )
-            if cells
-            else []
+    path = folder / f"synthetic-{cols}x{rows}-s{seed}.svs"
+    if not path.is_file():
+        write_synthetic_slide(
+            path,
+            width=cols * STRIDE,
+            height=rows * STRIDE,
+            mpp=0.25,
+            seed=seed,
+            glass_fraction=0.0,
+            write_labels=False,
         )
-        stages["merge"] = time.perf_counter() - t
-    wall = time.perf_counter() - t0
-    reader.close()
-    kept = [cells[i] for i in keep]
-    xy = np.array([c["centroid"] for c in kept], np.float64).reshape(-1, 2)
-    ty = np.array([c["type"] for c in kept], np.int64)
-    return SideResult(
-        "upstream-style baseline",
-        wall,
-        len(coords),
-        stages,
-        len(kept),
-        len(cells),
-        xy,
-        ty,
-        notes=[
-            what,
-            f"torch threads {torch.get_num_threads()}",
-            "post = upstream post_process_batch + globalisation + cell-token pooling, in-process "
-            "(upstream: Ray actors)",
-        ],
+    return path
+
+
+def slide_mpp(path: Path) -> float:
+    import openslide
+
+    with openslide.OpenSlide(str(path)) as s:
+        return float(s.properties["openslide.mpp-x"])
+
+
+def export_graph(checkpoint: Path, sha: str, folder: Path, gate: bool) -> Path:
+    graph = folder / f"{checkpoint.stem}-{sha[:12]}.fp32.hv32.tokens.onnx"
+    if not graph.is_file():
+        cmd = [
+            str(ROOT / ".venv/bin/cellvit-trt"),
+            "export",
+            str(checkpoint),
+            "-o",
+            str(graph),
+            "--precision",
+            "fp32",
+            "--hv-dtype",
+            "float32",
+            "--tokens",
+            "--gate" if gate else "--no-gate",
+        ]
+        print("export (not timed):", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    return graph
+
+
+# ---- the two sides
+def upstream_cmd(args: argparse.Namespace, slide: Path, checkpoint: Path, out: Path) -> list[str]:
+    return [
+        str(args.upstream_python),
+        str(ROOT / "benchmarks" / "upstream_driver.py"),
+        str(slide),
+        "--checkpoint",
+        str(checkpoint),
+        "--outdir",
+        str(out),
+        "--batch",
+        str(args.batch),
+        "--ray-worker",
+        str(args.ray_worker),
+        "--cpu-count",  # upstream gives Ray cpu_count - 2: claim 2 more so Ray gets this machine's CPUs
+        str((os.cpu_count() or 2) + 2),
+        "--graph",
+        "--result",
+        str(out / "driver.json"),
+    ]
+
+
+def ours_cmd(args: argparse.Namespace, backend: str, slide: Path, model: Path, out: Path) -> list[str]:
+    return [
+        str(ROOT / ".venv/bin/cellvit-trt"),
+        "run",
+        str(slide),
+        "-m",
+        str(model),
+        "--backend",
+        backend,
+        "-b",
+        str(args.batch),
+        "-o",
+        str(out),
+        "--outputs",
+        "cells",
+        "embeddings",
+        "summary",
+        "-q",
+    ]
+
+
+def side_outputs(side: str, out: Path, slide: Path) -> dict[str, Any]:
+    """What a finished run left: cell_detection.json path, tiles processed, in-process seconds."""
+    folder = out / slide.stem
+    res: dict[str, Any] = {"cell_detection": folder / "cell_detection.json"}
+    if side == "upstream":
+        drv = json.loads((out / "driver.json").read_text())
+        res.update(tiles=drv.get("tiles_processed"), inner_s=drv["process_wsi_s"], driver=drv)
+    else:
+        summ = json.loads((folder / "summary.json").read_text())
+        res.update(tiles=summ.get("tiles_processed"), inner_s=summ.get("elapsed_s"))
+    return res
+
+
+def run_side(side: str, cmd: list[str], out: Path, slide: Path, log: Path) -> dict[str, Any]:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    print(f"  {time.strftime('%H:%M:%S')} {side}: load {loadavg()}", flush=True)
+    m = measure(cmd, log=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if m.rc != 0:
+        raise SystemExit(f"{side} failed (exit {m.rc}) on {slide.name}; log: {log}")
+    res = {"measured": m, **side_outputs(side, out, slide)}
+    xy, ty = read_cells(res["cell_detection"])
+    res.update(xy=xy, types=ty)
+    print(
+        f"    wall {m.wall_s:.1f} s, cpu {m.cpu_s:.1f} s, others {m.others_cpu_s:.1f} s, "
+        f"tiles {res['tiles']}, cells {len(xy)}, load after {m.loadavg_after}",
+        flush=True,
     )
-
-
-# ---- this pipeline
-def warm_kernels(tile_size: int) -> None:
-    """Load/compile the Numba kernels once before timing (cached with NUMBA_CACHE_DIR)."""
-    from cellvit_trt.kernels import PostProcessor
-
-    yy, xx = np.mgrid[:tile_size, :tile_size]
-    fg = (((yy % 64) - 32) ** 2 + ((xx % 64) - 32) ** 2 < 200).astype(np.uint8)
-    hv = np.zeros((2, tile_size, tile_size), np.float32)
-    hv[0] = np.where(fg, ((xx % 64) - 32) / 16.0, 0)
-    hv[1] = np.where(fg, ((yy % 64) - 32) / 16.0, 0)
-    PostProcessor().process_tile(fg, hv, fg.copy())
-
-
-def make_backend(
-    checkpoint: Path,
-    name: str,
-    tile_size: int,
-    batch: int,
-    threads: int,
-    tokens: bool,
-    hv_dtype: str,
-    gate: bool,
-    folder: Path,
-) -> Any:
-    """A backend for the checkpoint; the ONNX graph (FP32) is exported here, before any timing."""
-    from cellvit_trt.runtime.backends import open_backend
-
-    if name == "onnxruntime":
-        from cellvit_trt.errors import GateError
-        from cellvit_trt.export import ExportSettings, export
-        from cellvit_trt.io import sha256_file
-
-        digest = sha256_file(checkpoint)[:12]
-        graph = (
-            folder
-            / f"{checkpoint.stem}-{digest}-{tile_size}-fp32-hv{hv_dtype[5:]}{'-tok' if tokens else ''}.onnx"
-        )
-        settings = ExportSettings(
-            checkpoint=checkpoint,
-            output=graph,
-            precision="fp32",
-            tile_size=tile_size,
-            hv_dtype=hv_dtype,
-            tokens=tokens,
-            gate=gate,
-        )
-        if not graph.is_file():
-            try:
-                export(settings)
-            except GateError as exc:
-                # a speed benchmark still runs; the agreement columns show what the gate objected to
-                print(f"WARNING: {exc}\ncontinuing with the ungated graph", file=sys.stderr)
-                export(dataclasses.replace(settings, gate=False))
-        return open_backend(graph, "onnxruntime", batch=batch, threads=threads)
-    if name == "torch":
-        from cellvit_trt.runtime.backends.torch import TorchBackend
-
-        return TorchBackend(
-            checkpoint,
-            precision="fp32",
-            batch=batch,
-            tile_size=tile_size,
-            tokens=tokens,
-            hv_dtype=hv_dtype,
-            threads=threads,
-        )
-    return open_backend(checkpoint, name, batch=batch, tile_size=tile_size, threads=threads, tokens=tokens)
-
-
-def run_ours(
-    slide: Path,
-    warmup_slide: Path,
-    checkpoint: Path,
-    backend_name: str,
-    tile_size: int,
-    batch: int,
-    threads: int,
-    out: Path,
-    embeddings: bool,
-    hv_dtype: str = "float16",
-    gate: bool = True,
-) -> SideResult:
-    from cellvit_trt.runtime.job import run_input
-    from cellvit_trt.runtime.settings import RunSettings
-
-    outputs = ["table", "summary"] + (["embeddings"] if embeddings else [])
-    backend = make_backend(
-        checkpoint, backend_name, tile_size, batch, threads, embeddings, hv_dtype, gate, out.parent
-    )
-    settings = RunSettings(
-        input=slide,
-        model=str(checkpoint),
-        output=out,
-        backend=backend_name,
-        batch=batch,
-        threads=threads,
-        tissue=False,
-        outputs=outputs,
-    )
-    with backend:
-        # warm-up, not timed: one whole run on a one-tile slide (lazy imports of the writers and merge,
-        # allocator and JIT warm-up), then the kernels on a dense synthetic map
-        import pandas  # noqa: F401 - pyarrow imports it lazily on the first cell batch (~1 s, once a process)
-
-        warm_out = out.with_name(out.name + "-warmup")
-        run_input(warmup_slide, settings, backend, out_dir=warm_out, progress=False, replace_other=True)
-        warm_kernels(backend.tile_size)
-        res = run_input(slide, settings, backend, out_dir=out, progress=False, replace_other=True)
-        described = backend.describe()
-    table = np.genfromtxt(
-        out / "cells.csv", delimiter=",", names=True, dtype=None, encoding="utf-8", usecols=("x", "y", "type")
-    )
-    table = np.atleast_1d(table)
-    xy = np.stack([table["x"], table["y"]], axis=1).astype(np.float64) if table.size else np.zeros((0, 2))
-    st = res.stats
-    stages = {
-        "read": st.stage_s.get("read", 0.0),
-        "infer": st.stage_s.get("infer", 0.0),
-        "post": st.stage_s.get("post", 0.0),
-        "merge": st.stage_s.get("sink", 0.0),
-    }
-    dropped = res.summary.get("cells_dropped_in_merge")
-    return SideResult(
-        f"cellvit-trt {backend_name}",
-        st.wall_s,
-        st.tiles,
-        stages,
-        res.cells,
-        res.cells + dropped if dropped is not None else None,
-        xy,
-        table["type"].astype(np.int64) if table.size else np.zeros(0, np.int64),
-        notes=[
-            f"backend {described}",
-            f"post workers {settings.post_workers}",
-            "stage seconds are busy time summed over threads (stages overlap)",
-            "merge = sink: journal + streaming merge + table writer",
-            f"hv {hv_dtype}",
-        ],
-        extra={"backend_wait_fraction": round(st.backend_wait_fraction, 4)},
-    )
-
-
-# ---- agreement
-def agreement(
-    ref_xy: np.ndarray, ref_type: np.ndarray, xy: np.ndarray, ty: np.ndarray, radius: float = MATCH_RADIUS
-) -> dict[str, float]:
-    """Detection F1 of two cell sets: one-to-one pairs within `radius`, closest first (greedy on sorted
-    distances; exact for near-identical sets, and it scales to whole slides unlike a dense Hungarian)."""
-    from scipy.spatial import cKDTree
-
-    n_ref, n = len(ref_xy), len(xy)
-    if n_ref == 0 or n == 0:
-        return {
-            "f1": float("nan") if n_ref == n else 0.0,
-            "matched": 0,
-            "type_agreement": float("nan"),
-            "median_dist_px": float("nan"),
-            "exact_fraction": float("nan"),
-        }
-    pairs = cKDTree(ref_xy).sparse_distance_matrix(cKDTree(xy), radius, output_type="ndarray")
-    order = np.argsort(pairs["v"], kind="stable")
-    used_a, used_b = np.zeros(n_ref, bool), np.zeros(n, bool)
-    ia, ib, dist = [], [], []
-    for k in order:
-        a, b = int(pairs["i"][k]), int(pairs["j"][k])
-        if not used_a[a] and not used_b[b]:
-            used_a[a] = used_b[b] = True
-            ia.append(a)
-            ib.append(b)
-            dist.append(float(pairs["v"][k]))
-    m = len(ia)
-    d = np.asarray(dist)
-    # upstream reports rint(centroid), ours sub-pixel centroids: "exact" = same pixel once ours is rounded
-    exact = float(np.mean(np.all(np.rint(xy[ib]) == np.rint(ref_xy[ia]), axis=1))) if m else float("nan")
-    return {
-        "f1": 2 * m / (n_ref + n),
-        "matched": m,
-        "type_agreement": float(np.mean(ref_type[ia] == ty[ib])) if m else float("nan"),
-        "median_dist_px": float(np.median(d)) if m else float("nan"),
-        "exact_fraction": exact,
-    }
+    return res
 
 
 # ---- report
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
 
 
-def print_report(rows: list[SideResult], base: SideResult, agree: dict[str, dict], header: list[str]) -> None:
-    for line in header:
-        print(line)
-    print()
-    print(
-        f"{'side':<28} {'wall s':>8} {'tiles/s':>8} {'read':>7} {'infer':>7} {'post':>7} {'merge':>7} "
-        f"{'cells':>7} {'F1 vs base':>10} {'type agr':>8} {'same px':>7} {'speed-up':>8}"
-    )
-    for r in rows:
-        a = agree.get(r.name)
-        f1 = f"{a['f1']:.4f}" if a else "-"
-        tagr = f"{a['type_agreement']:.4f}" if a else "-"
-        same = f"{a['exact_fraction']:.3f}" if a else "-"
-        ratio = base.wall_s / r.wall_s if r is not base else 1.0
-        s = r.stages
-        print(
-            f"{r.name:<28} {r.wall_s:>8.2f} {r.tiles_per_s:>8.3f} {s['read']:>7.2f} {s['infer']:>7.2f} "
-            f"{s['post']:>7.2f} {s['merge']:>7.2f} {r.cells:>7d} {f1:>10} {tagr:>8} {same:>7} {ratio:>7.2f}x"
-        )
-    print()
-    for r in rows:
-        if r is base:
-            continue
-        print(
-            f"ratio {r.name} / baseline: {r.tiles_per_s / base.tiles_per_s:.2f}x tiles/s "
-            f"({base.wall_s:.2f} s -> {r.wall_s:.2f} s)"
-        )
-    for r in rows:
-        print(
-            f"- {r.name}: "
-            + "; ".join(
-                r.notes
-                + [f"{k} {v}" for k, v in r.extra.items()]
-                + ([f"cells before merge {r.cells_before_merge}"] if r.cells_before_merge is not None else [])
+def summarise(runs: dict[str, list[dict[str, Any]]], base: str = "upstream") -> dict[str, dict[str, Any]]:
+    """Per side: medians of wall / CPU; against `base`: the ratio of medians and the range of per-run ratios
+    (run i of a side against run i of the base, taken back to back)."""
+    out: dict[str, dict[str, Any]] = {}
+    for side, rs in runs.items():
+        wall = [r["measured"].wall_s for r in rs]
+        cpu = [r["measured"].cpu_s for r in rs]
+        row: dict[str, Any] = {
+            "runs": len(rs),
+            "wall_median_s": median(wall),
+            "cpu_median_s": median(cpu),
+            "wall_s": wall,
+            "cpu_s": cpu,
+        }
+        if side != base and base in runs:
+            bw = [r["measured"].wall_s for r in runs[base]]
+            bc = [r["measured"].cpu_s for r in runs[base]]
+            pairs_w = [b / w for b, w in zip(bw, wall, strict=False) if w > 0]
+            pairs_c = [b / c for b, c in zip(bc, cpu, strict=False) if c > 0]
+            row.update(
+                wall_ratio=median(bw) / row["wall_median_s"],
+                cpu_ratio=median(bc) / row["cpu_median_s"],
+                wall_ratio_range=[min(pairs_w), max(pairs_w)] if pairs_w else None,
+                cpu_ratio_range=[min(pairs_c), max(pairs_c)] if pairs_c else None,
             )
+        out[side] = row
+    return out
+
+
+def compare_cells(
+    runs: dict[str, list[dict[str, Any]]], names: dict[int, str], mpp: float, base: str = "upstream"
+) -> dict[str, Any]:
+    """Cells of the last run per side: counts per class, whether every run of a side found the same number,
+    and F1 / type agreement of each side against the base."""
+    radius = MATCH_UM / mpp
+    res: dict[str, Any] = {"match_radius_px": radius}
+    ref = runs[base][-1]
+    for side, rs in runs.items():
+        last = rs[-1]
+        entry = {
+            "cells": len(last["xy"]),
+            "per_class": class_counts(last["types"], names),
+            "same_count_every_run": len({len(r["xy"]) for r in rs}) == 1,
+        }
+        if side != base:
+            entry["vs_" + base] = agreement(ref["xy"], ref["types"], last["xy"], last["types"], radius)
+        res[side] = entry
+    return res
+
+
+def print_slide(name: str, runs: dict[str, list[dict[str, Any]]], summ: dict, cells: dict) -> None:
+    print(f"\n== {name}")
+    print(
+        f"{'side':<24} {'run':>3} {'wall s':>8} {'cpu s':>8} {'others s':>8} {'maxRSS MB':>9} {'tiles':>5} "
+        f"{'cells':>6} {'inner s':>8}  load before -> after"
+    )
+    for side, rs in runs.items():
+        for i, r in enumerate(rs):
+            m: Measured = r["measured"]
+            inner = r.get("inner_s")
+            print(
+                f"{side:<24} {i:>3} {m.wall_s:>8.1f} {m.cpu_s:>8.1f} {m.others_cpu_s:>8.1f} "
+                f"{m.max_rss_mb:>9.0f} "
+                f"{r['tiles']!s:>5} {len(r['xy']):>6} {inner if inner is None else round(inner, 1)!s:>8}  "
+                f"{m.loadavg_before} -> {m.loadavg_after}"
+            )
+    for side, s in summ.items():
+        line = f"{side}: median wall {s['wall_median_s']:.1f} s, median CPU {s['cpu_median_s']:.1f} s"
+        if "wall_ratio" in s:
+            wr, cr = s["wall_ratio_range"], s["cpu_ratio_range"]
+            line += (
+                f"; upstream/this: wall {s['wall_ratio']:.2f}x (runs {wr[0]:.2f}-{wr[1]:.2f}), "
+                f"CPU {s['cpu_ratio']:.2f}x (runs {cr[0]:.2f}-{cr[1]:.2f})"
+            )
+        print(line)
+    print(f"cells (last run; pairs within {cells['match_radius_px']:.1f} px = {MATCH_UM:g} um):")
+    for side, c in cells.items():
+        if side == "match_radius_px":
+            continue
+        extra = ""
+        if "vs_upstream" in c:
+            a = c["vs_upstream"]
+            extra = (
+                f"; vs upstream: F1 {a['f1']:.4f}, matched {a['matched']}, type agreement "
+                f"{a['type_agreement']:.4f}, median distance {a['median_dist_px']:.2f} px, "
+                f"same pixel {a['same_pixel_fraction']:.3f}"
+            )
+        print(
+            f"  {side}: {c['cells']} {c['per_class']}; "
+            f"same count every run: {c['same_count_every_run']}{extra}"
         )
+
+
+def jsonable(obj: Any) -> Any:
+    if isinstance(obj, Measured):
+        return asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items() if k not in ("xy", "types")}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--model",
-        default="demo",
-        help="'demo' (shipped tiny checkpoint; random-weight tiny if absent), 'tiny-random', "
-        "'cellvit256-random' (slow on CPU: use --tile-size 256) or a checkpoint path",
-    )
-    ap.add_argument("--tiles", type=int, default=3, help="synthetic slide of TILES x TILES tiles (>= 2)")
-    ap.add_argument("--tile-size", dest="tile_size", type=int, default=1024, help="1024 (upstream) or 256")
-    ap.add_argument("--batch", type=int, default=8, help="tiles per batch, both sides (upstream default 8)")
-    ap.add_argument(
-        "--backends",
-        nargs="+",
-        default=["onnxruntime", "torch"],
-        choices=["onnxruntime", "torch", "tensorrt", "torch-cuda"],
-        help="this pipeline's rows",
-    )
-    ap.add_argument("--threads", type=int, default=0, help="intra-op threads for ORT/PyTorch (0 = default)")
-    ap.add_argument(
-        "--embeddings",
-        action="store_true",
-        help="this pipeline also pools cell embeddings (upstream always pools cell tokens)",
-    )
-    ap.add_argument(
-        "--hv-fp32",
-        dest="hv_fp32",
-        action="store_true",
-        help="HV map as float32 in this pipeline's outputs (default float16, the deployment default)",
-    )
-    ap.add_argument(
-        "--no-gate",
-        dest="gate",
-        action="store_false",
-        help="export the ONNX graph without the parity gate (e.g. barely trained checkpoints)",
-    )
-    ap.add_argument("--slide", type=Path, default=None, help="an existing slide instead of a synthetic one")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", type=Path, default=None, help="keep slide/checkpoint/outputs here")
-    ap.add_argument("--json", type=Path, default=None, help="write the report as JSON")
-    args = ap.parse_args(argv)
-    if args.tiles < 2:
-        ap.error("--tiles must be >= 2 (upstream removes padding specially for one-tile-wide slides)")
-    if args.tile_size % 16 or args.tile_size <= MARGIN:
-        ap.error("--tile-size must be a multiple of 16 and > 64")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    if not args.upstream_python.is_file():
+        print(
+            f"{args.upstream_python} not found: run `bash benchmarks/upstream_env.sh` first", file=sys.stderr
+        )
+        return 2
+    work = (args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "cellvit-e2e-upstream").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint = args.checkpoint.resolve()
+    arch, sha, names = checkpoint_info(checkpoint)
+    names = {i: n for i, n in names.items() if i > 0}
+    graph = export_graph(checkpoint, sha, work, args.gate) if "onnxruntime" in args.backends else None
+    models = {"onnxruntime": graph, "torch": checkpoint}
+    sides = ["upstream"] + [f"cellvit-trt {b}" for b in args.backends]
 
-    with tempfile.TemporaryDirectory(prefix="cellvit-e2e-") as tmp:
-        work = args.workdir or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        checkpoint, model_desc = make_checkpoint(args.model, args.tile_size, work, args.seed)
-        checkpoint = snapshot(checkpoint, work)
-        model_desc += f" [{checkpoint.name}]"
-        t = time.perf_counter()
-        slide = args.slide or write_slide(work, args.tiles, args.tile_size, args.seed)
-        synth_s = time.perf_counter() - t
-        rows: list[SideResult] = []
-        warmup_slide = write_slide(work, 1, args.tile_size, args.seed)
-        for name in args.backends:
-            rows.append(
-                run_ours(
-                    slide,
-                    warmup_slide,
-                    checkpoint,
-                    name,
-                    args.tile_size,
-                    args.batch,
-                    args.threads,
-                    work / f"out-{name}",
-                    args.embeddings,
-                    "float32" if args.hv_fp32 else "float16",
-                    args.gate,
-                )
-            )
-        base = run_baseline(slide, checkpoint, args.tile_size, args.batch, args.threads)
-        rows.insert(0, base)
-        agree = {r.name: agreement(base.xy, base.types, r.xy, r.types) for r in rows if r is not base}
-        load = os.getloadavg()
-        synth_note = "" if args.slide else f", synthetic, written in {synth_s:.1f} s"
-        header = [
-            "End to end, same model / slide / machine, one run: cellvit-trt vs upstream-style baseline",
-            f"model: {model_desc}; tile {args.tile_size}, batch {args.batch}",
-            f"slide: {slide.name} ({base.tiles} tiles{synth_note})",
-            f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-            f"load average at end {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}",
-            f"agreement: one-to-one centroid pairs within {MATCH_RADIUS:g} px; F1, type agreement of pairs, "
-            "pairs on the same pixel (ours rounded as upstream rounds)",
-        ]
-        print_report(rows, base, agree, header)
+    def cmd_for(side: str, slide: Path, out: Path) -> list[str]:
+        if side == "upstream":
+            return upstream_cmd(args, slide, checkpoint, out)
+        backend = side.split()[1]
+        return ours_cmd(args, backend, slide, models[backend], out)
+
+    slides = [
+        synthetic_slide(work, s[1], s[2], args.seed) if isinstance(s, tuple) else s.resolve()
+        for s in args.slides
+    ]
+    header = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "checkpoint": f"{checkpoint.name} ({arch}, sha256 {sha[:12]})",
+        "batch": args.batch,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "load_at_start": loadavg(),
+        "label": PARTIAL,
+    }
+    print("\n".join(f"{k}: {v}" for k, v in header.items()), flush=True)
+    if args.warmup:
+        warm = synthetic_slide(work, 1, 1, args.seed)
+        print("warm-up (not timed), one tile per side", flush=True)
+        for side in sides:
+            out = work / "warmup" / side.replace(" ", "-")
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            m = measure(cmd_for(side, warm, out), log=work / "warmup.log")
+            if m.rc != 0:
+                raise SystemExit(f"warm-up of {side} failed (exit {m.rc}); log: {work / 'warmup.log'}")
+
+    report: dict[str, Any] = {**header, "slides": {}}
+
+    def save(partial: dict[str, Any] | None = None) -> None:
+        # after every run, so that a failure late in a long benchmark loses nothing measured
         if args.json:
-            from cellvit_trt.bench.environment import environment
-            from cellvit_trt.io import write_json
+            args.json.write_text(json.dumps(jsonable({**report, **(partial or {})}), indent=1, default=float))
 
-            report = {
-                "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-                "model": model_desc,
-                "tile_size": args.tile_size,
-                "batch": args.batch,
-                "tiles": base.tiles,
-                "slide": str(slide) if args.slide else f"synthetic {args.tiles}x{args.tiles}",
-                "cpu_model": cpu_model(),
-                "load_average": load,
-                "environment": environment(),
-                "sides": [
-                    {
-                        "name": r.name,
-                        "wall_s": r.wall_s,
-                        "tiles_per_s": r.tiles_per_s,
-                        "stages_s": r.stages,
-                        "cells": r.cells,
-                        "cells_before_merge": r.cells_before_merge,
-                        "notes": r.notes,
-                        **r.extra,
-                        "agreement_vs_baseline": agree.get(r.name),
-                        "speedup_vs_baseline": base.wall_s / r.wall_s,
-                    }
-                    for r in rows
-                ],
-            }
-            write_json(args.json, report)
-            print(f"JSON: {args.json}")
+    for slide in slides:
+        mpp = slide_mpp(slide)
+        print(f"\nslide {slide.name} ({mpp} mpp)", flush=True)
+        runs: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
+        for i in range(args.runs):
+            order = sides if i % 2 == 0 else sides[1:] + sides[:1]
+            for side in order:
+                out = work / "out" / slide.stem / f"{side.replace(' ', '-')}-run{i}"
+                runs[side].append(run_side(side, cmd_for(side, slide, out), out, slide, work / "runs.log"))
+                save({"in_progress": {"slide": slide.name, "runs": runs}})
+        summ = summarise(runs)
+        cells = compare_cells(runs, names, mpp)
+        print_slide(f"{slide.name}: {PARTIAL}", runs, summ, cells)
+        report["slides"][slide.name] = {"mpp": mpp, "runs": jsonable(runs), "summary": summ, "cells": cells}
+    report["load_at_end"] = loadavg()
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print(f"\nload at end {report['load_at_end']}; finished {report['finished']}")
+    if args.json:
+        save()
+        print(f"JSON: {args.json}")
     return 0
 
 

@@ -21,7 +21,7 @@ from cellvit_trt.models import (
     make_info,
     save_checkpoint,
 )
-from cellvit_trt.models.flat_config import flatten
+from cellvit_trt.models.flat_config import flatten, unflatten
 from cellvit_trt.models.oracle import max_abs_diff, randomize_, randomized_pair, upstream_model
 
 NUCLEI_TYPES = {
@@ -314,3 +314,22 @@ def test_numpy_values_in_config_are_accepted(tmp_path):
     _, info = load_checkpoint(path)
     assert info.magnification == 20 and info.mean == (0.5, 0.5, 0.5)
     assert type(info.config["training"]["lr"]) is float
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_saved_config_has_every_section_upstream_inference_reads(amp, tmp_path):
+    """cellvit==1.0.9 CellViTInference reads these keys of the unflattened config without defaults
+    (_get_model, _load_inference_transforms, _setup_amp, the Ray actor's nuclei_types); a checkpoint
+    written without `training` failed there with KeyError: 'training'."""
+    import dataclasses
+
+    model = build_model("tiny")
+    path = tmp_path / "m.pth"
+    save_checkpoint(path, model, dataclasses.replace(make_info(model.spec), mixed_precision=amp))
+    conf = unflatten(torch.load(path, weights_only=True)["config"])
+    assert conf["training"]["mixed_precision"] is amp
+    assert conf["data"]["num_nuclei_classes"] == 6 and conf["data"]["num_tissue_classes"] == 19
+    assert conf["transformations"]["normalize"]["mean"] == [0.5, 0.5, 0.5]
+    assert conf["dataset_config"]["nuclei_types"]["Background"] == 0
+    assert "backbone" in conf["model"]
+    assert load_checkpoint(path, compute_sha256=False)[1].mixed_precision is amp

@@ -217,6 +217,8 @@ def save_checkpoint(path: str | Path, model: CellViT, info: ModelInfo | None = N
         "tissue_types": {n: i for i, n in enumerate(info.tissue_names)},
     }
     conf.setdefault("transformations", {})["normalize"] = {"mean": list(info.mean), "std": list(info.std)}
+    # upstream's CellViTInference._setup_amp reads conf["training"] unconditionally (KeyError without it)
+    conf.setdefault("training", {})["mixed_precision"] = info.mixed_precision
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     obj = {"arch": arch_for(spec), **extra, "config": flatten(conf), "model_state_dict": state}
     with atomic_path(path) as tmp:
