@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # upstream_oracle (test-only)
+
 MARGIN = 64  # upstream: total tile overlap and cell_status margin (pixels at target mpp)
 TOKEN_SIZE = 16  # ViT patch size: cell tokens are pooled over bbox / 16
 MATCH_RADIUS = 12.0  # px at 40x (0.25 mpp): the detection-F1 radius used by CellViT / HoVer-Net
@@ -81,7 +83,7 @@ def make_checkpoint(spec: str, tile_size: int, folder: Path, seed: int) -> tuple
             save_checkpoint(path, build_model("tiny").eval())
         return path, f"tiny CellViT, random weights (PyTorch default init, seed {seed})"
     if spec == "cellvit256-random":
-        from cellvit_trt.models.oracle import randomize_, upstream_model
+        from upstream_oracle import randomize_, upstream_model  # tests/upstream_oracle.py
 
         path = folder / f"cellvit256-random-s{seed}.pth"
         if not path.is_file():
@@ -142,7 +144,7 @@ class UpstreamStyleForward:
 def baseline_model(checkpoint: Path) -> tuple[Any, Any, str]:
     """(callable forward(x, retrieve_tokens), ModelInfo, description of what runs)."""
     from cellvit_trt.models import load_checkpoint
-    from cellvit_trt.models.oracle import upstream_model
+    from upstream_oracle import upstream_model  # tests/upstream_oracle.py
 
     ours, info = load_checkpoint(checkpoint)
     variant = info.variant

@@ -167,6 +167,36 @@ def open_backend(
     return TensorRTBackend(path, slots=slots, cuda_graphs=cuda_graphs, device=device)
 
 
+def open_run_backend(settings: Any) -> Backend:
+    """The backend `cellvit-trt run` opens for a `RunSettings` (not yet active); each Ray worker opens its own
+    the same way."""
+    return open_backend(
+        settings.model,
+        settings.backend,
+        batch=settings.batch,
+        tile_size=settings.tile_size,
+        precision=settings.precision,
+        providers=settings.providers,
+        threads=settings.threads,
+        device=settings.device,
+        cuda_graphs=settings.cuda_graphs,
+        slots=settings.in_flight,
+        tokens="embeddings" in settings.outputs,
+        cache_dir=settings.cache_dir,
+    )
+
+
+def check_outputs(backend: Backend, outputs: Any, model: Any) -> None:
+    """Refuse outputs the active backend's model cannot give (embeddings need a `tokens` output)."""
+    from cellvit_trt.errors import ConfigError
+
+    if "embeddings" in outputs and "tokens" not in backend.output_names:
+        raise ConfigError(
+            f"outputs: 'embeddings' needs a model with a 'tokens' output; {model} "
+            f"has {list(backend.output_names)} (export with --tokens)"
+        )
+
+
 def export_cached(
     checkpoint: Path,
     tile_size: int,
@@ -195,17 +225,25 @@ def export_cached(
     if out.is_file():
         log.info("reusing exported graph %s", out)
         return out
-    log.warning("exporting %s to %s (once; later runs reuse it)", checkpoint, out)
-    export(
-        ExportSettings(
-            checkpoint=checkpoint,
-            output=out,
-            precision=precision,
-            tile_size=tile_size,
-            tokens=tokens,
-            gate=gate,
+    from cellvit_trt.io import file_lock
+
+    # Workers sharing a cache (several Ray actors on a node, nodes on shared storage) export it once: the
+    # others wait for the lock and then find the graph.
+    with file_lock(out):
+        if out.is_file():
+            log.info("reusing exported graph %s (exported by another process meanwhile)", out)
+            return out
+        log.warning("exporting %s to %s (once; later runs reuse it)", checkpoint, out)
+        export(
+            ExportSettings(
+                checkpoint=checkpoint,
+                output=out,
+                precision=precision,
+                tile_size=tile_size,
+                tokens=tokens,
+                gate=gate,
+            )
         )
-    )
     return out
 
 
@@ -228,7 +266,9 @@ __all__ = [
     "DeviceError",
     "ModelMeta",
     "check_images",
+    "check_outputs",
     "choose_backend",
     "open_backend",
+    "open_run_backend",
     "model_kind",
 ]
