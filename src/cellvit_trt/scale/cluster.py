@@ -70,10 +70,18 @@ def connect(ray: Any, address: str) -> None:
         target = address
     try:
         ray.init(address=target, **kwargs)
-    except (ConnectionError, TimeoutError, ValueError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:
+        what = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        if target is None and not os.environ.get("RAY_ADDRESS"):
+            raise ConfigError(
+                f"--ray: Ray could not start on this machine ({what}); Ray keeps its sockets under "
+                "$RAY_TMPDIR (default /tmp), whose path must stay short"
+            ) from exc
         raise ConfigError(
-            f"--ray {address}: no Ray cluster could be joined ({type(exc).__name__}: {exc}); start one with "
-            "`ray start --head` (docs/scale-out.md) or use --ray without ADDRESS for one on this machine"
+            f"--ray {address}: no Ray cluster could be joined ({what}); start one with `ray start --head` "
+            "(docs/scale-out.md), or use --ray without ADDRESS for one on this machine. A cluster with "
+            "token authentication (the default of `ray start` in recent Ray) also needs RAY_AUTH_MODE=token "
+            "and its token (~/.ray/auth_token or RAY_AUTH_TOKEN) on this side"
         ) from exc
 
 

@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TextIO
 
 from cellvit_trt.runtime.progress import clock
@@ -33,16 +34,19 @@ class JobProgress:
         enabled: bool | None = None,
         min_interval_s: float = 0.5,
         log_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total = int(total)
+        self.clock = clock
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.min_interval_s, self.log_interval_s = min_interval_s, log_interval_s
         self._samples: deque[tuple[float, int]] = deque()
-        self._last_draw = self._last_log = time.monotonic()
+        self._last_draw = self._last_log = clock()
         self.text = ""
 
     def rate(self, tiles: int, now: float) -> float:
+        """Tiles per second over the last WINDOW_S seconds of samples."""
         self._samples.append((now, tiles))
         while len(self._samples) > 2 and now - self._samples[0][0] > WINDOW_S:
             self._samples.popleft()
@@ -68,7 +72,7 @@ class JobProgress:
         busy_tiles: int,
         workers: int,
     ) -> None:
-        now = time.monotonic()
+        now = self.clock()
         rate = self.rate(tiles, now)
         eta = None
         if tiles_per_slide is not None and rate > 0:
