@@ -24,7 +24,7 @@ def test_single_machine_run_imports_no_ray(demo_onnx, slides, tmp_path):
     """A real `cellvit-trt run` (ONNX Runtime, a synthetic slide) in a fresh interpreter: no `ray` loaded."""
     code = (
         "import sys\nfrom cellvit_trt.cli import main\nrc = main(sys.argv[1:])\n"
-        "print('RAY_LOADED', sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+        "print('RAY_LOADED', 'ray' in sys.modules)\n"
         "sys.exit(rc)"
     )
     args = [str(slides["s2"]), "-m", str(demo_onnx), "-o", str(tmp_path / "o"), "-q", *RUN]
@@ -37,7 +37,7 @@ def test_single_machine_run_imports_no_ray(demo_onnx, slides, tmp_path):
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "RAY_LOADED []" in r.stdout, r.stdout
+    assert "RAY_LOADED False" in r.stdout, r.stdout[-2000:]
     assert (tmp_path / "o" / "s2" / "cells.json").is_file()
 
 

@@ -3,7 +3,9 @@ each input ran. One file and one schema for both executors, so tools that read a
 job too; the Ray form only adds keys:
 
 - `executor`: {"kind": "ray", "address", "ray_version", "placement": {cpus, gpus per slide, workers, ...},
-  "workers": [node, host, pid, cpus, GPUs, backend, device of each worker as it started], "tiles_per_s"};
+  "workers": [node, host, pid, cpus, GPUs, backend, device, start_s of each worker as it started],
+  "connect_s" (ray.init), "startup_s" (until the first worker was ready), "wall_s" (the dispatch, start-up
+  included), "tiles_inferred" and "tiles_per_s" (tiles the job inferred, resumed ones not counted)};
 - per input, `worker`: {"node", "host", "pid", "gpus", "device", "attempts"} of the attempt that produced
   the outcome (or is running it: the driver rewrites the file when a slide starts, so the PID of the worker
   running a slide can be read there).

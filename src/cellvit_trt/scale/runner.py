@@ -195,6 +195,7 @@ class Dispatcher:
             return
         slot.info, slot.tiles, slot.down_since = info, 0, None
         self.record.executor.setdefault("workers", []).append(info)
+        self.record.executor.setdefault("startup_s", round(time.monotonic() - self.t0, 3))
         self._record_unplanned()
 
     def _on_status(self, slot: Slot, ref: Any) -> None:
@@ -363,7 +364,9 @@ def run_on_ray(plan: Plan, settings: Any, scale: Any, quiet: bool = False) -> Jo
     """Run every planned input on Ray workers; the record (run.json) is closed on return or interrupt."""
     ray = require_ray()
     keep = signal.getsignal(signal.SIGTERM)
+    t0 = time.monotonic()
     connect(ray, scale.address)
+    connect_s = round(time.monotonic() - t0, 3)
     if keep is not None and threading_is_main():
         signal.signal(signal.SIGTERM, keep)  # Ray's driver handler exits; ours stops slides cleanly
     try:
@@ -376,6 +379,7 @@ def run_on_ray(plan: Plan, settings: Any, scale: Any, quiet: bool = False) -> Jo
                 "kind": "ray",
                 "address": scale.address,
                 "ray_version": ray.__version__,
+                "connect_s": connect_s,
                 "placement": placement.to_dict(),
                 "workers": [],
             },
