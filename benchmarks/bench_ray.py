@@ -6,12 +6,15 @@ Slides: synthetic Aperio slides (all tissue) of grid x grid tiles of `tile` px (
 `tile` px ONNX graph, run by ONNX Runtime on the CPU). Every run is the CLI in a process of its own, as a user
 starts it; Ray is started by the CLI (`--ray` without ADDRESS) and stopped at its end.
 
-Printed per run: wall time, CPU time (the whole process tree: driver, Ray's daemons, its workers), the time
+Printed per run: wall time, CPU time (the whole process tree: driver, Ray's daemons, its workers; sampled
+every 0.2 s, so the last moments of short-lived processes are missed), the time
 to connect and to get the first worker ready, slides/hour, and the Ray overhead per slide:
 
     per-slide time = (dispatch wall - start-up) / slides * workers   (Ray: what a slide costs a worker)
                    = wall of the slides / slides                      (plain: the sum of run.json's seconds)
     overhead       = Ray per-slide time / plain per-slide time - 1    (1 worker with all the CPUs)
+    Ray s/slide    = ((dispatch wall - start-up) x workers - sum of the slides' seconds) / slides
+                     (what Ray itself adds per slide, whatever the machine's load does to the slides)
 
 with the machine's load average before and after each run (the machine may be shared: ratios measured in one
 run, side by side, are what to compare). Cells are checked identical across the runs.
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -33,9 +35,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_children() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def tree_cpu(proc: subprocess.Popen, seen: dict[int, float]) -> None:
+    """CPU seconds of the driver and every process below it (Ray's daemons and workers are not reaped by
+    us, so getrusage(RUSAGE_CHILDREN) would miss them): the last reading of each PID."""
+    import psutil
+
+    try:
+        root = psutil.Process(proc.pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            seen[p.pid] = t.user + t.system
+        except psutil.Error:
+            continue
 
 
 def make_slides(folder: Path, n: int, grid: int, tile: int) -> list[Path]:
@@ -55,15 +70,25 @@ def make_slides(folder: Path, n: int, grid: int, tile: int) -> list[Path]:
     return paths
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
-    cpu0, t0 = cpu_children(), time.perf_counter()
-    r = subprocess.run(
-        [sys.executable, "-m", "cellvit_trt.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    wall, cpu = time.perf_counter() - t0, cpu_children() - cpu0
-    if r.returncode != 0:
-        raise SystemExit(f"cellvit-trt {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    return wall, cpu, r
+def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall s, CPU s of the process tree, sampled every 0.2 s) of `cellvit-trt ARGS`."""
+    seen: dict[int, float] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cellvit_trt.cli", *args], stdout=subprocess.DEVNULL, stderr=err, env=env,
+            cwd=ROOT,
+        )  # fmt: skip
+        while proc.poll() is None:
+            tree_cpu(proc, seen)
+            time.sleep(0.2)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(
+                f"cellvit-trt {' '.join(args)} failed ({proc.returncode}):\n{err.read()[-3000:]}"
+            )
+    return wall, sum(seen.values())
 
 
 def cells(out: Path, name: str) -> str:
@@ -115,8 +140,8 @@ def main() -> int:
         f"CPU, batch {args.batch}), {cpus} CPUs; Ray {_ray_version()}"
     )
     head = (
-        f"{'run':<28} {'wall s':>7} {'CPU s':>7} {'connect':>8} {'startup':>8} {'s/slide':>8} {'slides/h':>9}"
-        f" {'steady/h':>9} {'overhead':>9}  load before/after"
+        f"{'run':<28} {'wall s':>7} {'CPU s':>7} {'CPU/sl':>7} {'connect':>8} {'startup':>8} {'s/slide':>8}"
+        f" {'slides/h':>9} {'steady/h':>9} {'overhead':>9} {'Ray s/sl':>9}  load before/after"
     )
     print(head)
     reference, plain_slide = None, None
@@ -125,7 +150,7 @@ def main() -> int:
             out = work / f"out-{rep}-{workers}-{'ray' if extra else 'plain'}"
             shutil.rmtree(out, ignore_errors=True)
             load0 = os.getloadavg()[0]
-            wall, cpu, _ = run_cli(["run", *map(str, slides), "-o", str(out), *common, *extra], env)
+            wall, cpu = run_cli(["run", *map(str, slides), "-o", str(out), *common, *extra], env)
             load1 = os.getloadavg()[0]
             job = json.loads((out / "run.json").read_text())
             names = [e["output_name"] for e in job["inputs"]]
@@ -137,23 +162,27 @@ def main() -> int:
             if ex is None:
                 per_slide = sum(e["seconds"] for e in job["inputs"]) / len(names)
                 plain_slide = per_slide
-                connect = startup = "-"
+                connect = startup = gap = "-"
                 overhead = "-"
             else:
                 per_slide = (ex["wall_s"] - ex["startup_s"]) / len(names) * workers
                 connect, startup = f"{ex['connect_s']:.1f}", f"{ex['startup_s']:.1f}"
+                # the driver's share: dispatch wall that no worker spent inside a slide
+                busy = sum(e["seconds"] for e in job["inputs"])
+                gap = f"{((ex['wall_s'] - ex['startup_s']) * workers - busy) / len(names):.2f}"
                 overhead = (
                     f"{100 * (per_slide / plain_slide - 1):+.1f}%" if workers == 1 and plain_slide else "-"
                 )
             print(
-                f"{label:<28} {wall:7.1f} {cpu:7.1f} {connect:>8} {startup:>8} {per_slide:8.2f} "
-                f"{3600 * len(names) / wall:9.0f} {3600 * workers / per_slide:9.0f} {overhead:>9}  "
-                f"{load0:.1f}/{load1:.1f}"
+                f"{label:<28} {wall:7.1f} {cpu:7.1f} {cpu / len(names):7.1f} {connect:>8} {startup:>8} "
+                f"{per_slide:8.2f} {3600 * len(names) / wall:9.0f} {3600 * workers / per_slide:9.0f} "
+                f"{overhead:>9} {gap:>9}  {load0:.1f}/{load1:.1f}"
             )
     print(
         "s/slide: a worker's seconds per slide (Ray: dispatch wall less start-up, x workers); slides/h: "
         "from the process wall (start-up included); steady/h: workers / s/slide (no start-up); overhead: "
-        "1-worker Ray vs plain, per slide."
+        "1-worker Ray vs plain, per slide; Ray s/sl: seconds per slide no worker spent in a slide (dispatch, "
+        "results, the last slides' imbalance across workers)."
     )
     shutil.rmtree(ray_tmp, ignore_errors=True)
     return 0
