@@ -132,10 +132,17 @@ def _wait(cond, proc, what: str) -> None:
         time.sleep(0.1)
 
 
+def _default_sigint() -> None:
+    # as in a terminal: a test runner started in the background (`cmd &` in a script) ignores SIGINT, and a
+    # child would inherit that and never see the Ctrl-C this test sends
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _driver(args: list[str], **extra_env: str) -> subprocess.Popen:
     code = "import sys\nfrom cellvit_trt.cli import main\nsys.exit(main(sys.argv[1:]))"
     return subprocess.Popen(
         [sys.executable, "-c", code, *map(str, args)],
+        preexec_fn=_default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
