@@ -446,11 +446,10 @@ def run_ours(
         # allocator and JIT warm-up), then the kernels on a dense synthetic map
         import pandas  # noqa: F401 - pyarrow imports it lazily on the first cell batch (~1 s, once a process)
 
-        run_input(
-            warmup_slide, settings, backend, out_dir=out.with_name(out.name + "-warmup"), progress=False
-        )
+        warm_out = out.with_name(out.name + "-warmup")
+        run_input(warmup_slide, settings, backend, out_dir=warm_out, progress=False, replace_other=True)
         warm_kernels(backend.tile_size)
-        res = run_input(slide, settings, backend, out_dir=out, progress=False)
+        res = run_input(slide, settings, backend, out_dir=out, progress=False, replace_other=True)
         described = backend.describe()
     table = np.genfromtxt(
         out / "cells.csv", delimiter=",", names=True, dtype=None, encoding="utf-8", usecols=("x", "y", "type")

@@ -2,13 +2,21 @@
 
 - `upstream`: the cellvit==1.0.9 oracle. It must be importable: CI fails loudly (never skips) without it.
 - `gpu` / `tensorrt` markers: skipped when no CUDA GPU (probed through cuda-python) or no TensorRT is present.
+- the extras install job (scripts/check_extras.py): started in the background as soon as its tests are
+  collected, so that it runs beside the rest of the suite; its tests run last and wait for it.
 """
 
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+
+EXTRAS_TESTS = "tests/install/test_extras_install.py"
 
 
 def _import_upstream():
@@ -60,3 +68,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_trt)
         elif "gpu" in item.keywords and not gpu:
             item.add_marker(skip_gpu)
+
+    extras = [item for item in items if item.nodeid.startswith(EXTRAS_TESTS)]
+    if extras:
+        items[:] = [item for item in items if not item.nodeid.startswith(EXTRAS_TESTS)] + extras
+        start_extras_job(config)
+
+
+def start_extras_job(config) -> tuple[subprocess.Popen, Path]:
+    """scripts/check_extras.py in the background, once per session; log and results in a temp folder."""
+    job = getattr(config, "_cellvit_extras_job", None)
+    if job is None:
+        work = Path(tempfile.mkdtemp(prefix="cellvit-extras-"))
+        root = Path(__file__).resolve().parent.parent
+        with open(work / "check_extras.log", "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, str(root / "scripts" / "check_extras.py"), "--work", str(work)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=root,
+            )
+        job = config._cellvit_extras_job = (proc, work)
+    return job

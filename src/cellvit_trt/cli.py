@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from cellvit_trt import __version__
-from cellvit_trt.errors import CellViTTRTError
+from cellvit_trt.errors import CellViTTRTError, UsageError
 
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("cellvit_trt.export.cli", "export a CellViT checkpoint to a deployment ONNX graph"),
     "build": ("cellvit_trt.engine.cli", "build a TensorRT engine from an exported ONNX graph"),
     "run": ("cellvit_trt.runtime.cli", "segment a slide, image(s) or tile folder and write cells"),
+    "serve": (
+        "cellvit_trt.serve.cli",
+        "scanner integration service: stream a slide's tiles over gRPC, get cells back while scanning",
+    ),
     "validate": (
         "cellvit_trt.metrics.cli",
         "compare a candidate (engine/graph/backend) with the FP32 reference",
@@ -44,8 +48,9 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cellvit-trt {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="command")
+    parser.command_parsers = {}  # type: ignore[attr-defined]
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = parser.command_parsers[name] = sub.add_parser(name, help=help_text, description=help_text)  # type: ignore[attr-defined]
         if name == command:
             importlib.import_module(module).add_arguments(p)
     return parser
@@ -66,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
+    except UsageError as exc:  # found after parsing (e.g. an input that may also come from --config)
+        parser.command_parsers[args.command].print_usage(sys.stderr)
+        print(f"cellvit-trt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except CellViTTRTError as exc:
         print(f"cellvit-trt {args.command}: error: {exc}", file=sys.stderr)
         return 1

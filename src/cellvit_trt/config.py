@@ -4,6 +4,11 @@ Every command keeps its options in one dataclass. A YAML file may hold a section
 (`run:`, `export:`, `build:`, `bench:`, ...) or the command's keys at top level. Flags given on the command
 line override the file. Errors name the file, the key and what was expected.
 
+Settings files are data from outside: `yaml.safe_load` semantics (no tags), at most 1 MiB, and no aliases
+(`*name`): an alias-expansion bomb ("billion laughs": a few hundred bytes that expand to gigabytes when
+printed) is refused while parsing. Values quoted in error messages are shortened (`reprlib`), so no message
+is large.
+
     settings = resolve(RunSettings, args, section="run")      # args.config may name a YAML file
 """
 
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -21,6 +27,28 @@ import yaml
 from cellvit_trt.errors import ConfigError
 
 T = TypeVar("T")
+
+CONFIG_MAX_BYTES = 1 << 20
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 80, 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 8
+
+
+def short(value: Any) -> str:
+    """A bounded repr for messages (at most a few hundred characters, whatever the value)."""
+    return _SHORT.repr(value)
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """safe_load, refusing aliases: settings never need them, and expanded ones can be a memory bomb."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in settings files", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def _describe(tp: Any) -> str:
@@ -84,7 +112,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return from_dict(tp, value, where)
     elif tp is Any:
         return value
-    raise ConfigError(f"{where}: expected {_describe(tp)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {_describe(tp)}, got {short(value)}")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "settings") -> T:
@@ -95,7 +123,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "settings") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
+        raise ConfigError(f"{where}: unknown key(s) {short(unknown)}; valid keys are {sorted(fields)}")
     values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         obj = cls(**values)
@@ -116,9 +144,14 @@ def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
     """Read a YAML settings file; return `section` if the file has one, else the whole mapping."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        size = path.stat().st_size
+        if size > CONFIG_MAX_BYTES:
+            raise ConfigError(f"config file {path}: {size} bytes, more than the {CONFIG_MAX_BYTES} allowed")
+        data = yaml.load(path.read_text(), Loader=_SettingsLoader) or {}  # noqa: S506 - a SafeLoader
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path}: not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: not readable ({exc})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):

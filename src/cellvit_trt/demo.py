@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cellvit_trt.argtypes import nonnegative_int, positive_int
 from cellvit_trt.io import atomic_open, write_json
 
 TILE_OVERLAP = 64  # upstream: 32 px per side
@@ -28,16 +29,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", type=Path, default=Path("demo_out"), help="output folder (default demo_out)"
     )
-    p.add_argument("--tiles", type=int, default=3, help="synthetic slide size in tiles per side (default 3)")
-    p.add_argument("--tile-size", dest="tile_size", type=int, default=1024, help="tile size (default 1024)")
+    p.add_argument(
+        "--tiles", type=positive_int, default=3, help="synthetic slide size in tiles per side (default 3)"
+    )
+    p.add_argument(
+        "--tile-size", dest="tile_size", type=positive_int, default=1024, help="tile size (default 1024)"
+    )
     p.add_argument(
         "--backend",
         default="auto",
         choices=["auto", "tensorrt", "onnxruntime"],
         help="auto: TensorRT with a GPU and TensorRT, else ONNX Runtime",
     )
-    p.add_argument("--batch", type=int, default=2, help="tiles per batch (default 2)")
-    p.add_argument("--seed", type=int, default=7, help="seed of the synthetic slide (default 7)")
+    p.add_argument("--batch", type=positive_int, default=2, help="tiles per batch (default 2)")
+    p.add_argument("--seed", type=nonnegative_int, default=7, help="seed of the synthetic slide (default 7)")
 
 
 class _Steps:
@@ -91,6 +96,45 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def per_class_table(per_class: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown rows of PQ / F1 / precision / recall and counts per class (the mPQ is their PQ mean)."""
+    lines = [
+        "| class | PQ | F1 | precision | recall | true cells | predicted cells |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, c in per_class.items():
+        lines.append(
+            f"| {name} | {_f(c.get('pq'))} | {_f(c.get('f1'))} | {_f(c.get('precision'))} | "
+            f"{_f(c.get('recall'))} | {c.get('n_true', 'n/a')} | {c.get('n_pred', 'n/a')} |"
+        )
+    return lines
+
+
+def _command(args: argparse.Namespace) -> str:
+    default = {
+        "output": Path("demo_out"),
+        "tiles": 3,
+        "tile_size": 1024,
+        "backend": "auto",
+        "batch": 2,
+        "seed": 7,
+    }
+    flags = {
+        "output": "-o",
+        "tiles": "--tiles",
+        "tile_size": "--tile-size",
+        "backend": "--backend",
+        "batch": "--batch",
+        "seed": "--seed",
+    }
+    parts = ["cellvit-trt demo"]
+    for key, flag in flags.items():
+        value = getattr(args, key, default[key])
+        if value != default[key]:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
 def _report(facts: dict[str, Any]) -> str:
     v = facts["validation"]["dataset"]
     t = facts["run"]["timing"]
@@ -106,8 +150,13 @@ def _report(facts: dict[str, Any]) -> str:
         f"({facts['export']['precision']} graph, tile {facts['tile_size']}).",
         "",
         "## Accuracy against the synthetic ground truth",
+        f"Measured by `{facts['command']}` (the merged cells of the whole slide against its exact truth).",
+        "",
         f"- bPQ {_f(v['bPQ'])}, mPQ {_f(v['mPQ'])}, detection F1 {_f(v['f1'])} "
         f"(precision {_f(v['precision'])}, recall {_f(v['recall'])})",
+        "",
+        *per_class_table(facts["validation"].get("per_class", {})),
+        "",
         "- export parity gate (ONNX Runtime vs PyTorch FP32): "
         + ("passed" if facts["export"]["gate_passed"] else "FAILED"),
         "",
@@ -176,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         outputs=["geojson", "cells", "table", "tissue", "overlay", "summary"],
     )
     with backend:
-        result = run_input(slide.slide, settings, backend, out_dir=out / "run")
+        result = run_input(slide.slide, settings, backend, out_dir=out / "run", replace_other=True)
         kind = backend.kind
         magnification = backend.meta.magnification
     stats = result.stats
@@ -228,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
         "report": out / "report.md",
     }
     facts = {
+        "command": _command(args),
         "tile_size": args.tile_size,
         "slide": {"width": side, "height": side, "cells": slide.n_cells},
         "export": {"precision": "fp32", "gate_passed": gate_passed},

@@ -11,6 +11,10 @@ class InputError(CellViTTRTError, ValueError):
     """Bad user input: a file, a field or a value that is not what was expected."""
 
 
+class UsageError(InputError):
+    """The command line itself is incomplete or contradictory (exit 2, like argparse's own errors)."""
+
+
 class CheckpointError(InputError):
     """A file that is not a loadable CellViT checkpoint."""
 
@@ -40,5 +44,6 @@ def require(module: str, extra: str, purpose: str):
     except ImportError as exc:  # pragma: no cover - exercised only where the extra is missing
         raise DependencyError(
             f"{purpose} needs the Python package '{module}', which is not installed ({exc}). "
-            f"Install it with: pip install 'cellvit-trt[{extra}]'"
+            f"Install the '{extra}' extra: pip install 'cellvit-trt[{extra}]' "
+            f"(from a checkout: pip install '.[{extra}]')"
         ) from exc

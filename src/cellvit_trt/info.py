@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cellvit_trt.errors import InputError
+from cellvit_trt.errors import InputError, require
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def graph_info(path: Path) -> dict[str, Any]:
     """Metadata and I/O of an exported graph, read without its weights."""
-    import onnx
+    onnx = require("onnx", "ort", f"reading the ONNX graph {path}")
 
     from cellvit_trt.export.metadata import from_model
 
@@ -51,6 +51,10 @@ def graph_info(path: Path) -> dict[str, Any]:
 
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
+    from cellvit_trt.models.fileformat import check_checkpoint_file
+
+    check_checkpoint_file(path)  # a garbage file is refused before the seconds of importing torch
+    require("torch", "export", f"reading the checkpoint {path}")
     from cellvit_trt.models import load_checkpoint
 
     model, info = load_checkpoint(path)

@@ -1,9 +1,12 @@
 """Atomic file writes: nothing already written is lost or left half-written; and an advisory file lock.
 
 Write to a temporary file in the destination folder, fsync, then `os.replace` (atomic on POSIX and Windows).
-Temporary files are named `.<name>.<random>.tmp`.
+Temporary files are named `.<name>.<8 random characters>.tmp` (TEMP_PATTERN): a process killed with SIGKILL
+cannot remove its own, so the next run of the same output removes them (`remove_orphans`).
 
     with file_lock(path):                   # exclusive lock on `path.lock`; blocking=False raises when busy
+    replace_dir(new, dest)                  # a staged folder replaces `dest` whole (atomic swap on Linux)
+    remove_orphans(folder, names=None, min_age_s=0)   # temp files of killed writers, by their name pattern
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from cellvit_trt.errors import InputError
+
+TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp's 8 characters
 
 
 def _umask() -> int:
@@ -57,6 +65,31 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         raise ValueError(f"atomic_open: mode must write, got {mode!r}")
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
+
+
+def remove_orphans(folder: str | Path, names: set[str] | None = None, min_age_s: float = 0.0) -> list[Path]:
+    """Remove the temporary files `atomic_path` left in `folder` (not recursive) when its process was killed.
+
+    Only names of this package's pattern (`.<name>.<8 characters>.tmp`), only for destinations in `names` when
+    given, only files older than `min_age_s` (a concurrent writer's file is younger). Call it where no other
+    process writes (under the folder's lock) or with an age margin. Returns what was removed."""
+    import time
+
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for p in entries:
+        m = TEMP_PATTERN.match(p.name)
+        if m is None or (names is not None and m.group("name") not in names) or not p.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime >= min_age_s:
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
@@ -116,3 +149,48 @@ def file_lock(path: str | Path, blocking: bool = True) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the OS or file system
+    cannot, so the caller falls back to two renames."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl without it
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # Windows cannot open a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def replace_dir(new: str | Path, dest: str | Path) -> None:
+    """Make the folder `new` appear at `dest` as a whole and remove what `dest` held.
+
+    Atomic where the OS can swap two directories (Linux); elsewhere `dest` is first renamed to a hidden
+    `.<dest>.old-*` sibling: a kill between the two renames leaves no `dest`, and the next run of that
+    folder puts a complete set back (`runtime.outdir.claim`)."""
+    new, dest = Path(new), Path(dest)
+    if not dest.exists():
+        os.rename(new, dest)
+    elif _exchange(new, dest):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the previous contents
+    else:
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}-{os.urandom(4).hex()}"
+        os.rename(dest, old)
+        os.rename(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(dest.parent)

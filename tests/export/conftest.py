@@ -44,7 +44,7 @@ def calib_dir(workdir) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(tiny, workdir, calib_dir):
-    """precision -> (ExportResult, warnings logged) for the tiny checkpoint at 256 px, gate on (2 tiles)."""
+    """precision -> (ExportResult, warnings logged) for the tiny checkpoint at 256 px."""
     import logging
 
     from cellvit_trt.export import ExportSettings, export
@@ -67,7 +67,10 @@ def exported(tiny, workdir, calib_dir):
                 output=workdir / f"tiny.{precision}.onnx",
                 precision=precision,
                 tile_size=TILE,
-                gate_tiles=2,
+                # fp32/fp16: the gate's sample sized from the thresholds (export/samples.py). int8: the demo
+                # model on 6 calibration tiles fails an honest INT8 gate (docs/export.md); the recipe tests
+                # below need the graph, tests/core/test_gate_intervals.py tests that gate.
+                gate=precision != "int8",
                 calibration=calib_dir if precision == "int8" else None,
                 calibration_tiles=6,
                 calibration_batch=2,

@@ -51,7 +51,7 @@ def test_graph_io_follows_the_contract(exported, tiny, precision):
     assert set(np.unique(out["fg"])) <= {0, 1}
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_gate_ran_and_passed_with_the_files_in_place(exported, precision):
     result, _ = exported[precision]
     report = result.gate

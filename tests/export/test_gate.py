@@ -12,15 +12,17 @@ from cellvit_trt.export.gate import load_thresholds, run_gate
 
 @pytest.fixture(scope="module")
 def truth():
-    """Reference output dict (2 tiles of 256 px) made from exact synthetic ground truth."""
+    """Reference output dict (24 tiles of 256 px, about 1000 nuclei) made from exact synthetic ground truth:
+    enough cells for the fp32 gate's 95 % interval of cell_type_agreement to clear 0.995."""
     from cellvit_trt.synthetic.render import render_window
     from cellvit_trt.synthetic.targets import make_targets
     from cellvit_trt.synthetic.world import World
 
     world = World(seed=21)
     fg, hv, tm, images = [], [], [], []
-    for i in range(2):
-        w = render_window(world, 0, i * 800, 256, 256)
+    n = 24
+    for i in range(n):
+        w = render_window(world, (i // 6) * 800, (i % 6) * 800, 256, 256)
         inst = (w.label + 1).astype(np.int32)
         types = np.concatenate([[0], w.nuclei.type]).astype(np.int64)
         t = make_targets(inst, types)
@@ -32,7 +34,7 @@ def truth():
         "fg": np.stack(fg),
         "hv": np.stack(hv).astype(np.float32),
         "type_map": np.stack(tm),
-        "tissue_logits": np.tile(np.linspace(-1, 1, 19, dtype=np.float32), (2, 1)),
+        "tissue_logits": np.tile(np.linspace(-1, 1, 19, dtype=np.float32), (n, 1)),
     }
     return ref, np.stack(images)
 
@@ -79,10 +81,11 @@ def test_missing_cells_fail_at_cell_level(truth):
 
     ref, images = truth
     cand = {k: v.copy() for k, v in ref.items()}
-    lab, n = ndi.label(cand["fg"][0])
-    drop = np.isin(lab, np.arange(1, n + 1, 3))  # every third blob vanishes
-    cand["fg"][0][drop] = 0
-    cand["type_map"][0][drop] = 0
+    for i in range(len(cand["fg"])):
+        lab, n = ndi.label(cand["fg"][i])
+        drop = np.isin(lab, np.arange(1, n + 1, 3))  # every third blob vanishes
+        cand["fg"][i][drop] = 0
+        cand["type_map"][i][drop] = 0
     report = run_gate(None, Fixed(cand), images, "int8", reference_outputs=ref)
     assert not report.passed
     assert report.metrics["f1"] < 0.95 and report.metrics["bpq"] < 0.95, report.format()

@@ -71,6 +71,10 @@ def run(model, out, *specs, extra=()):
     )
 
 
+def visible_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def run_json(out: Path) -> dict:
     return json.loads((out / "run.json").read_text())
 
@@ -191,6 +195,14 @@ def test_inputs_sharing_a_name_never_share_a_folder(model, tmp_path):
         with pytest.raises(InputError, match="belongs to"):
             run_input(other, RunSettings(mpp=0.25, outputs=["cells"]), be, out_dir=owned, progress=False)
     assert {p.name: p.read_bytes() for p in owned.iterdir() if p.is_file()} == before
+    # a library caller that owns the folder whatever wrote it (the demo regenerates its slide) may replace it
+    with open_backend(model, backend="onnxruntime", batch=2, threads=1) as be:
+        settings = RunSettings(mpp=0.25, outputs=["cells"])
+        run_input(other, settings, be, out_dir=owned, progress=False, replace_other=True)
+    assert json.loads((owned / OWNER_FILE).read_text())["input"] == str(other.resolve())
+    assert visible_files(owned) == ["cell_detection.json", "cells.json"]
+    shutil.rmtree(owned)
+    assert run(model, out2, a) == 0 and Path(run_json(out2)["inputs"][0]["output"]) == owned
     # ownership is by content, not path: the first image moved to another folder is still the owner
     shutil.copy(a, tmp_path / "w" / "p.png") if (tmp_path / "w").mkdir() is None else None
     assert run(model, out2, tmp_path / "w" / "p.png") == 0

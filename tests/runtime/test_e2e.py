@@ -236,9 +236,8 @@ def test_outputs_are_complete_and_consistent(full_run):
     )
     assert all(t["queue_max"][q] <= t["queue_bound"][q] for q in t["queue_max"])
     gdf = geopandas.read_file(out / "cells.geojson")
-    assert (
-        len(gdf) == n and set(gdf.geom_type) == {"Polygon"} and gdf.is_valid.mean() > 0.9
-    )  # raw OpenCV rings, as upstream
+    # every polygon valid: the writer repairs self-touching OpenCV rings (cells.json keeps them raw)
+    assert len(gdf) == n and set(gdf.geom_type) == {"Polygon"} and gdf.is_valid.all()
     assert len(cells_of(out)) == n
     assert len(json.loads((out / "cell_detection.json").read_text())["cells"]) == n
     import pandas as pd
@@ -352,7 +351,7 @@ def test_corrupt_and_truncated_slides_fail_cleanly(world, capsys):
     assert rc == 1
     assert "corrupt.svs" in err and "tile (row" in err, err
     left = [p.name for p in (out / "corrupt").iterdir()] if (out / "corrupt").exists() else []
-    assert [n for n in left if n != ".resume"] == [], left
+    assert [n for n in left if n not in (".resume", ".cellvit-trt-owner.json")] == [], left  # no outputs
     truncated = world["dir"] / "truncated.svs"
     truncated.write_bytes(data[: len(data) // 2])
     rc = main(["run", str(truncated), "-m", str(world["model"]), "-o", str(out), *COMMON])

@@ -247,3 +247,36 @@ def test_emission_order_is_deterministic():
     assert len(runs[0]) > 100
     for other in runs[1:]:
         assert np.array_equal(runs[0], other)
+
+
+def test_the_kept_cells_do_not_depend_on_the_tile_arrival_order():
+    """A scanner's tiles complete in its scan order, not row-major: the merge must keep the same cells as a
+    file run (row-major) whatever the order, because overlap clusters are resolved in a fixed tile order."""
+    grid = TileGrid(3 * 960 - 100, 4 * 960 - 50)
+    info = SourceInfo(name="synthetic", height=grid.height, width=grid.width, mpp=0.25)
+    rng = np.random.default_rng(4)
+    disks = _disks(grid.height, grid.width, rng)
+    batches = {
+        (r, c): CellBatch.from_tile(_tile_table(disks, grid, r, c, rng, 1.0, 0.03), r, c, grid, info)
+        for r, c in grid.tiles()
+    }
+    orders = {
+        "row-major": list(grid.tiles()),
+        "column-major": [(r, c) for c in range(grid.cols) for r in range(grid.rows)],
+        "shuffled": [list(grid.tiles())[i] for i in np.random.default_rng(0).permutation(len(grid))],
+        "bottom-up": list(reversed(list(grid.tiles()))),
+    }
+    kept = {}
+    for name, order in orders.items():
+        emitted: list[CellBatch] = []
+        merge = StreamingMerge(grid, planned=order, emit=emitted.append)
+        for r, c in order:
+            merge.add(r, c, batches[(r, c)])
+        merge.finish()
+        out = CellBatch.concat(emitted)
+        kept[name] = {
+            (int(t[0]), int(t[1]), *map(int, b)) for t, b in zip(out.tile, out.bbox_region, strict=True)
+        }
+    assert len(kept["row-major"]) > 1000
+    for name in orders:
+        assert kept[name] == kept["row-major"], f"{name}: {len(kept[name] ^ kept['row-major'])} cells differ"

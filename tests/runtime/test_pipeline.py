@@ -246,3 +246,30 @@ def test_interrupt_during_inference_is_an_interrupt_not_a_tile_error():
     with InterruptedBackend() as be, pytest.raises(KeyboardInterrupt):
         Pipeline(be, read=image_of, process=lambda i, m: i, sink=lambda i, r: None, batch=4).run(range(40))
     assert _no_pipeline_threads()
+
+
+def test_a_slow_live_source_gets_each_tile_back_without_waiting_for_a_full_batch():
+    """Scanner mode (`batch_wait_s`): a tile that arrives alone is inferred after a short wait, not held until
+    three more arrive; a file source (None) fills its batches."""
+
+    def slow_specs(sunk: list, seen_before: list):
+        for i in range(4):
+            yield i
+            time.sleep(0.4)  # a scanner's pace: the next tile comes later
+            seen_before.append(len(sunk))
+
+    for wait, expect_early in ((0.05, True), (None, False)):
+        sunk: list = []
+        seen: list = []
+        with NumpyBackend(max_batch=4) as be:
+            Pipeline(
+                be,
+                read=image_of,
+                process=lambda i, maps: i,
+                sink=lambda i, r, sunk=sunk: sunk.append(i),
+                batch=4,
+                workers=1,
+                batch_wait_s=wait,
+            ).run(slow_specs(sunk, seen))
+        assert sunk == [0, 1, 2, 3]
+        assert (seen[0] >= 1) is expect_early, (wait, seen)  # tile 0 was out before tile 1 was even read

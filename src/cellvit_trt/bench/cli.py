@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cellvit_trt.argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
 from cellvit_trt.config import add_config_argument, resolve, to_dict
 
 
@@ -28,21 +29,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend", default=None, choices=["auto", "tensorrt", "onnxruntime", "torch", "torch-cuda"]
     )
-    p.add_argument("--batch", type=int, default=None, help="tiles per batch (default 1)")
-    p.add_argument("--tile-size", dest="tile_size", type=int, default=None, help="checkpoints only")
+    p.add_argument("--batch", type=positive_int, default=None, help="tiles per batch (default 1)")
+    p.add_argument("--tile-size", dest="tile_size", type=positive_int, default=None, help="checkpoints only")
     p.add_argument(
         "--precision", default=None, choices=["fp32", "fp16"], help="torch backends / checkpoint export"
     )
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads of ONNX Runtime / PyTorch")
-    p.add_argument("--warmup", dest="warmup_s", type=float, default=None, help="warm-up seconds (default 1)")
     p.add_argument(
-        "--duration", dest="duration_s", type=float, default=None, help="timed seconds (default 10)"
+        "--threads", type=nonnegative_int, default=None, help="intra-op threads of ONNX Runtime / PyTorch"
     )
-    p.add_argument("--iterations", type=int, default=None, help="a fixed number of timed batches instead")
+    p.add_argument(
+        "--warmup", dest="warmup_s", type=nonnegative_float, default=None, help="warm-up seconds (default 1)"
+    )
+    p.add_argument(
+        "--duration", dest="duration_s", type=positive_float, default=None, help="timed seconds (default 10)"
+    )
+    p.add_argument(
+        "--iterations", type=positive_int, default=None, help="a fixed number of timed batches instead"
+    )
     p.add_argument(
         "--post-threads",
         dest="post_threads",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=None,
         help="thread counts for the post-processing measurement (default: 1 and all cores)",
@@ -60,14 +67,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--slide-tiles",
         dest="slide_tiles",
-        type=int,
+        type=positive_int,
         default=None,
         help="synthetic slide size in tiles per side (default 3)",
     )
     p.add_argument(
         "--tissue-area-mm2",
         dest="tissue_area_mm2",
-        type=float,
+        type=positive_float,
         default=None,
         help="tissue area assumed for the per-slide projection (default 225 = 15 x 15 mm)",
     )
@@ -103,7 +110,8 @@ def _end_to_end(s: Any, backend: Any, folder: Path) -> dict[str, Any]:
         outputs=["geojson", "table", "summary"],
         tissue=s.slide is not None,
     )
-    res = run_input(slide, rs, backend, out_dir=folder / "run" / slide.stem, progress=False)
+    out_dir = folder / "run" / slide.stem
+    res = run_input(slide, rs, backend, out_dir=out_dir, progress=False, replace_other=True)
     timing = res.stats.to_dict()
     timing.setdefault("backend_wait_fraction", res.stats.backend_wait_fraction)
     timing.setdefault("tiles_per_s", res.stats.tiles_per_s)
@@ -120,6 +128,11 @@ def bench(s: Any) -> dict[str, Any]:
     from cellvit_trt.runtime.backends import open_backend
 
     report: dict[str, Any] = {"model": str(s.model), "settings": to_dict(s)}
+    if s.end_to_end and s.slide is not None:
+        from cellvit_trt.runtime.sources import open_source
+
+        with open_source(s.slide):  # an unreadable slide fails now, not after the timed runs
+            pass
     backend = open_backend(
         s.model, s.backend, batch=s.batch, tile_size=s.tile_size, precision=s.precision, threads=s.threads
     )

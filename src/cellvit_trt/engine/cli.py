@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from cellvit_trt.argtypes import int_range, nonnegative_int, positive_int
 from cellvit_trt.config import add_config_argument, resolve
 
 
@@ -24,15 +25,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_config_argument(parser)
     g = parser.add_argument_group("profile")
-    g.add_argument("--min-batch", dest="min_batch", type=int, default=None, help="smallest batch (default 1)")
     g.add_argument(
-        "--opt-batch", dest="opt_batch", type=int, default=None, help="batch tuned for (default: max)"
+        "--min-batch", dest="min_batch", type=positive_int, default=None, help="smallest batch (default 1)"
     )
-    g.add_argument("--max-batch", dest="max_batch", type=int, default=None, help="largest batch (default 8)")
+    g.add_argument(
+        "--opt-batch",
+        dest="opt_batch",
+        type=positive_int,
+        default=None,
+        help="batch tuned for (default: max)",
+    )
+    g.add_argument(
+        "--max-batch", dest="max_batch", type=positive_int, default=None, help="largest batch (default 8)"
+    )
     g.add_argument(
         "--tile-size",
         dest="tile_size",
-        type=int,
+        type=positive_int,
         default=None,
         help="H=W for graphs exported with dynamic H/W (a fixed-size graph gives its own)",
     )
@@ -40,14 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--workspace-mib",
         dest="workspace_mib",
-        type=int,
+        type=positive_int,
         default=None,
         help="tactic memory limit (default: 75%% of free device memory)",
     )
     g.add_argument(
         "--optimization-level",
         dest="optimization_level",
-        type=int,
+        type=int_range(0, 5),
         default=None,
         help="0 (fast build) .. 5 (slowest build, best engine); default 3",
     )
@@ -57,11 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="allow TF32 for FP32 layers (default on)",
     )
-    g.add_argument("--max-aux-streams", dest="max_aux_streams", type=int, default=None)
+    g.add_argument("--max-aux-streams", dest="max_aux_streams", type=nonnegative_int, default=None)
     g.add_argument(
         "--max-num-tactics",
         dest="max_num_tactics",
-        type=int,
+        type=positive_int,
         default=None,
         help="fewer tactics: faster, leaner builds (low-memory Jetson)",
     )
@@ -105,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dla-core",
         dest="dla_core",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="Jetson: run supported layers on DLA core N (static batch), the rest on the GPU",
     )
@@ -116,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="with --dla-core: let unsupported layers fall back to the GPU (default on)",
     )
-    g.add_argument("--device", type=int, default=None, help="CUDA device index (default 0)")
+    g.add_argument("--device", type=nonnegative_int, default=None, help="CUDA device index (default 0)")
     g = parser.add_argument_group("cache").add_mutually_exclusive_group()
     g.add_argument(
         "--rebuild",
@@ -136,11 +145,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def _refuse_checkpoint(path: Path) -> None:
+    """A checkpoint handed to `build` gets the command that makes the graph it needs."""
+    from cellvit_trt.errors import InputError
+    from cellvit_trt.runtime.backends import CHECKPOINT_SUFFIXES
+
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        graph = path.with_suffix(".onnx")
+        raise InputError(
+            f"build {path}: this is a checkpoint; TensorRT builds from an ONNX graph, so export it first: "
+            f"cellvit-trt export {path} --precision fp16 -o {graph} && cellvit-trt build {graph}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from cellvit_trt.engine.cache import ensure_engine
     from cellvit_trt.engine.settings import BuildSettings
     from cellvit_trt.engine.summary import summary_lines
 
+    _refuse_checkpoint(Path(args.onnx))
     settings = resolve(BuildSettings, args, section="build")
 
     def progress(text: str) -> None:

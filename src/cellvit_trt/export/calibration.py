@@ -23,21 +23,18 @@ TISSUE_MIN_FRACTION = 0.25
 
 
 def _candidate_files(path: Path) -> list[Path]:
-    from cellvit_trt.runtime.sources import SLIDE_SUFFIXES
-    from cellvit_trt.runtime.sources.image import IMAGE_SUFFIXES
+    """A file, or the slides and images of a folder (recognised by content: runtime.sources.expand_inputs)."""
+    from cellvit_trt.runtime.sources import expand_inputs
 
     if not path.exists():
         raise InputError(f"calibration source {path}: no such file or folder")
-    if path.is_file():
-        return [path]
-    suffixes = set(IMAGE_SUFFIXES) | set(SLIDE_SUFFIXES)
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-    if not files:
+    try:
+        return expand_inputs(path)
+    except InputError as exc:
         raise InputError(
-            f"calibration folder {path}: no images or slides in it (looked for "
-            f"{', '.join(sorted(suffixes))}); INT8 calibration needs real H&E tiles"
-        )
-    return files
+            f"calibration folder {path}: no images or slides in it ({exc}); INT8 calibration needs real "
+            "H&E tiles"
+        ) from exc
 
 
 @dataclass(frozen=True)

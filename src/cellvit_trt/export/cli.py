@@ -9,12 +9,19 @@ import argparse
 import json
 from pathlib import Path
 
+from cellvit_trt.argtypes import nonnegative_int, positive_float, positive_int
 from cellvit_trt.config import add_config_argument, resolve
-from cellvit_trt.errors import InputError
+from cellvit_trt.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", nargs="?", type=Path, default=None, help="CellViT checkpoint (.pth)")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="CellViT checkpoint (.pth), or 'demo' (the shipped tiny model trained on synthetic H&E)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -31,17 +38,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tile-size",
         dest="tile_size",
-        type=int,
+        type=positive_int,
         default=None,
         help="fixed tile size in pixels, a multiple of 16 (default 1024)",
     )
     p.add_argument(
-        "--overlap", type=int, default=None, help="tile overlap recorded in the metadata (default 64)"
+        "--overlap",
+        type=nonnegative_int,
+        default=None,
+        help="tile overlap recorded in the metadata (default 64)",
     )
     p.add_argument(
         "--target-mpp",
         dest="target_mpp",
-        type=float,
+        type=positive_float,
         default=None,
         help="microns per pixel the graph expects (metadata; default 0.25)",
     )
@@ -58,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="also output the encoder token map (float16) for cell embeddings",
     )
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 19 for int8)")
+    p.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default 17; 19 for int8)")
     p.add_argument(
         "--fp32-attention-softmax",
         dest="fp32_attention_softmax",
@@ -75,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--calibration-tiles",
         dest="calibration_tiles",
-        type=int,
+        type=positive_int,
         default=None,
         help="int8: number of calibration tiles (default 500, the recommended minimum)",
     )
@@ -89,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--calibration-batch",
         dest="calibration_batch",
-        type=int,
+        type=positive_int,
         default=None,
         help="int8: tiles per calibration step (memory grows with it; default 1)",
     )
@@ -102,9 +112,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gate-tiles",
         dest="gate_tiles",
-        type=int,
+        type=positive_int,
         default=None,
-        help="synthetic H&E tiles for the gate (default 4)",
+        help="synthetic H&E tiles for the gate (default: sized from the precision's thresholds and "
+        "statistics, see docs/export.md)",
     )
     p.add_argument(
         "--keep-failed",
@@ -120,7 +131,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="weights in a separate <graph>.onnx.data file (auto: above 1.8 GB, e.g. SAM-H)",
     )
-    p.add_argument("--seed", type=int, default=None, help="seed of the calibration and gate tile sampling")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=None, help="seed of the calibration and gate tile sampling"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_config_argument(p)
 
@@ -136,7 +149,11 @@ def run(args: argparse.Namespace) -> int:
 
     s = resolve(ExportSettings, args, section="export")
     if s.checkpoint is None:
-        raise InputError("export: give a checkpoint (positional argument or `export.checkpoint` in --config)")
+        raise UsageError("give a checkpoint (positional argument or `export.checkpoint` in --config)")
+    if str(s.checkpoint) == "demo":  # the shipped tiny demo model, as `run -m demo` takes it
+        from cellvit_trt.data import demo_checkpoint_path
+
+        s = replace(s, checkpoint=Path(demo_checkpoint_path()), output=s.output or Path("demo.onnx"))
     if s.output is None:
         s = replace(s, output=default_output(Path(s.checkpoint), s.precision, s.tile_size))
     from cellvit_trt.export.exporter import export

@@ -64,11 +64,12 @@ def check_output_path(out: Path) -> None:
 
 def load_model(checkpoint: Path):
     """(model in eval mode, ModelInfo) from a CellViT checkpoint, with the errors named."""
+    from cellvit_trt.models.fileformat import check_checkpoint_file
+
+    check_checkpoint_file(checkpoint)  # milliseconds, before the seconds of importing torch
     require("torch", "export", "export")
     from cellvit_trt.models import load_checkpoint
 
-    if not checkpoint.is_file():
-        raise CheckpointError(f"checkpoint {checkpoint}: file not found")
     try:
         model, info = load_checkpoint(checkpoint)
     except CellViTTRTError:
@@ -382,11 +383,22 @@ def reference_runner(model: Any, info: Any, tokens: bool):
 
 def gate_graph(model: Any, info: Any, graph_path: Path, s: ExportSettings):
     """Run the parity gate of the graph at `graph_path` (ONNX Runtime, CPU) against the PyTorch FP32 model."""
-    from cellvit_trt.export.gate import collect, run_gate
-    from cellvit_trt.export.samples import gate_tiles
+    from cellvit_trt.export.gate import collect, load_thresholds, run_gate
+    from cellvit_trt.export.samples import gate_tiles, sized_gate_tiles
     from cellvit_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
 
-    tiles = gate_tiles(s.gate_tiles, s.tile_size, seed=s.seed, mpp=s.target_mpp)
+    thresholds = load_thresholds(s.precision)
+    if s.gate_tiles is None:  # enough tiles and nuclei for the intervals to decide (export/samples.py)
+        tiles, _ = sized_gate_tiles(thresholds, s.tile_size, seed=s.seed or 0, mpp=s.target_mpp)
+    else:
+        tiles = gate_tiles(s.gate_tiles, s.tile_size, seed=s.seed or 0, mpp=s.target_mpp)
+        if s.gate_tiles < thresholds.recommended_tiles:
+            log.warning(
+                "--gate-tiles %d is below the %d recommended for a %s gate: its intervals are wide",
+                s.gate_tiles,
+                thresholds.recommended_tiles,
+                s.precision,
+            )
     # reference first, before the ONNX Runtime session exists: peak = the larger of the two, not their sum
     reference = collect(reference_runner(model, info, s.tokens), tiles, s.gate_batch)
     gc.collect()
@@ -400,4 +412,5 @@ def gate_graph(model: Any, info: Any, graph_path: Path, s: ExportSettings):
             magnification=info.magnification,
             class_names=list(info.nuclei_names),
             reference_outputs=reference,
+            thresholds=thresholds,
         )

@@ -41,7 +41,7 @@ class ExportSettings:
     seed: int = 0
     # Parity gate against the PyTorch FP32 model (runs by default)
     gate: bool = True
-    gate_tiles: int = 4
+    gate_tiles: int | None = None  # None: sized from the precision's thresholds (export/samples.py)
     gate_batch: int = 2
     # Keep a graph that failed the gate as `<name>.failed.onnx` for inspection (never at the target path)
     keep_failed: bool = True
@@ -70,7 +70,7 @@ class ExportSettings:
                 f"opset: int8 graphs carry FP16 Q/DQ scales, which need opset >= 19, got {self.opset}"
             )
         for name in ("calibration_tiles", "calibration_batch", "gate_tiles", "gate_batch"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name}: got {getattr(self, name)}, expected >= 1")
         if not 90.0 <= self.calibration_percentile <= 100.0:
             raise ConfigError(f"calibration_percentile: got {self.calibration_percentile}, expected 90..100")

@@ -46,7 +46,12 @@ def as_instances(x: Any, name: str = "tile") -> Instances:
     )
 
 
-def agreement(
+def agreement(candidate: Sequence[Any], reference: Sequence[Any], **kwargs: Any) -> dict:
+    """Agreement of `candidate` tiles with `reference` tiles: `summarise(agreement_evaluator(...))`."""
+    return summarise(agreement_evaluator(candidate, reference, **kwargs))
+
+
+def agreement_evaluator(
     candidate: Sequence[Any],
     reference: Sequence[Any],
     match_radius: float | None = None,
@@ -54,8 +59,10 @@ def agreement(
     class_names: Sequence[str] | None = None,
     match_iou: float = 0.5,
     magnification: float = 40.0,
-) -> dict:
-    """Agreement of `candidate` tiles with `reference` tiles (same order, same tile shapes).
+) -> Evaluator:
+    """The Evaluator of `agreement` (per-tile statistics for confidence intervals live in it).
+
+    Agreement of `candidate` tiles with `reference` tiles (same order, same tile shapes).
 
     Returns floats `bpq`, `mpq`, `mpq_plus`, `f1`, `precision`, `recall`, `type_agreement`, `dice` (NaN where
     undefined, e.g. no reference cells at all), the cell counts, and `per_class` PQ/F1 keyed by class name.
@@ -81,8 +88,16 @@ def agreement(
     )
     for c, r in zip(cand, ref, strict=False):
         ev.add(r, c)
+    return ev
+
+
+def summarise(ev: Evaluator) -> dict:
+    """`agreement`'s dict from its Evaluator (the reference's cells as the truth)."""
     res = ev.result()
     d = res["dataset"]
+    n_cand = sum(int(len(p)) for p in ev.detection.paired_pred) + sum(
+        len(u) for u in ev.detection.unpaired_pred
+    )
 
     def f(v: Any) -> float:
         return float("nan") if v is None else float(v)
@@ -97,9 +112,9 @@ def agreement(
         "type_agreement": f(d["type_agreement"]),
         "dice": f(d["dice"]),
         "mean_centroid_distance": f(d["mean_centroid_distance"]),
-        "tiles": len(cand),
-        "n_candidate": int(sum(int((x.types > 0).sum()) for x in cand)),
-        "n_reference": int(sum(len(x) for x in ref)),
+        "tiles": len(ev.images),
+        "n_candidate": int(n_cand),
+        "n_reference": int(d["tp"] + d["fn"]),
         "per_class": {k: {"pq": f(v["pq"]), "f1": f(v["f1"])} for k, v in res["per_class"].items()},
     }
 

@@ -18,6 +18,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from cellvit_trt.argtypes import nonnegative_int, positive_float, positive_int
 from cellvit_trt.config import add_config_argument, resolve, to_dict
 
 EXIT_BELOW_THRESHOLDS = 3
@@ -41,8 +42,6 @@ class ValidateSettings:
     json: Path | None = None
 
     def validate(self) -> None:
-        if not self.candidate:
-            raise ValueError("candidate: required (an engine, an ONNX graph, a checkpoint or a backend name)")
         if self.reference_device != "auto" and not self.reference_device.startswith(("cpu", "cuda")):
             raise ValueError(
                 f"reference_device: expected auto, cpu or cuda[:N], got {self.reference_device!r}"
@@ -77,13 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a folder of images, or 'synthetic:N' (default synthetic:16)",
     )
     parser.add_argument(
-        "--limit", type=int, help="tiles to compare, spread evenly (0 = the whole PanNuke fold; default 64)"
+        "--limit",
+        type=nonnegative_int,
+        help="tiles to compare, spread evenly (0 = the whole PanNuke fold; default 64)",
     )
     parser.add_argument(
         "--backend",
         help="backend for a candidate file (auto, tensorrt, onnxruntime, torch, torch-cuda; default auto)",
     )
-    parser.add_argument("--batch", type=int, help="tiles per inference call (default 4)")
+    parser.add_argument("--batch", type=positive_int, help="tiles per inference call (default 4)")
     parser.add_argument(
         "--precision",
         help="thresholds to apply: fp32, fp16 or int8 (default: the candidate's graph metadata, else fp32)",
@@ -94,23 +95,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="precision for a backend-name candidate (e.g. fp16 for torch-cuda autocast)",
     )
     parser.add_argument("--thresholds", type=Path, help="YAML thresholds file (default: the export gate's)")
-    parser.add_argument("--magnification", type=float, help="override the model's magnification (40 or 20)")
+    parser.add_argument(
+        "--magnification", type=positive_float, help="override the model's magnification (40 or 20)"
+    )
     parser.add_argument(
         "--tile-size",
         dest="tile_size",
-        type=int,
+        type=positive_int,
         help="tile of a checkpoint/backend-name candidate (graphs and engines have their own; default: the "
         "data's tile, else 1024)",
     )
-    parser.add_argument("--seed", type=int, help="seed of synthetic tiles (default 0)")
+    parser.add_argument("--seed", type=nonnegative_int, help="seed of synthetic tiles (default 0)")
     parser.add_argument("--json", type=Path, help="write the full report as JSON (atomic)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from cellvit_trt.errors import UsageError
     from cellvit_trt.io import write_json
     from cellvit_trt.metrics.validate import validate_all
 
     s = resolve(ValidateSettings, args, section="validate")
+    if not s.candidate:  # may come from --config, so only known after resolve (exit 2 all the same)
+        raise UsageError(
+            "give --candidate (an engine, an ONNX graph, a checkpoint or a backend name) or "
+            "`validate.candidate` in --config"
+        )
     reports = validate_all(
         s.candidate,
         s.reference,

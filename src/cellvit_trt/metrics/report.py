@@ -47,15 +47,23 @@ def format_report(rep: Any) -> str:
         f"validate {rep.candidate} vs {rep.reference}: {rep.precision}, {rep.tiles} tiles of {rep.data}: "
         f"{status}"
     ]
-    out.append(f"  {'agreement with the FP32 reference':<34}{'value':>12}   bound")
+    intervals = getattr(rep, "intervals", {}) or {}
+    out.append(f"  {'agreement with the FP32 reference':<34}{'value':>12}   {'95% interval':<22}bound")
     for name, value in rep.metrics.items():
         bound = ""
         if name in rep.thresholds["min"]:
             bound = f">= {rep.thresholds['min'][name]:g}"
         elif name in rep.thresholds["max"]:
             bound = f"<= {rep.thresholds['max'][name]:g}"
+        iv = intervals.get(name)
+        span = f"[{_f(iv.low, 4)}, {_f(iv.high, 4)}]" if iv is not None else ""
         mark = "FAIL" if any(f.startswith(f"{name} =") for f in rep.failures) else "    "
-        out.append(f"{mark}  {name:<32}{_f(value, 6):>12}   {bound}")
+        out.append(f"{mark}  {name:<32}{_f(value, 6):>12}   {span:<22}{bound}".rstrip())
+    for f in rep.failures:
+        if "bound" in f:
+            out.append(f"  {f}")
+    if intervals:
+        out.append("  intervals: " + "; ".join(sorted({iv.method for iv in intervals.values()})))
     d = rep.agreement["dataset"]
     out.append(
         f"  cells: reference {d['tp'] + d['fn']}, candidate {d['tp'] + d['fp']}, matched {d['tp']} "
@@ -130,6 +138,7 @@ class ValidationReport:
     timing: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     worst_tiles: list[dict[str, Any]] = field(default_factory=list)
+    intervals: dict[str, Any] = field(default_factory=dict)  # name -> metrics.intervals.Interval
 
     @property
     def passed(self) -> bool:
@@ -160,6 +169,8 @@ class ValidationReport:
                 "data": self.data,
                 "tiles": self.tiles,
                 "metrics": self.metrics,
+                "intervals": {k: iv.to_dict() for k, iv in self.intervals.items()},
+                "confidence": 0.95,
                 "failures": self.failures,
                 "not_applicable": self.not_applicable,
                 "thresholds": self.thresholds,

@@ -208,8 +208,13 @@ def _report(
         ("cell_type_agreement", d["type_agreement"]),
     ):
         metrics[key] = float("nan") if val is None else float(val)
-    failures, skipped = side.limits.check(metrics)
-    notes = list(notes)
+    from cellvit_trt.export.gate import sample_notes
+    from cellvit_trt.metrics.intervals import cell_tile_columns, figure_intervals
+
+    columns = {**side.stats.tile_columns(), **cell_tile_columns(side.agree)}
+    intervals = figure_intervals(columns)
+    failures, skipped = side.limits.check(metrics, intervals)
+    notes = list(notes) + sample_notes(side.limits, int(timing["tiles"]), metrics, intervals)
     if d["tp"] + d["fn"] == 0:
         notes.append(
             "the reference found no cells on these tiles: cell-level agreement was not measured "
@@ -236,6 +241,7 @@ def _report(
         },
         notes=notes,
         worst_tiles=_worst(side.per_tile),
+        intervals=intervals,
     )
 
 

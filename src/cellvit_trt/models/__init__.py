@@ -1,13 +1,40 @@
 """PyTorch CellViT definitions (ViT-256, SAM-B/L/H, tiny) with official-checkpoint parity.
 
-This subpackage imports torch; nothing outside models/export/training imports it at module level.
+Most of this subpackage imports torch (loaded on first use of a name below); nothing outside
+models/export/training imports it at module level.
 """
 
-from cellvit_trt.models.cellvit import CellViT
-from cellvit_trt.models.checkpoint import load_checkpoint, save_checkpoint
-from cellvit_trt.models.info import ARCHS, ModelInfo, arch_for, make_info
-from cellvit_trt.models.registry import VARIANTS, build_model, custom_spec, variant_spec
-from cellvit_trt.models.spec import PATCH_SIZE, CellViTSpec, DecoderDims, EncoderSpec
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> submodule. Resolved on first use, so that `cellvit_trt.models.fileformat` (the cheap format check
+# that runs before torch is imported) and `cellvit_trt.models.info` stay light.
+_EXPORTS = {
+    "CellViT": "cellvit",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "ARCHS": "info",
+    "ModelInfo": "info",
+    "arch_for": "info",
+    "make_info": "info",
+    "VARIANTS": "registry",
+    "build_model": "registry",
+    "custom_spec": "registry",
+    "variant_spec": "registry",
+    "PATCH_SIZE": "spec",
+    "CellViTSpec": "spec",
+    "DecoderDims": "spec",
+    "EncoderSpec": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cellvit_trt.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cellvit_trt.models.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "ARCHS",

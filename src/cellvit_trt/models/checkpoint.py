@@ -19,6 +19,7 @@ import torch
 from cellvit_trt.errors import CheckpointError, ConfigError
 from cellvit_trt.io import atomic_path, sha256_file
 from cellvit_trt.models.cellvit import CellViT
+from cellvit_trt.models.fileformat import check_checkpoint_file
 from cellvit_trt.models.flat_config import flatten, get, plain, unflatten
 from cellvit_trt.models.info import (
     ModelInfo,
@@ -151,9 +152,7 @@ def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu", compute_sha256: bool = True
 ) -> tuple[CellViT, ModelInfo]:
     """Build the model a checkpoint describes, load its weights strictly; return (eval-mode model, info)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: file not found")
+    path = check_checkpoint_file(path)
     ck = _torch_load(path, map_location)
     where = f"checkpoint {path}"
     if not isinstance(ck, dict):

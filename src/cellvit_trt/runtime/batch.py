@@ -37,7 +37,7 @@ from typing import Any
 
 from cellvit_trt import __version__
 from cellvit_trt.errors import CellViTTRTError
-from cellvit_trt.io import write_json
+from cellvit_trt.io import remove_orphans, write_json
 from cellvit_trt.runtime.inputs import Plan, PlannedInput
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class Outcome:
     tiles: int | None = None
     tiles_resumed: int | None = None
     seconds: float | None = None
+    tiles_decode_errors: int | None = None
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -103,6 +104,7 @@ def outcome_of(result: Any) -> Outcome:
         else int(result.tiles_planned),
         tiles_resumed=int(result.tiles_resumed),
         seconds=round(float(summary.get("elapsed_s", result.stats.wall_s)), 3),
+        tiles_decode_errors=summary.get("tiles_decode_errors"),
         warnings=list(summary.get("warnings", [])),
     )
 
@@ -162,6 +164,8 @@ class RunRecord:
     def write(self, force: bool = True) -> None:
         if not force and time.monotonic() - self._last_write < WRITE_INTERVAL_S:
             return
+        if not self._last_write:  # a killed earlier run's temp file; a live one is younger than a minute
+            remove_orphans(self.path.parent, {self.path.name}, min_age_s=60.0)
         write_json(self.path, self.to_dict())
         self._last_write = time.monotonic()
 

@@ -21,6 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
+from cellvit_trt.argtypes import fraction, nonnegative_int, positive_float, positive_int
 from cellvit_trt.config import add_config_argument
 
 log = logging.getLogger("cellvit_trt.run")
@@ -49,22 +50,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="inference backend (default: auto = TensorRT with a GPU, else ONNX Runtime, else PyTorch)",
     )
     p.add_argument(
-        "-b", "--batch", type=int, default=None, help="tiles per batch (default 8; engines: <= profile max)"
+        "-b",
+        "--batch",
+        type=positive_int,
+        default=None,
+        help="tiles per batch (default 8; engines: <= profile max)",
     )
     p.add_argument(
-        "-j", "--workers", type=int, default=None, help="post-processing threads (default: CPU count)"
+        "-j",
+        "--workers",
+        type=nonnegative_int,
+        default=None,
+        help="post-processing threads (default: CPU count)",
     )
     p.add_argument(
         "--readers",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="tile reading threads (default: 1 on CPU, up to 4 with a GPU backend)",
     )
     p.add_argument(
-        "--in-flight", dest="in_flight", type=int, default=None, help="batches in flight (default 2)"
+        "--in-flight", dest="in_flight", type=positive_int, default=None, help="batches in flight (default 2)"
     )
     p.add_argument(
-        "--queue-size", dest="queue_size", type=int, default=None, help="bound of inter-stage queues"
+        "--queue-size", dest="queue_size", type=positive_int, default=None, help="bound of inter-stage queues"
     )
     p.add_argument(
         "--precision",
@@ -79,8 +88,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="EP",
         help="ONNX Runtime execution providers in order: cpu, cuda, tensorrt, or 'auto'",
     )
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads of ONNX Runtime / PyTorch")
-    p.add_argument("--device", type=int, default=None, help="CUDA device index (default 0)")
+    p.add_argument(
+        "--threads", type=nonnegative_int, default=None, help="intra-op threads of ONNX Runtime / PyTorch"
+    )
+    p.add_argument("--device", type=nonnegative_int, default=None, help="CUDA device index (default 0)")
     p.add_argument(
         "--cuda-graphs",
         dest="cuda_graphs",
@@ -91,7 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tile-size",
         dest="tile_size",
-        type=int,
+        type=positive_int,
         default=None,
         help="tile size for checkpoints (graphs and engines carry their own; default 1024)",
     )
@@ -104,11 +115,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "openslide", "tiffslide"],
         help="slide reader (default auto: OpenSlide where it knows the format, else tiffslide)",
     )
-    p.add_argument("--mpp", type=float, default=None, help="override the input's microns per pixel")
+    p.add_argument("--mpp", type=positive_float, default=None, help="override the input's microns per pixel")
     p.add_argument(
         "--target-mpp",
         dest="target_mpp",
-        type=float,
+        type=positive_float,
         default=None,
         help="override the model's microns per pixel (default from the model: 0.25 at x40)",
     )
@@ -122,9 +133,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tissue-threshold",
         dest="tissue_threshold",
-        type=float,
+        type=fraction,
         default=None,
         help="min tissue fraction of a tile (default 0.01)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        dest="max_pixels",
+        type=int,
+        default=None,
+        help="refuse images decoded whole (PNG, JPEG, BMP, WebP, flat TIFF) above this many pixels "
+        "(default 268435456 = 16384^2)",
+    )
+    p.add_argument(
+        "--max-bad-tiles",
+        dest="max_bad_tiles",
+        type=float,
+        default=None,
+        help="fraction of a slide's tiles that may fail to decode (left out and reported); beyond it the "
+        "input fails (default 0.01; 0: any corrupt tile fails the input)",
+    )
+    p.add_argument(
+        "--max-slide-pixels",
+        dest="max_slide_pixels",
+        type=int,
+        default=None,
+        help="refuse slides read region by region above this many level-0 pixels (default 2^36 = 262144^2)",
     )
     p.add_argument(
         "--outputs",
@@ -138,9 +172,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint-tiles",
         dest="checkpoint_tiles",
-        type=int,
+        type=positive_int,
         default=None,
         help="tiles per resume checkpoint (default 32)",
+    )
+    p.add_argument(
+        "--checkpoint-seconds",
+        dest="checkpoint_seconds",
+        type=float,
+        default=None,
+        help="also commit the resume checkpoint after this many seconds (default 30; 0: after every tile)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_argument(p)
@@ -157,7 +198,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--ray-cpus-per-slide",
         dest="ray_cpus_per_slide",
-        type=float,
+        type=positive_float,
         default=None,
         help="CPUs each slide's worker asks for (its post-processing threads; default 4, capped by the "
         "largest node); GPU backends also ask for one GPU",
@@ -165,14 +206,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--ray-workers",
         dest="ray_workers",
-        type=int,
+        type=positive_int,
         default=None,
         help="workers (actors) to start (default: as many as the cluster's resources place at once)",
     )
     g.add_argument(
         "--ray-retries",
         dest="ray_retries",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="times a slide is retried after its worker died (default 3; it resumes from its journal)",
     )

@@ -4,9 +4,12 @@
 
 Stages are the runtime's own objects: `sources.open_source`, `tissue.detect_tissue`, `kernels.PostProcessor`,
 `cells.CellBatch.from_tile`, `merge.StreamingMerge`, the writers package, `journal.Journal` (resume) and
-`pipeline.Pipeline` (threads and bounded queues). Outputs are written atomically by the writers: a failed or
-interrupted run leaves none of them half-written; the resume journal (`<out>/.resume/`) keeps the committed
-tiles so that `--resume` continues where the run stopped.
+`pipeline.Pipeline` (threads and bounded queues). A run owns its folder (`outdir.claim`) and replaces its
+whole set at once: the writers write into a fresh hidden sibling (`outdir.staging_dir`), which gets the done
+marker last and then takes the folder's place (`io.replace_dir`, an atomic swap on Linux). So a folder never
+mixes two runs' files (an older run's csv beside a new GeoJSON), and a failed or interrupted run leaves the
+previous complete set as it was. The resume journal (`<out>/.resume/`) keeps the committed tiles so that
+`--resume` continues where the run stopped; it goes away with the set it helped replace.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +28,16 @@ import numpy as np
 
 from cellvit_trt import __version__
 from cellvit_trt.config import to_dict
-from cellvit_trt.io import write_json
+from cellvit_trt.errors import InputError
+from cellvit_trt.io import replace_dir, write_json
 from cellvit_trt.runtime.identity import content_digest
 from cellvit_trt.runtime.journal import Journal
-from cellvit_trt.runtime.outdir import DONE_MARKER, RESUME_DIR, claim, safe_name
+from cellvit_trt.runtime.outdir import DONE_MARKER, RESUME_DIR, claim, safe_name, staging_dir, write_owner
 from cellvit_trt.runtime.pipeline import Pipeline
 from cellvit_trt.runtime.progress import Progress
 from cellvit_trt.runtime.settings import RunSettings
 from cellvit_trt.runtime.stats import Stats
+from cellvit_trt.runtime.tiling import PAD_VALUE
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +83,12 @@ class TissueVote:
         }
 
 
-def fingerprint(path: Path, backend: Any, settings: RunSettings, tile_size: int) -> dict[str, Any]:
-    """What must not change between an interrupted run and its --resume."""
+def fingerprint(
+    path: Path, backend: Any, settings: RunSettings, tile_size: int, digest: str | None = None
+) -> dict[str, Any]:
+    """What must not change between an interrupted run and its --resume (or for --resume to skip a finished
+    input): the input's identity by content (`identity.content_digest`: header, tail, sampled blocks and
+    tiles), not only its size and mtime; the model; the settings that change cells."""
     st = path.stat()
     model = (
         getattr(backend, "engine_path", None)
@@ -89,6 +100,7 @@ def fingerprint(path: Path, backend: Any, settings: RunSettings, tile_size: int)
         "input": str(path.resolve()),
         "input_size": st.st_size,
         "input_mtime_ns": st.st_mtime_ns,
+        "input_digest": digest or content_digest(path),
         "model": str(model),
         "model_size": mst.st_size if mst else None,
         "model_mtime_ns": mst.st_mtime_ns if mst else None,
@@ -118,31 +130,24 @@ def run_input(
     out_dir: Path | None = None,
     progress: bool | None = None,
     digest: str | None = None,
+    replace_other: bool = False,
 ) -> JobResult:
     """One input into `out_dir` (default `<settings.output>/<safe stem>`), which this run claims
     (`outdir.claim`: refused when it belongs to another input). `digest`: the input's content digest when
-    the caller has it (planning), else computed here."""
+    the caller has it (planning), else computed here. `replace_other`: see `outdir.claim` (for callers that
+    own `out_dir` whatever wrote it before, e.g. the demo)."""
     path = Path(path)
     out_dir = Path(out_dir or settings.output / safe_name(path.stem))
     digest = digest or content_digest(path)
-    with claim(out_dir, digest, path):
-        return _run_claimed(path, settings, backend, out_dir, progress)
+    with claim(out_dir, digest, path, replace_other):
+        return _run_claimed(path, settings, backend, out_dir, progress, digest)
 
 
 def _run_claimed(
-    path: Path, settings: RunSettings, backend: Any, out_dir: Path, progress: bool | None
+    path: Path, settings: RunSettings, backend: Any, out_dir: Path, progress: bool | None, digest: str
 ) -> JobResult:
-    from cellvit_trt.kernels import PostProcessor, PostProcessParams
-    from cellvit_trt.runtime.cells import CellBatch
-    from cellvit_trt.runtime.merge import StreamingMerge
-    from cellvit_trt.runtime.sources import open_source
-    from cellvit_trt.runtime.tissue import TissueSettings, detect_tissue
-    from cellvit_trt.runtime.writers import open_writers
-
-    meta = backend.meta
-    target_mpp = settings.target_mpp or meta.target_mpp
     t0 = time.perf_counter()
-    fp = fingerprint(path, backend, settings, backend.tile_size)
+    fp = fingerprint(path, backend, settings, backend.tile_size, digest)
     marker = out_dir / DONE_MARKER
     done = _read_done(marker)
     if (
@@ -162,7 +167,56 @@ def _run_claimed(
             {},
             skipped=True,
         )
-    marker.unlink(missing_ok=True)  # from here on the folder is being rewritten
+    # the previous set stays complete (with its done marker) until the new one replaces it whole
+    stage = staging_dir(out_dir)
+    try:
+        summary, planned, stats, resumed = _process(path, settings, backend, out_dir, stage, fp, t0, progress)
+        write_json(
+            stage / DONE_MARKER,
+            {
+                "fingerprint": fp,
+                "outputs": sorted(settings.outputs),
+                "cells": summary["cells"],
+                "tiles": planned,
+            },
+        )
+        write_owner(stage, digest, path)
+        replace_dir(stage, out_dir)  # the journal in out_dir/.resume goes with the replaced set
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    log.info(
+        "%s: %d cells from %d tiles in %.1f s (%.2f tiles/s, backend waited for input %.0f%%)",
+        path,
+        summary["cells"],
+        stats.tiles,
+        stats.wall_s,
+        stats.tiles_per_s,
+        100 * stats.backend_wait_fraction,
+    )
+    return JobResult(path, out_dir, summary["cells"], stats.tiles, resumed, planned, stats, summary)
+
+
+def _process(
+    path: Path,
+    settings: RunSettings,
+    backend: Any,
+    out_dir: Path,
+    stage: Path,
+    fp: dict[str, Any],
+    t0: float,
+    progress: bool | None,
+) -> tuple[dict[str, Any], int, Stats, int]:
+    """Source -> tissue plan -> pipeline -> merge -> writers into `stage`; the journal in out_dir/.resume.
+    Returns (summary, tiles planned, stats, tiles resumed)."""
+    from cellvit_trt.kernels import PostProcessor, PostProcessParams
+    from cellvit_trt.runtime.cells import CellBatch
+    from cellvit_trt.runtime.merge import StreamingMerge
+    from cellvit_trt.runtime.sources import open_source
+    from cellvit_trt.runtime.tissue import TissueSettings, detect_tissue
+    from cellvit_trt.runtime.writers import open_writers
+
+    meta = backend.meta
+    target_mpp = settings.target_mpp or meta.target_mpp
     with open_source(
         path,
         target_mpp=target_mpp,
@@ -170,11 +224,19 @@ def _run_claimed(
         tile_size=backend.tile_size,
         overlap=meta.overlap // 2,
         reader=settings.reader,
+        max_pixels=settings.max_pixels,
+        max_slide_pixels=settings.max_slide_pixels,
     ) as src:
         grid, info = src.grid, src.info
         if settings.tissue:
             plan = detect_tissue(src, TissueSettings(min_tissue_ratio=settings.tissue_threshold))
             planned, tissue_summary = list(plan.tiles), plan.summary()
+            if not planned:
+                src.warnings.append(
+                    f"{path}: no tissue found (0 of {len(grid)} tiles reach the tissue threshold "
+                    f"{settings.tissue_threshold}): nothing was segmented; check the image (blank, "
+                    "grayscale, another stain) or run with --no-tissue"
+                )
         else:
             planned = list(grid.tiles())
             tissue_summary = {"tiles_total": len(grid), "tiles_kept": len(grid), "tiles_skipped": 0}
@@ -184,9 +246,11 @@ def _run_claimed(
             settings.resume,
             settings.checkpoint_tiles,
             transform=(float(info.scale), info.offset),
+            chunk_seconds=settings.checkpoint_seconds,
         )
         embeddings = "embeddings" in settings.outputs
-        writers = open_writers(out_dir, settings.outputs, info=info, meta=meta, grid=grid, source=src)
+        stage.mkdir(parents=True)
+        writers = open_writers(stage, settings.outputs, info=info, meta=meta, grid=grid, source=src)
         try:
             merge = StreamingMerge(grid, planned=planned, emit=writers.write)
             vote = TissueVote()
@@ -202,8 +266,14 @@ def _run_claimed(
                 log.warning("%s: resuming: %d of %d tiles were already done", path, resumed, len(planned))
             pp = PostProcessor(PostProcessParams.for_magnification(meta.magnification))
 
+            bad: dict[tuple[int, int], str] = {}  # tiles that failed to decode: left out, counted, reported
+
             def read(rc: tuple[int, int]) -> np.ndarray:
-                return src.read_tile(*rc).image
+                try:
+                    return src.read_tile(*rc).image
+                except InputError as exc:
+                    bad[rc] = f"tile (row {rc[0]}, col {rc[1]}): {exc}"
+                    return np.full((grid.tile_size, grid.tile_size, 3), PAD_VALUE, np.uint8)
 
             def process(rc: tuple[int, int], maps: dict[str, np.ndarray]) -> tuple[CellBatch, np.ndarray]:
                 tile = pp.process_tile(maps["fg"], maps["hv"], maps["type_map"])
@@ -214,6 +284,9 @@ def _run_claimed(
 
             def sink(rc: tuple[int, int], res: tuple[CellBatch, np.ndarray]) -> None:
                 cells, logits = res
+                if rc in bad:  # not journaled: a --resume tries it again
+                    merge.skip(*rc)
+                    return
                 journal.append(rc[0], rc[1], cells, {"tissue_logits": logits})
                 merge.add(rc[0], rc[1], cells)
                 vote.add(logits)
@@ -241,6 +314,7 @@ def _run_claimed(
                 bar.close()
             journal.commit()
             merge.finish()
+            _decode_errors(path, bad, len(planned), settings.max_bad_tiles, src.warnings)
             summary = {
                 "input": str(path),
                 "output": str(out_dir),
@@ -255,7 +329,9 @@ def _run_claimed(
                 "tissue_detection": tissue_summary,
                 "tiles_planned": len(planned),
                 "tiles_resumed": resumed,
-                "tiles_processed": stats.tiles,
+                "tiles_processed": stats.tiles - len(bad),
+                "tiles_decode_errors": len(bad),
+                "decode_errors": [{"tile": list(rc), "error": m} for rc, m in sorted(bad.items())[:50]],
                 "cells": merge.emitted,
                 "cells_dropped_in_merge": merge.dropped,
                 "merge_max_pending": merge.max_pending,
@@ -264,32 +340,35 @@ def _run_claimed(
                 "backend": backend.describe(),
                 "settings": to_dict(settings),
                 "timing": stats.to_dict(),
+                "warnings": list(src.warnings),
                 "elapsed_s": round(time.perf_counter() - t0, 3),
             }
+            for w in src.warnings:
+                log.warning("%s", w)
             writers.close(summary)
         except BaseException:
             writers.abort()
             raise
-    write_json(
-        marker,
-        {
-            "fingerprint": fp,
-            "outputs": sorted(settings.outputs),
-            "cells": summary["cells"],
-            "tiles": len(planned),
-        },
+    return summary, len(planned), stats, resumed
+
+
+def _decode_errors(
+    path: Path, bad: dict[tuple[int, int], str], planned: int, max_fraction: float, warnings: list[str]
+) -> None:
+    """Tiles whose data could not be decoded (reader errors, libjpeg's corrupt-data reports) were left out of
+    the merge. Up to `max_fraction` of the planned tiles that is a warning; beyond, the input fails."""
+    if not bad:
+        return
+    first = bad[min(bad)]
+    if len(bad) > max_fraction * planned:
+        raise InputError(
+            f"{path}: {len(bad)} of {planned} tiles could not be decoded, more than --max-bad-tiles "
+            f"{max_fraction} allows; first: {first}"
+        )
+    warnings.append(
+        f"{path}: {len(bad)} of {planned} tiles could not be decoded and were left out (their cells are "
+        f"missing; see decode_errors in summary.json); first: {first}"
     )
-    journal.discard()
-    log.info(
-        "%s: %d cells from %d tiles in %.1f s (%.2f tiles/s, backend waited for input %.0f%%)",
-        path,
-        summary["cells"],
-        stats.tiles,
-        stats.wall_s,
-        stats.tiles_per_s,
-        100 * stats.backend_wait_fraction,
-    )
-    return JobResult(path, out_dir, summary["cells"], stats.tiles, resumed, len(planned), stats, summary)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -328,9 +407,15 @@ def run_push(
     workers: int = 0,
     embeddings: bool = False,
     queue_size: int | None = None,
+    emit: Callable[[Any], None] | None = None,
+    on_tile: Callable[[int, int, Any, np.ndarray], None] | None = None,
+    batch_wait_s: float | None = 0.05,
 ) -> Stats:
     """Scanner mode: tiles of a `sources.PushSource`, as they complete, through the pipeline and the merge;
-    every final CellBatch is handed back with `src.deliver` (the scanner reads them from `src.results()`).
+    every final CellBatch is handed back with `src.deliver` (the scanner reads them from `src.results()`),
+    or to `emit` when given. `on_tile(row, col, cells, tissue_logits)` runs (in the sink thread) after each
+    tile went into the merge, i.e. after the cells it made final were emitted. A batch waits at most
+    `batch_wait_s` for its next tile once it has one (a scanner is slower than the backend; None: fill it).
 
     Call it in the consumer thread while the scanner thread submits pixels; it returns when the scanner has
     called `finish()` and every cell was delivered (then `src.results()` ends).
@@ -347,19 +432,22 @@ def run_push(
             f"(create the PushSource with tile_size={backend.tile_size})"
         )
     pp = PostProcessor(PostProcessParams.for_magnification(meta.magnification))
-    merge = StreamingMerge(grid, planned=None, emit=src.deliver)
+    merge = StreamingMerge(grid, planned=None, emit=emit or src.deliver)
 
     def read(t: _PushTile) -> np.ndarray:
         image, t.image = t.image, None
         return image
 
-    def process(t: _PushTile, maps: dict[str, np.ndarray]) -> CellBatch:
+    def process(t: _PushTile, maps: dict[str, np.ndarray]) -> tuple[CellBatch, np.ndarray]:
         tile = pp.process_tile(maps["fg"], maps["hv"], maps["type_map"])
         tokens = maps.get("tokens") if embeddings else None
-        return CellBatch.from_tile(tile.cells, t.row, t.col, grid, info, tokens=tokens)
+        cells = CellBatch.from_tile(tile.cells, t.row, t.col, grid, info, tokens=tokens)
+        return cells, maps["tissue_logits"]
 
-    def sink(t: _PushTile, cells: CellBatch) -> None:
-        merge.add(t.row, t.col, cells)
+    def sink(t: _PushTile, res: tuple[CellBatch, np.ndarray]) -> None:
+        merge.add(t.row, t.col, res[0])
+        if on_tile is not None:
+            on_tile(t.row, t.col, res[0], res[1])
 
     try:
         stats = Pipeline(
@@ -370,6 +458,7 @@ def run_push(
             batch=min(batch or backend.max_batch, backend.max_batch),
             workers=workers or max(1, os.cpu_count() or 1),
             queue_size=queue_size,
+            batch_wait_s=batch_wait_s,
         ).run(_PushTile(t) for t in src.tiles())
         merge.finish()
     finally:

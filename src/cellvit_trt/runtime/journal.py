@@ -2,9 +2,11 @@
 
     j = Journal.open(out_dir / ".resume", fingerprint, resume=True)
     for row, col, cells, extra in j.replay(): ...            # committed tiles, in processing order
-    j.append(row, col, cells, extra)              # buffered; a chunk is committed every `chunk_tiles` tiles
+    j.append(row, col, cells, extra)   # buffered; committed every `chunk_tiles` tiles or `chunk_seconds` s
     j.commit(); j.discard()                                   # at the end of a successful run
 
+Chunks are committed every `chunk_tiles` tiles and, with `chunk_seconds`, whenever that much time passed since
+the last commit (so a slide of fewer tiles than `chunk_tiles`, or a slow one, keeps its progress too).
 A chunk is one `.npz` written with an atomic rename, then the manifest (also atomic) lists it: a kill at any
 moment leaves either the old or the new manifest, never a half chunk. Tiles after the last commit are simply
 processed again. Replaying the committed tiles into a fresh merge, in the same order, then continuing with the
@@ -24,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,9 +109,17 @@ def _take(d: dict[str, Any], lo: int, hi: int) -> CellBatch:
 
 class Journal:
     def __init__(
-        self, folder: Path, fingerprint: dict[str, Any], chunk_tiles: int = 32, transform: tuple | None = None
+        self,
+        folder: Path,
+        fingerprint: dict[str, Any],
+        chunk_tiles: int = 32,
+        transform: tuple | None = None,
+        chunk_seconds: float | None = None,
     ):
         self.folder, self.fingerprint, self.chunk_tiles = Path(folder), fingerprint, max(1, int(chunk_tiles))
+        # by time as well: a slow slide (or one of fewer tiles than chunk_tiles) still keeps its progress
+        self.chunk_seconds = chunk_seconds
+        self._last_commit = time.monotonic()
         self.transform = transform  # (scale, (ox, oy)) region px -> slide px, as SourceInfo; see _pack
         self.chunks: list[dict[str, Any]] = []
         self._buf: list[tuple[int, int, CellBatch, dict[str, np.ndarray]]] = []
@@ -128,8 +139,9 @@ class Journal:
         resume: bool,
         chunk_tiles: int = 32,
         transform: tuple | None = None,
+        chunk_seconds: float | None = None,
     ) -> Journal:
-        j = cls(Path(folder), fingerprint, chunk_tiles, transform)
+        j = cls(Path(folder), fingerprint, chunk_tiles, transform, chunk_seconds)
         if not resume:
             j.discard()
             return j
@@ -181,7 +193,8 @@ class Journal:
         self, row: int, col: int, cells: CellBatch, extra: dict[str, np.ndarray] | None = None
     ) -> None:
         self._buf.append((row, col, cells, extra or {}))
-        if len(self._buf) >= self.chunk_tiles:
+        due = self.chunk_seconds is not None and time.monotonic() - self._last_commit >= self.chunk_seconds
+        if len(self._buf) >= self.chunk_tiles or due:
             self.commit()
 
     def commit(self) -> None:
@@ -208,6 +221,7 @@ class Journal:
         )
         self.committed_tiles += len(self._buf)
         self._buf.clear()
+        self._last_commit = time.monotonic()
         if self._kill_after is not None and self.committed_tiles >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
 

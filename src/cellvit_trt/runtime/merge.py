@@ -15,9 +15,11 @@ Rules (upstream OverlapCellCleaner.clean_detected_cells, reference §9, made inc
    as upstream. "Exists" (`existing="grid"`, default) means: inside the grid and processed. Upstream
    (`existing="upstream"`) means: contributed at least one margin cell, so an edge cell is also kept when the
    neighbour was processed but found no margin cell there (needs the neighbour's cells, which we wait for).
-4. candidates that overlap (intersection > 1 % of either polygon) are resolved exactly as upstream: in arrival
-   order, a query cell is replaced by the largest of its later unvisited overlapping cells; repeated (at most
-   20 passes) until no overlaps remain. Ties in area go to the earliest cell (upstream: STRtree query order).
+4. candidates that overlap (intersection > 1 % of either polygon) are resolved exactly as upstream: in
+   row-major tile order (a file run's arrival order; tiles arriving in any other order, e.g. a scanner's,
+   give the same cells), a query cell is replaced by the largest of its later unvisited overlapping cells;
+   repeated (at most 20 passes) until no overlaps remain. Ties in area go to the earliest cell (upstream:
+   STRtree query order).
 
 Streaming: a candidate is *ready* when every tile whose footprint meets its bbox is resolved (processed,
 skipped or outside the plan). Overlap clusters (connected components of the overlap graph, kept
@@ -127,7 +129,6 @@ class StreamingMerge:
         self._undecided: dict[tuple[int, int], list[_Cell]] = {}  # edge cells waiting for their neighbour
         self._hash: dict[tuple[int, int], set[_Cell]] = {}
         self._ready: set[_Cell] = set()
-        self._order = 0
         self.pending = 0
         self.max_pending = 0
         self.emitted = 0
@@ -148,8 +149,12 @@ class StreamingMerge:
         margin = np.flatnonzero(status != 0)
         polys, areas = _polygons([batch.contours_region[i] for i in margin])
         spans = self._spans(batch.bbox_region[margin])
+        # A cell's order is its tile's row-major position, then its index: overlap clusters resolve in the
+        # order a file run sees them, whatever order the tiles arrive in (a scanner's), so the kept cells are
+        # the same.
+        base = (row * self.grid.cols + col) << 32
         for k, i in enumerate(margin):
-            cell = _Cell(self._order + int(i), batch, int(i))
+            cell = _Cell(base + int(i), batch, int(i))
             cell.poly, cell.area = polys[k], float(areas[k])
             self._track(cell, spans[k])
             if not edge[i]:
@@ -164,7 +169,6 @@ class StreamingMerge:
                 self._undecided.setdefault(cell.neighbour, []).append(cell)
             else:
                 self._decide(cell)
-        self._order += len(batch)
         self._resolve_tile(row, col)
         self._flush()
 
@@ -334,7 +338,7 @@ class StreamingMerge:
 
     def _flush(self) -> None:
         groups: dict[int, tuple[CellBatch, list[int]]] = {}
-        # Clusters settle in set order; emitting in arrival order keeps cell ids identical from run to run.
+        # Clusters settle in set order; emitting in tile order keeps cell ids identical from run to run.
         for cell in sorted(self._out_cells, key=lambda c: c.order):
             groups.setdefault(id(cell.batch), (cell.batch, []))[1].append(cell.idx)
         parts = self._out + [b.take(idx) for b, idx in groups.values()]
@@ -349,7 +353,7 @@ class StreamingMerge:
 
 
 def resolve_cluster(cells: list, overlaps: Callable) -> set:
-    """Upstream's _remove_overlap_shapely_2 on one cluster (cells in arrival order, each with `.area`)."""
+    """Upstream's _remove_overlap_shapely_2 on one cluster (cells in tile order, each with `.area`)."""
     survivors = cells
     for _ in range(MAX_PASSES):
         visited: set = set()

@@ -2,7 +2,7 @@
 
     safe_name("../x y.svs")            -> "x_y.svs"   (no separator, no leading dot, bounded length)
     unique_names(requests)             -> [(name, how)]: one folder per input, never shared
-    folder_state(folder, digest)       -> "free" | "ours" | "other" | "unowned"
+    folder_state(folder, digest)       -> "free" | "ours" | "other" | "foreign" | "unowned"
     with claim(folder, digest, input): ...   # lock, check the owner, record it; removed again if left empty
 
 Every input's results go to `<output>/<name>/`. The name comes from the file name (or a manifest's `name`
@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import glob
 import hashlib
 import json
+import logging
+import os
+import shutil
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from cellvit_trt import __version__
 from cellvit_trt.errors import InputError
-from cellvit_trt.io import LockBusy, file_lock, write_json
+from cellvit_trt.io import LockBusy, file_lock, remove_orphans, write_json
+
+log = logging.getLogger(__name__)
 
 OWNER_FILE = ".cellvit-trt-owner.json"
 RESUME_DIR = ".resume"  # the resume journal (runtime.journal)
@@ -106,46 +112,104 @@ def read_owner(folder: Path) -> dict | None:
     return data if isinstance(data, dict) and "digest" in data else None
 
 
-def _package_entries(folder: Path) -> list[Path]:
-    """Entries that are not the package's own bookkeeping (owner record, resume journal, temp files)."""
-    return [
-        p for p in folder.iterdir() if p.name not in (OWNER_FILE, RESUME_DIR) and not p.name.endswith(".tmp")
-    ]
+def _package_names() -> set[str]:
+    from cellvit_trt.runtime.writers import OUTPUT_FILES
+
+    return {OWNER_FILE, RESUME_DIR, DONE_MARKER} | {n for names in OUTPUT_FILES.values() for n in names}
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Names in `folder` that this package does not write (its outputs, bookkeeping and temp files)."""
+    own = _package_names()
+    return sorted(p.name for p in folder.iterdir() if p.name not in own and not p.name.endswith(".tmp"))
 
 
 def folder_state(folder: Path, digest: str) -> str:
-    """ "free" (absent or empty), "ours" (owned by this content), "other" (another input's), "unowned"
-    (holds files but no owner record: another program's, or an older version's)."""
+    """The folder for content `digest`: "free" (absent or empty), "ours" (this content's), "other"
+    (another content's), "foreign" (holds files this package does not write), "unowned" (outputs without
+    an owner record: an older version's, input unknown)."""
     if not folder.exists():
         return "free"
     if not folder.is_dir():
-        return "unowned"
+        return "foreign"
     owner = read_owner(folder)
+    if owner is not None and owner["digest"] != digest:
+        return "other"
+    if foreign_entries(folder):
+        return "foreign"
     if owner is not None:
-        return "ours" if owner["digest"] == digest else "other"
-    return "unowned" if _package_entries(folder) else "free"
+        return "ours"
+    return "unowned" if any(folder.iterdir()) else "free"
 
 
 def describe_owner(folder: Path) -> str:
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is a file"
     owner = read_owner(folder)
-    if owner is None:
-        return f"{folder} holds files this run did not write"
-    return f"{folder} belongs to {owner.get('input')} (content {str(owner['digest'])[:8]})"
+    foreign = foreign_entries(folder) if folder.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        return f"{folder} holds files cellvit-trt does not write ({shown})"
+    if owner is not None:
+        return f"{folder} belongs to {owner.get('input')} (content {str(owner['digest'])[:8]})"
+    return f"{folder} holds results of an unknown input (no owner record)"
+
+
+def staging_dir(folder: Path) -> Path:
+    """A fresh hidden sibling where a run writes its whole set before `io.replace_dir` publishes it."""
+    return folder.parent / f".{folder.name}.staging-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _recover(folder: Path) -> None:
+    """Under the folder's lock: what a killed run left beside it. A complete staged set (it has its done
+    marker) or the previous set moved aside replaces a missing folder; every other leftover is removed."""
+    pattern = glob.escape(f".{folder.name}.")
+    staged = sorted(folder.parent.glob(pattern + "staging-*"))
+    old = sorted(folder.parent.glob(pattern + "old-*"))
+    if not folder.exists():
+        for candidate in [s for s in staged if (s / DONE_MARKER).is_file()] + old:
+            os.rename(candidate, folder)
+            log.warning("%s: restored from %s, left by an interrupted run", folder, candidate.name)
+            break
+    for leftover in staged + old:
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+            log.info("%s: removed %s, left by an interrupted run", folder, leftover.name)
+    for orphan in remove_orphans(folder) + remove_orphans(folder / RESUME_DIR):
+        log.info("%s: removed the temporary file %s, left by an interrupted run", folder, orphan.name)
 
 
 def _lock_path(folder: Path) -> Path:
     return folder.parent / f".{folder.name}"
 
 
+def write_owner(folder: Path, digest: str, input_path: Path) -> None:
+    """The owner record: which input (path and content digest) this folder's results belong to."""
+    write_json(
+        folder / OWNER_FILE,
+        {
+            "input": str(Path(input_path).resolve()),
+            "digest": digest,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "package_version": __version__,
+        },
+    )
+
+
 @contextlib.contextmanager
-def claim(folder: Path, digest: str, input_path: Path) -> Iterator[None]:
+def claim(folder: Path, digest: str, input_path: Path, replace_other: bool = False) -> Iterator[None]:
     """Hold `folder` for one input's run: lock it against concurrent runs, refuse it when it belongs to
-    another input, record the owner. A folder this claim created and left without results is removed."""
+    another input, record the owner. A folder this claim created and left without results is removed.
+
+    replace_other=True: the caller owns the folder whatever input wrote it before (the demo and the bench
+    rewrite their own folders); the old owner record stays until the new set replaces the old one. A folder
+    holding files the package does not write is refused even then."""
     folder = Path(folder)
     try:
         with file_lock(_lock_path(folder), blocking=False):
+            _recover(folder)
             state = folder_state(folder, digest)
-            if state not in ("free", "ours"):
+            if state not in ("free", "ours") and not (replace_other and state in ("other", "unowned")):
                 raise InputError(
                     f"{input_path}: output folder refused: {describe_owner(folder)}; nothing was overwritten "
                     "(run the batch again to get a new folder name, or choose another -o)"
@@ -153,15 +217,7 @@ def claim(folder: Path, digest: str, input_path: Path) -> Iterator[None]:
             created = not folder.exists()
             if read_owner(folder) is None:
                 folder.mkdir(parents=True, exist_ok=True)
-                write_json(
-                    folder / OWNER_FILE,
-                    {
-                        "input": str(Path(input_path).resolve()),
-                        "digest": digest,
-                        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                        "package_version": __version__,
-                    },
-                )
+                write_owner(folder, digest, input_path)
             try:
                 yield
             except BaseException:

@@ -39,6 +39,7 @@ from cellvit_trt.runtime.stats import Stats
 log = logging.getLogger(__name__)
 
 _END = object()
+_TIMEOUT = object()
 _POLL_S = 0.1
 
 
@@ -78,15 +79,18 @@ class _Queue:
     def ready(self) -> bool:
         return not self._q.empty()
 
-    def get(self) -> tuple[Any, float]:
+    def get(self, timeout: float | None = None) -> tuple[Any, float]:
+        """Get, blocking while empty; after `timeout` s (if given) returns (_TIMEOUT, waited)."""
         t0 = time.perf_counter()
         while True:
             if self._stop.is_set():
                 raise _Stopped
+            wait = _POLL_S if timeout is None else min(_POLL_S, max(0.0, t0 + timeout - time.perf_counter()))
             try:
-                return self._q.get(timeout=_POLL_S), time.perf_counter() - t0
+                return self._q.get(timeout=wait), time.perf_counter() - t0
             except queue.Empty:
-                continue
+                if timeout is not None and time.perf_counter() - t0 >= timeout:
+                    return _TIMEOUT, time.perf_counter() - t0
 
 
 class Pipeline:
@@ -102,6 +106,7 @@ class Pipeline:
         queue_size: int | None = None,
         in_flight: int | None = None,
         progress: Callable[[int], None] | None = None,
+        batch_wait_s: float | None = None,
     ):
         self.backend = backend
         self.read, self.process, self.sink = read, process, sink
@@ -118,6 +123,10 @@ class Pipeline:
         self.read_bound = int(queue_size or max(self.batch, 2 * self.readers))
         self.post_bound = int(queue_size or 2 * self.workers)
         self.progress = progress
+        # None: a batch waits until it is full (a file's tiles are all there). A number: once a batch has a
+        # tile, no more than this is waited for the next one, so a slow live source (a scanner) does not
+        # hold finished tiles back while the batch fills.
+        self.batch_wait_s = batch_wait_s
         self.stats = Stats()
         self._stop = threading.Event()
         self._error: PipelineError | None = None
@@ -278,8 +287,10 @@ class Pipeline:
         specs: list[Any] = []
         images: list[np.ndarray] = []
         while len(specs) < self.batch:
-            item, waited = tiles_q.get()
+            item, waited = tiles_q.get(self.batch_wait_s if specs else None)
             self.stats.backend_wait_input_s += waited
+            if item is _TIMEOUT:
+                return specs, images, False
             if item is _END:
                 return specs, images, True
             spec, fut = item

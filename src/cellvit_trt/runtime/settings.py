@@ -47,18 +47,28 @@ class RunSettings:
     target_mpp: float | None = None  # override the model's target mpp
     tissue: bool = True  # process only tiles with tissue (Otsu on a thumbnail)
     tissue_threshold: float = 0.01  # min tissue fraction of a tile (upstream min_intersection_ratio)
+    max_pixels: int = 1 << 28  # images decoded whole (PNG, JPEG, flat TIFF): refused above (sources.pixels)
+    max_bad_tiles: float = (
+        0.01  # fraction of tiles that may fail to decode (left out, reported); beyond: fail
+    )
+    max_slide_pixels: int = 1 << 36  # slides read region by region: level-0 pixels, refused above
     # outputs
     outputs: list[str] = DEFAULT_OUTPUTS  # type: ignore[assignment]
     resume: bool = False
     checkpoint_tiles: int = 32  # tiles per resume-journal commit
+    checkpoint_seconds: float = 30.0  # ... or seconds since the last commit, whichever comes first
 
     def validate(self) -> None:
         # ValueError: config.from_dict turns it into a ConfigError naming the YAML file (or "settings")
-        for name in ("batch", "in_flight", "checkpoint_tiles"):
+        for name in ("batch", "in_flight", "checkpoint_tiles", "max_pixels", "max_slide_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}, expected >= 1")
         if self.workers < 0 or self.threads < 0 or self.readers < 0:
             raise ValueError("workers/threads/readers: expected >= 0 (0 = automatic)")
+        if not 0.0 <= self.max_bad_tiles <= 1.0:
+            raise ValueError(f"max_bad_tiles: got {self.max_bad_tiles}, expected a fraction 0..1")
+        if not self.checkpoint_seconds >= 0:
+            raise ValueError(f"checkpoint_seconds: got {self.checkpoint_seconds}, expected >= 0")
         if self.queue_size is not None and self.queue_size < 1:
             raise ValueError(f"queue_size: got {self.queue_size}, expected >= 1")
         if not 0.0 <= self.tissue_threshold <= 1.0:

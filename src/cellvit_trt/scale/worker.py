@@ -157,7 +157,7 @@ class SlideWorker:
             written = json.loads(manifest.read_text()).get("fingerprint")
         except (OSError, ValueError, AttributeError):
             return dataclasses.replace(self.settings, resume=True), []  # no journal: resume finds nothing
-        ours = fingerprint(item.path, self.tally, self.settings, self.tally.tile_size)
+        ours = fingerprint(item.path, self.tally, self.settings, self.tally.tile_size, item.digest)
         if written == ours:
             return dataclasses.replace(self.settings, resume=True), []
         differ = sorted(k for k in set(written or {}) | set(ours) if (written or {}).get(k) != ours.get(k))

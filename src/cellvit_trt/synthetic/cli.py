@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cellvit_trt.argtypes import fraction, int_range, nonnegative_int, positive_float, positive_int
 from cellvit_trt.errors import InputError
 
 PRESET_CHOICES = ("tumour", "glandular", "stroma", "inflamed", "mixed")
@@ -19,24 +20,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", metavar="{tiles,slide}", required=True)
     t = sub.add_parser("tiles", help="PNG tiles + .npz ground truth (inst_map, type_map, cells)")
     t.add_argument("--out", type=Path, required=True, help="output folder")
-    t.add_argument("--count", type=int, default=8)
-    t.add_argument("--size", type=int, default=256, help="tile side in pixels")
-    t.add_argument("--seed", type=int, default=0, help="tile i uses seed + i")
-    t.add_argument("--mpp", type=float, default=0.25)
+    t.add_argument("--count", type=positive_int, default=8)
+    t.add_argument("--size", type=positive_int, default=256, help="tile side in pixels")
+    t.add_argument("--seed", type=nonnegative_int, default=0, help="tile i uses seed + i")
+    t.add_argument("--mpp", type=positive_float, default=0.25)
     t.add_argument(
         "--preset", choices=PRESET_CHOICES, default=None, help="default: drawn per tile from its seed"
     )
     s = sub.add_parser("slide", help="pyramidal Aperio-style TIFF + <stem>.cells.npz (+ <stem>.labels.tif)")
     s.add_argument("--out", type=Path, required=True, help="slide path (.svs or .tif)")
-    s.add_argument("--width", type=int, default=4096)
-    s.add_argument("--height", type=int, default=4096)
-    s.add_argument("--mpp", type=float, default=0.25)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--tile-size", type=int, default=256, help="TIFF tile size")
+    s.add_argument("--width", type=positive_int, default=4096)
+    s.add_argument("--height", type=positive_int, default=4096)
+    s.add_argument("--mpp", type=positive_float, default=0.25)
+    s.add_argument("--seed", type=nonnegative_int, default=0)
+    s.add_argument("--tile-size", type=positive_int, default=256, help="TIFF tile size")
     s.add_argument("--compression", choices=("jpeg", "deflate", "none"), default="jpeg")
-    s.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    s.add_argument("--quality", type=int_range(1, 100), default=90, help="JPEG quality")
     s.add_argument("--preset", choices=PRESET_CHOICES, default="mixed")
-    s.add_argument("--glass-fraction", type=float, default=0.35)
+    s.add_argument("--glass-fraction", type=fraction, default=0.35)
     s.add_argument("--no-labels", action="store_true", help="skip the level-0 instance-label TIFF")
 
 

@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cellvit_trt.argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
 from cellvit_trt.config import add_config_argument
 
 
@@ -20,41 +21,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument("--variant", default=None, help="model variant (default tiny)")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint to write (official format)")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="steps on crops (phase 1)")
+    parser.add_argument("--seed", type=nonnegative_int, default=None)
+    parser.add_argument("--steps", type=nonnegative_int, default=None, help="steps on crops (phase 1)")
     parser.add_argument(
-        "--crop-tiles", dest="crop_tiles", type=int, default=None, help="tiles per phase-1 step"
+        "--crop-tiles", dest="crop_tiles", type=positive_int, default=None, help="tiles per phase-1 step"
     )
-    parser.add_argument("--crops-per-side", dest="crops_per_side", type=int, default=None)
-    parser.add_argument("--fine-steps", dest="fine_steps", type=int, default=None, help="steps on full tiles")
-    parser.add_argument("--fine-tiles", dest="fine_tiles", type=int, default=None)
-    parser.add_argument("--tile-size", dest="tile_size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--weight-decay", dest="weight_decay", type=float, default=None)
-    parser.add_argument("--warmup-steps", dest="warmup_steps", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--crops-per-side", dest="crops_per_side", type=positive_int, default=None)
     parser.add_argument(
-        "--max-minutes", dest="max_minutes", type=float, default=None, help="stop early and save"
+        "--fine-steps", dest="fine_steps", type=nonnegative_int, default=None, help="steps on full tiles"
+    )
+    parser.add_argument("--fine-tiles", dest="fine_tiles", type=positive_int, default=None)
+    parser.add_argument("--tile-size", dest="tile_size", type=positive_int, default=None)
+    parser.add_argument("--lr", type=positive_float, default=None)
+    parser.add_argument("--weight-decay", dest="weight_decay", type=nonnegative_float, default=None)
+    parser.add_argument("--warmup-steps", dest="warmup_steps", type=nonnegative_int, default=None)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--max-minutes", dest="max_minutes", type=positive_float, default=None, help="stop early and save"
     )
     parser.add_argument(
         "--tissue-weight",
         dest="tissue_weight",
-        type=float,
+        type=nonnegative_float,
         default=None,
         help="weight of the tissue cross entropy (0 ignores the tissue head)",
     )
-    parser.add_argument("--save-every", dest="save_every", type=int, default=None)
+    parser.add_argument("--save-every", dest="save_every", type=positive_int, default=None)
     parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
     parser.add_argument(
         "--data-offset",
         dest="data_offset",
-        type=int,
+        type=nonnegative_int,
         default=None,
         help="first tile index of the training stream (use a fresh range when continuing)",
     )
     parser.add_argument(
         "--evaluate",
-        type=int,
+        type=nonnegative_int,
         default=0,
         metavar="N",
         help="after training, evaluate on N held-out synthetic tiles",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellvit_trt.argtypes import nonnegative_int, positive_int
 from cellvit_trt.training.data import EVAL_SEED_BASE
 
 
@@ -93,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--checkpoint", type=Path, default=None, help="checkpoint (default: the shipped demo model)"
     )
-    p.add_argument("--tiles", type=int, default=16)
-    p.add_argument("--tile-size", type=int, default=256)
-    p.add_argument("--seed-base", type=int, default=EVAL_SEED_BASE)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    p.add_argument("--tiles", type=positive_int, default=16)
+    p.add_argument("--tile-size", type=positive_int, default=256)
+    p.add_argument("--seed-base", type=nonnegative_int, default=EVAL_SEED_BASE)
+    p.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads (1 is fastest on a shared CPU)"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the full report here")
     args = p.parse_args(argv)
     import torch

@@ -61,7 +61,9 @@ def model_kind(spec: str | Path) -> tuple[str, Path]:
     if suffix in ONNX_SUFFIXES:
         return "onnx", path
     if suffix in CHECKPOINT_SUFFIXES:
-        return "checkpoint", path
+        from cellvit_trt.models.fileformat import check_checkpoint_file
+
+        return "checkpoint", check_checkpoint_file(path)  # garbage fails here, before any export starts
     raise InputError(
         f"model {path}: unknown file type {suffix!r}; expected an engine {ENGINE_SUFFIXES}, "
         f"an ONNX graph (.onnx) or a checkpoint {CHECKPOINT_SUFFIXES}"

@@ -22,6 +22,7 @@ Returned arrays are owned by the caller (never views of reused buffers).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -52,32 +53,114 @@ class ModelMeta:
 
     @classmethod
     def from_json(cls, text: str | dict[str, Any] | None, tile_size: int, where: str) -> ModelMeta:
+        """Parse and check the `cellvit_trt` metadata of a graph or engine, once, where a backend reads it.
+
+        A wrong field is an InputError naming the field, the value and what was expected, never a traceback
+        later in a writer (a colour that is not RGB, a `target_mpp` that is not a number, ...)."""
         if not text:
             return cls(tile_size=tile_size)
         try:
-            d = json.loads(text) if isinstance(text, str) else dict(text)
+            d = json.loads(text) if isinstance(text, str) else text
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}: metadata 'cellvit_trt' is not valid JSON ({exc})") from exc
+        if not isinstance(d, dict):
+            raise InputError(
+                f"{where}: metadata 'cellvit_trt' is a JSON {type(d).__name__}, expected an object"
+            )
         # Keys may sit at top level or under "model" (ModelInfo.to_metadata); first hit wins.
         flat = {**(d.get("model") if isinstance(d.get("model"), dict) else {}), **d}
-
-        def pick(*keys: str, default: Any = None) -> Any:
-            return next((flat[k] for k in keys if flat.get(k) is not None), default)
-
-        colors = pick("nuclei_colors", "class_colors", default=())
-        magnification = float(pick("magnification", default=40.0))
+        field_ = _MetaFields(flat, where)
+        magnification = field_.number("magnification", 40.0)
+        tile = field_.integer("tile_size", tile_size, low=1)
         return cls(
-            tile_size=int(pick("tile_size", default=tile_size)),
-            name=str(pick("name", "variant", "arch", default="unknown")),
-            class_names=tuple(pick("nuclei_names", "class_names", default=())),
-            class_colors=tuple(tuple(int(v) for v in c) for c in colors),
-            tissue_names=tuple(pick("tissue_names", default=())),
+            tile_size=tile,
+            name=field_.text(("name", "variant", "arch"), "unknown"),
+            class_names=field_.names(("nuclei_names", "class_names")),
+            class_colors=field_.colors(("nuclei_colors", "class_colors")),
+            tissue_names=field_.names(("tissue_names",)),
             magnification=magnification,
-            target_mpp=float(pick("target_mpp", "mpp", default=0.25 if magnification >= 40 else 0.5)),
-            overlap=int(pick("overlap", default=64)),
-            precision=str(pick("precision", default="fp32")),
-            raw=d,
+            target_mpp=field_.number(("target_mpp", "mpp"), 0.25 if magnification >= 40 else 0.5),
+            overlap=field_.integer("overlap", 64, low=0, high=tile - 1),
+            precision=field_.choice("precision", ("fp32", "fp16", "int8", "mixed"), "fp32"),
+            raw=dict(d),
         )
+
+
+class _MetaFields:
+    """Typed reads of metadata fields; each failure names the field, its value and what was expected."""
+
+    MAX_NAME = 200  # characters of a class or tissue name
+
+    def __init__(self, flat: dict[str, Any], where: str) -> None:
+        self.flat, self.where = flat, where
+
+    def _pick(self, keys: str | tuple[str, ...]) -> tuple[str, Any]:
+        keys = (keys,) if isinstance(keys, str) else keys
+        return next(((k, self.flat[k]) for k in keys if self.flat.get(k) is not None), (keys[0], None))
+
+    def _bad(self, key: str, value: Any, expected: str) -> InputError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return InputError(f"{self.where}: metadata field '{key}' = {shown}; expected {expected}")
+
+    def number(self, keys: str | tuple[str, ...], default: float) -> float:
+        key, v = self._pick(keys)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise self._bad(key, v, "a positive number")
+        return float(v)
+
+    def integer(self, key: str, default: int, low: int, high: int | None = None) -> int:
+        _, v = self._pick(key)
+        if v is None:
+            return default
+        ok = isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+        if not ok:
+            raise self._bad(key, v, f"an integer >= {low}" + (f" and <= {high}" if high is not None else ""))
+        return int(v)
+
+    def text(self, keys: tuple[str, ...], default: str) -> str:
+        key, v = self._pick(keys)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise self._bad(key, v, "a string")
+        return v
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        _, v = self._pick(key)
+        if v is None:
+            return default
+        if v not in choices:
+            raise self._bad(key, v, f"one of {', '.join(choices)}")
+        return str(v)
+
+    def names(self, keys: tuple[str, ...]) -> tuple[str, ...]:
+        key, v = self._pick(keys)
+        if v is None:
+            return ()
+        if not isinstance(v, (list, tuple)) or not all(
+            isinstance(n, str) and 0 < len(n) <= self.MAX_NAME for n in v
+        ):
+            raise self._bad(key, v, f"a list of names (strings of 1-{self.MAX_NAME} characters)")
+        return tuple(v)
+
+    def colors(self, keys: tuple[str, ...]) -> tuple[tuple[int, int, int], ...]:
+        key, v = self._pick(keys)
+        if v is None:
+            return ()
+
+        def rgb(c: Any) -> bool:
+            return (
+                isinstance(c, (list, tuple))
+                and len(c) == 3
+                and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in c)
+            )
+
+        if not isinstance(v, (list, tuple)) or not all(rgb(c) for c in v):
+            raise self._bad(key, v, "a list of [r, g, b] colours, integers 0-255")
+        return tuple(tuple(int(x) for x in c) for c in v)  # type: ignore[misc]
 
 
 def check_images(images: Any, tile_size: int, max_batch: int, where: str = "backend") -> np.ndarray:

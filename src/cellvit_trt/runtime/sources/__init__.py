@@ -15,6 +15,7 @@ from cellvit_trt.errors import InputError
 from cellvit_trt.runtime.sources.base import Source, SourceInfo, Tile
 from cellvit_trt.runtime.sources.detect import IMAGE_SUFFIXES, SLIDE_SUFFIXES, Detected, detect
 from cellvit_trt.runtime.sources.image import ArraySource, ImageSource
+from cellvit_trt.runtime.sources.pixels import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SLIDE_PIXELS
 from cellvit_trt.runtime.sources.push import PushSource
 from cellvit_trt.runtime.tiling import TILE_OVERLAP, TILE_SIZE
 
@@ -65,8 +66,11 @@ def open_source(
     tile_size: int = TILE_SIZE,
     overlap: int = TILE_OVERLAP,
     reader: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_slide_pixels: int = DEFAULT_MAX_SLIDE_PIXELS,
 ) -> Source:
-    """Open one input file as a Source (slides region by region, plain images in memory).
+    """Open one input file as a Source (slides region by region, plain images in memory). Images decoded
+    whole are bounded by `max_pixels`, slides by `max_slide_pixels` at level 0 (sources.pixels defaults).
 
     The kind comes from the file's content (`detect`), not its suffix: a PNG named `.svs` is an image, an
     SVS named `.tif` a slide."""
@@ -80,9 +84,9 @@ def open_source(
     if slide:
         from cellvit_trt.runtime.sources.slide import SlideSource
 
-        return SlideSource(path, target_mpp, mpp, reader, tile_size, overlap)
+        return SlideSource(path, target_mpp, mpp, reader, tile_size, overlap, max_slide_pixels)
     if found.kind in ("image", "tiff"):
-        return ImageSource(path, mpp, target_mpp, tile_size, overlap)
+        return ImageSource(path, mpp, target_mpp, tile_size, overlap, max_pixels)
     raise InputError(
         f"{path}: not a slide or image this package reads (content not recognised); expected a slide "
         f"({', '.join(SLIDE_SUFFIXES)}, tiff; any format OpenSlide or tiffslide opens) or an image "

@@ -64,6 +64,7 @@ class Source:
     grid: TileGrid
 
     def __init__(self, info: SourceInfo, tile_size: int, overlap: int) -> None:
+        self.warnings: list[str] = []  # conversions and approximations the run should report
         self.info = info
         self.grid = TileGrid(info.height, info.width, tile_size, overlap)
 

@@ -4,16 +4,21 @@ Scanner side (any thread, one at a time):
     src = PushSource(height, width, mpp=0.25, target_mpp=0.25, maxsize=8, timeout=60)
     src.submit(pixels, y, x)       # uint8 [h, w, 3] RGB at region pixel (y, x): a scanner tile or a strip.
                                    # Blocks while `maxsize` tiles wait for the consumer (backpressure); raises
-                                   # TimeoutError after `timeout` s. Overlapping submissions overwrite.
-    src.finish()                   # no more pixels: partly covered tiles are emitted (white where missing)
-    src.abort(exc)                 # the consumer's tiles() raises exc
+                                   # TimeoutError after `timeout` s (None: wait until abort()). The pixels
+                                   # are kept even then: tiles they completed wait in order and are handed
+                                   # over first by the next submit() or finish(). Overlapping submissions
+                                   # overwrite.
+    src.finish()                   # no more pixels: partly covered tiles are emitted (white where missing);
+                                   # after a TimeoutError call it again to hand over what is left
+    src.abort(exc)                 # the consumer's tiles() raises exc at once (even with a full queue)
+    src.close()                    # the scanner is done with this source: submit/finish are refused
     for cells in src.results():    # what the pipeline passed to deliver(), until close_results()
         ...
 
 Consumer side (the pipeline):
     for tile in src.tiles(): ...   # Tile objects in the order they become complete (all pixels covered)
     src.deliver(cells)             # blocking put into the bounded result queue
-    src.close_results()
+    src.close_results()            # end of results; idempotent
 
 A tile is complete once every region pixel of its footprint has been submitted. Pixels are kept in one buffer
 per tile row (tile_size x width); a buffer is freed when all tiles of its row are emitted, so a row-by-row
@@ -26,6 +31,8 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -36,6 +43,7 @@ from cellvit_trt.runtime.sources.resolution import tolerance_for
 from cellvit_trt.runtime.tiling import PAD_VALUE, TILE_OVERLAP, TILE_SIZE
 
 _DONE = object()
+_POLL_S = 0.1  # how often a blocked put/get looks at abort()
 
 
 class _Band:
@@ -57,7 +65,7 @@ class PushSource(Source):
         tile_size: int = TILE_SIZE,
         overlap: int = TILE_OVERLAP,
         maxsize: int = 8,
-        timeout: float = 60.0,
+        timeout: float | None = 60.0,
         max_bands: int = 3,
         offset: tuple[float, float] = (0.0, 0.0),
         name: str = "push",
@@ -87,7 +95,14 @@ class PushSource(Source):
         self._emitted: set[tuple[int, int]] = set()
         self._touched: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
+        # Tiles cut from the bands (so marked emitted) but not yet accepted by the tile queue: a put that
+        # times out leaves them here, and the next submit()/finish() hands them over first, in order.
+        self._outbox: deque[object] = deque()
+        self._put_lock = threading.Lock()  # one flusher at a time keeps the outbox's order
         self._finished = False
+        self._closed = False
+        self._aborted: BaseException | None = None
+        self._results_closed = False
         self.max_queued = 0  # high-water mark of the tile queue (for tests and stats)
 
     # -- scanner side -------------------------------------------------------------------------------------
@@ -104,28 +119,39 @@ class PushSource(Source):
                 f"{self.info.height}x{self.info.width} region"
             )
         with self._lock:
+            self._check_open("submit")
             if self._finished:
                 raise InputError(f"{self.info.name}: submit after finish()")
-            ready = self._store(a, y, x)
-        for tile in ready:
-            self._put(tile)
+            self._outbox.extend(self._store(a, y, x))
+        self._flush()
 
     def finish(self) -> None:
-        """No more pixels: emit every touched, not yet emitted tile (white where never covered)."""
+        """No more pixels: emit every touched, not yet emitted tile (white where never covered).
+
+        Call it again after a TimeoutError: it hands over what is left, once."""
         with self._lock:
-            self._finished = True
-            rest = sorted(self._touched - self._emitted)
-            tiles = [self._cut(r, c) for r, c in rest]
-            self._bands.clear()
-        for tile in tiles:
-            self._put(tile)
-        self._put(_DONE)
+            self._check_open("finish")
+            if not self._finished:
+                self._finished = True
+                rest = sorted(self._touched - self._emitted)
+                self._outbox.extend(self._cut(r, c) for r, c in rest)
+                self._outbox.append(_DONE)
+                self._bands.clear()
+        self._flush()
 
     def abort(self, exc: BaseException) -> None:
+        """Fail the consumer: its tiles() raises `exc` at once; never blocks."""
         with self._lock:
             self._finished = True
+            self._aborted = exc
             self._bands.clear()
-        self._put(exc)
+            self._outbox.clear()
+
+    def close(self) -> None:
+        """The scanner side is done with this source; later submit()/finish() calls are refused."""
+        with self._lock:
+            self._closed = True
+            self._bands.clear()
 
     def results(self, timeout: float | None = None) -> Iterator[object]:
         """Cell batches in the order the pipeline delivered them, until close_results()."""
@@ -139,11 +165,14 @@ class PushSource(Source):
     def tiles(self, selection: Iterable[tuple[int, int]] | None = None) -> Iterator[Tile]:
         """Tiles as they complete; `selection` is ignored (the scan decides the order)."""
         while True:
-            item = self._tiles.get()
+            if self._aborted is not None:
+                raise self._aborted
+            try:
+                item = self._tiles.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
             if item is _DONE:
                 return
-            if isinstance(item, BaseException):
-                raise item
             yield item
 
     def deliver(self, cells: object) -> None:
@@ -155,20 +184,56 @@ class PushSource(Source):
             ) from None
 
     def close_results(self) -> None:
-        self._results.put(_DONE, timeout=self.timeout)
+        """End the results (idempotent). A full result queue raises TimeoutError; calling again retries."""
+        if self._results_closed:
+            return
+        try:
+            self._results.put(_DONE, timeout=self.timeout)
+        except queue.Full:
+            raise TimeoutError(
+                f"{self.info.name}: the scanner did not read results for {self.timeout} s (result queue "
+                "full; cannot close it)"
+            ) from None
+        self._results_closed = True
 
     def _read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         raise InputError(f"{self.info.name}: a push source has no random access; iterate tiles()")
 
     # -- internals ----------------------------------------------------------------------------------------
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise InputError(f"{self.info.name}: {what} after close()")
+        if self._aborted is not None:
+            raise InputError(f"{self.info.name}: {what} after abort ({self._aborted})")
+
+    def _flush(self) -> None:
+        """Hand the outbox to the tile queue in order; an item leaves it only once the queue took it."""
+        with self._put_lock:
+            while True:
+                with self._lock:
+                    if not self._outbox or self._aborted is not None:
+                        return
+                    item = self._outbox[0]
+                self._put(item)
+                with self._lock:
+                    if self._outbox and self._outbox[0] is item:
+                        self._outbox.popleft()
+
     def _put(self, item: object) -> None:
-        try:
-            self._tiles.put(item, timeout=self.timeout)
-        except queue.Full:
-            raise TimeoutError(
-                f"{self.info.name}: the consumer took no tile for {self.timeout} s (queue of "
-                f"{self._tiles.maxsize} full)"
-            ) from None
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            if self._aborted is not None:
+                return  # the consumer is failing anyway; nothing more to hand over
+            wait = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            try:
+                self._tiles.put(item, timeout=max(0.0, wait))
+                break
+            except queue.Full:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"{self.info.name}: the consumer took no tile for {self.timeout} s (queue of "
+                        f"{self._tiles.maxsize} full); the pixels are kept: submit() or finish() again"
+                    ) from None
         self.max_queued = max(self.max_queued, self._tiles.qsize())
 
     def _band(self, row: int) -> _Band:

@@ -25,24 +25,19 @@ import numpy as np
 
 from cellvit_trt.errors import InputError, require
 from cellvit_trt.runtime.sources.base import Source, SourceInfo
+from cellvit_trt.runtime.sources.pixels import DEFAULT_MAX_SLIDE_PIXELS, to_rgb8
 from cellvit_trt.runtime.sources.resolution import choose_level
+from cellvit_trt.runtime.sources.tile_check import JpegTileCheck
 from cellvit_trt.runtime.tiling import TILE_OVERLAP, TILE_SIZE
 
 log = logging.getLogger(__name__)
 
 _MPP_IN_TEXT = re.compile(r"MPP(?: =)? (\d+\.\d+)")  # upstream's regex on the description/comment
 LANCZOS_SUPPORT = 3  # PIL LANCZOS kernel radius in source px (per unit of scale)
-
-
-def _to_rgb(region: np.ndarray) -> np.ndarray:
-    """RGBA (transparent = outside the scanned area) -> RGB over white."""
-    if region.ndim == 2:
-        region = np.repeat(region[..., None], 3, axis=2)
-    if region.shape[2] == 4:
-        alpha = region[..., 3:4].astype(np.uint16)
-        rgb = region[..., :3].astype(np.uint16)
-        region = ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
-    return np.ascontiguousarray(region[..., :3])
+THUMB_READ_MAX_PX = (
+    1 << 26
+)  # level pixels read whole for a thumbnail (~64 Mpx, a few seconds); beyond: sampled
+THUMB_WINDOWS, THUMB_WINDOW = 4096, 64
 
 
 def _subifd_pyramid(path: Path) -> bool:
@@ -133,6 +128,7 @@ class SlideSource(Source):
         reader: str = "auto",
         tile_size: int = TILE_SIZE,
         overlap: int = TILE_OVERLAP,
+        max_pixels: int = DEFAULT_MAX_SLIDE_PIXELS,
     ) -> None:
         path = Path(path)
         if not path.exists():
@@ -152,8 +148,17 @@ class SlideSource(Source):
             bx = int(props.get("openslide.bounds-x") or 0)
             by = int(props.get("openslide.bounds-y") or 0)
             w0, h0 = self._slide.dimensions
+            if w0 * h0 > max_pixels:
+                raise InputError(
+                    f"{path}: the slide declares {w0}x{h0} = {w0 * h0} pixels at level 0, more than "
+                    f"--max-slide-pixels {max_pixels}"
+                )
             bw = int(props.get("openslide.bounds-width") or w0 - bx)
             bh = int(props.get("openslide.bounds-height") or h0 - by)
+            if bw <= 0 or bh <= 0:
+                raise InputError(
+                    f"{path}: the slide stores no image data (its bounds are {bw}x{bh}: every tile is empty)"
+                )
         except BaseException:
             self._slide.close()
             raise
@@ -161,6 +166,9 @@ class SlideSource(Source):
         self._bounds = (bx, by)
         # OpenSlide handles are thread-safe; tiffslide's are not documented to be: serialise its reads
         self._lock = threading.Lock() if used == "tiffslide" else None
+        self._path, self._reopen_lock = path, threading.Lock()
+        # tiffslide's JPEG decoder drops libjpeg's warnings: check its tiles with libjpeg's own reporting
+        self._check = JpegTileCheck.open(path) if used == "tiffslide" else None
         d = choice.level_downsample
         lw, lh = self._slide.level_dimensions[choice.level]
         # region of the level that holds the bounds, in level px
@@ -200,12 +208,37 @@ class SlideSource(Source):
         """Level px window (relative to the bounds) -> uint8 RGB."""
         d = self._choice.level_downsample
         loc = (int(round(self._bounds[0] + lx * d)), int(round(self._bounds[1] + ly * d)))
+        level = self._choice.level
         if self._lock is None:
-            region = self._slide.read_region(loc, self._choice.level, (w, h))
+            slide = self._slide
+            try:
+                region = slide.read_region(loc, level, (w, h))
+            except Exception:
+                self._reopen(slide)  # OpenSlide stays in its error state after a failed read: start afresh
+                raise
         else:
             with self._lock:
-                region = self._slide.read_region(loc, self._choice.level, (w, h))
-        return _to_rgb(np.asarray(region))
+                region = self._slide.read_region(loc, level, (w, h))
+                if self._check is not None:
+                    self._check.window(level, int(loc[0] / d), int(loc[1] / d), w, h)
+        return self._rgb(np.asarray(region))
+
+    def _reopen(self, failed) -> None:
+        """A fresh OpenSlide handle after an error, so that one corrupt tile fails only its own reads."""
+        import openslide
+
+        with self._reopen_lock:
+            if self._slide is failed:
+                self._slide = openslide.OpenSlide(str(self._path))
+                failed.close()
+
+    def _rgb(self, region: np.ndarray) -> np.ndarray:
+        """RGBA (transparent = outside the scanned area) over white; gray or 16-bit levels converted (noted
+        once in `warnings`)."""
+        rgb, note = to_rgb8(region, self.info.name)
+        if note and f"{self.info.name}: {note}" not in self.warnings:
+            self.warnings.append(f"{self.info.name}: {note}")
+        return rgb
 
     def _read(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         f = self._choice.resample
@@ -242,6 +275,8 @@ class SlideSource(Source):
         level = max(levels, key=lambda i: self._slide.level_downsamples[i])
         d = float(self._slide.level_downsamples[level])
         lw, lh = int(bw / d), int(bh / d)
+        if lw * lh > THUMB_READ_MAX_PX:  # no small enough level (a flat or sparse huge TIFF): sample it
+            return self._sampled_thumbnail(level, d, lw, lh, th, tw), factor
         out = np.empty((th, tw, 3), np.uint8)
         step = max(1, int(((1 << 24) // max(1, lw)) * th / max(1, lh)))  # ~16 Mpx of level pixels per strip
         y = 0
@@ -250,7 +285,7 @@ class SlideSource(Source):
             r0, r1 = int(y * lh / th), max(int(y * lh / th) + 1, min(lh, int(round(y2 * lh / th))))
             loc = (int(round(bx)), int(round(by + r0 * d)))
             try:
-                part = _to_rgb(np.asarray(self._slide.read_region(loc, level, (max(1, lw), r1 - r0))))
+                part = self._rgb(np.asarray(self._slide.read_region(loc, level, (max(1, lw), r1 - r0))))
             except Exception as exc:  # any reader failure, as in read_region
                 raise InputError(
                     f"{self.info.name}: cannot read the thumbnail at level {level} ({exc})"
@@ -259,7 +294,42 @@ class SlideSource(Source):
             y = y2
         return out, factor
 
+    def _sampled_thumbnail(self, level: int, d: float, lw: int, lh: int, th: int, tw: int) -> np.ndarray:
+        """A bounded read: at most THUMB_WINDOWS windows of THUMB_WINDOW² level px on a regular lattice,
+        each scaled into its block of the thumbnail. Costs the same for any slide size; the tissue mask is
+        coarser (noted in `warnings`)."""
+        import cv2
+
+        gy = max(1, min(th, round(math.sqrt(THUMB_WINDOWS * th / tw))))
+        gx = max(1, min(tw, THUMB_WINDOWS // gy))
+        w, h = min(THUMB_WINDOW, lw), min(THUMB_WINDOW, lh)
+        bx, by = self._bounds
+        out = np.empty((th, tw, 3), np.uint8)
+        for i in range(gy):
+            y0, y1 = i * th // gy, (i + 1) * th // gy
+            ly = min(max(0, int((y0 + y1) / 2 * lh / th - h / 2)), lh - h)
+            for j in range(gx):
+                x0, x1 = j * tw // gx, (j + 1) * tw // gx
+                lx = min(max(0, int((x0 + x1) / 2 * lw / tw - w / 2)), lw - w)
+                loc = (int(round(bx + lx * d)), int(round(by + ly * d)))
+                try:
+                    part = self._rgb(np.asarray(self._slide.read_region(loc, level, (w, h))))
+                except Exception as exc:  # any reader failure, as in read_region
+                    raise InputError(
+                        f"{self.info.name}: cannot read the thumbnail at level {level} ({exc})"
+                    ) from exc
+                out[y0:y1, x0:x1] = cv2.resize(part, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        self.warnings.append(
+            f"{self.info.name}: no pyramid level small enough for the tissue thumbnail (level {level} is "
+            f"{lw}x{lh}); it was sampled from {gy * gx} windows, so tissue detection is coarse "
+            "(--no-tissue processes every tile)"
+        )
+        return out
+
     def close(self) -> None:
         slide, self._slide = getattr(self, "_slide", None), None
         if slide is not None:
             slide.close()
+        check, self._check = getattr(self, "_check", None), None
+        if check is not None:
+            check.close()

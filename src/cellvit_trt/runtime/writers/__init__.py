@@ -9,7 +9,7 @@
 outputs (names -> files in out_dir):
     geojson     cells.geojson               QuPath detections, one Polygon Feature per cell (geojson.py)
     cells       cells.json, cell_detection.json   upstream 1.0.9 layout (upstream_json.py)
-    table       cells.csv, cells.parquet    one row per cell (parquet only when pyarrow is installed)
+    table       cells.csv, cells.parquet    one row per cell (parquet with the `parquet` extra: pyarrow)
     embeddings  embeddings.npy, embeddings_index.csv   mean token per cell (float16 unless told)
     tissue      tissue_tiles.csv, tissue_tiles.json    tissue class per processed tile
     overlay     overlay.png                 contours over one region window (needs `source`)
@@ -34,7 +34,32 @@ from cellvit_trt.runtime.writers.summary import write_summary
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("geojson", "cells", "table", "embeddings", "tissue", "overlay", "summary")
-__all__ = ["OUTPUTS", "ClassTable", "StreamFile", "WriterSet", "open_writers", "wsi_metadata"]
+OUTPUT_FILES = {  # every file each output may write (runtime.outdir tells them from foreign files)
+    "geojson": ("cells.geojson",),
+    "cells": ("cells.json", "cell_detection.json"),
+    "table": ("cells.csv", "cells.parquet"),
+    "embeddings": ("embeddings.npy", "embeddings_index.csv"),
+    "tissue": ("tissue_tiles.csv", "tissue_tiles.json"),
+    "overlay": ("overlay.png",),
+    "summary": ("summary.json",),
+}
+__all__ = [
+    "OUTPUTS",
+    "OUTPUT_FILES",
+    "ClassTable",
+    "StreamFile",
+    "WriterSet",
+    "open_writers",
+    "write_geojson",
+    "wsi_metadata",
+]
+
+
+def write_geojson(path: str | Path, cells: Any, class_names: Any = None, **kwargs: Any) -> int:
+    """QuPath GeoJSON of a tile's CellTable or a run's CellBatch, from Python (see geojson.write_geojson)."""
+    from cellvit_trt.runtime.writers.geojson import write_geojson as _write
+
+    return _write(path, cells, class_names, **kwargs)
 
 
 def wsi_metadata(info, grid) -> dict[str, Any]:
@@ -113,6 +138,7 @@ def open_writers(
     if unknown:
         raise InputError(f"outputs: unknown {unknown}; expected some of {', '.join(OUTPUTS)}")
     out_dir = Path(out_dir)
+    files = {k: [out_dir / name for name in names] for k, names in OUTPUT_FILES.items()}
     classes = ClassTable.from_meta(meta)
     area = info.mpp**2 if info.mpp else None  # µm² per target-mpp pixel
     ws = WriterSet(out_dir, classes)
@@ -120,15 +146,14 @@ def open_writers(
         if "geojson" in outputs:
             from cellvit_trt.runtime.writers.geojson import GeoJSONWriter
 
-            ws.writers["geojson"] = GeoJSONWriter(out_dir / "cells.geojson", classes, info.name, area, points)
+            ws.writers["geojson"] = GeoJSONWriter(files["geojson"][0], classes, info.name, area, points)
         if "cells" in outputs:
             from cellvit_trt.runtime.writers.upstream_json import UpstreamJSONWriter
 
             if grid is None:
                 raise InputError("outputs: 'cells' (upstream cells.json) needs the tiling grid")
             ws.writers["cells"] = UpstreamJSONWriter(
-                out_dir / "cells.json",
-                out_dir / "cell_detection.json",
+                *files["cells"],
                 classes,
                 wsi_metadata(info, grid),
                 grid,
@@ -136,39 +161,34 @@ def open_writers(
         if "table" in outputs:
             from cellvit_trt.runtime.writers.table import CSVWriter, ParquetWriter
 
-            ws.writers["csv"] = CSVWriter(out_dir / "cells.csv", classes, area)
+            ws.writers["csv"] = CSVWriter(files["table"][0], classes, area)
             if importlib.util.find_spec("pyarrow") is not None:
-                ws.writers["parquet"] = ParquetWriter(out_dir / "cells.parquet", classes, area)
+                ws.writers["parquet"] = ParquetWriter(files["table"][1], classes, area)
             else:
                 log.warning(
-                    "pyarrow is not installed: writing cells.csv only (pip install pyarrow for Parquet)"
+                    "pyarrow is not installed: writing cells.csv only "
+                    "(cells.parquet needs pip install 'cellvit-trt[parquet]')"
                 )
         if "embeddings" in outputs:
             from cellvit_trt.runtime.writers.embeddings import EmbeddingWriter
 
-            ws.writers["embeddings"] = EmbeddingWriter(
-                out_dir / "embeddings.npy", out_dir / "embeddings_index.csv", embedding_dtype
-            )
+            ws.writers["embeddings"] = EmbeddingWriter(*files["embeddings"], embedding_dtype)
         if "overlay" in outputs:
             if source is None:
                 log.warning("overlay output needs the source; skipped")
             else:
                 from cellvit_trt.runtime.writers.overlay import OverlayWriter
 
-                ws.writers["overlay"] = OverlayWriter(
-                    out_dir / "overlay.png", source, classes, overlay_window
-                )
+                ws.writers["overlay"] = OverlayWriter(files["overlay"][0], source, classes, overlay_window)
         if "tissue" in outputs:
             from cellvit_trt.runtime.writers.tissue_tiles import TissueTileWriter
 
             if grid is None:
                 raise InputError("outputs: 'tissue' needs the tiling grid")
             names = tuple(getattr(meta, "tissue_names", ()) or ())
-            ws.tissue = TissueTileWriter(
-                out_dir / "tissue_tiles.csv", out_dir / "tissue_tiles.json", names, grid, info
-            )
+            ws.tissue = TissueTileWriter(*files["tissue"], names, grid, info)
         if "summary" in outputs:
-            ws.summary_path = out_dir / "summary.json"
+            ws.summary_path = files["summary"][0]
     except BaseException:
         ws.abort()
         raise

@@ -17,6 +17,20 @@ from typing import IO, Any
 from cellvit_trt.classes import PANNUKE_NUCLEI, cell_color
 from cellvit_trt.io import atomic_path
 
+# A text cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP "CSV
+# injection"): `=HYPERLINK(...)` as a class name in a model's metadata would run when a user opens cells.csv.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: object) -> str:
+    """One quoted CSV text field, neutralised: a leading formula character gets a `'` in front (OWASP).
+
+    Only for text: numbers are written as numbers, so a negative coordinate stays `-12.5`."""
+    text = str(value)
+    if text.startswith(FORMULA_START):
+        text = "'" + text
+    return '"' + text.replace('"', '""') + '"'
+
 
 class _Abort(Exception):
     """Thrown into atomic_path to make it remove the temporary file."""

@@ -12,6 +12,11 @@ detection per nucleus, classified and coloured:
 
 Unlike upstream (a JSON list with one MultiPolygon annotation per class, reference §10), geopandas reads it
 (`geopandas.read_file`), and every cell stays a separate object. `points=True` writes centroids instead.
+
+Every polygon is valid (OGC simple features, shapely `is_valid`): an OpenCV contour traced around a one-pixel
+neck or spur touches or crosses itself, which QuPath, GEOS and PostGIS reject or mis-measure. `valid_ring`
+repairs such a ring into exactly one Polygon with the same pixels (see its docstring). Only this file is
+repaired: cells.json / cell_detection.json keep the raw contours, exactly as upstream writes them (parity).
 """
 
 from __future__ import annotations
@@ -21,12 +26,57 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import shapely
+from shapely.geometry import Polygon
 
 from cellvit_trt.runtime.cells import CellBatch
 from cellvit_trt.runtime.writers.base import ClassTable, StreamFile
 
 _NS = uuid.UUID("6f1c1d8e-5b0e-4c1e-9a55-3c2f0e4b7a10")  # namespace of this package's cell ids
 DECIMALS = 2  # coordinates: 1/100 of a level-0 pixel
+_GRID = 10.0**-DECIMALS
+_BRIDGE = 0.25  # px: closing radius that joins lobes touching at a vertex, far below a pixel
+
+
+def _polygonal_parts(geom) -> list[Polygon]:
+    if geom.geom_type == "Polygon":
+        return [geom] if not geom.is_empty else []
+    return [p for g in getattr(geom, "geoms", ()) for p in _polygonal_parts(g)]
+
+
+def valid_ring(ring: np.ndarray) -> np.ndarray:
+    """A closed, valid exterior ring for one cell's contour (x, y), rounded to DECIMALS.
+
+    A valid ring comes back as it is. An invalid one (self-touching at a one-pixel neck, or a zero-width spike
+    out and back along the same pixels) goes through `shapely.make_valid`, which keeps every pixel of the
+    contour's area but may split it into lobes; lobes that only touch at a vertex are joined by a closing of
+    a quarter pixel (mitre joins keep the axis-aligned outline), and what is still apart keeps its largest
+    piece. The result is one Polygon whose area and centroid stay those of the contour's pixels
+    (tests/runtime/test_geojson_valid.py measures it on real model output).
+    """
+    ring = np.round(np.asarray(ring, np.float64), DECIMALS)
+    if len(ring) and (ring[0] != ring[-1]).any():
+        ring = np.concatenate([ring, ring[:1]])
+    if len(ring) >= 4:
+        poly = Polygon(ring)
+        if poly.is_valid:
+            return ring
+        parts = _polygonal_parts(shapely.make_valid(poly))
+    else:
+        parts = []
+    if len(parts) > 1:
+        closed = shapely.union_all([p.buffer(_BRIDGE, join_style="mitre") for p in parts])
+        parts = _polygonal_parts(closed.buffer(-_BRIDGE, join_style="mitre")) or parts
+    if not parts:  # degenerate (collinear points): the pixels it covers, as a pixel-wide outline
+        line = shapely.LineString(ring) if len(ring) > 1 else shapely.Point(ring[0]) if len(ring) else None
+        if line is None:
+            return ring
+        parts = _polygonal_parts(line.buffer(0.5, cap_style="square", join_style="mitre"))
+    best = max(parts, key=lambda p: p.area)
+    best = Polygon(best.exterior)  # a cell has no holes in its mask's outer contour
+    snapped = _polygonal_parts(shapely.set_precision(best, _GRID))
+    best = max(snapped, key=lambda p: p.area) if snapped else best
+    return np.round(np.asarray(best.exterior.coords), DECIMALS)
 
 
 class GeoJSONWriter:
@@ -50,8 +100,7 @@ class GeoJSONWriter:
         if self.points:
             geometry = {"type": "Point", "coordinates": np.round(batch.centroid[i], DECIMALS).tolist()}
         else:
-            ring = np.round(batch.contours[i], DECIMALS)
-            ring = np.concatenate([ring, ring[:1]]) if len(ring) and (ring[0] != ring[-1]).any() else ring
+            ring = valid_ring(batch.contours[i])
             as_int = ring.astype(np.int64)
             if (as_int == ring).all():  # integer slide coordinates (scale 1): shorter and faster to write
                 ring = as_int
@@ -91,3 +140,31 @@ class GeoJSONWriter:
 
     def abort(self) -> None:
         self._file.abort()
+
+
+def write_geojson(
+    path: str | Path,
+    cells,
+    class_names=None,
+    *,
+    slide: str = "",
+    mpp: float | None = None,
+    points: bool = False,
+) -> int:
+    """Write cells as QuPath GeoJSON, atomically; returns the number of cells written.
+
+    `cells`: a tile's `CellTable` (`PostProcessor.process_tile(...).cells`, tile pixels) or a `CellBatch` from
+    a run (level-0 slide pixels). `class_names`: names by type id (e.g. `backend.meta.class_names`; default
+    PanNuke's). `mpp`: microns per pixel of the coordinates, for `area_um2`.
+    """
+    from types import SimpleNamespace
+
+    classes = ClassTable.from_meta(SimpleNamespace(class_names=tuple(class_names or ()), class_colors=()))
+    writer = GeoJSONWriter(path, classes, slide, mpp**2 if mpp else None, points)
+    try:
+        writer.write(cells)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return writer.count

@@ -23,6 +23,7 @@ _PACKAGES = (
     "openslide-bin",
     "tiffslide",
     "tifffile",
+    "simplejpeg",
     "onnxruntime",
     "onnxruntime-gpu",
     "tensorrt",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cellvit_trt.runtime.cells import CellBatch
-from cellvit_trt.runtime.writers.base import ClassTable, StreamFile
+from cellvit_trt.runtime.writers.base import ClassTable, StreamFile, csv_text
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class CSVWriter:
         if not len(batch):
             return
         c = columns(batch, self.classes, self.area)
-        names = ['"' + str(v).replace('"', '""') + '"' for v in c["type_name"]]
+        names = [csv_text(v) for v in c["type_name"]]
         area = ["" if not np.isfinite(v) else f"{v:.3f}" for v in c["area_um2"]]
         bbox = np.stack([c["bbox_rmin"], c["bbox_cmin"], c["bbox_rmax"], c["bbox_cmax"]], 1)
         bbox_txt = [",".join(_num(v) for v in row) for row in bbox.tolist()]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cellvit_trt.io import write_json
-from cellvit_trt.runtime.writers.base import StreamFile
+from cellvit_trt.runtime.writers.base import StreamFile, csv_text
 
 
 class TissueTileWriter:
@@ -40,7 +40,7 @@ class TissueTileWriter:
         (x, y), size = self.info.to_slide((x0, y0)), self.grid.tile_size * self.info.scale
         name = self._name(best)
         self._file.fh.write(
-            f'{row},{col},{x:.2f},{y:.2f},{size:.2f},{size:.2f},{best},"{name}",{p[best]:.4f}\n'
+            f"{row},{col},{x:.2f},{y:.2f},{size:.2f},{size:.2f},{best},{csv_text(name)},{p[best]:.4f}\n"
         )
         self._sum = p if self._sum is None else self._sum + p
         self._counts[name] = self._counts.get(name, 0) + 1

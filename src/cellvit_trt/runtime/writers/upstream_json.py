@@ -28,6 +28,28 @@ def _nums(a: np.ndarray) -> list:
     return a.astype(np.int64).tolist() if np.all(np.mod(a, 1) == 0) else np.round(a, 3).tolist()
 
 
+def cell_record(batch: CellBatch, i: int, grid) -> dict:
+    """Cell `i` of `batch` as one entry of cells.json (also what `cellvit-trt serve` streams)."""
+    row, col = int(batch.tile[i, 0]), int(batch.tile[i, 1])
+    y0, x0 = grid.origin(row, col)
+    cell = {
+        "bbox": _nums(batch.bbox[i].reshape(2, 2)),
+        "centroid": _nums(np.rint(batch.centroid[i])),
+        "contour": _nums(batch.contours[i]),
+        "type_prob": float(batch.type_prob[i]),
+        "type": int(batch.type[i]),
+        "patch_coordinates": [row, col],
+        "cell_status": int(batch.cell_status[i]),
+        "offset_global": [y0, x0],
+        "edge_position": bool(batch.edge[i].any()),
+        "cell_id": int(batch.id[i]),
+    }
+    if cell["edge_position"]:
+        sides = [int(v) for v in batch.edge[i]]
+        cell["edge_information"] = {"position": sides, "edge_patches": edge_patches(sides, row, col)}
+    return cell
+
+
 class UpstreamJSONWriter:
     def __init__(
         self,
@@ -53,31 +75,16 @@ class UpstreamJSONWriter:
     def write(self, batch: CellBatch) -> None:
         full, det = [], []
         for i in range(len(batch)):
-            row, col = int(batch.tile[i, 0]), int(batch.tile[i, 1])
-            bbox = _nums(batch.bbox[i].reshape(2, 2))
-            centroid = _nums(np.rint(batch.centroid[i]))
-            t = int(batch.type[i])
-            y0, x0 = self.grid.origin(row, col)
-            cell = {
-                "bbox": bbox,
-                "centroid": centroid,
-                "contour": _nums(batch.contours[i]),
-                "type_prob": float(batch.type_prob[i]),
-                "type": t,
-                "patch_coordinates": [row, col],
-                "cell_status": int(batch.cell_status[i]),
-                "offset_global": [y0, x0],
-                "edge_position": bool(batch.edge[i].any()),
-                "cell_id": int(batch.id[i]),
-            }
-            if cell["edge_position"]:
-                sides = [int(v) for v in batch.edge[i]]
-                cell["edge_information"] = {"position": sides, "edge_patches": edge_patches(sides, row, col)}
+            cell = cell_record(batch, i, self.grid)
             sep = "" if self._first else ",\n"
             self._first = False
             full.append(sep + json.dumps(cell, separators=(",", ":")))
             det.append(
-                sep + json.dumps({"bbox": bbox, "centroid": centroid, "type": t}, separators=(",", ":"))
+                sep
+                + json.dumps(
+                    {"bbox": cell["bbox"], "centroid": cell["centroid"], "type": cell["type"]},
+                    separators=(",", ":"),
+                )
             )
         self._files[0].fh.write("".join(full))
         self._files[1].fh.write("".join(det))
