@@ -212,6 +212,7 @@ def test_killed_worker_slide_is_retried_elsewhere_and_resumes(head, demo_onnx, s
     _same_as_local(out, local, "s1")
     _same_as_local(out, local, "s2")
     assert not (out / "s1" / ".resume").exists()
+    assert leftovers(out) == [], "the killed attempt's partial files were recovered by the retry's claim"
     # what a reader sees is complete: every visible file of the folder is a finished output
     assert sorted(p.name for p in (out / "s1").iterdir() if not p.name.startswith(".")) == [
         "cell_detection.json",
