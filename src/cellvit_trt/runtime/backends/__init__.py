@@ -170,8 +170,8 @@ def open_backend(
 
 
 def open_run_backend(settings: Any) -> Backend:
-    """The backend `cellvit-trt run` opens for a `RunSettings` (not yet active); each Ray worker opens its own
-    the same way."""
+    """The backend `cellvit-trt run` opens for a `RunSettings` (not yet active); each Ray worker and `serve`
+    (settings with the same fields) open theirs the same way."""
     return open_backend(
         settings.model,
         settings.backend,
