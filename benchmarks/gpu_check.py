@@ -1,18 +1,21 @@
-"""GPU check of the streaming layer (< 5 min): run on a CUDA machine, with or without TensorRT.
+"""GPU check of the streaming layer: run on a CUDA machine by benchmarks/gpu_check.sh (after the
+`pytest -m "gpu or tensorrt"` step), in what is left of its 5 minutes (GPU_CHECK_BUDGET_S).
 
     bash benchmarks/gpu_check.sh            # writes $OUT/gpu_check.json when OUT is set
 
+Never run on a real GPU yet (no GPU has been available to this project): see benchmarks/RESULTS.md.
+
 Parts (each guarded: a failing part is reported with its error and the next one runs):
 1. environment: GPU, driver/runtime, torch, cuda-python, CuPy, Numba, TensorRT
-2. torch-cuda, tiny model @256 and CellViT-256 @1024 (random weights), FP16 autocast, in the cuda-python
-streaming
-   layer: tiles/s with 1 vs 2 batches in flight, H2D/compute/D2H per batch from CUDA events, how much of the
-   copy
-   time overlaps compute (event timeline), GPU busy fraction
-3. the pipeline (reader → backend → Numba post-processing pool → sink) on the tiny model: tiles/s end to end
-and
-   the fraction of time the backend waited for input
-4. where TensorRT is installed: the same as 2 with FP16 engines (with and without CUDA graphs)
+2. where TensorRT is installed (else one line says it is skipped): the shipped demo model exported at 256²
+   in FP32, FP16 and INT8 (calibrated on synthetic H&E), an engine built for each, and each engine run with
+   and without CUDA graphs and with and without zero-copy (mapped pinned memory): the export parity gate
+   against ONNX Runtime, tiles/s with 1 vs 2 batches in flight, copy/compute overlap and GPU busy fraction
+   from the CUDA event timeline
+3. torch-cuda, tiny model @256 and CellViT-256 @1024 (random weights), FP16 autocast, in the same streaming
+   layer: the same figures
+4. the pipeline (reader → backend → Numba post-processing pool → sink) on the tiny model: tiles/s end to end
+   and the fraction of time the backend waited for input
 """
 
 from __future__ import annotations
@@ -247,25 +250,77 @@ def pipeline(tmp):
     return {"workers": workers, "cells": cells[0], **stats.to_dict()}
 
 
-@part("tensorrt_tiny_and_cellvit256")
-def tensorrt(tmp):
+def synthetic_tiles(n, tile, seed0=0):
+    from cellvit_trt.synthetic.tile import generate_tile
+
+    return np.stack([generate_tile(tile, seed=seed0 + i).image for i in range(n)])
+
+
+@part("tensorrt_demo_engines")
+def tensorrt_engines(tmp):
     import importlib.util
 
     if importlib.util.find_spec("tensorrt") is None:
+        print(
+            "TensorRT parts SKIPPED: the tensorrt module is not installed here (pip install tensorrt)",
+            flush=True,
+        )
         return {"skipped": "TensorRT is not installed"}
-    from cellvit_trt.runtime.backends import engine_cached, export_cached
+    import cv2
+
+    from cellvit_trt.data import demo_checkpoint_path
+    from cellvit_trt.engine import BuildSettings, ensure_engine
+    from cellvit_trt.export import ExportSettings, export, run_gate
+    from cellvit_trt.export.gate import collect
+    from cellvit_trt.runtime.backends.onnxrt import OnnxRuntimeBackend
     from cellvit_trt.runtime.backends.trt import TensorRTBackend
 
+    tile, batch = (128, 2) if SMOKE else (256, 8)  # INT8 calibration tiles need > 2 x 32 px overlap
+    calib = Path(tmp) / "calib"
+    calib.mkdir(exist_ok=True)
+    for i, t in enumerate(synthetic_tiles(8, tile, seed0=100)):
+        cv2.imwrite(str(calib / f"t{i}.png"), cv2.cvtColor(t, cv2.COLOR_RGB2BGR))
+    gate_tiles = synthetic_tiles(4, tile)
     out = {}
-    for variant, tile, batch in (("tiny", 256, 32), ("CellViT256", 1024, 8)):
-        if left() < 60:
-            out[variant] = "skipped: time budget"
+    for precision in ("fp32", "fp16", "int8"):
+        if left() < 45:
+            out[precision] = "skipped: time budget"
             continue
-        onnx = export_cached(checkpoint(variant, tmp), tile, "fp16", cache_dir=Path(tmp) / "onnx")
-        engine = engine_cached(onnx, batch=batch)
+        onnx = export(
+            ExportSettings(
+                checkpoint=demo_checkpoint_path(),
+                output=Path(tmp) / f"demo.{precision}.onnx",
+                precision=precision,
+                tile_size=tile,
+                gate=False,
+                calibration=calib if precision == "int8" else None,
+                calibration_tiles=8,
+            )
+        ).path
+        art = ensure_engine(
+            onnx,
+            BuildSettings(
+                max_batch=batch,
+                output=Path(tmp) / f"demo.{precision}.engine",
+                timing_cache_dir=Path(tmp) / "tc",
+            ),
+        )
+        build = art.sidecar["build"]
+        res = {"build_s": build["seconds"], "attention": build["attention"]["verdict"]}
+        with OnnxRuntimeBackend(onnx) as ort:
+            reference = collect(ort, gate_tiles, 2)
         for graphs in (False, True):
-            with TensorRTBackend(engine, cuda_graphs=graphs) as be:
-                out[f"{variant}_graphs_{graphs}"] = measure_streaming(be, tile, batch)
+            for zero_copy in (False, True):
+                with TensorRTBackend(art.path, cuda_graphs=graphs, zero_copy=zero_copy) as be:
+                    gate = run_gate(None, be, gate_tiles, precision, batch=2, reference_outputs=reference)
+                    figures = measure_streaming(be, tile, batch, seconds=2)
+                    res[f"graphs={graphs} zero_copy={zero_copy}"] = {
+                        "gate": "PASSED" if gate.passed else "FAILED",
+                        "gate_failures": gate.failures,
+                        "graphs_in_use": be.cuda_graphs,  # False: the capture failed and it ran eagerly
+                        **figures,
+                    }
+        out[precision] = res
     return out
 
 
@@ -275,10 +330,10 @@ def main() -> int:
         if not env or not (env.get("gpu_ok") or SMOKE):
             print("no usable GPU: nothing else to check", flush=True)
         else:
+            tensorrt_engines(tmp)
             torch_tiny(tmp)
-            torch_vit256(tmp)
             pipeline(tmp)
-            tensorrt(tmp)
+            torch_vit256(tmp)
     REPORT["seconds"] = round(time.perf_counter() - T_START, 1)
     text = json.dumps(REPORT, indent=2, default=str)
     out = os.environ.get("OUT")

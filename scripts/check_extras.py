@@ -40,7 +40,7 @@ JOBS: dict[str, str] = {
     "export": "export",
     "slides": "slides",
     "ort_slides": "ort,slides",  # the README's install line
-    "ort_bench_parquet": "ort,bench,parquet",  # add-ons that only show beside a backend
+    "ort_addons": "ort,bench,parquet,serve",  # add-ons that only show beside a backend
 }
 # declared extras no job installs, and why
 NOT_RUN: dict[str, str] = {

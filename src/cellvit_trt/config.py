@@ -140,6 +140,19 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "settings") -> T:
     return obj
 
 
+def parse_yaml(text: str, where: str) -> dict[str, Any]:
+    """A settings mapping from YAML text: plain data only (no tags, no aliases), at most CONFIG_MAX_BYTES."""
+    if len(text) > CONFIG_MAX_BYTES:
+        raise ConfigError(f"{where}: {len(text)} characters, more than the {CONFIG_MAX_BYTES} allowed")
+    try:
+        data = yaml.load(text, Loader=_SettingsLoader) or {}  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at top level, got {type(data).__name__}")
+    return data
+
+
 def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
     """Read a YAML settings file; return `section` if the file has one, else the whole mapping."""
     path = Path(path)
@@ -147,15 +160,12 @@ def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
         size = path.stat().st_size
         if size > CONFIG_MAX_BYTES:
             raise ConfigError(f"config file {path}: {size} bytes, more than the {CONFIG_MAX_BYTES} allowed")
-        data = yaml.load(path.read_text(), Loader=_SettingsLoader) or {}  # noqa: S506 - a SafeLoader
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path}: not found") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: not readable ({exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at top level, got {type(data).__name__}")
+    data = parse_yaml(text, f"config file {path}")
     if section is not None and isinstance(data.get(section), dict):
         return data[section]
     return data

@@ -53,3 +53,21 @@ def test_messages_quote_values_shortly_and_files_are_bounded(tmp_path):
     anchors = tmp_path / "anchors.yaml"  # an anchor without an alias is plain YAML
     anchors.write_text("run:\n  outputs: &o [geojson, summary]\n")
     assert resolve(RunSettings, {}, section="run", config=anchors).outputs == ["geojson", "summary"]
+
+
+def test_gate_thresholds_files_are_settings_files_too(tmp_path):
+    """`export --gate-thresholds` / `validate --thresholds` read a user's YAML: same refusals as --config."""
+    from cellvit_trt.export.gate import load_thresholds
+
+    laughs = tmp_path / "thresholds.yaml"
+    laughs.write_text(LAUGHS.replace("run:\n  batch: *i", "fp16:\n  min: *i") + "\n")
+    with pytest.raises(ConfigError, match=r"aliases \(\*a\) are not allowed"):
+        load_thresholds("fp16", str(laughs))
+    big = tmp_path / "big.yaml"
+    big.write_text("fp16:\n  min: {}\n" + "#" * CONFIG_MAX_BYTES)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_thresholds("fp16", str(big))
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text("fp16: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_thresholds("fp16", str(tagged))

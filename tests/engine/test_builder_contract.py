@@ -12,6 +12,7 @@ import logging
 import threading
 
 import pytest
+from tests.simulator.tensorrt import PLAN_MAGIC, PRECISION_FLAGS, make_tensorrt
 
 from cellvit_trt.engine.build import build_plan
 from cellvit_trt.engine.cache import ensure_engine
@@ -21,8 +22,6 @@ from cellvit_trt.engine.settings import BuildSettings
 from cellvit_trt.engine.sidecar import layers_path, load_engine_bytes, sidecar_path
 from cellvit_trt.engine.timing_cache import save_timing_cache
 from cellvit_trt.errors import ConfigError
-
-from .standin_tensorrt import PRECISION_FLAGS, make_tensorrt
 
 SURFACES = ["10.x", "11.x"]
 DEVICE = CudaDevice(
@@ -172,8 +171,25 @@ def test_dla_on_jetson_surface_and_refused_where_absent_contract(graph):
     ]
     with pytest.raises(ConfigError, match="DLA core 1 asked for, but this device has 0"):
         build_plan(make_tensorrt("10.x"), DEVICE, graph, dla)
+    # TensorRT 11 still binds DeviceType.DLA (issue 12 item 7): the same build works on the 11.x surface...
+    trt = make_tensorrt("11.x", num_dla_cores=2)
+    build_plan(trt, ORIN, graph, dla)
+    assert ("set", "default_device_type", trt.DeviceType.DLA) in trt.calls
+    # ...and a TensorRT without it is refused by feature detection, not by version.
+    trt = make_tensorrt("11.x", num_dla_cores=2)
+    del trt.DeviceType.DLA
     with pytest.raises(ConfigError, match="TensorRT 11.4.0.106 does not offer DLA"):
-        build_plan(make_tensorrt("11.x"), ORIN, graph, dla)
+        build_plan(trt, ORIN, graph, dla)
+
+
+def test_builder_flag_surfaces_match_the_bindings():
+    """Issue 12 item 7: the 10.x flags include WEIGHTLESS (STRIP_PLAN's old alias) and REFIT_INDIVIDUAL;
+    11.x keeps REFIT_INDIVIDUAL and drops every precision flag."""
+    old, new = make_tensorrt("10.x"), make_tensorrt("11.x")
+    assert hasattr(old.BuilderFlag, "WEIGHTLESS") and hasattr(old.BuilderFlag, "REFIT_INDIVIDUAL")
+    assert hasattr(new.BuilderFlag, "REFIT_INDIVIDUAL") and not hasattr(new.BuilderFlag, "WEIGHTLESS")
+    assert not [f for f in PRECISION_FLAGS if hasattr(new.BuilderFlag, f)]
+    assert hasattr(old.DeviceType, "DLA") and hasattr(new.DeviceType, "DLA")
 
 
 @pytest.mark.parametrize("surface", SURFACES)
@@ -283,7 +299,7 @@ def test_engine_cache_end_to_end_contract(surface, graph, tmp_path, caplog):
     assert [t["name"] for t in side["io"]] == ["image", "out"] and side["build"]["tile_size"] == 32
     assert side["build"]["attention"]["verdict"] == "fused"
     assert json.loads(layers_path(first.path).read_text()) == FUSED
-    assert load_engine_bytes(first.path, first.key).startswith(b"PLAN")
+    assert load_engine_bytes(first.path, first.key).startswith(PLAN_MAGIC)
 
     trt2 = make_tensorrt(surface)
     again = ensure_engine(graph, settings, trt=trt2, device=DEVICE)
@@ -381,6 +397,21 @@ def test_cli_build_contract(graph, tmp_path, monkeypatch, capsys):
         == 0
     )
     assert json.loads(capsys.readouterr().out)["reason"] == "cache hit"
+    # --sign: the built (or reused) engine is signed; a run that trusts the key loads it
+    from cellvit_trt.engine.sidecar import load_engine_bytes as load
+
+    from .signing_keys import make_key
+
+    private, public = make_key(tmp_path / "keys", "builder")
+    (tmp_path / "trusted").mkdir()
+    (tmp_path / "trusted" / "builder.pub").write_bytes(public)
+    args = ["build", str(graph), "-o", str(out), "--config", str(cfg), "--opt-batch", "1"]
+    args += ["--sign", str(private)]
+    assert cli.main(args) == 0
+    assert f"signed: {out}.sig" in capsys.readouterr().out
+    assert load(out, trusted_keys=tmp_path / "trusted") == out.read_bytes()
+    assert cli.main([*args[:-1], str(tmp_path / "trusted" / "builder.pub")]) == 1  # not a private key
+    assert "not an unencrypted PEM private key" in capsys.readouterr().err
     assert cli.main(["build", str(graph), "-o", str(out), "--config", str(cfg), "--no-rebuild"]) == 1
     assert "is stale: setting opt_batch: engine 1, wanted 2" in capsys.readouterr().err
 

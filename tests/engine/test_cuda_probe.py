@@ -10,6 +10,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from tests.simulator.cuda import CudaSim
 
 from cellvit_trt.engine import cuda_probe
 from cellvit_trt.engine.cuda_probe import CudaError, probe_device
@@ -39,30 +40,17 @@ def test_missing_cuda_python_and_tensorrt(monkeypatch):
     assert "cuda-python" in str(exc.value) and "TensorRT is not importable" in str(exc.value)
 
 
-class _Err(int):
-    @property
-    def name(self):
-        return {
-            0: "cudaSuccess",
-            35: "cudaErrorInsufficientDriver",
-            100: "cudaErrorNoDevice",
-            2: "cudaErrorMemoryAllocation",
-        }.get(int(self), "cudaErrorUnknown")
-
-
-def fake_cudart(count_err=0, count=1, mem_err=0):
-    """A stand-in of cuda.bindings.runtime: (err, value) tuples as in cuda-python."""
-    prop = SimpleNamespace(
-        name=b"NVIDIA Jetson AGX Orin\0\0", major=8, minor=7, multiProcessorCount=16, integrated=1
+def fake_cudart(count_err=0, mem_err=0):
+    """The CUDA simulator (tests/simulator) as an AGX Orin: JetPack 6's CUDA 12.6, 16 SMs, integrated."""
+    sim = CudaSim(
+        name="NVIDIA Jetson AGX Orin", sm=(8, 7), sm_count=16, integrated=True, driver=12060, runtime=12060
     )
-    return SimpleNamespace(
-        cudaGetDeviceCount=lambda: (_Err(count_err), count if count_err == 0 else None),
-        cudaGetDeviceProperties=lambda i: (_Err(0), prop),
-        cudaSetDevice=lambda i: (_Err(0),),
-        cudaMemGetInfo=lambda: (_Err(mem_err), 30 << 30, 64 << 30),
-        cudaDriverGetVersion=lambda: (_Err(0), 12060),
-        cudaRuntimeGetVersion=lambda: (_Err(0), 12060),
-    )
+    sim.faults["api_errors"] = {
+        k: v for k, v in (("cudaGetDeviceCount", count_err), ("cudaMemGetInfo", mem_err)) if v
+    }
+    if count_err == 35:
+        sim.devices = 0
+    return sim
 
 
 def test_probe_no_driver_contract():
@@ -80,7 +68,7 @@ def test_probe_no_gpu_contract():
 def test_probe_device_contract():
     dev = probe_device(0, fake_cudart())
     assert (dev.name, dev.sm, dev.sm_count, dev.integrated) == ("NVIDIA Jetson AGX Orin", "8.7", 16, True)
-    assert (dev.free_memory, dev.driver_version) == (30 << 30, 12060)
+    assert (dev.free_memory, dev.driver_version) == (12 << 30, 12060)
     assert "CUDA driver 12.6" in dev.describe()
     with pytest.raises(CudaError, match="cudaMemGetInfo\\(\\) failed: cudaErrorMemoryAllocation"):
         probe_device(0, fake_cudart(mem_err=2))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 
 import pytest
 
+from cellvit_trt.engine.cuda_probe import CudaDevice
 from cellvit_trt.engine.environment import Environment, cache_key, explain_difference, key_fields
 from cellvit_trt.engine.errors import EngineCacheError
 from cellvit_trt.engine.settings import BuildSettings
@@ -15,8 +17,7 @@ from cellvit_trt.engine.sidecar import load_engine_bytes, read_sidecar, sidecar_
 
 ENV = Environment(
     tensorrt="10.3.0",
-    cuda_driver=12060,
-    cuda_runtime=12060,
+    cuda_major=12,
     gpu_name="Orin (nvgpu)",
     compute_capability="8.7",
     sm_count=16,
@@ -204,8 +205,8 @@ def test_failed_write_leaves_the_old_engine_intact(tmp_path, monkeypatch):
 
 def test_explain_difference_classifies():
     a = key_fields(ONNX_SHA, BuildSettings(), ENV)
-    b = key_fields(ONNX_SHA, BuildSettings(), dataclasses.replace(ENV, cuda_driver=12080))
-    assert explain_difference(a, b) == ("foreign", "cuda_driver: engine 12060, here 12080")
+    b = key_fields(ONNX_SHA, BuildSettings(), dataclasses.replace(ENV, cuda_major=13))
+    assert explain_difference(a, b) == ("foreign", "cuda_major: engine 12, here 13")
 
 
 def test_describe_engine_reads_the_sidecar(tmp_path):
@@ -222,7 +223,7 @@ def test_describe_engine_reads_the_sidecar(tmp_path):
 
 
 def test_compatible_builds_tolerate_what_they_were_built_for(tmp_path):
-    newer = dataclasses.replace(ENV, tensorrt="10.16.0", cuda_runtime=12090)
+    newer = dataclasses.replace(ENV, tensorrt="10.16.0", cuda_major=13)
     other_gpu = dataclasses.replace(ENV, gpu_name="NVIDIA A100", compute_capability="8.0", sm_count=108)
     same_sm = dataclasses.replace(ENV, gpu_name="Orin NX (nvgpu)", sm_count=8)
     cases = [
@@ -232,7 +233,7 @@ def test_compatible_builds_tolerate_what_they_were_built_for(tmp_path):
         (BuildSettings(hardware_compatibility="ampere_plus"), newer, False),
         (BuildSettings(hardware_compatibility="same_compute_capability"), same_sm, True),
         (BuildSettings(hardware_compatibility="same_compute_capability"), other_gpu, False),
-        (BuildSettings(), same_sm, False),
+        (BuildSettings(), same_sm, True),  # another model of the same SM: TensorRT warns, runs it
     ]
     for i, (settings, here, ok) in enumerate(cases):
         path = tmp_path / f"e{i}.engine"
@@ -242,3 +243,39 @@ def test_compatible_builds_tolerate_what_they_were_built_for(tmp_path):
         else:
             with pytest.raises(EngineCacheError, match="is foreign"):
                 load_engine_bytes(path, environment=here)
+
+
+def _device(driver: int, runtime: int, name: str = "Orin (nvgpu)", sms: int = 16) -> CudaDevice:
+    return CudaDevice(0, name, (8, 7), sms, 64 << 30, 40 << 30, True, driver, runtime)
+
+
+def test_a_driver_update_keeps_engines_usable(tmp_path):
+    """Issue 12 item 5: TensorRT does not check the driver, so neither does the cache key or the run check."""
+    before = Environment.current("10.3.0", _device(driver=12060, runtime=12060))
+    after = Environment.current("10.3.0", _device(driver=12080, runtime=12090))
+    path = tmp_path / "m.engine"
+    key, _ = _write(path, env=before)
+    assert load_engine_bytes(path, environment=after) == PLAN
+    assert cache_key(key_fields(ONNX_SHA, BuildSettings(), after)) == key, "a driver update rebuilds nothing"
+    cuda13 = Environment.current("10.3.0", _device(driver=13000, runtime=13000))
+    with pytest.raises(EngineCacheError, match="foreign: cuda_major: engine 12, here 13"):
+        load_engine_bytes(path, environment=cuda13)
+
+
+def test_another_gpu_model_of_the_same_sm_runs_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "m.engine"
+    _write(path)
+    nx = dataclasses.replace(ENV, gpu_name="Orin NX (nvgpu)", sm_count=8)
+    with caplog.at_level(logging.WARNING):
+        assert load_engine_bytes(path, environment=nx) == PLAN
+    assert "another GPU model" in caplog.text and "sm_count: engine 16, here 8" in caplog.text
+    with pytest.raises(EngineCacheError, match="foreign: compute_capability: engine '8.7', here '9.0'"):
+        load_engine_bytes(path, environment=dataclasses.replace(nx, compute_capability="9.0"))
+
+
+def test_ampere_plus_engines_refuse_older_gpus(tmp_path):
+    path = tmp_path / "m.engine"
+    _write(path, BuildSettings(hardware_compatibility="ampere_plus"))
+    assert load_engine_bytes(path, environment=dataclasses.replace(ENV, compute_capability="9.0")) == PLAN
+    with pytest.raises(EngineCacheError, match="built for Ampere or newer"):
+        load_engine_bytes(path, environment=dataclasses.replace(ENV, compute_capability="7.5"))

@@ -63,6 +63,11 @@ EXTRAS_OF: dict[str, tuple[str, ...]] = {
     "cellvit_trt.bench.cli": (),
     "cellvit_trt.bench.settings": (),
     "cellvit_trt.metrics.runners": ("export",),
+    "cellvit_trt.serve": ("serve",),
+    "cellvit_trt.serve.cli": (),  # `serve --help` imports no grpc
+    "cellvit_trt.serve.settings": (),
+    "cellvit_trt.serve.client": ("serve", "slides"),  # streams a slide file it reads with a slide reader
+    "cellvit_trt.serve.protogen": ("dev",),  # maintainers regenerate the committed stubs (grpcio-tools)
     "cellvit_trt.scale": ("ray",),  # `run --ray` only; the single-machine path never imports it
     "cellvit_trt.scale.settings": (),  # the --ray options, parsed by `run` in any install
 }

@@ -80,8 +80,8 @@ def engine_record(
         "versions": {
             "cellvit_trt": __version__,
             "tensorrt": env.tensorrt,
-            "cuda_driver": env.cuda_driver,
-            "cuda_runtime": env.cuda_runtime,
+            "cuda_driver": device.driver_version,  # for information: not part of the key (environment.py)
+            "cuda_runtime": device.runtime_version,
             "cuda_python": cuda_python_version(),
             "python": platform.python_version(),
         },

@@ -142,6 +142,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const="never",
         help="never build: verify the existing engine and fail if it does not fit",
     )
+    parser.add_argument(
+        "--sign",
+        type=Path,
+        default=None,
+        metavar="KEY",
+        help="sign the engine and its sidecar with this Ed25519 private key (PEM) into <engine>.sig, for "
+        "devices that run only engines signed by a trusted key (run --trusted-keys)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -170,7 +178,16 @@ def run(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr, flush=True)
 
     verbose = getattr(args, "verbose", 0) > 1
+    signature = None
+    if getattr(args, "sign", None) is not None:
+        from cellvit_trt.engine.signing import load_private_key
+
+        load_private_key(args.sign)  # a bad key fails now, not after a long build
     artifact = ensure_engine(args.onnx, settings, verbose=verbose, progress=progress)
+    if getattr(args, "sign", None) is not None:
+        from cellvit_trt.engine.signing import sign_engine
+
+        signature = sign_engine(artifact.path, args.sign)
     side = artifact.sidecar
     if args.json:
         print(
@@ -182,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
                     "reason": artifact.reason,
                     "io": side.get("io"),
                     "attention": side.get("build", {}).get("attention"),
+                    "signature": str(signature) if signature else None,
                 },
                 indent=2,
             )
@@ -192,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
     if artifact.built and artifact.reason:
         print(f"why: {artifact.reason}")
     print(f"key: {artifact.key}")
+    if signature is not None:
+        print(f"signed: {signature}")
     for line in summary_lines(side):
         print(line)
     return 0

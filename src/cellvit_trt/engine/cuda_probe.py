@@ -36,7 +36,14 @@ _NO_DEVICE = 100
 
 
 class CudaError(DeviceError):
-    """A CUDA runtime call failed; carries the call and the error name."""
+    """A CUDA runtime call failed: `call` (with its arguments), `code` and `name` of the cudaError_t.
+
+    The one CUDA error type of the package: the probe, the builder and the runtime's streaming layer all
+    raise it through `cuda_call` (NVIDIA samples/python/common_runtime.py::cuda_call pattern)."""
+
+    def __init__(self, call: str, code: int, name: str) -> None:
+        self.call, self.code, self.name = call, code, name
+        super().__init__(f"CUDA call {call} failed: {name} ({code})")
 
 
 def import_cudart() -> ModuleType:
@@ -54,16 +61,28 @@ def import_cudart() -> ModuleType:
     )
 
 
-def _error_name(err: Any) -> str:
-    return getattr(err, "name", None) or f"cudaError {int(err)}"
+def error_name(cudart: Any, err: Any) -> str:
+    """`cudaErrorMemoryAllocation` for an error value (cuda-python enums carry their name)."""
+    name = getattr(err, "name", None)
+    if name:
+        return str(name)
+    try:
+        res = cudart.cudaGetErrorName(err)
+        name = res[1] if isinstance(res, tuple) else res
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001 - the name only decorates the message; never mask the real error
+        return f"cudaError {int(err)}"
 
 
-def cuda_call(cudart: ModuleType, name: str, *args: Any) -> Any:
-    """Call `cudart.<name>(*args)`, unpack `(err, *values)` and raise `CudaError` on failure."""
+def cuda_call(cudart: Any, name: str, *args: Any) -> Any:
+    """Call `cudart.<name>(*args)`, unpack `(err, *values)` and raise `CudaError` on failure.
+
+    Returns None, the single value, or the tuple of values."""
     result = getattr(cudart, name)(*args)
     err, values = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
     if int(err) != 0:
-        raise CudaError(f"CUDA call {name}{args if args else '()'} failed: {_error_name(err)}")
+        shown = ", ".join(str(a) for a in args)
+        raise CudaError(f"{name}({shown})", int(err), error_name(cudart, err))
     if not values:
         return None
     return values[0] if len(values) == 1 else values
@@ -114,14 +133,14 @@ def device_count(cudart: ModuleType | None = None) -> int:
     code = int(err)
     if code in _NO_DRIVER:
         raise DeviceError(
-            f"no usable NVIDIA driver: {_NO_DRIVER[code]} ({_error_name(err)}); {INSTALL_DRIVER}"
+            f"no usable NVIDIA driver: {_NO_DRIVER[code]} ({error_name(cudart, err)}); {INSTALL_DRIVER}"
         )
     if code == _NO_DEVICE or (code == 0 and not count):
         raise DeviceError(
             "the NVIDIA driver is present but sees no GPU; check nvidia-smi and CUDA_VISIBLE_DEVICES"
         )
     if code != 0:
-        raise DeviceError(f"CUDA could not count the GPUs: {_error_name(err)}; {INSTALL_DRIVER}")
+        raise DeviceError(f"CUDA could not count the GPUs: {error_name(cudart, err)}; {INSTALL_DRIVER}")
     return int(count)
 
 

@@ -1,8 +1,14 @@
 """The facts an engine plan depends on besides the graph and the settings, and the cache key over all of them.
 
-A plan is tied to the TensorRT version, the GPU (name, compute capability, SM count: different Orin modules
-share SM 8.7), the CUDA driver and runtime, and the OS/CPU architecture. The key is the SHA-256 of a canonical
-JSON of these fields plus the ONNX digest and every engine-affecting setting, so it changes when any does.
+Two kinds of fields (docs/engine.md, "What TensorRT refuses"):
+- `REFUSED_FIELDS`: TensorRT refuses to deserialise a plan when these differ (unless it was built version- or
+  hardware-compatible): the TensorRT version, the compute capability, the CUDA major and the OS/CPU.
+- `TUNED_FIELDS`: the GPU model (name, SM count; Orin modules share SM 8.7). TensorRT loads a plan built on
+  another model of the same SM with a warning ("Using an engine plan file across different models of devices
+  is not recommended and is likely to affect performance or even cause errors"), so a run warns, and a build
+  for this machine (`ensure_engine`) rebuilds.
+The CUDA driver is not a field: TensorRT does not check it, and a routine driver update must not turn every
+engine foreign. It is kept in the sidecar's `versions`, for information.
 """
 
 from __future__ import annotations
@@ -19,16 +25,15 @@ from cellvit_trt.engine.settings import BuildSettings
 
 # Bump when the builder changes what it asks TensorRT for, so old engines are rebuilt.
 BUILDER_REVISION = 1
-KEY_SCHEMA = "cellvit-trt-engine-key/1"
+KEY_SCHEMA = "cellvit-trt-engine-key/2"  # /2: CUDA major instead of the driver and runtime versions
 
 
 @dataclass(frozen=True)
 class Environment:
     tensorrt: str
-    cuda_driver: int
-    cuda_runtime: int
-    gpu_name: str
+    cuda_major: int  # of the CUDA runtime (cuda-bindings): TensorRT and cuda-bindings come per CUDA major
     compute_capability: str
+    gpu_name: str
     sm_count: int
     os: str
     arch: str
@@ -37,10 +42,9 @@ class Environment:
     def current(cls, tensorrt_version: str, device: CudaDevice) -> Environment:
         return cls(
             tensorrt=tensorrt_version,
-            cuda_driver=device.driver_version,
-            cuda_runtime=device.runtime_version,
-            gpu_name=device.name,
+            cuda_major=device.runtime_version // 1000,
             compute_capability=device.sm,
+            gpu_name=device.name,
             sm_count=device.sm_count,
             os=platform.system(),
             arch=platform.machine(),
@@ -53,11 +57,13 @@ class Environment:
         return (
             f"TensorRT {self.tensorrt} on {self.gpu_name} "
             f"(SM {self.compute_capability}, {self.sm_count} SMs), "
-            f"CUDA driver {self.cuda_driver} / runtime {self.cuda_runtime}, {self.os} {self.arch}"
+            f"CUDA {self.cuda_major}, {self.os} {self.arch}"
         )
 
 
 ENVIRONMENT_FIELDS = tuple(f.name for f in dataclasses.fields(Environment))
+TUNED_FIELDS = ("gpu_name", "sm_count")
+REFUSED_FIELDS = tuple(f for f in ENVIRONMENT_FIELDS if f not in TUNED_FIELDS)
 
 
 def key_fields(onnx_sha256: str, settings: BuildSettings, env: Environment) -> dict[str, Any]:

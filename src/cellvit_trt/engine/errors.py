@@ -10,12 +10,23 @@ class EngineBuildError(CellViTTRTError, RuntimeError):
 
 
 class EngineCacheError(InputError):
-    """A cached engine that must not be used: missing, foreign, stale, truncated or tampered.
+    """An engine that must not be used: missing, foreign, stale, truncated, tampered, or not signed by a
+    trusted key.
 
     `reason` is one of `REASONS`, so callers can tell "rebuild" cases apart from "refuse" cases.
     """
 
-    REASONS = ("missing", "no-sidecar", "bad-sidecar", "foreign", "stale", "truncated", "tampered")
+    REASONS = (
+        "missing",
+        "no-sidecar",
+        "bad-sidecar",
+        "foreign",
+        "stale",
+        "truncated",
+        "tampered",
+        "unsigned",  # trusted keys are configured and the engine has no signature
+        "bad-signature",  # a signature that does not verify, or by a key that is not trusted
+    )
 
     def __init__(self, message: str, reason: str) -> None:
         if reason not in self.REASONS:

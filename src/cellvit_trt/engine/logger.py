@@ -1,7 +1,8 @@
-"""A TensorRT logger that routes messages to Python logging and keeps the errors for the failure message.
+"""The package's one TensorRT logger: routes messages to Python logging and keeps errors and warnings.
 
-TensorRT reports most build failures only through its logger (`build_serialized_network` just returns None),
-so the builder quotes what was logged when it raises.
+TensorRT reports most failures only through its logger (`build_serialized_network`, `deserialize_cuda_engine`
+return None, `execute_async_v3` returns False), so the builder and the runtime backend quote what was logged
+when they raise. Only the latest messages are kept, so a long run cannot grow the lists without bound.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _LEVELS = {
     "INFO": logging.INFO,
     "VERBOSE": logging.DEBUG,
 }
+_KEEP = 64
 _OOM_HINTS = (
     "insufficient memory",
     "out of memory",
@@ -40,9 +42,9 @@ def make_logger(trt: ModuleType, verbose: bool = False) -> Any:
             name = getattr(severity, "name", str(severity).rsplit(".", 1)[-1])
             level = _LEVELS.get(name, logging.INFO)
             if level >= logging.ERROR:
-                self.errors.append(msg)
+                _append(self.errors, msg)
             elif level == logging.WARNING:
-                self.warnings.append(msg)
+                _append(self.warnings, msg)
             if level >= logging.INFO or verbose:
                 log.log(level, "%s", msg)
 
@@ -51,3 +53,9 @@ def make_logger(trt: ModuleType, verbose: bool = False) -> Any:
             return any(h in text for h in _OOM_HINTS)
 
     return _Logger()
+
+
+def _append(messages: list[str], msg: str) -> None:
+    messages.append(msg)
+    if len(messages) > 2 * _KEEP:
+        del messages[:-_KEEP]

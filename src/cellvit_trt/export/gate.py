@@ -19,11 +19,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from cellvit_trt.config import CONFIG_MAX_BYTES, parse_yaml
 from cellvit_trt.errors import ConfigError, GateError, InputError
 from cellvit_trt.metrics.intervals import CONFIDENCE, Interval, figure_intervals, tiles_to_decide
 
@@ -78,12 +79,13 @@ def load_thresholds(precision: str, path: str | None = None) -> Thresholds:
         where = THRESHOLDS_FILE
     else:
         try:
-            with open(path) as fh:
-                text = fh.read()
-        except OSError as exc:
+            if Path(path).stat().st_size > CONFIG_MAX_BYTES:
+                raise ConfigError(f"gate thresholds {path}: larger than the {CONFIG_MAX_BYTES} bytes allowed")
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"gate thresholds {path}: cannot read ({exc})") from exc
         where = str(path)
-    data = yaml.safe_load(text) or {}
+    data = parse_yaml(text, f"gate thresholds {where}")
     if precision not in data:
         raise ConfigError(f"gate thresholds {where}: no section {precision!r}; have {sorted(data)}")
     sec = data[precision] or {}

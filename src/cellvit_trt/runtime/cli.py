@@ -100,6 +100,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="TensorRT: replay CUDA graphs (helps small models at small batch)",
     )
     p.add_argument(
+        "--trusted-keys",
+        dest="trusted_keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run only TensorRT engines signed (build --sign) by a key among the *.pub files in DIR",
+    )
+    p.add_argument(
         "--tile-size",
         dest="tile_size",
         type=positive_int,

@@ -37,6 +37,7 @@ class RunSettings:
     threads: int = 0  # ONNX Runtime / PyTorch intra-op threads; 0 = library default
     device: int = 0
     cuda_graphs: bool = False
+    trusted_keys: Path | None = None  # folder of Ed25519 *.pub keys: run only engines signed by one of them
     tile_size: int | None = None  # checkpoints only (graphs and engines carry their own)
     cache_dir: Path | None = None  # exported graphs (default: the package cache)
     # pixels

@@ -82,6 +82,7 @@ def worker_settings(settings: Any) -> Any:
         model=model,
         output=Path(settings.output).absolute(),
         cache_dir=Path(settings.cache_dir).absolute() if settings.cache_dir else None,
+        trusted_keys=Path(settings.trusted_keys).absolute() if settings.trusted_keys else None,
     )
 
 

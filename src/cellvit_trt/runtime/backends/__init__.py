@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from cellvit_trt.errors import DependencyError, DeviceError, InputError
+from cellvit_trt.errors import ConfigError, DependencyError, DeviceError, InputError
 from cellvit_trt.runtime.backends.base import Backend, ModelMeta, check_images
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,18 @@ def open_backend(
     slots: int = 2,
     tokens: bool = False,
     cache_dir: str | Path | None = None,
+    trusted_keys: str | Path | None = None,
 ) -> Backend:
-    """A backend for a model file (engine, ONNX, checkpoint) or 'demo' (not yet activated: use `with`)."""
+    """A backend for a model file (engine, ONNX, checkpoint) or 'demo' (not yet activated: use `with`).
+
+    `trusted_keys`: a folder of Ed25519 public keys; the model must then be an engine signed by one of them
+    (checked before TensorRT deserialises it)."""
     kind, path = model_kind(spec)
+    if trusted_keys is not None and kind != "engine":
+        raise ConfigError(
+            f"trusted_keys: only TensorRT engines are signed, and {spec} is a {kind}; give a signed engine "
+            "(cellvit-trt build --sign) or leave trusted_keys unset"
+        )
     name = choose_backend(kind, backend)
     log.info("model %s (%s) → backend %s", path, kind, name)
     if name in ("torch", "torch-cuda"):
@@ -166,7 +175,9 @@ def open_backend(
         path = engine_cached(path, batch=batch, device=device)
     from cellvit_trt.runtime.backends.trt import TensorRTBackend
 
-    return TensorRTBackend(path, slots=slots, cuda_graphs=cuda_graphs, device=device)
+    return TensorRTBackend(
+        path, slots=slots, cuda_graphs=cuda_graphs, device=device, trusted_keys=trusted_keys
+    )
 
 
 def open_run_backend(settings: Any) -> Backend:
@@ -185,6 +196,7 @@ def open_run_backend(settings: Any) -> Backend:
         slots=settings.in_flight,
         tokens="embeddings" in settings.outputs,
         cache_dir=settings.cache_dir,
+        trusted_keys=getattr(settings, "trusted_keys", None),  # `serve` settings have none
     )
 
 

@@ -53,11 +53,12 @@ class Event:
 
     def done(self) -> bool:
         rt = api.cudart()
-        err = api.cudart().cudaEventQuery(self.handle)
-        err = err[0] if isinstance(err, tuple) else err
-        if err == rt.cudaError_t.cudaErrorNotReady:
+        res = rt.cudaEventQuery(self.handle)
+        err = res[0] if isinstance(res, tuple) else res
+        if int(err) == int(rt.cudaError_t.cudaErrorNotReady):
             return False
-        api.cuda_call((err,), "cudaEventQuery")
+        if int(err) != 0:
+            api.call("cudaEventQuery", self.handle)  # raises the CudaError with its name
         return True
 
     def close(self) -> None:
@@ -89,8 +90,11 @@ def elapsed_ms(start: Event, end: Event) -> float:
 class Graph:
     """A captured, instantiated CUDA graph, replayed with `launch(stream)`.
 
-    Capture only after one warm-up enqueue with the final shapes and addresses (reference/tensorrt.md §10);
-    the capture is thread-local so other threads' CUDA calls are not swept into it.
+    The caller captures only after a warm-up enqueue with the final shapes and addresses has *completed*
+    (trtexec, samples/common/sampleInference.cpp: enqueue, `stream.synchronize()`, then capture). The capture
+    is thread-local, so other threads' CUDA calls are not swept into it. When the enqueue fails or the capture
+    is invalidated, the capture is ended, the half-made graph destroyed and CUDA's last error cleared
+    (trtexec's `endCaptureOnError`), and the *enqueue's* error is raised, not EndCapture's.
     """
 
     def __init__(self, stream: Stream, enqueue) -> None:
@@ -100,10 +104,21 @@ class Graph:
         )
         try:
             enqueue()
-        finally:
+        except BaseException:
+            _abandon_capture(stream)
+            raise
+        try:
             graph = api.call("cudaStreamEndCapture", stream.handle)
+        except api.CudaError:
+            api.cudart().cudaGetLastError()  # the invalidation is reported here; leave no stale error behind
+            raise
         self._graph = graph
-        self._exec = api.call("cudaGraphInstantiate", graph, 0)
+        try:
+            self._exec = api.call("cudaGraphInstantiate", graph, 0)
+        except BaseException:
+            self.close()
+            api.cudart().cudaGetLastError()
+            raise
 
     def launch(self, stream: Stream) -> None:
         api.call("cudaGraphLaunch", self._exec, stream.handle)
@@ -117,3 +132,16 @@ class Graph:
                     api.call(name, handle)
                 except api.CudaError as exc:
                     log.warning("%s failed: %s", name, exc)
+
+
+def _abandon_capture(stream: Stream) -> None:
+    """End a failed capture without masking the error that failed it (trtexec's endCaptureOnError)."""
+    rt = api.cudart()
+    res = rt.cudaStreamEndCapture(stream.handle)
+    err, graph = (res[0], res[1] if len(res) > 1 else None) if isinstance(res, tuple) else (res, None)
+    if int(err) == 0 and graph:
+        try:
+            api.call("cudaGraphDestroy", graph)
+        except api.CudaError as exc:
+            log.warning("destroying an abandoned CUDA graph failed: %s", exc)
+    rt.cudaGetLastError()  # an invalidated capture leaves its error behind for the next library that checks
