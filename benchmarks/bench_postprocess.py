@@ -82,7 +82,7 @@ def _inputs(maps):
 
 
 def _oracle():
-    from cellvit_trt.models.oracle import import_upstream
+    from tests.upstream_oracle import import_upstream
 
     import_upstream()  # stubs ray, which the tile path never uses
     from cellvit.inference.postprocessing_numpy import DetectionCellPostProcessor

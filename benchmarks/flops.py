@@ -10,11 +10,15 @@ ours + 2 x skip decoders); with --no-oracle it is that analytic sum.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
 from cellvit_trt.models import build_model
 from cellvit_trt.models.flops import count_flops, flop_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the upstream oracle
 
 VARIANTS = ("CellViT256", "SAM-B", "SAM-L", "SAM-H", "tiny")
 UPSTREAM = ("CellViT256", "SAM-B", "SAM-L", "SAM-H")
@@ -36,7 +40,7 @@ def main() -> int:
         rep = flop_report(model, args.size)
         upstream, source = rep.upstream_style, "ours + 2 x skip decoders"
         if variant in UPSTREAM and not args.no_oracle:
-            from cellvit_trt.models.oracle import upstream_model
+            from upstream_oracle import upstream_model
 
             counted = count_flops(
                 upstream_model(variant, device="meta"), torch.empty(1, 3, args.size, args.size, device="meta")

@@ -9,11 +9,14 @@ strictly from the upstream model into ours; both run the same seeded input.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from cellvit_trt.models.oracle import max_abs_diff, randomized_pair
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the upstream oracle
+from upstream_oracle import max_abs_diff, randomized_pair  # noqa: E402
 
 CASES = [
     # variant, (B, H, W), regression_loss, retrieve_tokens

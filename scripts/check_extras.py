@@ -46,6 +46,7 @@ JOBS: dict[str, str] = {
 NOT_RUN: dict[str, str] = {
     "trt": "TensorRT needs an NVIDIA GPU and multi-GB wheels; benchmarks/gpu_check.sh runs it on a GPU",
     "dev": "the test environment itself (scripts/setup_env.sh installs it for every test run)",
+    "ray": "the test environment installs it (scripts/setup_env.sh); tests/scale run `run --ray` on a real Ray",
 }
 # extra -> requirement added beside it: the CPU PyTorch that lies on this project's machines
 PINS = {"export": os.environ.get("TORCH_SPEC", "torch==2.13.0")}

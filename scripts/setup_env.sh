@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project's virtual environment in .venv with everything the demo and the tests need:
-# the package in editable mode with its export/slides/bench/dev/serve extras, a CPU PyTorch, and the upstream
+# the package in editable mode with its export/slides/bench/dev/serve/ray extras, a CPU PyTorch, and the upstream
 # cellvit==1.0.9 package as a test-only oracle (installed without its dependencies, as the reference says).
 # Re-running is cheap: a stamp of the requirement files skips the install when nothing changed.
 set -euo pipefail
@@ -22,7 +22,7 @@ echo "[setup] creating $VENV (one-time, a few minutes)" >&2
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install --upgrade pip >/dev/null
 $PIP install "$TORCH_SPEC"
-$PIP install -r tests/requirements-oracle.txt -e ".[export,slides,bench,dev,serve]"
+$PIP install -r tests/requirements-oracle.txt -e ".[export,slides,bench,dev,serve,ray]"
 $PIP install --no-deps "cellvit==1.0.9"
 echo "$stamp_src" > "$stamp"
 echo "[setup] $VENV ready" >&2

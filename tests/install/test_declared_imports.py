@@ -68,9 +68,11 @@ EXTRAS_OF: dict[str, tuple[str, ...]] = {
     "cellvit_trt.serve.settings": (),
     "cellvit_trt.serve.client": ("serve", "slides"),  # streams a slide file it reads with a slide reader
     "cellvit_trt.serve.protogen": ("dev",),  # maintainers regenerate the committed stubs (grpcio-tools)
+    "cellvit_trt.scale": ("ray",),  # `run --ray` only; the single-machine path never imports it
+    "cellvit_trt.scale.settings": (),  # the --ray options, parsed by `run` in any install
 }
-# Test-only code in the package: the upstream oracle (tests/requirements-oracle.txt, never a user's path).
-TEST_ONLY = {"cellvit_trt.models.oracle": {"cellvit", "ray"}}
+# Test-only code in the package (the upstream oracle moved to tests/upstream_oracle.py: none left).
+TEST_ONLY: dict[str, set[str]] = {}
 STRING_IMPORTS = {"require", "import_module", "find_spec"}
 
 

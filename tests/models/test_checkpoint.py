@@ -22,7 +22,7 @@ from cellvit_trt.models import (
     save_checkpoint,
 )
 from cellvit_trt.models.flat_config import flatten, unflatten
-from cellvit_trt.models.oracle import max_abs_diff, randomize_, randomized_pair, upstream_model
+from upstream_oracle import max_abs_diff, randomize_, randomized_pair, upstream_model
 
 NUCLEI_TYPES = {
     "Background": 0,

@@ -7,7 +7,7 @@ import torch
 
 from cellvit_trt.models import build_model
 from cellvit_trt.models.flops import count_flops, flop_report
-from cellvit_trt.models.oracle import upstream_model
+from upstream_oracle import upstream_model
 
 pytestmark = pytest.mark.oracle
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cellvit_trt.models.oracle import max_abs_diff, randomized_pair
+from upstream_oracle import max_abs_diff, randomized_pair
 
 pytestmark = pytest.mark.oracle
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cellvit_trt.models import build_model
-from cellvit_trt.models.oracle import upstream_model
+from upstream_oracle import upstream_model
 
 # parameter counts (6 nuclei, 19 tissue classes) from the reference key dumps
 PARAMS_M = {"CellViT256": 46.75, "SAM-B": 146.1, "SAM-L": 367.8, "SAM-H": 699.7}

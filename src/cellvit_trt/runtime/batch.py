@@ -191,14 +191,21 @@ def run_batch(plan: Plan, execute: Executor, record: RunRecord, quiet: bool = Fa
             record.close("interrupted")
             raise
         record.finish(item, outcome)
-        if outcome.status == "failed":
-            print(f"cellvit-trt run: error: {outcome.error}", file=sys.stderr)
-        elif not quiet:
-            print(describe(item, outcome))
-        for w in outcome.warnings:
-            print(f"cellvit-trt run: warning: {w}", file=sys.stderr)
+        report(item, outcome, quiet)
     record.close("done")
     return record
+
+
+def report(item: PlannedInput, outcome: Outcome, quiet: bool = False) -> None:
+    """One input's result on the terminal: errors and warnings on stderr, the rest unless `quiet`."""
+    if outcome.status == "failed":
+        print(f"cellvit-trt run: error: {outcome.error}", file=sys.stderr)
+    elif outcome.status == "interrupted":
+        print(f"cellvit-trt run: {outcome.error or f'{item.path}: interrupted'}", file=sys.stderr)
+    elif not quiet:
+        print(describe(item, outcome))
+    for w in outcome.warnings:
+        print(f"cellvit-trt run: warning: {w}", file=sys.stderr)
 
 
 class LocalExecutor:

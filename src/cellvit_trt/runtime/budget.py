@@ -279,3 +279,21 @@ def plan_run(
         held=held,
         preferred_why=why,
     )
+
+
+def plan_run_memory(backend: Any, settings: Any) -> BatchPlan:
+    """`plan_run` for a `RunSettings` and the backend `open_run_backend(settings)` opened (not yet active):
+    `cellvit-trt run` and each Ray worker plan the same way, each on its own machine's memory."""
+    from cellvit_trt.runtime.backends import run_backend_spec
+
+    return plan_run(
+        backend,
+        run_backend_spec(settings),
+        requested=settings.batch,
+        max_memory=settings.max_memory,
+        workers=settings.post_workers,
+        readers=settings.reader_threads(backend.kind),
+        queue_size=settings.queue_size,
+        in_flight=min(settings.in_flight, backend.max_in_flight),
+        cache_dir=settings.cache_dir,
+    )

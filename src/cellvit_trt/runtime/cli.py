@@ -4,9 +4,10 @@
     cellvit-trt run slides/ more/*.ndpi cases.csv -m model.onnx --providers cuda cpu --outputs geojson summary
     cellvit-trt run slides/ --resume                         # continue an interrupted batch
     cellvit-trt run slide.tiff --config run.yaml             # every option may sit in the YAML `run:` section
+    cellvit-trt run slides/ -o /shared/out --ray auto        # on a Ray cluster (docs/scale-out.md)
 
 Planning (which inputs, which output folder each) is `runtime.inputs`; the batch and `run.json` are
-`runtime.batch`; one input is `runtime.job.run_input`.
+`runtime.batch`; one input is `runtime.job.run_input`; `--ray` hands the same plan to `cellvit_trt.scale`.
 
 Exit codes: 0 every input ok, 1 an error (some input failed: see run.json; or a bad model/setting),
 2 usage, 130 interrupted (Ctrl-C or SIGTERM).
@@ -202,6 +203,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_argument(p)
+    g = p.add_argument_group("scale-out on Ray (pip install 'cellvit-trt[ray]'; docs/scale-out.md)")
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the inputs on a Ray cluster, one slide per worker: no ADDRESS = start Ray on this machine "
+        "(or join $RAY_ADDRESS), 'auto' = the cluster this node belongs to, ray://host:10001 = Ray Client",
+    )
+    g.add_argument(
+        "--ray-cpus-per-slide",
+        dest="ray_cpus_per_slide",
+        type=positive_float,
+        default=None,
+        help="CPUs each slide's worker asks for (its post-processing threads; default 4, capped by the "
+        "largest node); GPU backends also ask for one GPU",
+    )
+    g.add_argument(
+        "--ray-workers",
+        dest="ray_workers",
+        type=positive_int,
+        default=None,
+        help="workers (actors) to start (default: as many as the cluster's resources place at once)",
+    )
+    g.add_argument(
+        "--ray-retries",
+        dest="ray_retries",
+        type=nonnegative_int,
+        default=None,
+        help="times a slide is retried after its worker died (default 3; it resumes from its journal)",
+    )
 
 
 def _sigterm_as_interrupt() -> None:
@@ -217,14 +250,20 @@ def _sigterm_as_interrupt() -> None:
 def run(args: argparse.Namespace) -> int:
     from cellvit_trt.config import resolve, to_dict
     from cellvit_trt.errors import ConfigError
-    from cellvit_trt.runtime.backends import open_backend
+    from cellvit_trt.runtime.backends import check_outputs, open_run_backend
     from cellvit_trt.runtime.batch import LocalExecutor, RunRecord, run_batch
-    from cellvit_trt.runtime.budget import GPU_PREFERRED_BATCH, plan_run
+    from cellvit_trt.runtime.budget import plan_run_memory
     from cellvit_trt.runtime.inputs import plan_inputs
     from cellvit_trt.runtime.settings import RunSettings
+    from cellvit_trt.scale.settings import ScaleSettings
 
     if not args.input:
         args.input = None  # nargs="*" gives []: let the YAML's `input:` apply
+    try:
+        scale = ScaleSettings.from_args(args)
+    except ConfigError as exc:
+        print(f"cellvit-trt run: error: {exc}", file=sys.stderr)
+        return 2
     settings = resolve(RunSettings, args, section="run")
     specs = settings.input_specs()
     if not specs:
@@ -235,53 +274,27 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     _sigterm_as_interrupt()
-    plan = plan_inputs(specs, settings.output)
-    spec = dict(
-        backend=settings.backend,
-        batch=settings.batch or GPU_PREFERRED_BATCH,  # the most a backend/engine is built for
-        tile_size=settings.tile_size,
-        precision=settings.precision,
-        providers=settings.providers,
-        threads=settings.threads,
-        device=settings.device,
-        cuda_graphs=settings.cuda_graphs,
-        slots=settings.in_flight,
-        tokens="embeddings" in settings.outputs,
-        cache_dir=settings.cache_dir,
-        trusted_keys=settings.trusted_keys,
-    )
-    backend = open_backend(settings.model, **spec)
-    memory_plan = plan_run(
-        backend,
-        {"model": settings.model, **spec},
-        requested=settings.batch,
-        max_memory=settings.max_memory,
-        workers=settings.post_workers,
-        readers=settings.reader_threads(backend.kind),
-        queue_size=settings.queue_size,
-        in_flight=min(settings.in_flight, backend.max_in_flight),
-        cache_dir=settings.cache_dir,
-    )
-    print(f"cellvit-trt run: {memory_plan.describe()}", file=sys.stderr)
-    settings = dataclasses.replace(settings, batch=memory_plan.batch)
     quiet = bool(getattr(args, "quiet", False))
-    record = RunRecord(plan, settings=to_dict(settings))
-    with backend:
-        if "embeddings" in settings.outputs and "tokens" not in backend.output_names:
-            raise ConfigError(
-                f"outputs: 'embeddings' needs a model with a 'tokens' output; {settings.model} "
-                f"has {list(backend.output_names)} (export with --tokens)"
-            )
-        run_batch(
-            plan,
-            LocalExecutor(
+    plan = plan_inputs(specs, settings.output)
+    if scale is not None:
+        from cellvit_trt.scale import run_on_ray
+
+        record = run_on_ray(plan, settings, scale, quiet=quiet)
+    else:
+        backend = open_run_backend(settings)
+        memory_plan = plan_run_memory(backend, settings)
+        print(f"cellvit-trt run: {memory_plan.describe()}", file=sys.stderr)
+        settings = dataclasses.replace(settings, batch=memory_plan.batch)
+        record = RunRecord(plan, settings=to_dict(settings))
+        with backend:
+            check_outputs(backend, settings.outputs, settings.model)
+            executor = LocalExecutor(
                 settings, backend, progress=False if quiet else None, memory_plan=memory_plan.to_dict()
-            ),
-            record,
-        )
+            )
+            run_batch(plan, executor, record)
     if record.failed:
         print(
-            f"cellvit-trt run: {record.failed} of {len(plan.items)} inputs failed (see {record.path})",
+            f"cellvit-trt run: {record.failed} of {len(record.plan.items)} inputs failed (see {record.path})",
             file=sys.stderr,
         )
         return 1

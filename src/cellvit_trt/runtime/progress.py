@@ -14,7 +14,7 @@ from typing import TextIO
 log = logging.getLogger("cellvit_trt.progress")
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "?"
     s = int(seconds)
@@ -50,7 +50,7 @@ class Progress:
         left = self.total - self.n
         eta = left / rate if rate > 0 else float("inf")
         pct = 100.0 * self.n / self.total if self.total else 100.0
-        return f"{self.desc} {self.n}/{self.total} [{pct:5.1f}%] {rate:6.2f} tiles/s ETA {_clock(eta)}"
+        return f"{self.desc} {self.n}/{self.total} [{pct:5.1f}%] {rate:6.2f} tiles/s ETA {clock(eta)}"
 
     def __call__(self, k: int = 1) -> None:
         self.update(k)

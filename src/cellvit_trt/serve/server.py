@@ -39,23 +39,10 @@ SERVICE_NAME = "cellvit_trt.v1.Scanner"
 
 
 def open_service_backend(s: Any):
-    """The backend, chosen exactly as `cellvit-trt run` chooses it."""
-    from cellvit_trt.runtime.backends import open_backend
+    """The backend, chosen exactly as `cellvit-trt run` chooses it (`backends.open_run_backend`)."""
+    from cellvit_trt.runtime.backends import open_run_backend
 
-    return open_backend(
-        s.model,
-        s.backend,
-        batch=s.batch,
-        tile_size=s.tile_size,
-        precision=s.precision,
-        providers=s.providers,
-        threads=s.threads,
-        device=s.device,
-        cuda_graphs=s.cuda_graphs,
-        slots=s.in_flight,
-        tokens="embeddings" in s.outputs,
-        cache_dir=s.cache_dir,
-    )
+    return open_run_backend(s)
 
 
 def warm_up(backend) -> None:

@@ -180,6 +180,46 @@ def open_backend(
     )
 
 
+def run_backend_spec(settings: Any) -> dict[str, Any]:
+    """The `open_backend` arguments (model included) of a `RunSettings`: what `open_run_backend` opens and
+    what the memory probe opens again in its own process (runtime/footprint.py)."""
+    from cellvit_trt.runtime.budget import GPU_PREFERRED_BATCH
+
+    return dict(
+        model=settings.model,
+        backend=settings.backend,
+        batch=settings.batch or GPU_PREFERRED_BATCH,  # the most a backend/engine is built for
+        tile_size=settings.tile_size,
+        precision=settings.precision,
+        providers=settings.providers,
+        threads=settings.threads,
+        device=settings.device,
+        cuda_graphs=settings.cuda_graphs,
+        slots=settings.in_flight,
+        tokens="embeddings" in settings.outputs,
+        cache_dir=settings.cache_dir,
+        trusted_keys=getattr(settings, "trusted_keys", None),  # `serve` settings have none
+    )
+
+
+def open_run_backend(settings: Any) -> Backend:
+    """The backend `cellvit-trt run` opens for a `RunSettings` (not yet active); each Ray worker and `serve`
+    (settings with the same fields) open theirs the same way."""
+    spec = run_backend_spec(settings)
+    return open_backend(spec.pop("model"), **spec)
+
+
+def check_outputs(backend: Backend, outputs: Any, model: Any) -> None:
+    """Refuse outputs the active backend's model cannot give (embeddings need a `tokens` output)."""
+    from cellvit_trt.errors import ConfigError
+
+    if "embeddings" in outputs and "tokens" not in backend.output_names:
+        raise ConfigError(
+            f"outputs: 'embeddings' needs a model with a 'tokens' output; {model} "
+            f"has {list(backend.output_names)} (export with --tokens)"
+        )
+
+
 def export_cached(
     checkpoint: Path,
     tile_size: int,
@@ -208,17 +248,25 @@ def export_cached(
     if out.is_file():
         log.info("reusing exported graph %s", out)
         return out
-    log.warning("exporting %s to %s (once; later runs reuse it)", checkpoint, out)
-    export(
-        ExportSettings(
-            checkpoint=checkpoint,
-            output=out,
-            precision=precision,
-            tile_size=tile_size,
-            tokens=tokens,
-            gate=gate,
+    from cellvit_trt.io import file_lock
+
+    # Workers sharing a cache (several Ray actors on a node, nodes on shared storage) export it once: the
+    # others wait for the lock and then find the graph.
+    with file_lock(out):
+        if out.is_file():
+            log.info("reusing exported graph %s (exported by another process meanwhile)", out)
+            return out
+        log.warning("exporting %s to %s (once; later runs reuse it)", checkpoint, out)
+        export(
+            ExportSettings(
+                checkpoint=checkpoint,
+                output=out,
+                precision=precision,
+                tile_size=tile_size,
+                tokens=tokens,
+                gate=gate,
+            )
         )
-    )
     return out
 
 
@@ -241,7 +289,10 @@ __all__ = [
     "DeviceError",
     "ModelMeta",
     "check_images",
+    "check_outputs",
     "choose_backend",
     "open_backend",
+    "open_run_backend",
+    "run_backend_spec",
     "model_kind",
 ]

@@ -1,13 +1,19 @@
-"""The upstream `cellvit==1.0.9` models as a parity oracle (tests, benchmarks, export gates).
+"""The upstream `cellvit==1.0.9` models as a parity oracle (tests and benchmarks only: never in the package).
 
-Needs the `cellvit` package (see tests/requirements-oracle.txt); `ray` is stubbed because only its
-post-processing actor uses it.
+    from upstream_oracle import import_upstream, upstream_model, randomized_pair   # tests/ on sys.path
+
+Needs the `cellvit` package (see tests/requirements-oracle.txt). Upstream imports `ray` at module level for
+its post-processing actor, which the oracle paths never use. Where Ray is installed (the `ray` extra), the
+real module is imported; only where no `ray` can be found at all is an empty stand-in registered, marked
+`__cellvit_trt_stub__`, so it never shadows a real Ray in the process (`cellvit_trt.scale` refuses it too).
+This file lives under tests/ so that nothing in the installed package can replace `sys.modules["ray"]`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import sys
 import types
 from collections.abc import Iterator
@@ -17,13 +23,24 @@ from torch import nn
 
 from cellvit_trt.errors import DependencyError
 
+RAY_STUB_MARK = "__cellvit_trt_stub__"
+
+
+def _ensure_ray() -> None:
+    """The real `ray` when it is installed (an import error of a real Ray propagates: it is never masked by
+    the stand-in); an empty marked module only when no `ray` is installed."""
+    if "ray" in sys.modules:
+        return
+    if importlib.util.find_spec("ray") is not None:
+        importlib.import_module("ray")
+        return
+    stub = types.ModuleType("ray", "cellvit-trt test stand-in: Ray is not installed")
+    setattr(stub, RAY_STUB_MARK, True)
+    sys.modules["ray"] = stub
+
 
 def import_upstream() -> types.ModuleType:
-    if "ray" not in sys.modules:
-        try:
-            importlib.import_module("ray")
-        except ImportError:
-            sys.modules["ray"] = types.ModuleType("ray")
+    _ensure_ray()
     try:
         return importlib.import_module("cellvit")
     except ImportError as exc:
