@@ -136,7 +136,12 @@ class SlideWorker:
         settings, notes = self._settings_for(item, attempt)
         t0 = time.perf_counter()
         try:
-            outcome = capture(item, lambda: LocalExecutor(settings, self.tally, progress=False, memory_plan=self.memory_plan)(item))
+            outcome = capture(
+                item,
+                lambda: LocalExecutor(settings, self.tally, progress=False, memory_plan=self.memory_plan)(
+                    item
+                ),
+            )
         except KeyboardInterrupt:
             outcome = Outcome(
                 "interrupted", seconds=round(time.perf_counter() - t0, 3), error=f"{item.path}: interrupted"

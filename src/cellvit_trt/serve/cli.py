@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="file holding the bearer token clients must send (required off the local machine)",
     )
-    p.add_argument("--max-slides", dest="max_slides", type=positive_int, default=None, help="slides at once (4)")
+    p.add_argument(
+        "--max-slides", dest="max_slides", type=positive_int, default=None, help="slides at once (4)"
+    )
     p.add_argument(
         "--keep-seconds",
         dest="keep_seconds",
@@ -72,11 +74,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="inference backend, chosen as in `run` (default auto)",
     )
     p.add_argument("-b", "--batch", type=positive_int, default=None, help="tiles per batch (default 8)")
-    p.add_argument("-j", "--workers", type=positive_int, default=None, help="post-processing threads per slide")
-    p.add_argument("--in-flight", dest="in_flight", type=positive_int, default=None, help="batches in flight (2)")
+    p.add_argument(
+        "-j", "--workers", type=positive_int, default=None, help="post-processing threads per slide"
+    )
+    p.add_argument(
+        "--in-flight", dest="in_flight", type=positive_int, default=None, help="batches in flight (2)"
+    )
     p.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="as in `run`")
     p.add_argument("--providers", nargs="+", default=None, metavar="EP", help="ONNX Runtime providers")
-    p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads of ONNX Runtime / PyTorch")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="intra-op threads of ONNX Runtime / PyTorch"
+    )
     p.add_argument("--device", type=nonnegative_int, default=None, help="CUDA device index")
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action="store_true", default=None, help="TensorRT")
     p.add_argument("--tile-size", dest="tile_size", type=positive_int, default=None, help="checkpoints only")
