@@ -280,3 +280,21 @@ def test_measure_runs_and_seeds():
         expect_cut = np.zeros(int(markers.max()) + 1, bool)
         expect_cut[np.unique(markers[(markers > 0) & (fg == 0)])] = True
         np.testing.assert_array_equal(cut, expect_cut)
+
+
+def test_workspace_reused_across_tiles_and_after_an_error(monkeypatch):
+    """The per-thread buffers (`workspace.py`) carry nothing from one tile to the next: tiles of one shape in
+    a row, and a tile after one that raised half-way (buffers left written), give the whole-tile result."""
+    rng = np.random.default_rng(7)
+    tiles = [_tile(random_mix(rng, 192, 224, 120), s, noise=0.3, fg_flip=0.02) for s in range(3)]
+    for tile in tiles:
+        assert_same_as_whole_tile(monkeypatch, *tile)
+
+    def fail(*args):
+        raise RuntimeError("interrupted")
+
+    with monkeypatch.context() as m:
+        m.setattr(postprocess, "raster_seeds", fail)  # after the components and markers are written
+        with pytest.raises(RuntimeError, match="interrupted"):
+            PostProcessor().process_tile(*tiles[0])
+    assert_same_as_whole_tile(monkeypatch, *tiles[1])

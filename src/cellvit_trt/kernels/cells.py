@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["measure_instances", "measure_runs"]
+__all__ = ["measure_instances", "measure_runs", "measure_runs_into"]
 
 
 @njit(nogil=True, cache=True)
@@ -69,8 +69,14 @@ def _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split):
 @njit(nogil=True, cache=True)
 def measure_runs(labels, row_ptr, c0s, c1s, type_map, cut):
     """`measure_instances` for labels that are nonzero only on the row runs (`layout.row_runs` of a map
-    covering the foreground): visits those pixels only, in raster order. The instance map is allocated
-    zeroed (untouched pages stay free)."""
+    covering the foreground): visits those pixels only, in raster order, into a fresh instance map."""
+    return measure_runs_into(labels, row_ptr, c0s, c1s, type_map, cut, np.zeros(labels.shape, np.int32))
+
+
+@njit(nogil=True, cache=True)
+def measure_runs_into(labels, row_ptr, c0s, c1s, type_map, cut, inst):
+    """`measure_runs` writing the instance map into `inst` (zero off the runs), which may be `labels`
+    itself: each run pixel is read once before it is written."""
     h, w = labels.shape
     max_label = cut.shape[0] - 1  # watershed labels are marker labels; cut has a flag per marker label
     n_types = 1
@@ -88,7 +94,6 @@ def measure_runs(labels, row_ptr, c0s, c1s, type_map, cut):
         if present[lab]:
             n += 1
             remap[lab] = n
-    inst = np.zeros((h, w), np.int32)
     bbox = np.empty((n, 4), np.int32)
     bbox[:, 0] = h
     bbox[:, 1] = w
@@ -109,9 +114,9 @@ def measure_runs(labels, row_ptr, c0s, c1s, type_map, cut):
             c0 = c0s[k]
             for c in range(c0, c1s[k]):
                 kk = remap[labels[r, c]]
+                inst[r, c] = kk
                 if kk == 0:
                     continue
-                inst[r, c] = kk
                 i = kk - 1
                 if area[i] == 0:
                     first_x[i] = c

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["row_runs", "cover_runs", "fg_groups"]
+__all__ = ["row_runs", "cover_runs", "cover_runs_into", "clear_runs", "fg_groups"]
 
 
 @njit(nogil=True, cache=True)
@@ -74,13 +74,27 @@ def row_runs(binary: np.ndarray):
 
 
 @njit(nogil=True, cache=True)
+def clear_runs(arr, row_ptr, c0s, c1s):
+    """arr[r, c0:c1] = 0 on the given row runs (undoes a write restricted to them)."""
+    for r in range(arr.shape[0]):
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            arr[r, c0s[i] : c1s[i]] = 0
+
+
+@njit(nogil=True, cache=True)
 def cover_runs(h: int, w: int, row_ptr, c0s, c1s, gap: int, full_row: float):
+    """`cover_runs_into` a fresh map."""
+    return cover_runs_into(np.zeros((h, w), np.uint8), row_ptr, c0s, c1s, gap, full_row)
+
+
+@njit(nogil=True, cache=True)
+def cover_runs_into(cover, row_ptr, c0s, c1s, gap: int, full_row: float):
     """uint8 [h, w] map covering the row runs given (`row_runs`) with few long runs: the runs with gaps
     shorter than `gap` (>= 8) closed and widths rounded up to 8, and whole rows where the runs cover at least
     `full_row` of the row. Per-pixel work on it costs less than on many short runs (each costs a few loop
     set-ups). Returns (cover, its pixel count, its row runs as `row_runs` gives them: the widened runs stay
-    disjoint and apart, since widening moves an end by at most 7 pixels)."""
-    cover = np.zeros((h, w), np.uint8)
+    disjoint and apart, since widening moves an end by at most 7 pixels). `cover` is zero on entry."""
+    h, w = cover.shape
     out_ptr = np.zeros(h + 1, np.int64)
     out0 = np.empty(c0s.shape[0] + 1, np.int64)
     out1 = np.empty(c0s.shape[0] + 1, np.int64)

@@ -18,7 +18,7 @@ from numba import njit
 
 from cellvit_trt.kernels.extremes import CELL, candidates, cell_bounds, error_bound, row_bounds
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params, reflect101
-from cellvit_trt.kernels.layout import cover_runs
+from cellvit_trt.kernels.layout import cover_runs_into
 from cellvit_trt.kernels.local_sobel import exact_at, exact_runs
 from cellvit_trt.kernels.sobel import _sep_filter, sobel_kernels
 
@@ -115,12 +115,19 @@ def _scratch(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return bufs
 
 
-def local_relief_and_markers(hv, fg_runs, components, ksize, marker_threshold, blur_taps):
+def local_relief_and_markers(
+    hv, fg_runs, components, ksize, marker_threshold, blur_taps, marker=None, cover=None
+):
     """(relief float64 [H, W], raw marker uint8 [H, W]), exact on the kept foreground (`components` > 0,
     whose row runs are `fg_runs`); relief undefined and marker 0 elsewhere. The relief is a per-thread
-    buffer, valid until this thread's next call."""
+    buffer, valid until this thread's next call; `marker` and `cover` (uint8 [H, W], any contents) are
+    buffers to use instead of fresh arrays."""
     _, h, w = hv.shape
-    cover, n_cover, runs = cover_runs(h, w, *fg_runs, COVER_GAP, COVER_FULL_ROW)
+    if cover is None:
+        cover = np.zeros((h, w), np.uint8)
+    else:
+        cover[:] = 0
+    cover, n_cover, runs = cover_runs_into(cover, *fg_runs, COVER_GAP, COVER_FULL_ROW)
     if n_cover >= DENSE_COVER * cover.size:  # mostly covered: whole rows vectorise best, nothing to bound
         cover[:] = 1
         runs = (np.arange(h + 1, dtype=np.int64), np.zeros(h, np.int64), np.full(h, w, np.int64))
@@ -129,7 +136,10 @@ def local_relief_and_markers(hv, fg_runs, components, ksize, marker_threshold, b
     for ch, dx, out in ((0, 1, sobel_h), (1, 0, sobel_v)):
         smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out)
         params.append(normalize_params(smin, smax))
-    marker = np.zeros((h, w), np.uint8)
+    if marker is None:
+        marker = np.zeros((h, w), np.uint8)
+    else:
+        marker[:] = 0
     (hs, ht), (vs, vt) = params
     fuse_runs(*runs, components, sobel_h, sobel_v, hs, ht, vs, vt, float(marker_threshold), dist, marker)
     relief = sobel_h  # free again: reused for the relief

@@ -17,7 +17,14 @@ from numba import njit
 
 from cellvit_trt.kernels.layout import row_runs
 
-__all__ = ["label4_components", "label4_from_runs", "kept_runs", "label4_filtered", "fill_holes4"]
+__all__ = [
+    "label4_components",
+    "label4_from_runs",
+    "label4_runs_into",
+    "kept_runs",
+    "label4_filtered",
+    "fill_holes4",
+]
 
 
 @njit(nogil=True, cache=True)
@@ -30,7 +37,14 @@ def _root(parent, a):
 
 @njit(nogil=True, cache=True)
 def label4_from_runs(binary: np.ndarray, min_size: int, row_ptr, c0s, c1s):
-    """`label4_components` from the row runs of `binary` (`layout.row_runs`): runs of consecutive rows that
+    """`label4_runs_into` a fresh zeroed map."""
+    return label4_runs_into(binary, min_size, row_ptr, c0s, c1s, np.zeros(binary.shape, np.int32))
+
+
+@njit(nogil=True, cache=True)
+def label4_runs_into(binary: np.ndarray, min_size: int, row_ptr, c0s, c1s, labels):
+    """`label4_components` into `labels` (int32 [H, W], zero on entry; written on the kept runs only) from
+    the row runs of `binary` (`layout.row_runs`): runs of consecutive rows that
     share a column are one component (union-find on runs), components are numbered in the order of their
     first run (= raster order of their first pixel, as scipy numbers them), and each kept component's pixels
     are listed in raster order. Costs O(runs + foreground pixels)."""
@@ -65,7 +79,6 @@ def label4_from_runs(binary: np.ndarray, min_size: int, row_ptr, c0s, c1s):
         start[lab + 1] = start[lab] + (size[lab] if size[lab] >= min_size else 0)
     fill = start.copy()
     members = np.empty(start[n_labels + 1], np.int64)
-    labels = np.zeros((h, w), np.int32)  # zeroed lazily by the OS: only pages near foreground get touched
     for r in range(h):
         for i in range(row_ptr[r], row_ptr[r + 1]):
             lab = label_of[i]

@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from cellvit_trt.kernels.cells import measure_instances, measure_runs
+from cellvit_trt.kernels.cells import measure_instances, measure_runs_into
 from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
 from cellvit_trt.kernels.inputs import as_batch
-from cellvit_trt.kernels.layout import fg_groups, row_runs
+from cellvit_trt.kernels.layout import clear_runs, fg_groups, row_runs
 from cellvit_trt.kernels.local_markers import fill_groups
 from cellvit_trt.kernels.local_relief import local_relief_and_markers
 from cellvit_trt.kernels.morphology import (
@@ -36,12 +36,13 @@ from cellvit_trt.kernels.morphology import (
     kept_runs,
     label4_components,
     label4_filtered,
-    label4_from_runs,
+    label4_runs_into,
 )
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.replicas import gaussian_taps, region_path_ok
 from cellvit_trt.kernels.table import CellTable, TileCells
-from cellvit_trt.kernels.watershed import raster_seeds, watershed_fast, watershed_seeded
+from cellvit_trt.kernels.watershed import raster_seeds, watershed_fast, watershed_seeded_into
+from cellvit_trt.kernels.workspace import workspace
 
 __all__ = ["PostProcessor", "instance_map", "instance_map_full", "warmup", "warmup_tile"]
 
@@ -66,21 +67,37 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     """`instance_map_full`'s result computed only where the foreground can be affected; also returns the
     row runs of the kept foreground (`layout.row_runs`), outside which the labels are 0."""
     h, w = fg01.shape
+    ws = workspace(h, w)
+    ws.begin()
     fg_runs = row_runs(fg01)
-    components, members, start = label4_from_runs(fg01, params.blob_min_size, *fg_runs)
+    components, members, start = label4_runs_into(fg01, params.blob_min_size, *fg_runs, ws.comp)
     runs = kept_runs(components, *fg_runs)
+    labels = np.zeros((h, w), np.int32)  # calloc: pages away from the foreground are never touched
     if members.size == 0:  # no foreground: no markers, nothing to flood
-        return np.zeros((h, w), np.int32), np.zeros(1, np.bool_), runs
+        ws.dirty = False
+        return labels, np.zeros(1, np.bool_), runs
     relief, marker = local_relief_and_markers(
-        hv, runs, components, params.sobel_ksize, params.marker_threshold, gaussian_taps(params.blur_ksize)
+        hv,
+        runs,
+        components,
+        params.sobel_ksize,
+        params.marker_threshold,
+        gaussian_taps(params.blur_ksize),
+        ws.marker,
+        ws.cover,
     )
     group, boxes = fg_groups(components, start.shape[0] - 2, *runs)
-    filled = marker.copy()
+    filled = ws.filled
+    np.copyto(filled, marker)
     fill_groups(marker, components, group, boxes, *runs, filled)
-    opened = open_ellipse(filled, params.opening_size)
-    markers = label4_filtered(opened, params.object_size)
+    opened = open_ellipse(filled, params.opening_size, ws.opened)
+    marker_runs = row_runs(opened)
+    markers = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers)[0]
     seeds, cut = raster_seeds(opened, markers, components)
-    labels = watershed_seeded(relief, markers, seeds, components, members, start)
+    watershed_seeded_into(relief, markers, seeds, components, members, start, labels)
+    clear_runs(components, *runs)
+    clear_runs(markers, *marker_runs)
+    ws.dirty = False
     return labels, cut, runs
 
 
@@ -170,7 +187,7 @@ class PostProcessor:
     def _one(self, fg01: np.ndarray, hv: np.ndarray, type_map: np.ndarray) -> TileCells:
         if region_path_ok(self.params):
             labels, cut, runs = _labels_by_region(fg01, hv, self.params)
-            measured = measure_runs(labels, *runs, type_map, cut)
+            measured = measure_runs_into(labels, *runs, type_map, cut, labels)  # renumbered in place
         else:
             labels, cut = instance_map_full(fg01, hv, self.params)
             n_types = int(type_map.max()) + 1 if type_map.size else 1

@@ -29,7 +29,7 @@ from cellvit_trt.kernels.flood import flood, flood_calendar
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
 from cellvit_trt.kernels.layout import _next_set
 
-__all__ = ["watershed_masked", "watershed_fast", "watershed_seeded", "raster_seeds"]
+__all__ = ["watershed_masked", "watershed_fast", "watershed_seeded", "watershed_seeded_into", "raster_seeds"]
 
 
 @njit(nogil=True, cache=True)
@@ -154,9 +154,16 @@ def watershed_seeded(
     """`watershed_fast` from its seeds: the marker pixels inside the mask, flat indices in raster order.
 
     Touches only the mask components and the seeds (nothing per tile pixel), so a sparse tile costs little."""
+    out = np.zeros(image.shape, np.int32)
+    watershed_seeded_into(image, markers, seeds, components, members, start, out, big)
+    return out
+
+
+@njit(nogil=True, cache=True)
+def watershed_seeded_into(image, markers, seeds, components, members, start, out, big: int = 4096) -> None:
+    """`watershed_seeded` into `out` (int32 [H, W], zero on entry; written at the mask pixels only)."""
     h, w = image.shape
     npx = h * w
-    out = np.zeros((h, w), np.int32)
     flat_out = out.reshape(-1)
     flat_img = image.reshape(-1)
     flat_comp = components.reshape(-1)
@@ -166,7 +173,7 @@ def watershed_seeded(
     for k in range(n_seed):
         flat_out[seeds[k]] = flat_mark[seeds[k]]
     if n_seed == 0:
-        return out
+        return
     # A component whose markers all carry one label is flooded entirely with it (it is 4-connected), whatever
     # the order: label it directly. Only components with two or more labels need the priority flood.
     n_fg = members.shape[0]
@@ -332,4 +339,4 @@ def watershed_seeded(
                 n = push(values, keys, n, flat_img[p], np.int64(p))
         if n > 0:
             n, age = flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, 0, watch, tie_max)
-    return out
+    return
