@@ -43,7 +43,7 @@ def _pad_normalised(src_row, c0, c1, ar, scale32, shift32, pad):
 
 
 #: Column gaps shorter than this between row-pass segments are computed too (cheaper than a new segment).
-_MERGE_GAP = 8
+_MERGE_GAP = 24
 
 
 @njit(nogil=True, cache=True)
@@ -74,8 +74,8 @@ def _row_pass_needed(src, t, ac, binary, row_ptr, cnt, words, scale32, shift32, 
         c = _next_set(cnt, words, e, w)
     if n_need == 0:
         return
-    _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
     if 2 * n_need >= w:  # mostly needed: one segment costs less than many
+        _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
         row_filter(pad, kx, dst)
         return
     c = _next_set(cnt, words, 0, w)
@@ -86,8 +86,28 @@ def _row_pass_needed(src, t, ac, binary, row_ptr, cnt, words, scale32, shift32, 
             e = _next_clear(cnt, nxt, w)
             nxt = _next_set(cnt, words, e, w)
         c, e = _round8(c, e, w)
-        row_filter(pad[c:], kx, dst[c:e])
+        _pad_normalised(src[t], c, e, ar, scale32, shift32, pad)  # the same values as a whole-row pad
+        row_filter(pad, kx, dst[c:e])
         c = max(nxt, e)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def lane_minmax(seg, lo, hi):
+    """lo[l] / hi[l] (8 lanes) take the min / max of seg[j] over j = l mod 8: vectorises, unlike one running
+    min and max (the values are finite, so lanes then lo.min(), hi.max() give the same extremes)."""
+    n = seg.shape[0]
+    m = n // 8 * 8
+    for j in range(0, m, 8):
+        for k in range(8):
+            v = seg[j + k]
+            a = lo[k]
+            lo[k] = v if v < a else a
+            b = hi[k]
+            hi[k] = v if v > b else b
+    for j in range(m, n):
+        v = seg[j]
+        lo[0] = v if v < lo[0] else lo[0]
+        hi[0] = v if v > hi[0] else hi[0]
 
 
 @njit(nogil=True, cache=True)
@@ -106,14 +126,21 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c
     cnt = np.zeros(w + 8, np.uint8)
     words = cnt[: (w + 8) // 8 * 8].view(np.uint64)
     rows = np.empty(2 * ac + 1, np.int64)
-    vmin = np.inf
-    vmax = -np.inf
+    lo = np.full(8, np.inf)
+    hi = np.full(8, -np.inf)
     nxt = 0
+    whole = row_ptr[h] == h  # every row one run: the whole tile (`layout.cover_runs` makes no other full row)
+    for r in range(h):
+        whole = whole and row_ptr[r + 1] == r + 1 and c0s[r] == 0 and c1s[r] == w
     for r in range(h):
         last = min(r + ac, h - 1)  # reflected rows below the tile are rows already in the ring
         while nxt <= last:
             dst = ring[nxt % ring.shape[0]]
-            _row_pass_needed(src, nxt, ac, binary, row_ptr, cnt, words, scale32, shift32, kx, pad, dst)
+            if whole:
+                _pad_normalised(src[nxt], 0, w, ar, scale32, shift32, pad)
+                row_filter(pad, kx, dst)
+            else:
+                _row_pass_needed(src, nxt, ac, binary, row_ptr, cnt, words, scale32, shift32, kx, pad, dst)
             nxt += 1
         if row_ptr[r + 1] == row_ptr[r]:
             continue
@@ -123,13 +150,8 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c
             c1 = c1s[i]
             seg = out[r, c0:c1]
             column_filter(ring, rows, c0, c1, ky, symmetric, seg)
-            for j in range(c1 - c0):
-                v = seg[j]
-                if v < vmin:
-                    vmin = v
-                if v > vmax:
-                    vmax = v
-    return vmin, vmax
+            lane_minmax(seg, lo, hi)
+    return lo.min(), hi.max()
 
 
 @njit(nogil=True, cache=True)
