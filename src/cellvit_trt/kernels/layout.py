@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["row_runs", "cover_runs", "cover_runs_into", "clear_runs", "fg_groups"]
+__all__ = ["row_runs", "cover_runs", "cover_runs_into", "clear_runs", "whole_rows", "fg_groups"]
 
 
 @njit(nogil=True, cache=True)
@@ -71,6 +71,18 @@ def row_runs(binary: np.ndarray):
             p = _next_set(fb, words, q, end)
         row_ptr[r + 1] = n
     return row_ptr, c0[:n], c1[:n]
+
+
+@njit(nogil=True, cache=True)
+def whole_rows(row_ptr, c0s, c1s, w: int) -> bool:
+    """True when the row runs are every row whole (one run [0, w) per row)."""
+    h = row_ptr.shape[0] - 1
+    if row_ptr[h] != h:
+        return False
+    for r in range(h):
+        if row_ptr[r + 1] != r + 1 or c0s[r] != 0 or c1s[r] != w:
+            return False
+    return True
 
 
 @njit(nogil=True, cache=True)

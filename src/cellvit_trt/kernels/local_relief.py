@@ -18,7 +18,7 @@ from numba import njit
 
 from cellvit_trt.kernels.extremes import CELL, candidates, cell_bounds, error_bound, row_bounds
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params, reflect101
-from cellvit_trt.kernels.layout import cover_runs_into
+from cellvit_trt.kernels.layout import cover_runs_into, whole_rows
 from cellvit_trt.kernels.local_sobel import exact_at, exact_runs
 from cellvit_trt.kernels.sobel import _sep_filter, sobel_kernels
 
@@ -167,11 +167,63 @@ def fuse_runs(row_ptr, c0s, c1s, components, sh, sv, hs, ht, vs, vt, marker_thre
                 b = one32 - np.float32(fma64(a_v[i], vs, vt))
                 o32 = a if a >= b else b
                 overall = np.float64(o32) - 0.0
-                if overall < 0.0:
-                    overall = 0.0
+                overall = 0.0 if overall < 0.0 else overall
                 fg = comp[i] > 0
                 d[i] = (1.0 - overall) * 1.0 if fg else 0.0
-                m[i] = 1 if fg and overall < marker_threshold else 0
+                m[i] = np.uint8(fg & (overall < marker_threshold))  # branch-free: the loop vectorises
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _blur_row(dist, components, t, c0, c1, k0, k1, k2, padrow, out):
+    """The 3x3 blur's row pass of tile row t on columns [c0, c1) into out[:c1 - c0] (dist read as 0.0 off
+    the foreground, BORDER_REFLECT_101 at the tile's sides)."""
+    w = dist.shape[1]
+    n = c1 - c0
+    src = dist[t]
+    fg = components[t]
+    pr = padrow[: n + 2]
+    left = reflect101(c0 - 1, w)
+    right = reflect101(c1, w)
+    pr[0] = src[left] if fg[left] > 0 else 0.0
+    pr[n + 1] = src[right] if fg[right] > 0 else 0.0
+    mid = src[c0:c1]
+    mfg = fg[c0:c1]
+    inner = pr[1 : n + 1]
+    for i in range(n):
+        inner[i] = mid[i] if mfg[i] > 0 else 0.0
+    pl = pr[0:n]
+    pc = pr[1 : n + 1]
+    pq = pr[2 : n + 2]
+    for i in range(n):
+        s = k0 * pl[i]
+        s += k1 * pc[i]
+        s += k2 * pq[i]
+        out[i] = s
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _blur_column(up, cen, dn, k0, k1, o):
+    for i in range(o.shape[0]):
+        acc = k1 * cen[i] + 0.0
+        acc += k0 * (dn[i] + up[i])
+        o[i] = -acc
+
+
+@njit(nogil=True, cache=True)
+def _blur_whole(components, dist, k, relief):
+    """`blur_runs` when every row is one whole run: each row pass computed once, kept in a ring of 3."""
+    h, w = dist.shape
+    k0, k1, k2 = k[0], k[1], k[2]
+    ring = np.empty((3, w), np.float64)
+    padrow = np.empty(w + 2, np.float64)
+    for t in range(min(2, h)):
+        _blur_row(dist, components, t, 0, w, k0, k1, k2, padrow, ring[t])
+    for r in range(h):
+        if r + 1 < h and r >= 1:
+            _blur_row(dist, components, r + 1, 0, w, k0, k1, k2, padrow, ring[(r + 1) % 3])
+        up = ring[reflect101(r - 1, h) % 3]
+        dn = ring[reflect101(r + 1, h) % 3]
+        _blur_column(up, ring[r % 3], dn, k0, k1, relief[r])
 
 
 @njit(nogil=True, cache=True)
@@ -180,6 +232,9 @@ def blur_runs(row_ptr, c0s, c1s, components, dist, k, relief):
     BORDER_REFLECT_101), with dist taken as 0.0 off the kept foreground (`components` == 0), as upstream's
     product with blb makes it: `dist` need not be written there."""
     h, w = dist.shape
+    if whole_rows(row_ptr, c0s, c1s, w):
+        _blur_whole(components, dist, k, relief)
+        return
     k0, k1, k2 = k[0], k[1], k[2]
     rows = np.empty((3, w), np.float64)
     padrow = np.empty(w + 2, np.float64)
@@ -189,33 +244,5 @@ def blur_runs(row_ptr, c0s, c1s, components, dist, k, relief):
             c1 = c1s[run]
             n = c1 - c0
             for j in range(3):
-                t = reflect101(r - 1 + j, h)
-                src = dist[t]
-                fg = components[t]
-                pr = padrow[: n + 2]
-                left = reflect101(c0 - 1, w)
-                right = reflect101(c1, w)
-                pr[0] = src[left] if fg[left] > 0 else 0.0
-                pr[n + 1] = src[right] if fg[right] > 0 else 0.0
-                mid = src[c0:c1]
-                mfg = fg[c0:c1]
-                inner = pr[1 : n + 1]
-                for i in range(n):
-                    inner[i] = mid[i] if mfg[i] > 0 else 0.0
-                out = rows[j, :n]
-                pl = pr[0:n]
-                pc = pr[1 : n + 1]
-                pq = pr[2 : n + 2]
-                for i in range(n):
-                    s = k0 * pl[i]
-                    s += k1 * pc[i]
-                    s += k2 * pq[i]
-                    out[i] = s
-            up = rows[0, :n]
-            cen = rows[1, :n]
-            dn = rows[2, :n]
-            o = relief[r, c0:c1]
-            for i in range(n):
-                acc = k1 * cen[i] + 0.0
-                acc += k0 * (dn[i] + up[i])
-                o[i] = -acc
+                _blur_row(dist, components, reflect101(r - 1 + j, h), c0, c1, k0, k1, k2, padrow, rows[j])
+            _blur_column(rows[0, :n], rows[1, :n], rows[2, :n], k0, k1, relief[r, c0:c1])

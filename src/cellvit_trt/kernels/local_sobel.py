@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, reflect101
-from cellvit_trt.kernels.layout import _next_clear, _next_set, _round8
+from cellvit_trt.kernels.layout import _next_clear, _next_set, _round8, whole_rows
 from cellvit_trt.kernels.sobel import column_filter, row_filter, window_rows
 
 __all__ = ["exact_runs", "exact_at"]
@@ -129,9 +129,7 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c
     lo = np.full(8, np.inf)
     hi = np.full(8, -np.inf)
     nxt = 0
-    whole = row_ptr[h] == h  # every row one run: the whole tile (`layout.cover_runs` makes no other full row)
-    for r in range(h):
-        whole = whole and row_ptr[r + 1] == r + 1 and c0s[r] == 0 and c1s[r] == w
+    whole = whole_rows(row_ptr, c0s, c1s, w)  # the whole tile: every row's row pass, no sliding count
     for r in range(h):
         last = min(r + ac, h - 1)  # reflected rows below the tile are rows already in the ring
         while nxt <= last:

@@ -41,7 +41,7 @@ from cellvit_trt.kernels.morphology import (
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.replicas import gaussian_taps, region_path_ok
 from cellvit_trt.kernels.table import CellTable, TileCells
-from cellvit_trt.kernels.watershed import raster_seeds, watershed_fast, watershed_seeded_into
+from cellvit_trt.kernels.watershed import seeds_from_runs, watershed_fast, watershed_seeded_into
 from cellvit_trt.kernels.workspace import workspace
 
 __all__ = ["PostProcessor", "instance_map", "instance_map_full", "warmup", "warmup_tile"]
@@ -93,7 +93,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     opened = open_ellipse(filled, params.opening_size, ws.opened)
     marker_runs = row_runs(opened)
     markers = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers)[0]
-    seeds, cut = raster_seeds(opened, markers, components)
+    seeds, cut = seeds_from_runs(markers, components, *marker_runs)
     watershed_seeded_into(relief, markers, seeds, components, members, start, labels)
     clear_runs(components, *runs)
     clear_runs(markers, *marker_runs)

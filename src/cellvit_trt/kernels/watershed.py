@@ -29,7 +29,14 @@ from cellvit_trt.kernels.flood import flood, flood_calendar
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
 from cellvit_trt.kernels.layout import _next_set
 
-__all__ = ["watershed_masked", "watershed_fast", "watershed_seeded", "watershed_seeded_into", "raster_seeds"]
+__all__ = [
+    "watershed_masked",
+    "watershed_fast",
+    "watershed_seeded",
+    "watershed_seeded_into",
+    "raster_seeds",
+    "seeds_from_runs",
+]
 
 
 @njit(nogil=True, cache=True)
@@ -119,6 +126,40 @@ def raster_seeds(guide: np.ndarray, markers: np.ndarray, mask: np.ndarray):
             else:
                 cut[lab] = True
         p = _next_set(fb, words, p + 1, npx)
+    return seeds, cut
+
+
+@njit(nogil=True, cache=True)
+def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s):
+    """`raster_seeds` from the row runs of a map covering the markers (`layout.row_runs`): visits the run
+    pixels only, in raster order, so the same seeds in the same order."""
+    h, w = markers.shape
+    max_label = 0
+    count = 0
+    for r in range(h):
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            mrow = markers[r, c0s[i] : c1s[i]]
+            krow = mask[r, c0s[i] : c1s[i]]
+            for c in range(mrow.shape[0]):
+                if mrow[c] != 0:
+                    max_label = max(max_label, mrow[c])
+                    count += krow[c] != 0
+    cut = np.zeros(max_label + 1, np.bool_)
+    seeds = np.empty(count, np.int64)
+    count = 0
+    for r in range(h):
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            c0 = c0s[i]
+            mrow = markers[r, c0 : c1s[i]]
+            krow = mask[r, c0 : c1s[i]]
+            for c in range(mrow.shape[0]):
+                lab = mrow[c]
+                if lab != 0:
+                    if krow[c] != 0:
+                        seeds[count] = r * w + c0 + c
+                        count += 1
+                    else:
+                        cut[lab] = True
     return seeds, cut
 
 
