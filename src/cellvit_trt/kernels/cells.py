@@ -79,15 +79,20 @@ def measure_runs_into(labels, row_ptr, c0s, c1s, type_map, cut, inst):
     itself: each run pixel is read once before it is written."""
     h, w = labels.shape
     max_label = cut.shape[0] - 1  # watershed labels are marker labels; cut has a flag per marker label
-    n_types = 1
     present = np.zeros(max_label + 1, np.bool_)
+    t_max = np.uint8(0)
     for r in range(h):
         for k in range(row_ptr[r], row_ptr[r + 1]):
             lrow = labels[r, c0s[k] : c1s[k]]
             trow = type_map[r, c0s[k] : c1s[k]]
+            prev = -1
             for i in range(lrow.shape[0]):
-                present[lrow[i]] = True
-                n_types = max(n_types, np.int64(trow[i]) + 1)
+                if lrow[i] != prev:
+                    prev = lrow[i]
+                    present[prev] = True
+            for i in range(trow.shape[0]):
+                t_max = max(t_max, trow[i])
+    n_types = np.int64(t_max) + 1
     remap = np.zeros(max_label + 1, np.int32)
     n = 0
     for lab in range(1, max_label + 1):
@@ -110,25 +115,35 @@ def measure_runs_into(labels, row_ptr, c0s, c1s, type_map, cut, inst):
         if present[lab]:
             split[remap[lab] - 1] = lab < cut.shape[0] and cut[lab]
     for r in range(h):
+        lrow = labels[r]
+        trow = type_map[r]
+        irow = inst[r]
         for k in range(row_ptr[r], row_ptr[r + 1]):
-            c0 = c0s[k]
-            for c in range(c0, c1s[k]):
-                kk = remap[labels[r, c]]
-                inst[r, c] = kk
-                if kk == 0:
-                    continue
-                i = kk - 1
-                if area[i] == 0:
-                    first_x[i] = c
-                    first_y[i] = r
-                    bbox[i, 0] = r
-                area[i] += 1
-                sum_c[i] += c
-                sum_r[i] += r
-                counts[i, type_map[r, c]] += 1
-                if c < bbox[i, 1]:
-                    bbox[i, 1] = c
-                bbox[i, 2] = r
-                if c > bbox[i, 3]:
-                    bbox[i, 3] = c
+            c = c0s[k]
+            c1 = c1s[k]
+            while c < c1:  # one segment of equal labels at a time: integer sums, so any grouping is exact
+                lab = lrow[c]
+                e = c + 1
+                while e < c1 and lrow[e] == lab:
+                    e += 1
+                kk = remap[lab]
+                irow[c:e] = kk
+                if kk != 0:
+                    i = kk - 1
+                    if area[i] == 0:
+                        first_x[i] = c
+                        first_y[i] = r
+                        bbox[i, 0] = r
+                    n_px = e - c
+                    area[i] += n_px
+                    sum_c[i] += (c + e - 1) * n_px // 2
+                    sum_r[i] += r * n_px
+                    for j in range(c, e):
+                        counts[i, trow[j]] += 1
+                    if c < bbox[i, 1]:
+                        bbox[i, 1] = c
+                    bbox[i, 2] = r
+                    if e - 1 > bbox[i, 3]:
+                        bbox[i, 3] = e - 1
+                c = e
     return _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split)

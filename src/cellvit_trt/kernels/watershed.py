@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.flood import flood, flood_calendar
+from cellvit_trt.kernels.fp import split_index
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
 from cellvit_trt.kernels.layout import _next_set
 
@@ -80,9 +81,8 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
 
 
 @njit(nogil=True, cache=True)
-def _is_boundary(flat_out, flat_comp, p, h, w):
-    r = p // w
-    c = p - r * w
+def _is_boundary(flat_out, flat_comp, p, h, w, inv_w):
+    r, c = split_index(p, w, inv_w)
     if r > 0 and flat_comp[p - w] != 0 and flat_out[p - w] == 0:
         return True
     if c > 0 and flat_comp[p - 1] != 0 and flat_out[p - 1] == 0:
@@ -237,13 +237,14 @@ def watershed_seeded_into(image, markers, seeds, components, members, start, out
     bpix = np.empty(n_fg, np.int64)
     bstart = np.zeros(n_comp + 2, np.int64)
     nb = 0
+    inv_w = 1.0 / w
     for cp in range(1, n_comp + 1):
         bstart[cp] = nb
         if not multi[cp]:
             continue
         for k in range(start[cp], start[cp + 1]):
             p = members[k]
-            if flat_out[p] != 0 and _is_boundary(flat_out, flat_comp, p, h, w):
+            if flat_out[p] != 0 and _is_boundary(flat_out, flat_comp, p, h, w, inv_w):
                 bpix[nb] = p
                 nb += 1
     bstart[n_comp + 1] = nb
