@@ -19,7 +19,7 @@ from numba import njit
 from cellvit_trt.kernels.extremes import CELL, candidates, cell_bounds, error_bound, row_bounds
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params, reflect101
 from cellvit_trt.kernels.layout import cover_runs_into, whole_rows
-from cellvit_trt.kernels.local_sobel import exact_at, exact_runs
+from cellvit_trt.kernels.local_sobel import exact_at, exact_runs, row_pass_segments
 from cellvit_trt.kernels.sobel import _sep_filter, sobel_kernels
 
 __all__ = ["local_relief_and_markers", "sobel_at_runs", "fuse_runs", "blur_runs"]
@@ -36,14 +36,17 @@ MAX_CANDIDATES = 4096
 _F32_SAFE = 1.0e36
 
 
-def sobel_at_runs(src, dx, ksize, binary, runs, out):
+def sobel_at_runs(src, dx, ksize, binary, runs, out, segments=None):
     """Sobel of the min-max normalised `src` (float32 [H, W]) exact at the pixels of `binary`'s row runs
-    (written to `out`), and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls give."""
+    (written to `out`), and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls give.
+    `segments`: `local_sobel.row_pass_segments` of those runs, if already known."""
     vlo, vhi = float(src.min()), float(src.max())
     scale, shift = normalize_params(vlo, vhi)
     kx, ky = sobel_kernels(dx, ksize)
+    if segments is None:
+        segments = row_pass_segments(binary, *runs, ky.shape[0] // 2)
     s32, t32 = np.float32(scale), np.float32(shift)
-    vmin, vmax = exact_runs(src, s32, t32, kx, ky, dx == 1, binary, *runs, out)
+    vmin, vmax = exact_runs(src, s32, t32, kx, ky, dx == 1, *segments, *runs, out)
     if scale == 0.0 or (runs[1].shape[0] == binary.shape[0] and np.all(runs[2] - runs[1] == binary.shape[1])):
         return vmin, vmax  # all-zero normalised map (its Sobel is 0 everywhere), or every pixel computed
     abs_max = max(abs(vlo), abs(vhi))
@@ -133,8 +136,9 @@ def local_relief_and_markers(
         runs = (np.arange(h + 1, dtype=np.int64), np.zeros(h, np.int64), np.full(h, w, np.int64))
     sobel_h, sobel_v, dist = _scratch(h, w)
     params = []
+    segments = row_pass_segments(cover, *runs, sobel_kernels(1, ksize)[1].shape[0] // 2)  # both channels
     for ch, dx, out in ((0, 1, sobel_h), (1, 0, sobel_v)):
-        smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out)
+        smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out, segments)
         params.append(normalize_params(smin, smax))
     if marker is None:
         marker = np.zeros((h, w), np.uint8)

@@ -22,7 +22,7 @@ from cellvit_trt.kernels.fp import fma32, fma64, reflect101
 from cellvit_trt.kernels.layout import _next_clear, _next_set, _round8, whole_rows
 from cellvit_trt.kernels.sobel import column_filter, row_filter, window_rows
 
-__all__ = ["exact_runs", "exact_at"]
+__all__ = ["row_pass_segments", "exact_runs", "exact_at"]
 
 
 @njit(nogil=True, cache=True)
@@ -47,48 +47,68 @@ _MERGE_GAP = 24
 
 
 @njit(nogil=True, cache=True)
-def _row_pass_needed(src, t, ac, binary, row_ptr, cnt, words, scale32, shift32, kx, pad, dst):
-    """Row pass of tile row t into dst (a ring row) where some pixel of `binary` within ac rows of t reads
-    it: `cnt` slides over the rows (pixels of `binary` per column within [t - ac, t + ac], < 256)."""
-    h, w = src.shape
-    ar = kx.shape[0] // 2
-    if t == 0:
-        for r in range(min(h, ac)):
-            if row_ptr[r + 1] > row_ptr[r]:
-                row = binary[r]
-                for c in range(w):
-                    cnt[c] += row[c]
-    if t + ac < h and row_ptr[t + ac + 1] > row_ptr[t + ac]:
-        row = binary[t + ac]
-        for c in range(w):
-            cnt[c] += row[c]
-    if t - ac - 1 >= 0 and row_ptr[t - ac] > row_ptr[t - ac - 1]:
-        row = binary[t - ac - 1]
-        for c in range(w):
-            cnt[c] -= row[c]
-    c = _next_set(cnt, words, 0, w)
-    n_need = 0
-    while c < w:
-        e = _next_clear(cnt, c, w)
-        n_need += e - c
-        c = _next_set(cnt, words, e, w)
-    if n_need == 0:
-        return
-    if 2 * n_need >= w:  # mostly needed: one segment costs less than many
-        _pad_normalised(src[t], 0, w, ar, scale32, shift32, pad)
-        row_filter(pad, kx, dst)
-        return
-    c = _next_set(cnt, words, 0, w)
-    while c < w:
-        e = _next_clear(cnt, c, w)
-        nxt = _next_set(cnt, words, e, w)
-        while nxt < w and nxt - e < _MERGE_GAP:
-            e = _next_clear(cnt, nxt, w)
-            nxt = _next_set(cnt, words, e, w)
-        c, e = _round8(c, e, w)
-        _pad_normalised(src[t], c, e, ar, scale32, shift32, pad)  # the same values as a whole-row pad
-        row_filter(pad, kx, dst[c:e])
-        c = max(nxt, e)
+def row_pass_segments(binary, row_ptr, c0s, c1s, ac):
+    """Where each tile row's row pass is read: the columns holding a pixel of `binary` (whose row runs are
+    given) within ac rows. Returns (seg_ptr int64[H+1], s0, s1): row t's segments are [s0, s1) for
+    seg_ptr[t] <= i < seg_ptr[t+1], gaps under _MERGE_GAP closed, widths rounded to 8, one whole row where
+    half of it is needed. Computed once per tile, shared by both HV channels."""
+    h, w = binary.shape
+    seg_ptr = np.zeros(h + 1, np.int64)
+    if whole_rows(row_ptr, c0s, c1s, w):  # the whole tile: every row whole, no sliding count
+        for t in range(h):
+            seg_ptr[t + 1] = t + 1
+        return seg_ptr, np.zeros(h, np.int64), np.full(h, w, np.int64)
+    cnt = np.zeros(w + 8, np.uint8)  # pixels of `binary` per column within [t - ac, t + ac] (< 256)
+    words = cnt[: (w + 8) // 8 * 8].view(np.uint64)
+    s0 = np.empty(1024, np.int64)
+    s1 = np.empty(1024, np.int64)
+    n = 0
+    for r in range(min(h, ac)):
+        if row_ptr[r + 1] > row_ptr[r]:
+            row = binary[r]
+            for c in range(w):
+                cnt[c] += row[c]
+    for t in range(h):
+        if t + ac < h and row_ptr[t + ac + 1] > row_ptr[t + ac]:
+            row = binary[t + ac]
+            for c in range(w):
+                cnt[c] += row[c]
+        if t - ac - 1 >= 0 and row_ptr[t - ac] > row_ptr[t - ac - 1]:
+            row = binary[t - ac - 1]
+            for c in range(w):
+                cnt[c] -= row[c]
+        if s0.shape[0] - n < w // 8 + 2:  # room for this row's segments
+            g0 = np.empty(2 * s0.shape[0] + w, np.int64)
+            g1 = np.empty(2 * s0.shape[0] + w, np.int64)
+            g0[:n] = s0[:n]
+            g1[:n] = s1[:n]
+            s0 = g0
+            s1 = g1
+        c = _next_set(cnt, words, 0, w)
+        n_need = 0
+        while c < w:
+            e = _next_clear(cnt, c, w)
+            n_need += e - c
+            c = _next_set(cnt, words, e, w)
+        if 2 * n_need >= w:  # mostly needed: one segment costs less than many
+            s0[n] = 0
+            s1[n] = w
+            n += 1
+        elif n_need > 0:
+            c = _next_set(cnt, words, 0, w)
+            while c < w:
+                e = _next_clear(cnt, c, w)
+                nxt = _next_set(cnt, words, e, w)
+                while nxt < w and nxt - e < _MERGE_GAP:
+                    e = _next_clear(cnt, nxt, w)
+                    nxt = _next_set(cnt, words, e, w)
+                c, e = _round8(c, e, w)
+                s0[n] = c
+                s1[n] = e
+                n += 1
+                c = max(nxt, e)
+        seg_ptr[t + 1] = n
+    return seg_ptr, s0[:n], s1[:n]
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -111,34 +131,31 @@ def lane_minmax(seg, lo, hi):
 
 
 @njit(nogil=True, cache=True)
-def exact_runs(src, scale32, shift32, kx, ky, symmetric, binary, row_ptr, c0s, c1s, out):
-    """Sobel of normalise(src) at the pixels of the row runs of `binary` (`layout.row_runs`), into `out`.
+def exact_runs(src, scale32, shift32, kx, ky, symmetric, seg_ptr, s0, s1, row_ptr, c0s, c1s, out):
+    """Sobel of normalise(src) at the pixels of the given row runs, into `out`; (seg_ptr, s0, s1) where
+    each row's row pass is read (`row_pass_segments` of a map whose runs these are).
 
-    One streaming pass: the row pass of tile row t goes into a ring of 2 ac + 1 rows (cache-resident) where
-    a run pixel's column pass reads it (columns holding `binary` pixels within ac rows of t); each output
-    row's runs get their column pass once the rows below it are in. Returns (min, max) over the pixels
-    computed (+inf, -inf if none)."""
+    One streaming pass: the row pass of tile row t goes into a ring of 2 ac + 1 rows (cache-resident) on
+    its segments; each output row's runs get their column pass once the rows below it are in. Returns
+    (min, max) over the pixels computed (+inf, -inf if none)."""
     h, w = src.shape
     ar = kx.shape[0] // 2
     ac = ky.shape[0] // 2
     ring = np.empty((2 * ac + 1, w), np.float64)
     pad = np.empty(w + 2 * ar, np.float64)
-    cnt = np.zeros(w + 8, np.uint8)
-    words = cnt[: (w + 8) // 8 * 8].view(np.uint64)
     rows = np.empty(2 * ac + 1, np.int64)
     lo = np.full(8, np.inf)
     hi = np.full(8, -np.inf)
     nxt = 0
-    whole = whole_rows(row_ptr, c0s, c1s, w)  # the whole tile: every row's row pass, no sliding count
     for r in range(h):
         last = min(r + ac, h - 1)  # reflected rows below the tile are rows already in the ring
         while nxt <= last:
             dst = ring[nxt % ring.shape[0]]
-            if whole:
-                _pad_normalised(src[nxt], 0, w, ar, scale32, shift32, pad)
-                row_filter(pad, kx, dst)
-            else:
-                _row_pass_needed(src, nxt, ac, binary, row_ptr, cnt, words, scale32, shift32, kx, pad, dst)
+            for i in range(seg_ptr[nxt], seg_ptr[nxt + 1]):
+                c = s0[i]
+                e = s1[i]
+                _pad_normalised(src[nxt], c, e, ar, scale32, shift32, pad)  # same values as a whole-row pad
+                row_filter(pad, kx, dst[c:e])
             nxt += 1
         if row_ptr[r + 1] == row_ptr[r]:
             continue
