@@ -38,16 +38,18 @@ def _root(parent, a):
 @njit(nogil=True, cache=True)
 def label4_from_runs(binary: np.ndarray, min_size: int, row_ptr, c0s, c1s):
     """`label4_runs_into` a fresh zeroed map."""
-    return label4_runs_into(binary, min_size, row_ptr, c0s, c1s, np.zeros(binary.shape, np.int32))
+    members = np.empty(max(1, int((c1s - c0s).sum())), np.int64)  # room for every run pixel
+    return label4_runs_into(binary, min_size, row_ptr, c0s, c1s, np.zeros(binary.shape, np.int32), members)
 
 
 @njit(nogil=True, cache=True)
-def label4_runs_into(binary: np.ndarray, min_size: int, row_ptr, c0s, c1s, labels):
+def label4_runs_into(binary: np.ndarray, min_size: int, row_ptr, c0s, c1s, labels, members_buf):
     """`label4_components` into `labels` (int32 [H, W], zero on entry; written on the kept runs only) from
     the row runs of `binary` (`layout.row_runs`): runs of consecutive rows that
     share a column are one component (union-find on runs), components are numbered in the order of their
     first run (= raster order of their first pixel, as scipy numbers them), and each kept component's pixels
-    are listed in raster order. Costs O(runs + foreground pixels)."""
+    are listed in raster order into `members_buf` (int64, room for every pixel; an empty array: not
+    listed, `members` then comes back empty). Costs O(runs + foreground pixels)."""
     h, w = binary.shape
     n_runs = c0s.shape[0]
     parent = np.arange(n_runs)
@@ -78,19 +80,21 @@ def label4_runs_into(binary: np.ndarray, min_size: int, row_ptr, c0s, c1s, label
     for lab in range(1, n_labels + 1):
         start[lab + 1] = start[lab] + (size[lab] if size[lab] >= min_size else 0)
     fill = start.copy()
-    members = np.empty(start[n_labels + 1], np.int64)
+    listed = members_buf.shape[0] > 0
+    members = members_buf[: start[n_labels + 1] if listed else 0]
     for r in range(h):
         for i in range(row_ptr[r], row_ptr[r + 1]):
             lab = label_of[i]
             if size[lab] < min_size:
                 continue
             seg = labels[r, c0s[i] : c1s[i]]
-            base = r * w
-            f = fill[lab]
-            for c in range(c0s[i], c1s[i]):
-                members[f] = base + c
-                f += 1
-            fill[lab] = f
+            if listed:
+                base = r * w
+                f = fill[lab]
+                for c in range(c0s[i], c1s[i]):
+                    members[f] = base + c
+                    f += 1
+                fill[lab] = f
             for c in range(seg.shape[0]):
                 seg[c] = lab
     return labels, members, start

@@ -70,7 +70,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     ws = workspace(h, w)
     ws.begin()
     fg_runs = row_runs(fg01)
-    components, members, start = label4_runs_into(fg01, params.blob_min_size, *fg_runs, ws.comp)
+    components, members, start = label4_runs_into(fg01, params.blob_min_size, *fg_runs, ws.comp, ws.members)
     runs = kept_runs(components, *fg_runs)
     labels = np.zeros((h, w), np.int32)  # calloc: pages away from the foreground are never touched
     if members.size == 0:  # no foreground: no markers, nothing to flood
@@ -92,7 +92,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     fill_groups(marker, components, group, boxes, *runs, filled)
     opened = open_ellipse(filled, params.opening_size, ws.opened)
     marker_runs = row_runs(opened)
-    markers = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers)[0]
+    markers = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers, _NO_MEMBERS)[0]
     seeds, cut = seeds_from_runs(markers, components, *marker_runs)
     watershed_seeded_into(relief, markers, seeds, components, members, start, labels)
     clear_runs(components, *runs)
@@ -162,6 +162,7 @@ def _cell_table(
     )
 
 
+_NO_MEMBERS = np.empty(0, np.int64)
 _SCRATCH = threading.local()
 
 

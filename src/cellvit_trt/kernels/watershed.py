@@ -234,7 +234,11 @@ def watershed_seeded_into(image, markers, seeds, components, members, start, out
         if not multi[cp]:
             single[cp] = first
     # boundary markers per multi-label component (member order; phase 1 scans the image in raster order)
-    bpix = np.empty(n_fg, np.int64)
+    n_multi = 0
+    for cp in range(1, n_comp + 1):
+        if multi[cp]:
+            n_multi += start[cp + 1] - start[cp]
+    bpix = np.empty(n_multi, np.int64)
     bstart = np.zeros(n_comp + 2, np.int64)
     nb = 0
     inv_w = 1.0 / w

@@ -18,7 +18,8 @@ __all__ = ["Workspace", "workspace"]
 
 
 class Workspace:
-    """Buffers for one tile shape: int32 `comp`, `markers`; uint8 `marker`, `filled`, `opened`, `cover`."""
+    """Buffers for one tile shape: int32 `comp`, `markers`; uint8 `marker`, `filled`, `opened`, `cover`;
+    int64 `members`."""
 
     def __init__(self, h: int, w: int) -> None:
         self.shape = (h, w)
@@ -28,6 +29,7 @@ class Workspace:
         self.filled = np.zeros((h, w), np.uint8)
         self.opened = np.zeros((h, w), np.uint8)
         self.cover = np.zeros((h, w), np.uint8)
+        self.members = np.empty(h * w, np.int64)  # pixels of the foreground components (any contents)
         self.dirty = False
 
     def begin(self) -> None:
