@@ -43,7 +43,7 @@ def _pad_normalised(src_row, c0, c1, ar, scale32, shift32, pad):
 
 
 #: Column gaps shorter than this between row-pass segments are computed too (cheaper than a new segment).
-_MERGE_GAP = 24
+_MERGE_GAP = 64
 
 
 @njit(nogil=True, cache=True)

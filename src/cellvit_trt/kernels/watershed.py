@@ -81,20 +81,6 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
 
 
 @njit(nogil=True, cache=True)
-def _is_boundary(flat_out, flat_comp, p, h, w, inv_w):
-    r, c = split_index(p, w, inv_w)
-    if r > 0 and flat_comp[p - w] != 0 and flat_out[p - w] == 0:
-        return True
-    if c > 0 and flat_comp[p - 1] != 0 and flat_out[p - 1] == 0:
-        return True
-    if c < w - 1 and flat_comp[p + 1] != 0 and flat_out[p + 1] == 0:
-        return True
-    if r < h - 1 and flat_comp[p + w] != 0 and flat_out[p + w] == 0:
-        return True
-    return False
-
-
-@njit(nogil=True, cache=True)
 def raster_seeds(guide: np.ndarray, markers: np.ndarray, mask: np.ndarray):
     """Watershed seeds: flat indices of the marker pixels inside `mask` in raster order (skimage's push
     order), and cut[label] (that marker has pixels outside the mask). `guide` (uint8, nonzero wherever
@@ -248,7 +234,16 @@ def watershed_seeded_into(image, markers, seeds, components, members, start, out
             continue
         for k in range(start[cp], start[cp + 1]):
             p = members[k]
-            if flat_out[p] != 0 and _is_boundary(flat_out, flat_comp, p, h, w, inv_w):
+            if flat_out[p] == 0:
+                continue
+            # a marker with an unlabelled in-mask neighbour (written out: 4x faster than a helper call)
+            r, c = split_index(p, w, inv_w)
+            if (
+                (r > 0 and flat_comp[p - w] != 0 and flat_out[p - w] == 0)
+                or (c > 0 and flat_comp[p - 1] != 0 and flat_out[p - 1] == 0)
+                or (c < w - 1 and flat_comp[p + 1] != 0 and flat_out[p + 1] == 0)
+                or (r < h - 1 and flat_comp[p + w] != 0 and flat_out[p + w] == 0)
+            ):
                 bpix[nb] = p
                 nb += 1
     bstart[n_comp + 1] = nb
