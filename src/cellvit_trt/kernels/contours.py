@@ -82,30 +82,48 @@ def _trace(inst, lab, x0, y0, dx, dy, out, start):
 
 
 @njit(nogil=True, cache=True)
-def _one_piece(inst, lab, x0, y0, r0, c0, r1, c1, area):
-    """True if the pixels of `lab` inside its bbox form one 8-connected component (flood from (x0, y0))."""
-    bh = r1 - r0
-    bw = c1 - c0
-    seen = np.zeros((bh, bw), np.bool_)
-    stack = np.empty(area, np.int64)
-    seen[y0 - r0, x0 - c0] = True
-    stack[0] = (y0 - r0) * bw + (x0 - c0)
-    top = 1
-    count = 1
-    while top > 0:
-        top -= 1
-        y = stack[top] // bw
-        x = stack[top] - y * bw
-        for dy in range(-1, 2):
-            for dx in range(-1, 2):
-                yy = y + dy
-                xx = x + dx
-                if 0 <= yy < bh and 0 <= xx < bw and not seen[yy, xx] and inst[r0 + yy, c0 + xx] == lab:
-                    seen[yy, xx] = True
-                    stack[top] = yy * bw + xx
-                    top += 1
-                    count += 1
-    return count == area
+def _root(parent, a):
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
+@njit(nogil=True, cache=True)
+def _one_piece(inst, lab, r0, c0, r1, c1, parent, rs, re):
+    """True if the pixels of `lab` inside its bbox form one 8-connected component: their row runs, joined
+    with union-find where runs of consecutive rows overlap or touch diagonally. `parent`, `rs`, `re`:
+    scratch with room for one entry per pixel of `lab`."""
+    n = 0
+    pieces = 0
+    prev_lo = 0
+    prev_hi = 0
+    for r in range(r0, r1):
+        row = inst[r]
+        cur_lo = n
+        c = c0
+        while c < c1:
+            if row[c] != lab:
+                c += 1
+                continue
+            s = c
+            while c < c1 and row[c] == lab:
+                c += 1
+            rs[n] = s
+            re[n] = c
+            parent[n] = n
+            pieces += 1
+            for j in range(prev_lo, prev_hi):  # [rs, re) and [s, c) 8-adjacent: rs <= c and s <= re
+                if rs[j] <= c and s <= re[j]:
+                    x = _root(parent, j)
+                    y = _root(parent, n)
+                    if x != y:
+                        parent[max(x, y)] = min(x, y)
+                        pieces -= 1
+            n += 1
+        prev_lo = cur_lo
+        prev_hi = n
+    return pieces == 1
 
 
 @njit(nogil=True, cache=True)
@@ -113,11 +131,18 @@ def _trace_all(inst, labels, first_x, first_y, check, bbox, area, capacity):
     out = np.empty((capacity, 2), np.int32)
     offsets = np.zeros(labels.shape[0] + 1, np.int64)
     pieces = np.zeros(labels.shape[0], np.bool_)
+    room = 1
+    for k in range(labels.shape[0]):
+        if check[k]:
+            room = max(room, area[k])
+    parent = np.empty(room, np.int64)
+    rs = np.empty(room, np.int64)
+    re = np.empty(room, np.int64)
     n = 0
     for k in range(labels.shape[0]):
         lab = labels[k]
         if check[k] and not _one_piece(
-            inst, lab, first_x[k], first_y[k], bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3], area[k]
+            inst, lab, bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3], parent, rs, re
         ):
             pieces[k] = True
             offsets[k + 1] = n
