@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cellvit_trt.kernels.fp import split_index
+from cellvit_trt.kernels.morphology import _root
 
 __all__ = ["fill_groups"]
 
@@ -67,8 +67,14 @@ def fill_groups(marker, labels, group, boxes, row_ptr, c0s, c1s, filled):
             bh = min(boxes[g, 2] + 1, h) - max(boxes[g, 0] - 1, 0)
             bw = min(boxes[g, 3] + 1, w) - max(boxes[g, 1] - 1, 0)
             biggest = max(biggest, bh * bw)
-    state = np.empty(biggest, np.uint8)  # 1 barrier (this group's marker), 0 free, 2 reached from the rim
-    stack = np.empty(biggest, np.int64)
+    # per box: the row runs of non-barrier pixels (barrier: this group's markers), joined 4-connected with
+    # union-find; runs in a component that reaches the box's rim are outside, the others are holes
+    parent = np.empty(biggest, np.int64)
+    rs = np.empty(biggest, np.int64)
+    re = np.empty(biggest, np.int64)
+    rrow = np.empty(biggest, np.int64)
+    rim = np.empty(biggest, np.bool_)
+    outside = np.empty(biggest, np.bool_)
     for g in range(boxes.shape[0]):
         if not gaps[g]:
             continue
@@ -78,43 +84,40 @@ def fill_groups(marker, labels, group, boxes, row_ptr, c0s, c1s, filled):
         c1 = min(boxes[g, 3] + 1, w)
         bh = r1 - r0
         bw = c1 - c0
-        inv_bw = 1.0 / bw
+        me = g + 1
+        n = 0
+        prev_lo = 0
+        prev_hi = 0
         for r in range(bh):
             mrow = marker[r0 + r, c0:c1]
             lrow = labels[r0 + r, c0:c1]
-            st = state[r * bw : (r + 1) * bw]
-            for c in range(bw):
-                st[c] = 1 if mrow[c] != 0 and group[lrow[c]] == g + 1 else 0
-        top = 0
-        for r in range(bh):
-            for c in range(bw):
-                if (r == 0 or c == 0 or r == bh - 1 or c == bw - 1) and state[r * bw + c] == 0:
-                    state[r * bw + c] = 2
-                    stack[top] = r * bw + c
-                    top += 1
-        while top > 0:
-            top -= 1
-            q = stack[top]
-            r, c = split_index(q, bw, inv_bw)
-            if r > 0 and state[q - bw] == 0:
-                state[q - bw] = 2
-                stack[top] = q - bw
-                top += 1
-            if c > 0 and state[q - 1] == 0:
-                state[q - 1] = 2
-                stack[top] = q - 1
-                top += 1
-            if c < bw - 1 and state[q + 1] == 0:
-                state[q + 1] = 2
-                stack[top] = q + 1
-                top += 1
-            if r < bh - 1 and state[q + bw] == 0:
-                state[q + bw] = 2
-                stack[top] = q + bw
-                top += 1
-        for r in range(bh):
-            st = state[r * bw : (r + 1) * bw]
-            frow = filled[r0 + r, c0:c1]
-            for c in range(bw):
-                if st[c] == 0:
-                    frow[c] = 1
+            cur_lo = n
+            c = 0
+            while c < bw:
+                if mrow[c] != 0 and group[lrow[c]] == me:
+                    c += 1
+                    continue
+                s = c
+                while c < bw and not (mrow[c] != 0 and group[lrow[c]] == me):
+                    c += 1
+                rs[n] = s
+                re[n] = c
+                rrow[n] = r
+                parent[n] = n
+                rim[n] = r == 0 or r == bh - 1 or s == 0 or c == bw
+                outside[n] = False
+                for j in range(prev_lo, prev_hi):  # columns overlap: 4-connected
+                    if rs[j] < c and s < re[j]:
+                        x = _root(parent, j)
+                        y = _root(parent, n)
+                        if x != y:
+                            parent[max(x, y)] = min(x, y)
+                n += 1
+            prev_lo = cur_lo
+            prev_hi = n
+        for i in range(n):
+            if rim[i]:
+                outside[_root(parent, i)] = True
+        for i in range(n):
+            if not outside[_root(parent, i)]:
+                filled[r0 + rrow[i], c0 + rs[i] : c0 + re[i]] = 1
