@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from cellvit_trt.kernels.morphology import _root
+
 __all__ = ["trace_first_contours"]
 
 # chain codes 0..7 as in OpenCV: right, up-right, up, up-left, left, down-left, down, down-right
@@ -79,14 +81,6 @@ def _trace(inst, lab, x0, y0, dx, dy, out, start):
         y3 = y4
         s = (s + 4) & 7
     return n - start
-
-
-@njit(nogil=True, cache=True)
-def _root(parent, a):
-    while parent[a] != a:
-        parent[a] = parent[parent[a]]
-        a = parent[a]
-    return a
 
 
 @njit(nogil=True, cache=True)
