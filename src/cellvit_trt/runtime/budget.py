@@ -12,9 +12,9 @@
   top for what the probe does not see (slide reader caches, the merge's pending row, writers).
 - The choice: without `-b`, the largest batch up to the backend's preferred one that fits: 8 on a GPU
   (batches keep it busy), 1 on a CPU (a 1024 px tile already spreads over every core inside each operator:
-  batch 8 multiplies the activations by 8 and saved 0-10 % of a run's CPU time on the demo model;
-  benchmarks/RESULTS.md, "Memory"). A batch asked for with `-b` that
-  does not fit, or no batch at all, is a `BudgetError` before the run, naming the budget and the estimate.
+  batch 8 multiplies the activations by 8 and changed a run's CPU time by +6 % to -17 % on the demo model;
+  benchmarks/RESULTS.md, "Memory"). A batch asked for with `-b` that does not fit, or no batch at all, is a
+  `BudgetError` before the run, naming the budget and the estimate.
 """
 
 from __future__ import annotations
