@@ -12,6 +12,7 @@ import importlib
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -75,19 +76,29 @@ def pytest_collection_modifyitems(config, items):
         start_extras_job(config)
 
 
-def start_extras_job(config) -> tuple[subprocess.Popen, Path]:
-    """scripts/check_extras.py in the background, once per session; log and results in a temp folder."""
+def start_extras_job(config) -> Path:
+    """scripts/check_extras.py in the background, once per test run however many xdist workers collect it;
+    returns its folder (log, results.json, and `rc` once it has ended)."""
     job = getattr(config, "_cellvit_extras_job", None)
     if job is None:
-        work = Path(tempfile.mkdtemp(prefix="cellvit-extras-"))
-        root = Path(__file__).resolve().parent.parent
-        with open(work / "check_extras.log", "w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, str(root / "scripts" / "check_extras.py"), "--work", str(work)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=root,
-            )
-        job = config._cellvit_extras_job = (proc, work)
+        run_id = getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex
+        work = Path(tempfile.gettempdir()) / f"cellvit-extras-{run_id}"
+        try:
+            work.mkdir()  # atomic: the worker that creates it starts the job, the others wait on the same one
+        except FileExistsError:
+            pass
+        else:
+            root = Path(__file__).resolve().parent.parent
+            script = f'"$0" {root / "scripts" / "check_extras.py"} --work "$1"; echo $? > "$1/rc.tmp"'
+            script += '; mv "$1/rc.tmp" "$1/rc"'
+            with open(work / "check_extras.log", "w") as log:
+                subprocess.Popen(
+                    ["sh", "-c", script, sys.executable, str(work)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=root,
+                    start_new_session=True,  # outlives the worker that started it, if that one ends first
+                )
+        job = config._cellvit_extras_job = work
     return job

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,12 @@ WAIT_S = 3600  # the job on a loaded 2-core machine; it normally ends before the
 
 @pytest.fixture(scope="module")
 def results(request):
-    # started by tests/conftest.py when this module was collected (a plain `from conftest import` may find
-    # another folder's conftest module first)
-    proc, work = request.config._cellvit_extras_job
-    rc = proc.wait(timeout=WAIT_S)
+    # started by tests/conftest.py when this module was collected (by whichever xdist worker came first)
+    work = request.config._cellvit_extras_job
+    deadline = time.monotonic() + WAIT_S
+    while not (work / "rc").is_file() and time.monotonic() < deadline:
+        time.sleep(2)
+    rc = int((work / "rc").read_text()) if (work / "rc").is_file() else None
     log = (work / "check_extras.log").read_text()
     print(log)
     found = work / "results.json"
