@@ -27,9 +27,12 @@ from pathlib import Path
 import psutil
 
 STRIDE = 960
+# The process's own peak is VmHWM, not ru_maxrss: ru_maxrss carries the parent's resident set at fork
+# into the child (this script's own, after it wrote the slides), which hid small peaks behind ~3 GB.
 WRAP = (
-    "import resource, sys\nfrom cellvit_trt.cli import main\nrc = main(sys.argv[1:])\n"
-    "print('SELF_MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\nsys.exit(rc)"
+    "import sys\nfrom cellvit_trt.cli import main\nrc = main(sys.argv[1:])\n"
+    "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+    "print('SELF_MAXRSS_KB', hwm[0] if hwm else 0, flush=True)\nsys.exit(rc)"
 )
 
 

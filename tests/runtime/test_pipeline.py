@@ -6,6 +6,7 @@ The backend here is a small real Backend (numpy compute, two batches in flight),
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -195,8 +196,14 @@ def test_keyboard_interrupt_stops_all_threads():
             _thread.interrupt_main()
         time.sleep(0.002)
 
-    with NumpyBackend() as be, pytest.raises(KeyboardInterrupt):
-        Pipeline(be, read=image_of, process=lambda i, m: i, sink=sink, batch=2).run(range(100_000))
+    # Ctrl-C as in a terminal: an xdist worker or a background shell may ignore SIGINT, and interrupt_main()
+    # raises KeyboardInterrupt only under Python's default handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with NumpyBackend() as be, pytest.raises(KeyboardInterrupt):
+            Pipeline(be, read=image_of, process=lambda i, m: i, sink=sink, batch=2).run(range(100_000))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert _no_pipeline_threads()
 
 

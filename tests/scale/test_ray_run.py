@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,10 +71,28 @@ def _processes_under(folder: Path) -> list[str]:
     return found
 
 
+def short_tmp() -> Path:
+    """A folder for Ray's files directly under /tmp: its socket paths must stay under 108 bytes, which
+    pytest's own folders (deeper still under xdist's popen-gwN/) do not leave room for."""
+    path = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    _SHORT.append(path)
+    return path
+
+
+_SHORT: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_short_tmps():
+    yield
+    for path in _SHORT:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
+def head():
     """A one-node Ray cluster with 2 CPUs, as `ray start --head` makes it; yields its address."""
-    tmp = tmp_path_factory.mktemp("ray")
+    tmp = short_tmp()
     ray_cli = Path(sys.executable).parent / "ray"
     args = [
         str(ray_cli),
@@ -158,12 +178,12 @@ def _same_as_local(out: Path, local: Path, name: str) -> None:
 
 
 def test_slides_through_ray_equal_local_runs_and_a_corrupt_one_fails_alone(
-    demo_onnx, slides, local, tmp_path, tmp_path_factory
+    demo_onnx, slides, local, tmp_path
 ):
     """`--ray` without ADDRESS: the CLI starts Ray on this machine (RAY_TMPDIR puts its files here) and stops
     it at the end; two workers of 1 CPU each take the four inputs."""
     out = tmp_path / "out"
-    ray_tmp = tmp_path_factory.mktemp("r")  # short: Ray's socket paths must stay under 108 bytes
+    ray_tmp = short_tmp()
     names = ("s0", "s1", "s2", "bad")
     r = cli(
         ["run", *(slides[n] for n in names), "-m", demo_onnx, "-o", out, *RUN]
