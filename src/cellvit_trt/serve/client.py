@@ -209,11 +209,11 @@ class SlideStream:
                     self.opened = resp.opened
                     self._opened.set()
                     continue
-                self.last_seq = resp.seq
                 if kind == "cells":
                     self._cells(resp.cells)
                 elif kind == "result":
                     self.result = resp.result
+                self.last_seq = resp.seq  # after delivery: a resume from it never misses what on_cells lacks
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED or self.result is None:
                 self.error = SlideFailed(exc.code(), exc.details() or "")
