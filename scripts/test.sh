@@ -6,6 +6,7 @@ bash scripts/setup_env.sh
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/.numba_cache}
 # Lint gate (pinned ruff in the dev extra), then the tests. Extra arguments go to pytest.
 .venv/bin/ruff check src tests benchmarks
-# Both cores (CELLVIT_TEST_WORKERS=0 for one process): a test file stays on one worker, so its module fixtures
-# (exported graphs, slides) are made once; the extras install job runs beside them (tests/conftest.py).
-exec .venv/bin/python -m pytest -n "${CELLVIT_TEST_WORKERS:-2}" --dist loadfile "$@"
+# Both cores (CELLVIT_TEST_WORKERS=0 for one process): a test file, or a folder sharing session fixtures, stays
+# on one worker, so its fixtures (exported graphs, slides) are made once (groups: tests/conftest.py); the
+# extras install job runs beside them.
+exec .venv/bin/python -m pytest -n "${CELLVIT_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 EXTRAS_TESTS = "tests/install/test_extras_install.py"
+# folders whose session fixtures (exported graphs, slides, a running server) serve several files: each runs on
+# one xdist worker, so the fixtures are made once; any other file is a group of its own
+SHARED_FIXTURES = ("tests/export/", "tests/scale/", "tests/serve/")
 
 
 def _import_upstream():
@@ -69,6 +72,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_trt)
         elif "gpu" in item.keywords and not gpu:
             item.add_marker(skip_gpu)
+
+    for item in items:  # one xdist worker per group (scripts/test.sh: --dist loadgroup)
+        path = item.nodeid.split("::")[0]
+        group = next((d for d in SHARED_FIXTURES if path.startswith(d)), path)
+        item.add_marker(pytest.mark.xdist_group(group))
 
     extras = [item for item in items if item.nodeid.startswith(EXTRAS_TESTS)]
     if extras:
