@@ -129,12 +129,17 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.nda
     """Decode a plain image file to uint8 RGB: (pixels, decoder, notes on conversions).
 
     The header is read first and an image declaring more than `max_pixels` pixels is refused before any
-    decoding (Pillow's own decompression-bomb guard is set to the same limit). Pillow decodes PNG, JPEG, BMP,
-    WebP and most TIFFs and raises on truncated data; TIFFs it cannot decode go through tifffile. Modes are
-    converted by `pixels.to_rgb8` (gray, 16-bit, palette, RGBA, CMYK) or refused (float, signed)."""
+    decoding (Pillow's process-wide bomb guard is raised to it where lower, never lowered). Pillow decodes
+    PNG, JPEG, BMP, WebP and most TIFFs and raises on truncated data; TIFFs it cannot decode go through
+    tifffile. Modes are converted by `pixels.to_rgb8` (gray, 16-bit, palette, RGBA, CMYK) or refused (float,
+    signed)."""
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = max_pixels  # the decompression-bomb guard, at our limit (it raises at 2x)
+    # Pillow's bomb guard is one process-wide value: raise it to our limit where it is lower (so it never
+    # refuses what --max-pixels allows), never lower it (other Pillow users in this process, e.g. `serve`'s
+    # tiles, would inherit a small run limit); `_check_pixels` enforces max_pixels from the header
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     reader, failure = "pillow", None
     try:
         with warnings.catch_warnings():
