@@ -1,4 +1,4 @@
-"""Compile the post-processing kernels once into Numba's cache (NUMBA_CACHE_DIR), before the test workers start.
+"""Compile the post-processing kernels into Numba's cache (NUMBA_CACHE_DIR) before the test workers start.
 
 Without it, on a clean checkout, both pytest workers and the CLI subprocesses of the first minutes each
 compile the same kernels (~30 s of CPU apiece). Covers what most tests call: the region and whole-tile paths,
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from cellvit_trt.kernels import PostProcessParams, PostProcessor
+from cellvit_trt.kernels import PostProcessor, PostProcessParams
 from cellvit_trt.kernels.postprocess import instance_map_full, warmup_tile
 
 
