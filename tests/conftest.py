@@ -18,9 +18,23 @@ from pathlib import Path
 import pytest
 
 EXTRAS_TESTS = "tests/install/test_extras_install.py"
-# folders whose session fixtures (exported graphs, slides, a running server) serve several files: each runs on
-# one xdist worker, so the fixtures are made once; any other file is a group of its own
+# folders whose session fixtures (exported graphs, slides, a running server) serve several files: each goes to
+# one xdist worker as a whole, so the fixtures are made once; any other file is a unit of its own
 SHARED_FIXTURES = ("tests/export/", "tests/scale/", "tests/serve/")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with the SHARED_FIXTURES folders as single units (scripts/test.sh)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FolderScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((d for d in SHARED_FIXTURES if path.startswith(d)), path)
+
+    return FolderScheduling(config, log)
 
 
 def _import_upstream():
@@ -72,11 +86,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_trt)
         elif "gpu" in item.keywords and not gpu:
             item.add_marker(skip_gpu)
-
-    for item in items:  # one xdist worker per group (scripts/test.sh: --dist loadgroup)
-        path = item.nodeid.split("::")[0]
-        group = next((d for d in SHARED_FIXTURES if path.startswith(d)), path)
-        item.add_marker(pytest.mark.xdist_group(group))
 
     extras = [item for item in items if item.nodeid.startswith(EXTRAS_TESTS)]
     if extras:
