@@ -6,9 +6,19 @@ bash scripts/setup_env.sh
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/.numba_cache}
 # Lint gate (pinned ruff in the dev extra), then the tests. Extra arguments go to pytest.
 .venv/bin/ruff check src tests benchmarks
+# The whole suite: the extras install job (tests/install/test_extras_install.py waits for it) starts now, on
+# the core the kernel warm-up leaves idle; with a subset, tests/conftest.py starts it if that subset needs it.
+if [ "$#" -eq 0 ]; then
+  CELLVIT_EXTRAS_WORK=$(mktemp -d "${TMPDIR:-/tmp}/cellvit-extras-XXXXXXXX")
+  export CELLVIT_EXTRAS_WORK
+  ( set +e  # its exit status goes to rc, which the extras tests read
+    .venv/bin/python scripts/check_extras.py --work "$CELLVIT_EXTRAS_WORK" \
+      > "$CELLVIT_EXTRAS_WORK/check_extras.log" 2>&1 < /dev/null
+    echo $? > "$CELLVIT_EXTRAS_WORK/rc.tmp" && mv "$CELLVIT_EXTRAS_WORK/rc.tmp" "$CELLVIT_EXTRAS_WORK/rc" ) &
+fi
 # Numba's kernels compiled once into the cache before the workers start (each would compile them again)
 .venv/bin/python scripts/warm_kernels.py
 # Both cores (CELLVIT_TEST_WORKERS=0 for one process): a test file, or a folder sharing session fixtures, stays
-# on one worker, so its fixtures (exported graphs, slides) are made once (tests/conftest.py: pytest_xdist_make_scheduler); the
-# extras install job runs beside them.
+# on one worker, so its fixtures (exported graphs, slides) are made once (tests/conftest.py:
+# pytest_xdist_make_scheduler).
 exec .venv/bin/python -m pytest -n "${CELLVIT_TEST_WORKERS:-2}" --dist loadfile "$@"

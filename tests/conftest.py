@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,9 @@ def start_extras_job(config) -> Path:
     """scripts/check_extras.py in the background, once per test run however many xdist workers collect it;
     returns its folder (log, results.json, and `rc` once it has ended)."""
     job = getattr(config, "_cellvit_extras_job", None)
+    started = os.environ.get("CELLVIT_EXTRAS_WORK")  # scripts/test.sh started it before pytest
+    if job is None and started and Path(started, "check_extras.log").is_file():
+        job = config._cellvit_extras_job = Path(started)
     if job is None:
         run_id = getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex
         work = Path(tempfile.gettempdir()) / f"cellvit-extras-{run_id}"

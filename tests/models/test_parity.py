@@ -33,7 +33,9 @@ def pairs(upstream):
 
 CASES = [
     # variant, (B, H, W), regression_loss, retrieve_tokens; grouped by model so each pair is built once
-    pytest.param("CellViT256", (1, 1024, 1024), False, False, marks=pytest.mark.slow),  # WSI tile size
+    # larger than the 256 px the ViT was trained at, as the WSI tile size 1024 is, for a quarter of the CI
+    # time; 1024 itself is checked by benchmarks/parity_models.py (RESULTS §2)
+    pytest.param("CellViT256", (1, 512, 512), False, False, marks=pytest.mark.slow),
     ("CellViT256", (2, 128, 192), False, True),  # batch + non-square: upstream's w/h naming swap is harmless
     ("CellViT256", (1, 256, 256), True, True),  # PanNuke size, regression variant, tokens
     pytest.param("SAM-B", (1, 512, 512), False, False, marks=pytest.mark.slow),
