@@ -11,10 +11,7 @@ export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/.numba_cache}
 if [ "$#" -eq 0 ]; then
   CELLVIT_EXTRAS_WORK=$(mktemp -d "${TMPDIR:-/tmp}/cellvit-extras-XXXXXXXX")
   export CELLVIT_EXTRAS_WORK
-  ( set +e  # its exit status goes to rc, which the extras tests read
-    .venv/bin/python scripts/check_extras.py --work "$CELLVIT_EXTRAS_WORK" \
-      > "$CELLVIT_EXTRAS_WORK/check_extras.log" 2>&1 < /dev/null
-    echo $? > "$CELLVIT_EXTRAS_WORK/rc.tmp" && mv "$CELLVIT_EXTRAS_WORK/rc.tmp" "$CELLVIT_EXTRAS_WORK/rc" ) &
+  bash scripts/extras_job.sh "$CELLVIT_EXTRAS_WORK" .venv/bin/python
 fi
 # Numba's kernels compiled once into the cache before the workers start (each would compile them again)
 .venv/bin/python scripts/warm_kernels.py

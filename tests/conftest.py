@@ -99,7 +99,7 @@ def start_extras_job(config) -> Path:
     returns its folder (log, results.json, and `rc` once it has ended)."""
     job = getattr(config, "_cellvit_extras_job", None)
     started = os.environ.get("CELLVIT_EXTRAS_WORK")  # scripts/test.sh started it before pytest
-    if job is None and started and Path(started, "check_extras.log").is_file():
+    if job is None and started and Path(started).is_dir():
         job = config._cellvit_extras_job = Path(started)
     if job is None:
         run_id = getattr(config, "workerinput", {}).get("testrunuid") or uuid.uuid4().hex
@@ -110,16 +110,12 @@ def start_extras_job(config) -> Path:
             pass
         else:
             root = Path(__file__).resolve().parent.parent
-            script = f'"$0" {root / "scripts" / "check_extras.py"} --work "$1"; echo $? > "$1/rc.tmp"'
-            script += '; mv "$1/rc.tmp" "$1/rc"'
-            with open(work / "check_extras.log", "w") as log:
-                subprocess.Popen(
-                    ["sh", "-c", script, sys.executable, str(work)],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=root,
-                    start_new_session=True,  # outlives the worker that started it, if that one ends first
-                )
+            # returns at once; the job outlives the worker that started it, if that one ends first
+            subprocess.run(
+                ["bash", str(root / "scripts" / "extras_job.sh"), str(work), sys.executable],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         job = config._cellvit_extras_job = work
     return job
