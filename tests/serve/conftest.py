@@ -32,6 +32,8 @@ class Server:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # the server's thread stacks go into its log
+                time.sleep(2)
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode

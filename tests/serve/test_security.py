@@ -54,7 +54,7 @@ def tls_server(serve_world, tmp_path_factory):
     )  # fmt: skip
     port = srv.target.rsplit(":", 1)[1]
     yield srv, f"localhost:{port}", (d / "cert.pem").read_bytes()
-    assert srv.stop() == 0
+    assert srv.stop() == 0, "".join(srv.log)
 
 
 def test_requests_without_the_token_are_refused_on_tcp(tls_server):
@@ -100,7 +100,7 @@ def test_stopping_the_server_mid_slide_leaves_nothing_half_written(tls_server, s
     with ScannerClient(target, token=TOKEN, root_certificates=ca) as client:
         slide = client.open_slide("cut short", 768, 576, 0.25)
         slide.send_rgb(0, 0, np.full((300, 768, 3), 220, np.uint8))
-        assert srv.stop() == 0
+        assert srv.stop() == 0, "".join(srv.log)
         with pytest.raises(Exception) as ended:
             slide.close(timeout=30)
     assert "UNAVAILABLE" in str(ended.value)

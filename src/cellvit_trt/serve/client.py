@@ -43,6 +43,16 @@ class SlideFailed(RuntimeError):
         self.code, self.details = code, details
 
 
+def _wait(event: threading.Event, timeout: float | None = None) -> bool:
+    """Event.wait in slices, so that Ctrl-C reaches a caller waiting in the main thread (a signal delivered
+    to one of gRPC's threads is handled only when the main thread wakes)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+        if event.wait(max(0.0, left)) or (deadline is not None and time.monotonic() >= deadline):
+            return event.is_set()
+
+
 class ScannerClient:
     def __init__(
         self,
@@ -140,7 +150,7 @@ class SlideStream:
         self._call = client.stub.StreamSlide(self._iter(), metadata=client.metadata)
         self._receiver = threading.Thread(target=self._receive, name="cvt-client-recv", daemon=True)
         self._receiver.start()
-        self._opened.wait()
+        _wait(self._opened)
         self._raise()
 
     # ---- sending ------------------------------------------------------------------------------------------
@@ -157,7 +167,7 @@ class SlideStream:
     def close(self, timeout: float | None = None) -> pb.SlideResult:
         """End the scan; returns the slide result once every cell is out and the files are written."""
         self._put(pb.SlideRequest(close=pb.CloseSlide()))
-        self._done.wait(timeout)
+        _wait(self._done, timeout)
         self._raise()
         if self.result is None:
             raise TimeoutError(f"no slide result within {timeout} s")
@@ -165,12 +175,12 @@ class SlideStream:
 
     def discard(self) -> None:
         self._put(pb.SlideRequest(close=pb.CloseSlide(discard=True)))
-        self._done.wait()
+        _wait(self._done)
 
     def disconnect(self) -> None:
         """Drop the connection without closing the slide (what a crashed scanner does)."""
         self._call.cancel()
-        self._done.wait(30)
+        _wait(self._done, 30)
 
     def _put(self, req: pb.SlideRequest) -> None:
         while True:

@@ -7,6 +7,7 @@ serve_forever(settings)                      # `cellvit-trt serve`: until SIGINT
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -148,13 +149,18 @@ def serve_forever(settings: Any) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
+    # `kill -USR1 <pid>`: every thread's stack on stderr, for a server that does not answer or does not stop.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     be = backend
     print(
         f"cellvit-trt serve: listening on {where} (model {be.meta.name}, {be.kind}, tile {be.tile_size}, "
         f"output {Path(settings.output).resolve()})",
         flush=True,
     )
-    stop.wait()
+    # In slices: a signal delivered to one of gRPC's or the backend's threads only sets CPython's flag, and
+    # the main thread runs the handler when it next wakes; a plain wait() would sleep through SIGTERM.
+    while not stop.wait(0.2):
+        pass
     print("cellvit-trt serve: stopping", file=sys.stderr, flush=True)
     for name in ("", SERVICE_NAME):
         service.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
