@@ -222,7 +222,8 @@ class Pipeline:
             t.start()
         try:
             self._backend_loop(tiles_q, post_q, post_pool)
-            threads[1].join()  # the sink drains everything before returning
+            while threads[1].is_alive():  # the sink drains everything before returning; in slices, so that
+                threads[1].join(_POLL_S)  # a signal another thread received is handled here (Ctrl-C)
         except _Stopped:
             pass
         except BaseException as exc:
