@@ -32,6 +32,7 @@ def test_sigterm_handed_to_a_worker_thread_stops_the_server(serve_world, tmp_pat
         rc = srv.proc.wait(30)
     except subprocess.TimeoutExpired:
         rc = srv.stop()  # dumps the server's threads into its log, then kills it
-        pytest.fail(f"SIGTERM on thread {workers[-1]} did not stop the server (rc {rc}):\n" + "".join(srv.log))
+        log = "".join(srv.log)
+        pytest.fail(f"SIGTERM on thread {workers[-1]} did not stop the server (rc {rc}):\n{log}")
     assert rc == 0, "".join(srv.log)
     assert "stopping" in "".join(srv.log)
