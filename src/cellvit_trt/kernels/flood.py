@@ -10,18 +10,17 @@ from cellvit_trt.kernels.fp import split_index
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push, sift_down, swap
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _visit(flat_img, flat_comp, flat_out, values, keys, n, age, q, lab, value):
-    """An unlabelled in-mask neighbour q of a popped pixel takes its label and is pushed with priority
-    (max(image[q], popped value), next age)."""
-    if flat_comp[q] != 0 and flat_out[q] == 0:
-        age += 1
-        nv = flat_img[q]
-        flat_out[q] = lab
-        if nv < value:
-            nv = value
-        n = push(values, keys, n, nv, (age << AGE_SHIFT) | q)
-    return n, age
+@njit(nogil=True, cache=True)
+def neighbour(p: int, k: int, r: int, c: int, h: int, w: int) -> int:
+    """The k-th 4-neighbour of flat index p = (r, c) in skimage's order (up, left, right, down); -1 off the
+    tile."""
+    if k == 0:
+        return p - w if r > 0 else -1
+    if k == 1:
+        return p - 1 if c > 0 else -1
+    if k == 2:
+        return p + 1 if c < w - 1 else -1
+    return p + w if r < h - 1 else -1
 
 
 @njit(nogil=True, cache=True)
@@ -41,15 +40,19 @@ def flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, stop_count,
             sift_down(values, keys, n)
         lab = flat_out[p]
         r, c = split_index(p, w, inv_w)
-        # neighbours up, left, right, down (skimage's order), written out
-        if r > 0:
-            n, age = _visit(flat_img, flat_comp, flat_out, values, keys, n, age, p - w, lab, value)
-        if c > 0:
-            n, age = _visit(flat_img, flat_comp, flat_out, values, keys, n, age, p - 1, lab, value)
-        if c < w - 1:
-            n, age = _visit(flat_img, flat_comp, flat_out, values, keys, n, age, p + 1, lab, value)
-        if r < h - 1:
-            n, age = _visit(flat_img, flat_comp, flat_out, values, keys, n, age, p + w, lab, value)
+        # Neighbours up, left, right, down (skimage's order). An unlabelled in-mask neighbour q takes the
+        # label and is pushed with priority (max(image[q], popped value), next age). Written in the loop: an
+        # inlined helper returning (n, age) made the whole flood 2-3x slower (Numba 0.68).
+        for k in range(4):
+            q = neighbour(p, k, r, c, h, w)
+            if q < 0 or flat_comp[q] == 0 or flat_out[q] != 0:
+                continue
+            age += 1
+            nv = flat_img[q]
+            flat_out[q] = lab
+            if nv < value:
+                nv = value
+            n = push(values, keys, n, nv, (age << AGE_SHIFT) | q)
         if stop_count > 0 and (key >> AGE_SHIFT) == 0 and watch[p] and value <= watch_max[flat_comp[p]]:
             stop_count -= 1
             if stop_count == 0:
@@ -107,23 +110,8 @@ def flood_calendar(
         lab = flat_out[p]
         r, c = split_index(p, w, inv_w)
         for k in range(4):
-            if k == 0:
-                if r == 0:
-                    continue
-                q = p - w
-            elif k == 1:
-                if c == 0:
-                    continue
-                q = p - 1
-            elif k == 2:
-                if c == w - 1:
-                    continue
-                q = p + 1
-            else:
-                if r == h - 1:
-                    continue
-                q = p + w
-            if flat_comp[q] == 0 or flat_out[q] != 0:
+            q = neighbour(p, k, r, c, h, w)
+            if q < 0 or flat_comp[q] == 0 or flat_out[q] != 0:
                 continue
             age += 1
             nv = flat_img[q]
