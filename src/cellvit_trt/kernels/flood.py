@@ -24,16 +24,6 @@ def neighbour(p: int, k: int, r: int, c: int, h: int, w: int) -> int:
 
 
 @njit(nogil=True, cache=True)
-def claim(flat_comp, flat_out, p: int, k: int, r: int, c: int, h: int, w: int, lab: int) -> int:
-    """The k-th neighbour of p if it is in the mask and unlabelled, now labelled `lab`; else -1."""
-    q = neighbour(p, k, r, c, h, w)
-    if q < 0 or flat_comp[q] == 0 or flat_out[q] != 0:
-        return -1
-    flat_out[q] = lab
-    return q
-
-
-@njit(nogil=True, cache=True)
 def flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, stop_count, watch, watch_max):
     """Pop/push loop of skimage's watershed on the heap (values, keys)[:n].
 
@@ -50,14 +40,19 @@ def flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, stop_count,
             sift_down(values, keys, n)
         lab = flat_out[p]
         r, c = split_index(p, w, inv_w)
-        # Neighbours up, left, right, down (skimage's order): each one claimed is pushed with priority
-        # (max(image[q], popped value), next age). Pushed here, not in a helper: an inlined helper returning
-        # (n, age) made the whole flood 2-3x slower (Numba 0.68).
+        # Neighbours up, left, right, down (skimage's order). An unlabelled in-mask neighbour q takes the
+        # label and is pushed with priority (max(image[q], popped value), next age). Written in the loop: an
+        # inlined helper returning (n, age) made the whole flood 2-3x slower (Numba 0.68).
         for k in range(4):
-            q = claim(flat_comp, flat_out, p, k, r, c, h, w, lab)
-            if q >= 0:
-                age += 1
-                n = push(values, keys, n, max(flat_img[q], value), (age << AGE_SHIFT) | q)
+            q = neighbour(p, k, r, c, h, w)
+            if q < 0 or flat_comp[q] == 0 or flat_out[q] != 0:
+                continue
+            age += 1
+            nv = flat_img[q]
+            flat_out[q] = lab
+            if nv < value:
+                nv = value
+            n = push(values, keys, n, nv, (age << AGE_SHIFT) | q)
         if stop_count > 0 and (key >> AGE_SHIFT) == 0 and watch[p] and value <= watch_max[flat_comp[p]]:
             stop_count -= 1
             if stop_count == 0:
@@ -115,11 +110,14 @@ def flood_calendar(
         lab = flat_out[p]
         r, c = split_index(p, w, inv_w)
         for k in range(4):
-            q = claim(flat_comp, flat_out, p, k, r, c, h, w, lab)
-            if q < 0:
+            q = neighbour(p, k, r, c, h, w)
+            if q < 0 or flat_comp[q] == 0 or flat_out[q] != 0:
                 continue
             age += 1
-            nv = max(flat_img[q], value)
+            nv = flat_img[q]
+            flat_out[q] = lab
+            if nv < value:
+                nv = value
             key = (age << AGE_SHIFT) | q
             b = _bucket(nv, vmin, scale, nbk)
             if b <= cb:
