@@ -13,30 +13,59 @@ its result can reach the foreground. This module derives that geometry:
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 __all__ = ["row_runs", "cover_runs", "cover_runs_into", "clear_runs", "whole_rows", "fg_groups"]
 
 
+if sys.byteorder != "little":  # the word scans below read pixel k of a word as its byte k
+    raise ImportError("cellvit_trt.kernels needs a little-endian CPU (x86-64, aarch64)")
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_HIGH = np.uint64(0x8080808080808080)
+
+
+@njit(nogil=True, cache=True)
+def _nonzero_bytes(v):
+    """The high bit of each byte of v set where that byte is nonzero (no carries cross bytes)."""
+    return (((v & _LOW7) + _LOW7) | v) & _HIGH
+
+
 @njit(nogil=True, cache=True)
 def _next_set(fb, words, p, end):
-    """First index in [p, end) with fb != 0, else end; zero 8-pixel words are skipped whole."""
+    """First index in [p, end) with fb != 0, else end; aligned 8-pixel words are read whole (an empty one
+    skipped, else its first nonzero byte found from the word: pixels are little-endian bytes)."""
     while p < end:
-        if (p & 7) == 0 and p + 8 <= end and words[p >> 3] == 0:
-            p += 8
-        elif fb[p] == 0:
-            p += 1
-        else:
+        if (p & 7) == 0 and p + 8 <= end:
+            t = _nonzero_bytes(words[p >> 3])
+            if t == 0:
+                p += 8
+                continue
+            return p + (trailing_zeros(t) >> 3)
+        if fb[p] != 0:
             return p
+        p += 1
     return end
 
 
 @njit(nogil=True, cache=True)
-def _next_clear(fb, p, end):
-    while p < end and fb[p] != 0:
+def _next_clear(fb, words, p, end):
+    """First index in [p, end) with fb == 0, else end; like `_next_set`, a word without a zero byte (inside
+    a nucleus most are) is skipped whole."""
+    while p < end:
+        if (p & 7) == 0 and p + 8 <= end:
+            z = ~_nonzero_bytes(words[p >> 3]) & _HIGH
+            if z == 0:
+                p += 8
+                continue
+            return p + (trailing_zeros(z) >> 3)
+        if fb[p] == 0:
+            return p
         p += 1
-    return p
+    return end
 
 
 @njit(nogil=True, cache=True)
@@ -57,7 +86,7 @@ def row_runs(binary: np.ndarray):
         end = base + w
         p = _next_set(fb, words, base, end)
         while p < end:
-            q = _next_clear(fb, p, end)
+            q = _next_clear(fb, words, p, end)
             if n == c0.shape[0]:
                 g0 = np.empty(2 * n, np.int64)
                 g1 = np.empty(2 * n, np.int64)

@@ -87,7 +87,7 @@ def row_pass_segments(binary, row_ptr, c0s, c1s, ac):
         c = _next_set(cnt, words, 0, w)
         n_need = 0
         while c < w:
-            e = _next_clear(cnt, c, w)
+            e = _next_clear(cnt, words, c, w)
             n_need += e - c
             c = _next_set(cnt, words, e, w)
         if 2 * n_need >= w:  # mostly needed: one segment costs less than many
@@ -97,10 +97,10 @@ def row_pass_segments(binary, row_ptr, c0s, c1s, ac):
         elif n_need > 0:
             c = _next_set(cnt, words, 0, w)
             while c < w:
-                e = _next_clear(cnt, c, w)
+                e = _next_clear(cnt, words, c, w)
                 nxt = _next_set(cnt, words, e, w)
                 while nxt < w and nxt - e < _MERGE_GAP:
-                    e = _next_clear(cnt, nxt, w)
+                    e = _next_clear(cnt, words, nxt, w)
                     nxt = _next_set(cnt, words, e, w)
                 c, e = _round8(c, e, w)
                 s0[n] = c
