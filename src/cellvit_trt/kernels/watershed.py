@@ -31,9 +31,10 @@ from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
 from cellvit_trt.kernels.layout import _next_set
 
 #: Components above this many pixels are flooded through a calendar queue (value buckets, a small heap per
-#: bucket) instead of one binary heap: same pops, fewer cache misses; 4-5 % less CPU per dense or medium tile
-#: than at 4,096 (benchmarks/bench_postprocess.py, A/B alternated in one run).
-BIG_COMPONENT = 256
+#: bucket) instead of one binary heap: same pops, fewer cache misses. 256 measured 5 % faster with tiles run
+#: back to back, but 5-15 % slower per dense/medium tile in bench_postprocess.py, where the oracle runs
+#: between tiles (as a model does in a pipeline): each calendar allocates its buckets.
+BIG_COMPONENT = 4096
 
 __all__ = [
     "BIG_COMPONENT",
