@@ -23,7 +23,7 @@ from cellvit_trt.kernels.local_relief import sobel_at_runs
 from cellvit_trt.kernels.morphology import kept_runs, label4_from_runs
 from cellvit_trt.kernels.replicas import region_path_ok
 from cellvit_trt.kernels.sobel import sobel_kernels, sobel_x, sobel_y
-from cellvit_trt.kernels.watershed import raster_seeds, seeds_from_runs
+from cellvit_trt.kernels.watershed import seeds_from_runs
 
 from .synth_maps import maps_from_instances, random_instances, random_mix
 
@@ -278,9 +278,9 @@ def test_measure_runs_and_seeds():
         guide = ((markers > 0) | (rng.random((h, w)) < 0.2)).astype(np.uint8)  # covers the markers
         expect_cut = np.zeros(int(markers.max()) + 1, bool)
         expect_cut[np.unique(markers[(markers > 0) & (fg == 0)])] = True
-        for seeds, cut in (raster_seeds(guide, markers, fg), seeds_from_runs(markers, fg, *row_runs(guide))):
-            np.testing.assert_array_equal(seeds, np.flatnonzero((markers > 0) & (fg > 0)))
-            np.testing.assert_array_equal(cut, expect_cut)
+        seeds, cut = seeds_from_runs(markers, fg, *row_runs(guide))
+        np.testing.assert_array_equal(seeds, np.flatnonzero((markers > 0) & (fg > 0)))
+        np.testing.assert_array_equal(cut, expect_cut)
 
 
 def test_workspace_reused_across_tiles_and_after_an_error(monkeypatch):

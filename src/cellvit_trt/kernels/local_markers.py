@@ -8,7 +8,7 @@
   (grown by one pixel, whose rim is outside) from its rim, for the few groups whose markers could enclose
   anything at all (a row with a gap between two of their markers).
 - The opening and the labelling then run on the whole tile with OpenCV and `label4_filtered`, which skips
-  empty 8-pixel words; so does `watershed.raster_seeds`.
+  empty 8-pixel words; the watershed seeds come from the opened markers' row runs.
 """
 
 from __future__ import annotations
