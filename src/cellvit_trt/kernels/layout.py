@@ -36,15 +36,21 @@ def _nonzero_bytes(v):
 
 @njit(nogil=True, cache=True)
 def _next_set(fb, words, p, end):
-    """First index in [p, end) with fb != 0, else end; aligned 8-pixel words are read whole (an empty one
-    skipped, else its first nonzero byte found from the word: pixels are little-endian bytes)."""
+    """First index in [p, end) with fb != 0, else end. Reads the 8-pixel word holding p whole (its bytes
+    below p shifted out: pixels are little-endian bytes), so a run costs a few word reads whatever its
+    alignment; pixels one by one only where a word would reach past `end`."""
     while p < end:
-        if (p & 7) == 0 and p + 8 <= end:
-            t = _nonzero_bytes(words[p >> 3])
-            if t == 0:
-                p += 8
-                continue
-            return p + (trailing_zeros(t) >> 3)
+        wi = p >> 3
+        if (wi << 3) + 8 <= end and wi < words.shape[0]:
+            t = _nonzero_bytes(words[wi]) >> np.uint64((p & 7) << 3)
+            if t != 0:
+                return p + (trailing_zeros(t) >> 3)
+            wi += 1
+            last = min(words.shape[0], end >> 3)  # words wholly before `end`
+            while wi < last and words[wi] == 0:  # empty background: one compare per 8 pixels
+                wi += 1
+            p = wi << 3
+            continue
         if fb[p] != 0:
             return p
         p += 1
@@ -53,15 +59,16 @@ def _next_set(fb, words, p, end):
 
 @njit(nogil=True, cache=True)
 def _next_clear(fb, words, p, end):
-    """First index in [p, end) with fb == 0, else end; like `_next_set`, a word without a zero byte (inside
-    a nucleus most are) is skipped whole."""
+    """First index in [p, end) with fb == 0, else end; like `_next_set` (a word without a zero byte, as most
+    inside a nucleus, is passed whole)."""
     while p < end:
-        if (p & 7) == 0 and p + 8 <= end:
-            z = ~_nonzero_bytes(words[p >> 3]) & _HIGH
-            if z == 0:
-                p += 8
-                continue
-            return p + (trailing_zeros(z) >> 3)
+        wi = p >> 3
+        if (wi << 3) + 8 <= end and wi < words.shape[0]:
+            z = (~_nonzero_bytes(words[wi]) & _HIGH) >> np.uint64((p & 7) << 3)
+            if z != 0:
+                return p + (trailing_zeros(z) >> 3)
+            p = (wi + 1) << 3
+            continue
         if fb[p] == 0:
             return p
         p += 1
