@@ -113,12 +113,30 @@ def test_contours_match_opencv_first_contour():
 
 def test_half_to_float_all_bit_patterns():
     halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
-    ours, bad = half_to_float(halves)
+    ours, bad, _ = half_to_float(halves)
     ref = halves.astype(np.float32)
     finite = np.isfinite(ref)
     assert bad == int((~finite).sum())
     np.testing.assert_array_equal(ours[finite].view(np.uint32), ref[finite].view(np.uint32))
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+
+
+def test_half_to_float_plane_extremes():
+    """The per-plane (min, max) found on the half bits are NumPy's, for planes holding any finite halves
+    (negative ones, subnormals, zeros of both signs, +-65504 included)."""
+    rng = np.random.default_rng(21)
+    every = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = every[np.isfinite(every)]
+    for _ in range(200):
+        n, h, w = (int(v) for v in rng.integers(1, 9, 3))
+        pools = (finite, finite[np.abs(finite) < 1e-4], finite[finite <= 0], finite[finite >= 0])
+        pool = pools[int(rng.integers(0, len(pools)))]
+        arr = rng.choice(pool, (n, 2, h, w))
+        ours, bad, ext = half_to_float(arr)
+        assert bad == 0 and ext.shape == (n, 2, 2)
+        ref = arr.astype(np.float32)
+        np.testing.assert_array_equal(ext[..., 0], ref.min(axis=(2, 3)))  # -0.0 == 0.0: either may come back
+        np.testing.assert_array_equal(ext[..., 1], ref.max(axis=(2, 3)))
 
 
 def test_contours_flag_instances_in_pieces():

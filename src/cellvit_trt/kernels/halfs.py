@@ -1,4 +1,6 @@
-"""float16 -> float32 conversion with a finiteness check in one pass (NumPy's astype is slow here)."""
+"""float16 -> float32 conversion with a finiteness check and each plane's extremes in one pass (NumPy's astype
+is slow here, and the Sobel step needs the HV planes' min and max: found on the half bits, as integers, the
+reduction vectorises where a float one would not)."""
 
 from __future__ import annotations
 
@@ -24,21 +26,47 @@ half_bits_to_float = intrinsic(_half_bits_to_float)
 
 
 @njit(nogil=True, cache=True)
-def _convert(bits: np.ndarray, out: np.ndarray) -> int:
-    """Exact IEEE half -> single; returns the number of inf/NaN inputs."""
+def _convert(bits: np.ndarray, out: np.ndarray, keys: np.ndarray) -> int:
+    """Exact IEEE half -> single, plane by plane (bits / out [P, n]); keys[p] = (min, max) of plane p's
+    order keys (see `_order_key_to_value`); returns the number of inf/NaN inputs."""
     bad = 0
-    for i in range(bits.shape[0]):
-        h = bits[i]
-        out[i] = half_bits_to_float(h)
-        bad += (h & np.uint16(0x7C00)) == np.uint16(0x7C00)
+    for p in range(bits.shape[0]):
+        src = bits[p]
+        dst = out[p]
+        kmin = np.int32(32767)
+        kmax = np.int32(-32768)
+        for i in range(src.shape[0]):
+            h = src[i]
+            dst[i] = half_bits_to_float(h)
+            bad += (h & np.uint16(0x7C00)) == np.uint16(0x7C00)
+            s = np.int32(np.int16(h))
+            key = s ^ ((s >> 15) & np.int32(0x7FFF))  # the order key, inline: the loop vectorises
+            kmin = min(kmin, key)
+            kmax = max(kmax, key)
+        keys[p, 0] = kmin
+        keys[p, 1] = kmax
     return bad
 
 
-def half_to_float(arr: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """(float32 copy of a float16 array, count of inf/NaN values); written into `out` when it is a
-    C-contiguous float32 array of that shape."""
+def _order_key_to_value(key: int) -> float:
+    """The half whose order key is `key`. A half's key is its bits as int16 with the magnitude bits flipped
+    when negative, so keys order as the values do (-0.0 just below +0.0), inf included; the map is its own
+    inverse."""
+    bits = (key ^ ((key >> 15) & 0x7FFF)) & 0xFFFF
+    return float(np.array([bits], np.uint16).view(np.float16)[0])
+
+
+def half_to_float(arr: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+    """(float32 copy of a float16 array, count of inf/NaN values, float64 [..., 2] the (min, max) of each
+    plane, a plane being the last two axes: shape arr.shape[:-2] + (2,), or (2,) for arrays of fewer than
+    three axes). Written into `out` when that is a C-contiguous float32 array of arr's shape. The extremes
+    mean nothing when the count is not 0."""
     src = np.ascontiguousarray(arr)
     if out is None or out.shape != src.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         out = np.empty(src.shape, np.float32)
-    bad = _convert(src.reshape(-1).view(np.uint16), out.reshape(-1))
-    return out, int(bad)
+    lead = src.shape[:-2] if src.ndim > 2 else ()
+    n_planes = int(np.prod(lead, dtype=np.int64))
+    keys = np.empty((n_planes, 2), np.int32)
+    bad = _convert(src.reshape(n_planes, -1).view(np.uint16), out.reshape(n_planes, -1), keys)
+    extremes = np.array([[_order_key_to_value(int(k)) for k in pair] for pair in keys], np.float64)
+    return out, int(bad), extremes.reshape(*lead, 2)

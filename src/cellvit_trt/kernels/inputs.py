@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from cellvit_trt.errors import InputError
 from cellvit_trt.kernels.halfs import half_to_float
 
-__all__ = ["as_batch"]
+__all__ = ["Batch", "as_batch"]
 
 
 def _array(name: str, value) -> np.ndarray:
@@ -48,13 +50,21 @@ def _foreground(fg: np.ndarray, threshold: float) -> np.ndarray:
     raise InputError(f"fg: expected dtype uint8, bool or float (probability), got {fg.dtype}")
 
 
-def as_batch(
-    fg, hv, type_map, fg_threshold: float = 0.5, hv_out: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+class Batch(NamedTuple):
+    """Checked, contiguous maps of a batch of tiles."""
+
+    fg: np.ndarray  # uint8 [N, H, W] in {0, 1}
+    hv: np.ndarray  # float32 [N, 2, H, W]
+    type_map: np.ndarray  # uint8 [N, H, W]
+    batched: bool  # the input had a batch axis
+    hv_range: np.ndarray | None  # float64 [N, 2, 2]: (min, max) per tile and channel, when found in passing
+
+
+def as_batch(fg, hv, type_map, fg_threshold: float = 0.5, hv_out: np.ndarray | None = None) -> Batch:
     """Validate one tile ([H,W], [2,H,W], [H,W]) or a batch ([N,H,W], [N,2,H,W], [N,H,W]).
 
-    Returns contiguous (fg uint8 [N,H,W] in {0,1}, hv float32 [N,2,H,W], type_map uint8 [N,H,W], batched).
-    A float16 hv is decoded into `hv_out` when that is a float32 array of the batch's shape.
+    A float16 hv is decoded into `hv_out` when that is a float32 array of the batch's shape; its per-channel
+    extremes come with it (`Batch.hv_range`), other dtypes leave them to the caller.
     """
     fg = _array("fg", fg)
     hv = _array("hv", hv)
@@ -91,12 +101,13 @@ def as_batch(
         if type_map.size and (int(type_map.min()) < 0 or int(type_map.max()) > 255):
             raise InputError("type_map: class ids must be in 0..255")
         type_map = type_map.astype(np.uint8)
+    hv_range = None
     if hv.dtype == np.float16:
-        hv32, bad = half_to_float(hv, hv_out)
+        hv32, bad, hv_range = half_to_float(hv, hv_out)
         if bad:
             raise InputError(f"hv: {bad} NaN or infinite values; expected finite numbers")
     else:
         hv32 = np.ascontiguousarray(hv, dtype=np.float32)
         _check_finite("hv", hv32)
     fg01 = np.ascontiguousarray(_foreground(fg, fg_threshold))
-    return fg01, hv32, np.ascontiguousarray(type_map), batched
+    return Batch(fg01, hv32, np.ascontiguousarray(type_map), batched, hv_range)

@@ -36,11 +36,11 @@ MAX_CANDIDATES = 4096
 _F32_SAFE = 1.0e36
 
 
-def sobel_at_runs(src, dx, ksize, binary, runs, out, segments=None):
+def sobel_at_runs(src, dx, ksize, binary, runs, out, segments=None, src_range=None):
     """Sobel of the min-max normalised `src` (float32 [H, W]) exact at the pixels of `binary`'s row runs
     (written to `out`), and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls give.
-    `segments`: `local_sobel.row_pass_segments` of those runs, if already known."""
-    vlo, vhi = float(src.min()), float(src.max())
+    `segments`: `local_sobel.row_pass_segments` of those runs, `src_range`: src's (min, max), if known."""
+    vlo, vhi = (float(src.min()), float(src.max())) if src_range is None else (src_range[0], src_range[1])
     scale, shift = normalize_params(vlo, vhi)
     kx, ky = sobel_kernels(dx, ksize)
     if segments is None:
@@ -119,12 +119,12 @@ def _scratch(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def local_relief_and_markers(
-    hv, fg_runs, components, ksize, marker_threshold, blur_taps, marker=None, cover=None
+    hv, fg_runs, components, ksize, marker_threshold, blur_taps, marker=None, cover=None, hv_range=None
 ):
     """(relief float64 [H, W], raw marker uint8 [H, W]), exact on the kept foreground (`components` > 0,
     whose row runs are `fg_runs`); relief undefined and marker 0 elsewhere. The relief is a per-thread
     buffer, valid until this thread's next call; `marker` and `cover` (uint8 [H, W], any contents) are
-    buffers to use instead of fresh arrays."""
+    buffers to use instead of fresh arrays; `hv_range` ([2, 2]) each channel's (min, max), if known."""
     _, h, w = hv.shape
     if cover is None:
         cover = np.zeros((h, w), np.uint8)
@@ -138,7 +138,8 @@ def local_relief_and_markers(
     params = []
     segments = row_pass_segments(cover, *runs, sobel_kernels(1, ksize)[1].shape[0] // 2)  # both channels
     for ch, dx, out in ((0, 1, sobel_h), (1, 0, sobel_v)):
-        smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out, segments)
+        src_range = None if hv_range is None else hv_range[ch]
+        smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out, segments, src_range)
         params.append(normalize_params(smin, smax))
     if marker is None:
         marker = np.zeros((h, w), np.uint8)

@@ -63,9 +63,10 @@ def instance_map_full(
     return watershed_fast(relief, markers, components, members, start)
 
 
-def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams):
+def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams, hv_range=None):
     """`instance_map_full`'s result computed only where the foreground can be affected; also returns the
-    row runs of the kept foreground (`layout.row_runs`), outside which the labels are 0."""
+    row runs of the kept foreground (`layout.row_runs`), outside which the labels are 0. `hv_range`: the
+    (min, max) of each HV channel ([2, 2]), if known."""
     h, w = fg01.shape
     ws = workspace(h, w)
     ws.begin()
@@ -85,6 +86,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
         gaussian_taps(params.blur_ksize),
         ws.marker,
         ws.cover,
+        hv_range,
     )
     group, boxes = fg_groups(components, start.shape[0] - 2, *runs)
     filled = ws.filled
@@ -185,9 +187,9 @@ class PostProcessor:
     def __init__(self, params: PostProcessParams | None = None) -> None:
         self.params = params if params is not None else PostProcessParams()
 
-    def _one(self, fg01: np.ndarray, hv: np.ndarray, type_map: np.ndarray) -> TileCells:
+    def _one(self, fg01: np.ndarray, hv: np.ndarray, type_map: np.ndarray, hv_range=None) -> TileCells:
         if region_path_ok(self.params):
-            labels, cut, runs = _labels_by_region(fg01, hv, self.params)
+            labels, cut, runs = _labels_by_region(fg01, hv, self.params, hv_range)
             measured = measure_runs_into(labels, *runs, type_map, cut, labels)  # renumbered in place
         else:
             labels, cut = instance_map_full(fg01, hv, self.params)
@@ -197,21 +199,25 @@ class PostProcessor:
 
     def process_tile(self, fg, hv, type_map) -> TileCells:
         """One tile: fg uint8/bool [H,W] (or float prob.), hv f16/f32 [2,H,W], type_map uint8 [H,W]."""
-        fg01, hv32, types, batched = as_batch(fg, hv, type_map, self.params.fg_threshold, _hv_scratch(hv))
-        if batched:
+        b = as_batch(fg, hv, type_map, self.params.fg_threshold, _hv_scratch(hv))
+        if b.batched:
             from cellvit_trt.errors import InputError
 
-            raise InputError(f"fg: process_tile expects one tile [H, W], got {fg01.shape}; use process_batch")
-        return self._one(fg01[0], hv32[0], types[0])
+            raise InputError(f"fg: process_tile expects one tile [H, W], got {b.fg.shape}; use process_batch")
+        return self._one(b.fg[0], b.hv[0], b.type_map[0], None if b.hv_range is None else b.hv_range[0])
 
     def process_batch(self, fg, hv, type_map, workers: int = 1) -> list[TileCells]:
         """A batch ([N,H,W], [N,2,H,W], [N,H,W]) or one tile; `workers` > 1 runs tiles on a thread pool."""
-        fg01, hv32, types, _ = as_batch(fg, hv, type_map, self.params.fg_threshold)
-        n = fg01.shape[0]
+        b = as_batch(fg, hv, type_map, self.params.fg_threshold)
+
+        def one(i: int) -> TileCells:
+            return self._one(b.fg[i], b.hv[i], b.type_map[i], None if b.hv_range is None else b.hv_range[i])
+
+        n = b.fg.shape[0]
         if workers <= 1 or n <= 1:
-            return [self._one(fg01[i], hv32[i], types[i]) for i in range(n)]
+            return [one(i) for i in range(n)]
         with ThreadPoolExecutor(max_workers=min(workers, n)) as pool:
-            return list(pool.map(lambda i: self._one(fg01[i], hv32[i], types[i]), range(n)))
+            return list(pool.map(one, range(n)))
 
 
 def warmup_tile() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
