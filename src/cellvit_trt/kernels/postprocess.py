@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -132,7 +133,7 @@ def _cell_table(
         area[candidates],
     )
     bounds = offsets.tolist()  # Python ints: slicing with NumPy scalars costs ~3x more per cell
-    contours = [points[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    contours = [points[a:b] for a, b in pairwise(bounds)]
     n_points = np.diff(offsets)
     for k in np.flatnonzero(pieces):  # instance in several pieces: OpenCV picks its first contour
         i = candidates[k]
