@@ -39,11 +39,13 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(model: Path, out: Path, listen: str, *extra: str, timeout: float = 180) -> Server:
+def start_server(
+    model: Path, out: Path, listen: str, *extra: str, timeout: float = 180, flags: list[str] = SERVER_FLAGS
+) -> Server:
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))}
     cmd = [sys.executable, "-m", "cellvit_trt.cli", "serve", "-m", str(model), "-o", str(out)]
     proc = subprocess.Popen(
-        [*cmd, "--listen", listen, *SERVER_FLAGS, *extra],
+        [*cmd, "--listen", listen, *flags, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,12 +221,15 @@ def plan_run(
     in_flight: int,
     cache_dir: Any = None,
     device_probe: Any = None,
+    pipeline_for: Callable[[int], Pipeline] | None = None,
 ) -> BatchPlan:
     """Measure (or read) the backend's footprint and choose the batch, before the backend is activated.
 
     `spec`: the `open_backend` arguments of `backend` (the footprint probe opens the same backend).
     `device_probe`: a CudaDevice-like object (free_memory, total_memory, integrated, name); by default the
-    runtime's CUDA probe is asked when the backend uses a GPU."""
+    runtime's CUDA probe is asked when the backend uses a GPU. `pipeline_for(batch)`: the tiles alive
+    besides the batch and the post-processing threads, for callers whose pipelines are not one
+    `runtime.pipeline.Pipeline` (`serve` runs one per open slide); by default that of `run`."""
     from cellvit_trt.runtime.footprint import FootprintError, footprint, model_file
     from cellvit_trt.runtime.memory import available_host, current_rss_bytes
     from cellvit_trt.runtime.pipeline import Pipeline as RuntimePipeline
@@ -259,8 +263,11 @@ def plan_run(
     max_batch = int(spec.get("batch") or GPU_PREFERRED_BATCH)
     preferred, why = preferred_batch(gpu)
     top = min(max_batch, requested or preferred)
-    read_bound, post_bound = RuntimePipeline.bounds(top, workers, readers, queue_size)
-    pipe = Pipeline(workers=workers, tiles_queued=read_bound + post_bound + top * in_flight)
+    if pipeline_for is not None:
+        pipe = pipeline_for(top)
+    else:
+        read_bound, post_bound = RuntimePipeline.bounds(top, workers, readers, queue_size)
+        pipe = Pipeline(workers=workers, tiles_queued=read_bound + post_bound + top * in_flight)
     if max_memory is not None:
         limit = parse_size(max_memory)
         # the whole process must stay under --max-memory; what the machine has left must still cover the rest

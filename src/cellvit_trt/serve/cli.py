@@ -73,7 +73,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "tensorrt", "onnxruntime", "torch", "torch-cuda"],
         help="inference backend, chosen as in `run` (default auto)",
     )
-    p.add_argument("-b", "--batch", type=positive_int, default=None, help="tiles per batch (default 8)")
+    p.add_argument(
+        "-b",
+        "--batch",
+        type=positive_int,
+        default=None,
+        help="tiles per batch (default: chosen from the memory budget and the model's measured footprint, "
+        "as `run`: 8 on a GPU, 1 on a CPU, less if that does not fit)",
+    )
+    p.add_argument(
+        "--max-memory",
+        dest="max_memory",
+        default=None,
+        metavar="SIZE",
+        help="host memory the server may take, e.g. 8G (default: what is available); the batch is planned "
+        "for --max-slides slides at once, and one that cannot fit stops the server before it listens",
+    )
     p.add_argument(
         "-j", "--workers", type=positive_int, default=None, help="post-processing threads per slide"
     )

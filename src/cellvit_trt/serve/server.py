@@ -7,6 +7,7 @@ serve_forever(settings)                      # `cellvit-trt serve`: until SIGINT
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import faulthandler
 import logging
 import os
@@ -23,6 +24,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cellvit_trt.errors import InputError
+from cellvit_trt.serve.budget import plan_serve_memory
 from cellvit_trt.serve.outputs import clean_stale
 from cellvit_trt.serve.security import (
     TokenInterceptor,
@@ -97,7 +99,15 @@ def start(settings: Any):
     for p in clean_stale(out_root):
         log.warning("removed %s (left by a server that was stopped mid-slide)", p)
 
-    backend = open_service_backend(s).activate()
+    backend = open_service_backend(s)
+    try:
+        plan = plan_serve_memory(backend, s)  # before activation: a batch that cannot fit stops here
+    except BaseException:
+        lock.close()
+        raise
+    print(f"cellvit-trt serve: {plan.describe()}", file=sys.stderr, flush=True)
+    s = dataclasses.replace(s, batch=plan.batch)
+    backend = backend.activate()
     try:
         warm_up(backend)
         shared = SharedBackend(backend)

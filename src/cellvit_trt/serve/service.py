@@ -56,10 +56,7 @@ class ScannerService(pb_grpc.ScannerServicer):
     # ---- Describe -----------------------------------------------------------------------------------------
     def limits(self) -> pb.Limits:
         s, be = self.settings, self.shared.backend
-        batch = min(s.batch, be.max_batch)
-        in_memory = (
-            s.queue_tiles + max(batch, 2) + batch * (max(2, be.max_in_flight) + 1) + 2 * s.post_workers
-        )
+        in_memory = s.tiles_in_memory(min(s.batch, be.max_batch), be.max_in_flight)
         return pb.Limits(
             max_slides=s.max_slides,
             max_tile_pixels=s.max_tile_pixels,

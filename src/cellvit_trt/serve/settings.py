@@ -39,7 +39,8 @@ class ServeSettings:
     # backend and pipeline (as in `cellvit-trt run`)
     model: str = "demo"
     backend: Backend = "auto"
-    batch: int = 8
+    batch: int | None = None  # None: chosen from the memory budget and the model's footprint, as `run`
+    max_memory: str | int | None = None  # host memory budget, e.g. "8G" (default: what is available)
     workers: int = 0  # post-processing threads per slide; 0 = CPU count
     in_flight: int = 2
     precision: str | None = None
@@ -52,8 +53,12 @@ class ServeSettings:
 
     def validate(self) -> None:
         for name in ("max_slides", "max_tile_pixels", "max_slide_side", "batch", "in_flight", "queue_tiles"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name}: got {getattr(self, name)}, expected >= 1")
+        if self.max_memory is not None:
+            from cellvit_trt.runtime.budget import parse_size
+
+            parse_size(self.max_memory)
         if self.max_open_rows < 2:
             raise ValueError(f"max_open_rows: got {self.max_open_rows}, expected >= 2")
         if self.keep_seconds < 0 or self.workers < 0 or self.threads < 0:
@@ -69,3 +74,10 @@ class ServeSettings:
     @property
     def post_workers(self) -> int:
         return self.workers or max(1, os.cpu_count() or 1)
+
+    def tiles_in_memory(self, batch: int, backend_in_flight: int) -> int:
+        """Model tiles one slide holds at most (docs/serve.md "Backpressure and memory"): those waiting for
+        its pipeline, its reader queue, `batch` x (in flight + 1) at the backend, its post-processing."""
+        return (
+            self.queue_tiles + max(batch, 2) + batch * (max(2, backend_in_flight) + 1) + 2 * self.post_workers
+        )
