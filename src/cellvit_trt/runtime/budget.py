@@ -290,9 +290,12 @@ def plan_run(
     )
 
 
-def plan_run_memory(backend: Any, settings: Any) -> BatchPlan:
+def plan_run_memory(
+    backend: Any, settings: Any, pipeline_for: Callable[[int], Pipeline] | None = None
+) -> BatchPlan:
     """`plan_run` for a `RunSettings` and the backend `open_run_backend(settings)` opened (not yet active):
-    `cellvit-trt run` and each Ray worker plan the same way, each on its own machine's memory."""
+    `cellvit-trt run` and each Ray worker plan the same way, each on its own machine's memory; `serve`
+    passes its `ServeSettings` with `pipeline_for` (see `plan_run`)."""
     from cellvit_trt.runtime.backends import run_backend_spec
 
     return plan_run(
@@ -301,8 +304,9 @@ def plan_run_memory(backend: Any, settings: Any) -> BatchPlan:
         requested=settings.batch,
         max_memory=settings.max_memory,
         workers=settings.post_workers,
-        readers=settings.reader_threads(backend.kind),
-        queue_size=settings.queue_size,
+        readers=settings.reader_threads(backend.kind) if pipeline_for is None else 1,
+        queue_size=getattr(settings, "queue_size", None),
         in_flight=min(settings.in_flight, backend.max_in_flight),
         cache_dir=settings.cache_dir,
+        pipeline_for=pipeline_for,
     )

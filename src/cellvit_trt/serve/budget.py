@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from cellvit_trt.runtime.budget import BatchPlan, Pipeline, plan_run
+from cellvit_trt.runtime.budget import BatchPlan, Pipeline, plan_run_memory
 
 
 def plan_serve_memory(backend: Any, settings: Any) -> BatchPlan:
     """The batch for `settings` (a `ServeSettings`) with `backend` opened but not active: the one asked for
     with `-b` if it fits, else the largest that fits up to the backend's preferred one; `BudgetError` if
     none does."""
-    from cellvit_trt.runtime.backends import run_backend_spec
 
     def pipeline_for(batch: int) -> Pipeline:
         per_slide = settings.tiles_in_memory(batch, backend.max_in_flight)
@@ -26,15 +25,4 @@ def plan_serve_memory(backend: Any, settings: Any) -> BatchPlan:
             tiles_queued=settings.max_slides * per_slide,
         )
 
-    return plan_run(
-        backend,
-        run_backend_spec(settings),
-        requested=settings.batch,
-        max_memory=settings.max_memory,
-        workers=settings.post_workers,
-        readers=1,
-        queue_size=None,
-        in_flight=min(settings.in_flight, backend.max_in_flight),
-        cache_dir=settings.cache_dir,
-        pipeline_for=pipeline_for,
-    )
+    return plan_run_memory(backend, settings, pipeline_for)
