@@ -33,3 +33,39 @@ def test_a_budget_too_small_for_one_batch_stops_the_server_before_it_listens(ser
     assert "batch 4 does not fit the memory budget" in proc.stderr, proc.stderr
     assert "--max-memory 1M" in proc.stderr and "listening on" not in proc.stdout + proc.stderr
     assert not sock.exists()
+
+
+def test_wide_slides_row_buffers_are_admitted_only_within_what_the_plan_left(server, serve_world, tmp_path):
+    """A slide's row buffers grow with its width (3 rows of 256-px model tiles, 4 bytes per pixel: ~3 KiB per
+    column); the server refuses a slide whose buffers, with those of the slides it holds, exceed what the
+    memory plan left, and admits it again once room is freed."""
+    import re
+
+    import grpc
+    import pytest
+
+    from cellvit_trt.serve.client import ScannerClient, SlideFailed
+
+    line = next(x for x in server.log if x.startswith("cellvit-trt serve: batch "))
+    peak_gib = float(re.search(r"estimated peak ([0-9.]+) GiB", line).group(1))
+    budget_mib = int(peak_gib * 1024 * 1.1) + 200  # about 200 MiB left for row buffers
+    srv = start_server(
+        serve_world["model"], tmp_path / "out", f"unix://{tmp_path}/s.sock", "--max-memory", f"{budget_mib}M"
+    )
+    try:
+        with ScannerClient(srv.target) as client:
+            with pytest.raises(SlideFailed) as wide:  # ~1.2 GiB of row buffers
+                client.open_slide("wide", 400_000, 1_000, 0.25)
+            assert wide.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "row buffers" in wide.value.details and f"--max-memory {budget_mib}M" in wide.value.details
+            first = client.open_slide("a", 40_000, 1_000, 0.25)  # ~120 MiB: fits
+            with pytest.raises(SlideFailed) as second:  # ~120 MiB more: not beside the first
+                client.open_slide("b", 40_000, 1_000, 0.25)
+            assert second.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "the 1 slides held take" in second.value.details
+            with pytest.raises(SlideFailed):
+                first.discard()
+                first._raise()
+            client.open_slide("b", 40_000, 1_000, 0.25).discard()  # room again
+    finally:
+        assert srv.stop() == 0, "".join(srv.log)

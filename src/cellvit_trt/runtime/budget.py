@@ -94,6 +94,14 @@ class BatchPlan:
             f"{gib(self.host_budget.bytes)} budget ({self.host_budget.source}){dev}"
         )
 
+    def spare_host(self) -> int:
+        """Host bytes the budget leaves beyond the planned peak (with its headroom; on an integrated GPU the
+        device's share of the one DRAM counted too): what later, input-sized buffers may take."""
+        used = self.host_estimate
+        if self.device_budget is not None and self.device_budget.integrated and self.device_estimate:
+            used += self.device_estimate
+        return max(0, int(self.host_budget.bytes - used * HEADROOM))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "batch": self.batch,

@@ -48,6 +48,18 @@ def open_service_backend(s: Any):
     return open_run_backend(s)
 
 
+def row_budget(plan: Any) -> Any:
+    """What the memory plan leaves for the slides' row buffers, as an `Available` saying where it is from."""
+    from cellvit_trt.runtime.memory import Available, gib
+
+    return Available(
+        plan.spare_host(),
+        f"left for row buffers by the memory plan: a {gib(plan.host_budget.bytes)} budget "
+        f"({plan.host_budget.source}) minus the estimated peak of {gib(plan.host_estimate)} "
+        "with 10 % headroom",
+    )
+
+
 def warm_up(backend) -> None:
     """One white batch through the backend and the post-processing (JIT, engine, allocations)."""
     from cellvit_trt.kernels import PostProcessor, PostProcessParams
@@ -111,7 +123,7 @@ def start(settings: Any):
     try:
         warm_up(backend)
         shared = SharedBackend(backend)
-        service = ScannerService(s, shared, out_root)
+        service = ScannerService(s, shared, out_root, row_budget=row_budget(plan))
         workers = s.max_slides + 4  # one handler thread per slide stream, plus Describe/health calls
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cvt-grpc"),

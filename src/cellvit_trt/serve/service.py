@@ -19,6 +19,7 @@ import grpc
 
 from cellvit_trt import __version__
 from cellvit_trt.errors import InputError
+from cellvit_trt.runtime.memory import gib
 from cellvit_trt.runtime.sources.resolution import tolerance_for
 from cellvit_trt.serve.errors import SlideError
 from cellvit_trt.serve.outputs import folder_name
@@ -45,8 +46,11 @@ def _versions(backend_kind: str) -> dict[str, str]:
 
 
 class ScannerService(pb_grpc.ScannerServicer):
-    def __init__(self, settings: Any, shared: Any, out_root: Path) -> None:
+    def __init__(self, settings: Any, shared: Any, out_root: Path, row_budget: Any = None) -> None:
+        """`row_budget`: the memory plan's `Available`-like spare host bytes for the slides' row buffers
+        (`.bytes`, `.describe()`), or None for no check."""
         self.settings, self.shared, self.out_root = settings, shared, Path(out_root)
+        self.row_budget = row_budget
         self.sessions: dict[str, SlideSession] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -137,13 +141,28 @@ class ScannerService(pb_grpc.ScannerServicer):
                     f"{len(self.sessions)} slides are open, the server takes {s.max_slides} at once",
                 )
             check_open(msg, s)
-            session = SlideSession(msg, name, s, self.shared, self.out_root)
+            session = SlideSession(msg, name, s, self.shared, self.out_root, admit=self._admit)
             self.sessions[name] = session
             att, opened = session.attach()
         log.info(
             "slide %s opened (%dx%d px, %.4f mpp) -> %s", msg.slide_id, msg.width, msg.height, msg.mpp, name
         )
         return session, att, opened
+
+    def _admit(self, slide_id: str, row_bytes: int) -> None:
+        """Refuse a slide whose row buffers, with those of the slides held, exceed what the memory plan left
+        (caller holds the lock): row buffers grow with the slide's width, which only OpenSlide tells."""
+        if self.row_budget is None:
+            return
+        held = sum(x.row_bytes for x in self.sessions.values())
+        if held + row_bytes > self.row_budget.bytes:
+            raise SlideError(
+                "RESOURCE_EXHAUSTED",
+                f"slide {slide_id!r}: its row buffers need {gib(row_bytes)} (--max-open-rows rows of model "
+                f"tiles across its width); {self.row_budget.describe()}, of which the {len(self.sessions)} "
+                f"slides held take {gib(held)}: send it when fewer slides are open, lower --max-open-rows, "
+                "or raise --max-memory",
+            )
 
     # ---- housekeeping -------------------------------------------------------------------------------------
     def _purge(self) -> None:

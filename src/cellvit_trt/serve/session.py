@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,17 @@ class _Attachment:
 
 
 class SlideSession:
-    def __init__(self, msg: pb.OpenSlide, name: str, settings: Any, shared: Any, out_root: Path) -> None:
+    def __init__(
+        self,
+        msg: pb.OpenSlide,
+        name: str,
+        settings: Any,
+        shared: Any,
+        out_root: Path,
+        admit: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """`admit(slide_id, row_bytes)` raises SlideError when the server cannot hold this slide's row
+        buffers (`PushSource.max_band_bytes`); it is asked before anything is written."""
         from cellvit_trt.runtime.sources import PushSource
         from cellvit_trt.runtime.writers import open_writers
 
@@ -93,6 +104,9 @@ class SlideSession:
             )
         except InputError as exc:
             raise SlideError("FAILED_PRECONDITION", str(exc)) from exc
+        self.row_bytes = self.src.max_band_bytes
+        if admit is not None:
+            admit(msg.slide_id, self.row_bytes)
         if (Path(out_root) / name).exists() and not self.overwrite:
             raise SlideError(
                 "ALREADY_EXISTS",

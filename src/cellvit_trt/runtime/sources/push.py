@@ -236,6 +236,13 @@ class PushSource(Source):
                     ) from None
         self.max_queued = max(self.max_queued, self._tiles.qsize())
 
+    @property
+    def max_band_bytes(self) -> int:
+        """The most bytes its row buffers hold at once: `max_bands` bands of pixels and coverage."""
+        g = self.grid
+        width = g.cols * g.stride
+        return self.max_bands * g.tile_size * ((width + 2 * g.overlap) * 3 + width)
+
     def _band(self, row: int) -> _Band:
         band = self._bands.get(row)
         if band is None:
