@@ -1,9 +1,8 @@
-"""Flood loops of the watershed: skimage's pop/push step on the exact heap, and a calendar queue for big
-components once the order is strict (no ties left), which any exact priority queue reproduces."""
+"""The watershed's flood loop: skimage's pop/push step on the exact heap (the order of equal markers
+depends on its layout; `radix_flood` floods once no such ties are left)."""
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import split_index
@@ -58,76 +57,3 @@ def flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, stop_count,
             if stop_count == 0:
                 break
     return n, age
-
-
-@njit(nogil=True, cache=True)
-def _bucket(v, vmin, scale, nbk):
-    b = np.int64((v - vmin) * scale)
-    return min(max(b, np.int64(0)), nbk - 1)
-
-
-@njit(nogil=True, cache=True)
-def flood_calendar(
-    flat_img, flat_comp, flat_out, init_val, init_key, n_init, vmin, vmax, size, age, h, w, values, keys
-):
-    """Flood of one big component once no ties are left: a calendar queue (value buckets, monotone) whose
-    current bucket is a small binary heap on (value, age). Same pops as a heap, far fewer cache misses."""
-    inv_w = 1.0 / w
-    nbk = max(np.int64(64), np.int64(size // 4))
-    scale = (nbk - 1) / (vmax - vmin) if vmax > vmin else 0.0
-    head = np.full(nbk, -1, np.int64)
-    cap = n_init + size + 1
-    it_val = np.empty(cap, np.float64)
-    it_key = np.empty(cap, np.int64)
-    it_next = np.empty(cap, np.int64)
-    m = 0
-    for j in range(n_init):
-        b = _bucket(init_val[j], vmin, scale, nbk)
-        it_val[m] = init_val[j]
-        it_key[m] = init_key[j]
-        it_next[m] = head[b]
-        head[b] = m
-        m += 1
-    n = 0
-    cb = np.int64(0)
-    while True:
-        if n == 0:
-            while cb < nbk and head[cb] == -1:
-                cb += 1
-            if cb == nbk:
-                break
-            j = head[cb]
-            while j != -1:
-                n = push(values, keys, n, it_val[j], it_key[j])
-                j = it_next[j]
-            head[cb] = -1
-        value = values[0]
-        p = keys[0] & IDX_MASK
-        n -= 1
-        if n > 0:
-            swap(values, keys, 0, n)
-            sift_down(values, keys, n)
-        lab = flat_out[p]
-        r, c = split_index(p, w, inv_w)
-        # `flood`'s neighbour step, repeated on purpose: shared through a helper returning one int it cost
-        # 8-15 % more CPU per dense tile (bench_postprocess.py runs alternated with the two versions).
-        for k in range(4):
-            q = neighbour(p, k, r, c, h, w)
-            if q < 0 or flat_comp[q] == 0 or flat_out[q] != 0:
-                continue
-            age += 1
-            nv = flat_img[q]
-            flat_out[q] = lab
-            if nv < value:
-                nv = value
-            key = (age << AGE_SHIFT) | q
-            b = _bucket(nv, vmin, scale, nbk)
-            if b <= cb:
-                n = push(values, keys, n, nv, key)
-            else:
-                it_val[m] = nv
-                it_key[m] = key
-                it_next[m] = head[b]
-                head[b] = m
-                m += 1
-    return age

@@ -11,12 +11,13 @@ incremented before every push. `watershed_masked` replays exactly that (heap in 
   where the heap layout decides; that can matter only between "boundary" markers (with an unlabelled in-mask
   neighbour at the start; interior markers never push) of one mask component (components never interact);
 - restricted to a component, the global pop order is the component's own (value, age) order, so each
-  4-connected mask component is flooded alone, with a small cache-resident heap (a calendar queue if big);
+  4-connected mask component is flooded alone;
 - a component whose markers all carry one label ends up entirely with it (it is 4-connected), so it is
   labelled directly;
 - only if a multi-label component holds two boundary markers of equal value is the exact global heap
   replayed (phase 1) until every boundary marker at or below the highest such value has popped; the
-  remaining items then go to their components (phase 2).
+  remaining items then go to their components (phase 2);
+- in phase 2 the order is strict, so any exact queue gives the same labels: a radix heap (`radix_flood.py`).
 `tests/kernels/test_building_blocks.py` checks both against skimage on tie-heavy inputs.
 """
 
@@ -25,19 +26,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cellvit_trt.kernels.flood import flood, flood_calendar
+from cellvit_trt.kernels.flood import flood
 from cellvit_trt.kernels.fp import split_index
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
 from cellvit_trt.kernels.layout import row_runs
-
-#: Components above this many pixels are flooded through a calendar queue (value buckets, a small heap per
-#: bucket) instead of one binary heap: same pops, fewer cache misses. 256 measured 5 % faster with tiles run
-#: back to back, but 5-15 % slower per dense/medium tile in bench_postprocess.py, where the oracle runs
-#: between tiles (as a model does in a pipeline): each calendar allocates its buckets.
-BIG_COMPONENT = 4096
+from cellvit_trt.kernels.radix_flood import NODES_EXTRA, flood_radix, pool_size
 
 __all__ = [
-    "BIG_COMPONENT",
     "watershed_masked",
     "watershed_fast",
     "watershed_seeded",
@@ -128,15 +123,13 @@ def watershed_fast(
     components: np.ndarray,
     members: np.ndarray,
     start: np.ndarray,
-    big: int = BIG_COMPONENT,
 ):
     """Same result as `watershed_masked(image, markers, components > 0)` (exact skimage order), much faster.
 
     (components, members, start) describe the 4-connected components of the mask as `label4_components`
-    returns them. Components larger than `big` pixels are flooded through a calendar queue once no ties are
-    left. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
+    returns them. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
     seeds, cut = seeds_from_runs(markers, components, *row_runs((markers != 0).view(np.uint8)))
-    out = watershed_seeded(image, markers, seeds, components, members, start, big)
+    out = watershed_seeded(image, markers, seeds, components, members, start)
     return out, cut
 
 
@@ -148,20 +141,17 @@ def watershed_seeded(
     components: np.ndarray,
     members: np.ndarray,
     start: np.ndarray,
-    big: int = BIG_COMPONENT,
 ) -> np.ndarray:
     """`watershed_fast` from its seeds: the marker pixels inside the mask, flat indices in raster order.
 
     Touches only the mask components and the seeds (nothing per tile pixel), so a sparse tile costs little."""
     out = np.zeros(image.shape, np.int32)
-    watershed_seeded_into(image, markers, seeds, components, members, start, out, big)
+    watershed_seeded_into(image, markers, seeds, components, members, start, out)
     return out
 
 
 @njit(nogil=True, cache=True)
-def watershed_seeded_into(
-    image, markers, seeds, components, members, start, out, big: int = BIG_COMPONENT
-) -> None:
+def watershed_seeded_into(image, markers, seeds, components, members, start, out) -> None:
     """`watershed_seeded` into `out` (int32 [H, W], zero on entry; written at the mask pixels only)."""
     h, w = image.shape
     npx = h * w
@@ -277,81 +267,44 @@ def watershed_seeded_into(
             it_next[m] = pending_head[cp]
             pending_head[cp] = m
             m += 1
-        biggest = max(biggest, m)
+        it_bits = it_val.view(np.int64)
     else:
-        it_val = np.empty(0, np.float64)
+        it_bits = np.empty(0, np.int64)
         it_key = np.empty(0, np.int64)
         it_next = np.empty(0, np.int64)
     for cp in range(1, n_comp + 1):
         if single[cp] != 0:
             for k in range(start[cp], start[cp + 1]):
                 flat_out[members[k]] = single[cp]
-    # phase 2: each component on its own heap; no ties left, so pop order is the strict (value, age) order
-    values = np.empty(2 * biggest + 8, np.float64)
-    keys = np.empty(2 * biggest + 8, np.int64)
-    watch = np.zeros(1, np.bool_)
+    # phase 2: each component on its own queue; no ties left, so pops follow the strict (value, age) order
+    flat_bits = flat_img.view(np.int64)
+    pool_u = np.empty(pool_size(biggest), np.int64)
+    pool_p = np.empty(pool_size(biggest), np.int64)
+    pool_next = np.empty(pool_size(biggest), np.int64)
+    tail = np.empty(NODES_EXTRA, np.int64)
+    init_bits = np.empty(biggest, np.int64)
+    init_p = np.empty(biggest, np.int64)
     for cp in range(1, n_comp + 1):
         if not multi[cp]:
             continue
-        size = start[cp + 1] - start[cp]
-        if size > big:
-            # big component: calendar queue (still exact: no ties are left to depend on heap layout)
-            n_init = 0
-            if any_tie:
-                j = pending_head[cp]
-                while j != -1:
-                    n_init += 1
-                    j = it_next[j]
-            else:
-                n_init = bstart[cp + 1] - bstart[cp]
-            init_val = np.empty(n_init, np.float64)
-            init_key = np.empty(n_init, np.int64)
-            if any_tie:
-                j = pending_head[cp]
-                k = 0
-                while j != -1:
-                    init_val[k] = it_val[j]
-                    init_key[k] = it_key[j]
-                    k += 1
-                    j = it_next[j]
-            else:
-                for k in range(n_init):
-                    p = bpix[bstart[cp] + k]
-                    init_val[k] = flat_img[p]
-                    init_key[k] = p
-            vmin = np.inf
-            vmax = -np.inf
-            for k in range(start[cp], start[cp + 1]):
-                v = flat_img[members[k]]
-                vmin = min(vmin, v)
-                vmax = max(vmax, v)
-            age = flood_calendar(
-                flat_img,
-                flat_comp,
-                flat_out,
-                init_val,
-                init_key,
-                n_init,
-                vmin,
-                vmax,
-                size,
-                age,
-                h,
-                w,
-                values,
-                keys,
-            )
-            continue
-        n = 0
-        if any_tie:
+        n_init = 0
+        if any_tie:  # what phase 1 left of this component, in age order (equal values pop by age)
             j = pending_head[cp]
             while j != -1:
-                n = push(values, keys, n, it_val[j], it_key[j])
+                init_p[n_init] = it_key[j]
+                init_bits[n_init] = j
+                n_init += 1
                 j = it_next[j]
-        else:
+            order = np.argsort(init_p[:n_init])  # key = age << AGE_SHIFT | pixel: by age
+            keys = init_p[:n_init][order]
+            items = init_bits[:n_init][order]
+            for k in range(n_init):
+                init_p[k] = keys[k] & IDX_MASK
+                init_bits[k] = it_bits[items[k]]
+        else:  # its boundary markers (age 0, distinct values)
             for k in range(bstart[cp], bstart[cp + 1]):
-                p = bpix[k]
-                n = push(values, keys, n, flat_img[p], np.int64(p))
-        if n > 0:
-            n, age = flood(flat_img, flat_comp, flat_out, values, keys, n, age, h, w, 0, watch, tie_max)
-    return
+                init_p[n_init] = bpix[k]
+                init_bits[n_init] = flat_bits[bpix[k]]
+                n_init += 1
+        init = (init_bits[:n_init], init_p[:n_init])
+        flood_radix(flat_bits, flat_comp, flat_out, *init, h, w, pool_u, pool_p, pool_next, tail)
