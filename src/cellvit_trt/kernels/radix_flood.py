@@ -11,7 +11,8 @@ log2(n) levels with unpredictable branches.
 Equal values must still pop by age, which is insertion order here: every bucket is a FIFO list that is only
 appended to, or filled from one higher bucket (stably, in list order) while it is empty, so each bucket stays
 in insertion order, and items of equal key always share a bucket. Callers insert the initial items in age
-order. On the benchmark's dense and medium tiles this flood is 10-15 % faster than the binary heap.
+order. With it the watershed on the benchmark's dense and medium tiles is 4-7 % faster than with the
+binary heap.
 """
 
 from __future__ import annotations

@@ -291,15 +291,12 @@ def watershed_seeded_into(image, markers, seeds, components, members, start, out
         if any_tie:  # what phase 1 left of this component, in age order (equal values pop by age)
             j = pending_head[cp]
             while j != -1:
-                init_p[n_init] = it_key[j]
-                init_bits[n_init] = j
+                init_p[n_init] = j
                 n_init += 1
                 j = it_next[j]
-            order = np.argsort(init_p[:n_init])  # key = age << AGE_SHIFT | pixel: by age
-            keys = init_p[:n_init][order]
-            items = init_bits[:n_init][order]
+            items = init_p[:n_init][np.argsort(it_key[init_p[:n_init]])]  # key = age << AGE_SHIFT | pixel
             for k in range(n_init):
-                init_p[k] = keys[k] & IDX_MASK
+                init_p[k] = it_key[items[k]] & IDX_MASK
                 init_bits[k] = it_bits[items[k]]
         else:  # its boundary markers (age 0, distinct values)
             for k in range(bstart[cp], bstart[cp + 1]):
