@@ -142,50 +142,63 @@ def local_relief_and_markers(
         smin, smax = sobel_at_runs(hv[ch], dx, ksize, cover, runs, out, segments, src_range)
         params.append(normalize_params(smin, smax))
     if marker is None:
-        marker = np.zeros((h, w), np.uint8)
-    else:
-        marker[:] = 0
+        marker = np.empty((h, w), np.uint8)
     (hs, ht), (vs, vt) = params
+    relief = sobel_h  # reused for the relief once read
+    if whole_rows(*runs, w):  # every pixel written; dist fused row by row into the blur, never stored
+        fuse = (sobel_h, sobel_v, hs, ht, vs, vt, float(marker_threshold), marker)
+        _blur_whole(components, dist, blur_taps, relief, fuse)
+        return relief, marker
+    marker[:] = 0
     fuse_runs(*runs, components, sobel_h, sobel_v, hs, ht, vs, vt, float(marker_threshold), dist, marker)
-    relief = sobel_h  # free again: reused for the relief
     blur_runs(*runs, components, dist, blur_taps, relief)
     return relief, marker
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _fuse_row(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m):
+    """`energy._fuse` on one row segment: d = 1 - energy (0.0 off the kept foreground, as upstream's product
+    with blb gives) and the raw marker m."""
+    one32 = np.float32(1.0)
+    for i in range(d.shape[0]):
+        a = one32 - np.float32(fma64(a_h[i], hs, ht))
+        b = one32 - np.float32(fma64(a_v[i], vs, vt))
+        o32 = a if a >= b else b
+        overall = np.float64(o32) - 0.0
+        overall = 0.0 if overall < 0.0 else overall
+        fg = comp[i] > 0
+        d[i] = (1.0 - overall) * 1.0 if fg else 0.0
+        m[i] = np.uint8(fg & (overall < marker_threshold))  # branch-free: the loop vectorises
+
+
 @njit(nogil=True, cache=True)
 def fuse_runs(row_ptr, c0s, c1s, components, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
-    """`energy._fuse` on the row runs: dist (1 - energy, 0.0 off the kept foreground, as upstream's product
-    with blb gives) and the raw marker."""
+    """`_fuse_row` on the row runs, into dist and marker."""
     h = dist.shape[0]
-    one32 = np.float32(1.0)
     for r in range(h):
         for k in range(row_ptr[r], row_ptr[r + 1]):
             c0 = c0s[k]
             c1 = c1s[k]
-            a_h = sh[r, c0:c1]
-            a_v = sv[r, c0:c1]
-            comp = components[r, c0:c1]
-            d = dist[r, c0:c1]
-            m = marker[r, c0:c1]
-            for i in range(c1 - c0):
-                a = one32 - np.float32(fma64(a_h[i], hs, ht))
-                b = one32 - np.float32(fma64(a_v[i], vs, vt))
-                o32 = a if a >= b else b
-                overall = np.float64(o32) - 0.0
-                overall = 0.0 if overall < 0.0 else overall
-                fg = comp[i] > 0
-                d[i] = (1.0 - overall) * 1.0 if fg else 0.0
-                m[i] = np.uint8(fg & (overall < marker_threshold))  # branch-free: the loop vectorises
+            _fuse_row(
+                sh[r, c0:c1],
+                sv[r, c0:c1],
+                components[r, c0:c1],
+                hs,
+                ht,
+                vs,
+                vt,
+                marker_threshold,
+                dist[r, c0:c1],
+                marker[r, c0:c1],
+            )
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _blur_row(dist, components, t, c0, c1, k0, k1, k2, padrow, out):
-    """The 3x3 blur's row pass of tile row t on columns [c0, c1) into out[:c1 - c0] (dist read as 0.0 off
-    the foreground, BORDER_REFLECT_101 at the tile's sides)."""
-    w = dist.shape[1]
+def _blur_row(src, fg, c0, c1, k0, k1, k2, padrow, out):
+    """The 3x3 blur's row pass of one dist row `src` on columns [c0, c1) into out[:c1 - c0] (src read as 0.0
+    where the row's components `fg` are 0, BORDER_REFLECT_101 at the tile's sides)."""
+    w = src.shape[0]
     n = c1 - c0
-    src = dist[t]
-    fg = components[t]
     pr = padrow[: n + 2]
     left = reflect101(c0 - 1, w)
     right = reflect101(c1, w)
@@ -214,18 +227,34 @@ def _blur_column(up, cen, dn, k0, k1, o):
         o[i] = -acc
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _dist_row(dist, components, t, fuse, drow):
+    """Row t of dist: read from `dist`, or with `fuse` = (sh, sv, hs, ht, vs, vt, threshold, marker) computed
+    into `drow` (marker row t written too), so that dist never goes through memory."""
+    if fuse is None:
+        return dist[t]
+    sh, sv, hs, ht, vs, vt, thr, marker = fuse
+    _fuse_row(sh[t], sv[t], components[t], hs, ht, vs, vt, thr, drow, marker[t])
+    return drow
+
+
 @njit(nogil=True, cache=True)
-def _blur_whole(components, dist, k, relief):
-    """`blur_runs` when every row is one whole run: each row pass computed once, kept in a ring of 3."""
-    h, w = dist.shape
+def _blur_whole(components, dist, k, relief, fuse=None):
+    """`blur_runs` when every row is one whole run: each row pass computed once, kept in a ring of 3. With
+    `fuse` (see `_dist_row`) dist is fused row by row first; relief may then be `fuse`'s sh: row r is
+    written after sh's row r + 1 has been read."""
+    h, w = components.shape
     k0, k1, k2 = k[0], k[1], k[2]
     ring = np.empty((3, w), np.float64)
     padrow = np.empty(w + 2, np.float64)
+    drow = np.empty(w, np.float64)
     for t in range(min(2, h)):
-        _blur_row(dist, components, t, 0, w, k0, k1, k2, padrow, ring[t])
+        src = _dist_row(dist, components, t, fuse, drow)
+        _blur_row(src, components[t], 0, w, k0, k1, k2, padrow, ring[t])
     for r in range(h):
         if r + 1 < h and r >= 1:
-            _blur_row(dist, components, r + 1, 0, w, k0, k1, k2, padrow, ring[(r + 1) % 3])
+            src = _dist_row(dist, components, r + 1, fuse, drow)
+            _blur_row(src, components[r + 1], 0, w, k0, k1, k2, padrow, ring[(r + 1) % 3])
         up = ring[reflect101(r - 1, h) % 3]
         dn = ring[reflect101(r + 1, h) % 3]
         _blur_column(up, ring[r % 3], dn, k0, k1, relief[r])
@@ -249,5 +278,6 @@ def blur_runs(row_ptr, c0s, c1s, components, dist, k, relief):
             c1 = c1s[run]
             n = c1 - c0
             for j in range(3):
-                _blur_row(dist, components, reflect101(r - 1 + j, h), c0, c1, k0, k1, k2, padrow, rows[j])
+                t = reflect101(r - 1 + j, h)
+                _blur_row(dist[t], components[t], c0, c1, k0, k1, k2, padrow, rows[j])
             _blur_column(rows[0, :n], rows[1, :n], rows[2, :n], k0, k1, relief[r, c0:c1])
