@@ -282,6 +282,7 @@ def watershed_seeded_into(image, markers, seeds, components, members, start, out
     pool_p = np.empty(pool_size(biggest), np.int64)
     pool_next = np.empty(pool_size(biggest), np.int64)
     tail = np.empty(NODES_EXTRA, np.int64)
+    low = np.empty(NODES_EXTRA, np.int64)
     init_bits = np.empty(biggest, np.int64)
     init_p = np.empty(biggest, np.int64)
     for cp in range(1, n_comp + 1):
@@ -304,4 +305,4 @@ def watershed_seeded_into(image, markers, seeds, components, members, start, out
                 init_bits[n_init] = flat_bits[bpix[k]]
                 n_init += 1
         init = (init_bits[:n_init], init_p[:n_init])
-        flood_radix(flat_bits, flat_comp, flat_out, *init, h, w, pool_u, pool_p, pool_next, tail)
+        flood_radix(flat_bits, flat_comp, flat_out, *init, h, w, pool_u, pool_p, pool_next, tail, low)
