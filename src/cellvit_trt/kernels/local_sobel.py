@@ -20,7 +20,7 @@ from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, max64, min64, reflect101
 from cellvit_trt.kernels.layout import _next_clear, _next_set, _round8, whole_rows
-from cellvit_trt.kernels.sobel import column_filter, row_filter, window_rows
+from cellvit_trt.kernels.sobel import PAD, column_filter, row_filter, window_rows
 
 __all__ = ["row_pass_segments", "exact_runs", "exact_at"]
 
@@ -133,7 +133,7 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, seg_ptr, s0, s1, row_pt
     h, w = src.shape
     ar = kx.shape[0] // 2
     ac = ky.shape[0] // 2
-    ring = np.empty((2 * ac + 1, w), np.float64)
+    ring = np.empty((2 * ac + 1, w + PAD), np.float64)  # padded rows: see sobel.PAD
     pad = np.empty(w + 2 * ar, np.float64)
     rows = np.empty(2 * ac + 1, np.int64)
     lo = np.inf
