@@ -35,15 +35,25 @@ def _groups_with_gaps(marker, labels, group, boxes, row_ptr, c0s, c1s):
     hi = np.full(offset[n_groups], -1, np.int64)
     for r in range(labels.shape[0]):
         for i in range(row_ptr[r], row_ptr[r + 1]):
-            g = group[labels[r, c0s[i]]] - 1
+            g = group[labels[r, c0s[i]]] - 1  # a run lies in one component, so in one group
             if g < 0:
                 continue
+            mrow = marker[r, c0s[i] : c1s[i]]
+            n = 0
+            for c in range(mrow.shape[0]):  # counted in registers, vectorised; the arrays once per run
+                n += mrow[c] != 0
+            if n == 0:
+                continue
+            first = 0
+            while mrow[first] == 0:
+                first += 1
+            last = mrow.shape[0] - 1
+            while mrow[last] == 0:
+                last -= 1
             row = offset[g] + r - boxes[g, 0]
-            for c in range(c0s[i], c1s[i]):
-                if marker[r, c] != 0:
-                    count[row] += 1
-                    lo[row] = min(lo[row], c)
-                    hi[row] = max(hi[row], c)
+            count[row] += n
+            lo[row] = min(lo[row], c0s[i] + first)
+            hi[row] = max(hi[row], c0s[i] + last)
     gaps = np.zeros(n_groups, np.bool_)
     for g in range(n_groups):
         for row in range(offset[g], offset[g + 1]):
