@@ -9,7 +9,8 @@ than the source says. So the kernels of this package are cached under
 
 `<base>` is NUMBA_CACHE_DIR when set, else `numba/` in the package's cache root (`$CELLVIT_TRT_CACHE`, else
 `~/.cache/cellvit-trt`, as for engines). Folders of older sources are left in place (another checkout may
-still use them); delete them at will.
+still use them); delete them at will. Where that folder cannot be created (a read-only home), Numba falls
+back to its own places (`__pycache__` beside the sources, then its user-wide cache), unkeyed.
 """
 
 from __future__ import annotations
