@@ -7,6 +7,8 @@ only the callee's file changes. Numba alone would load the caller's stale machin
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -75,6 +77,25 @@ def test_kernels_cache_under_their_source_key() -> None:
     assert Path(path).is_relative_to(cache_dir()), path
     assert f"cellvit-trt-{key}" in Path(path).parts
     assert all(folder.is_dir() and any(folder.glob("*.py")) for folder in JIT_PACKAGES)
+
+
+def test_every_cached_kernel_of_the_packages_is_keyed() -> None:
+    """A module whose first import escaped `keyed_cache` (not reached from its package's __init__) would cache
+    its kernels unkeyed: every `njit(cache=True)` dispatcher of the packages must live under the key."""
+    keyed = cache_dir()
+    seen = 0
+    for folder in JIT_PACKAGES:
+        importlib.import_module(f"cellvit_trt.{folder.name}")
+        for path in sorted(folder.glob("*.py")):
+            module = importlib.import_module(f"cellvit_trt.{folder.name}.{path.stem}")
+            for name, obj in inspect.getmembers(module):
+                cache = getattr(obj, "_cache", None)
+                if getattr(obj, "__module__", None) != module.__name__ or cache is None:
+                    continue
+                if hasattr(cache, "_cache_path"):  # a NullCache (cache=False) has none
+                    seen += 1
+                    assert Path(cache._cache_path).is_relative_to(keyed), f"{module.__name__}.{name}"
+    assert seen > 50  # the kernels and the synthetic targets
 
 
 def test_the_key_follows_every_source_file(tmp_path: Path) -> None:

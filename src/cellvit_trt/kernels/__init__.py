@@ -2,8 +2,7 @@
 
 from cellvit_trt.jit_cache import keyed_cache
 
-with keyed_cache():  # every kernel module is imported from here, so all of them cache by source (jit_cache)
-    from cellvit_trt.kernels import replicas, sobel  # noqa: F401  (not all are reached through postprocess)
+with keyed_cache():  # every kernel module is first imported here (test_jit_cache checks): keyed
     from cellvit_trt.kernels.params import PostProcessParams
     from cellvit_trt.kernels.postprocess import PostProcessor, instance_map, warmup
     from cellvit_trt.kernels.table import CellTable, TileCells
