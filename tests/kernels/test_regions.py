@@ -278,9 +278,14 @@ def test_measure_runs_and_seeds():
         guide = ((markers > 0) | (rng.random((h, w)) < 0.2)).astype(np.uint8)  # covers the markers
         expect_cut = np.zeros(int(markers.max()) + 1, bool)
         expect_cut[np.unique(markers[(markers > 0) & (fg == 0)])] = True
-        seeds, cut = seeds_from_runs(markers, fg, *row_runs(guide))
+        comps = ndi.label(fg)[0].astype(np.int32)  # 4-connected
+        seeds, cut, single = seeds_from_runs(markers, comps, *row_runs(guide))
         np.testing.assert_array_equal(seeds, np.flatnonzero((markers > 0) & (fg > 0)))
         np.testing.assert_array_equal(cut, expect_cut)
+        for cp in range(1, int(comps.max()) + 1):
+            labs = np.unique(markers[(comps == cp) & (markers > 0)])
+            expect = 0 if labs.size == 0 else (int(labs[0]) if labs.size == 1 else -1)
+            assert (single[cp] if cp < single.shape[0] else 0) == expect, cp
 
 
 def test_workspace_reused_across_tiles_and_after_an_error(monkeypatch):

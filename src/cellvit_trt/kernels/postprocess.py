@@ -96,8 +96,8 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     opened = open_ellipse(filled, params.opening_size, ws.opened)
     marker_runs = row_runs(opened)
     markers = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers, _NO_MEMBERS)[0]
-    seeds, cut = seeds_from_runs(markers, components, *marker_runs)
-    watershed_seeded_into(relief, markers, seeds, components, members, start, labels)
+    seeds, cut, single = seeds_from_runs(markers, components, *marker_runs)
+    watershed_seeded_into(relief, markers, seeds, single, components, members, start, labels)
     clear_runs(components, *runs)
     clear_runs(markers, *marker_runs)
     ws.dirty = False

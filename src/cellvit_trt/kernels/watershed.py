@@ -84,10 +84,13 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
 @njit(nogil=True, cache=True)
 def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s):
     """Watershed seeds: flat indices of the marker pixels inside `mask` in raster order (skimage's push
-    order), and cut[label] (that marker has pixels outside the mask). (row_ptr, c0s, c1s): the row runs of a
-    map covering the markers (`layout.row_runs`); only their pixels are visited."""
+    order), cut[label] (that marker has pixels outside the mask) and, with `mask` the component labels of
+    the mask, single[component] (int32, room for every label of `mask` present at a seed): the marker label
+    of a component holding one, -1 for two or more, 0 for none. (row_ptr, c0s, c1s): the row runs of a map
+    covering the markers (`layout.row_runs`); only their pixels are visited."""
     h, w = markers.shape
     max_label = 0
+    max_comp = 0
     count = 0
     for r in range(h):
         for i in range(row_ptr[r], row_ptr[r + 1]):
@@ -96,8 +99,10 @@ def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s):
             for c in range(mrow.shape[0]):
                 if mrow[c] != 0:
                     max_label = max(max_label, mrow[c])
+                    max_comp = max(max_comp, np.int64(krow[c]))
                     count += krow[c] != 0
     cut = np.zeros(max_label + 1, np.bool_)
+    single = np.zeros(max_comp + 1, np.int32)
     seeds = np.empty(count, np.int64)
     count = 0
     for r in range(h):
@@ -108,12 +113,17 @@ def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s):
             for c in range(mrow.shape[0]):
                 lab = mrow[c]
                 if lab != 0:
-                    if krow[c] != 0:
+                    cp = krow[c]
+                    if cp != 0:
                         seeds[count] = r * w + c0 + c
                         count += 1
+                        if single[cp] == 0:  # rows read in order here: cheaper than from the seeds later
+                            single[cp] = lab
+                        elif single[cp] != lab:
+                            single[cp] = -1
                     else:
                         cut[lab] = True
-    return seeds, cut
+    return seeds, cut, single
 
 
 @njit(nogil=True, cache=True)
@@ -128,8 +138,8 @@ def watershed_fast(
 
     (components, members, start) describe the 4-connected components of the mask as `label4_components`
     returns them. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
-    seeds, cut = seeds_from_runs(markers, components, *row_runs((markers != 0).view(np.uint8)))
-    out = watershed_seeded(image, markers, seeds, components, members, start)
+    seeds, cut, single = seeds_from_runs(markers, components, *row_runs((markers != 0).view(np.uint8)))
+    out = watershed_seeded(image, markers, seeds, single, components, members, start)
     return out, cut
 
 
@@ -138,20 +148,22 @@ def watershed_seeded(
     image: np.ndarray,
     markers: np.ndarray,
     seeds: np.ndarray,
+    single: np.ndarray,
     components: np.ndarray,
     members: np.ndarray,
     start: np.ndarray,
 ) -> np.ndarray:
-    """`watershed_fast` from its seeds: the marker pixels inside the mask, flat indices in raster order.
+    """`watershed_fast` from its seeds (the marker pixels inside the mask, flat indices in raster order) and
+    each component's single marker label (`seeds_from_runs`).
 
     Touches only the mask components and the seeds (nothing per tile pixel), so a sparse tile costs little."""
     out = np.zeros(image.shape, np.int32)
-    watershed_seeded_into(image, markers, seeds, components, members, start, out)
+    watershed_seeded_into(image, markers, seeds, single, components, members, start, out)
     return out
 
 
 @njit(nogil=True, cache=True)
-def watershed_seeded_into(image, markers, seeds, components, members, start, out) -> None:
+def watershed_seeded_into(image, markers, seeds, single, components, members, start, out) -> None:
     """`watershed_seeded` into `out` (int32 [H, W], zero on entry; written at the mask pixels only)."""
     h, w = image.shape
     npx = h * w
@@ -166,23 +178,16 @@ def watershed_seeded_into(image, markers, seeds, components, members, start, out
     if n_seed == 0:
         return
     # A component whose markers all carry one label is flooded entirely with it (it is 4-connected), whatever
-    # the order: label it directly. Only components with two or more labels need the priority flood.
+    # the order: label it directly (`lone`, after phase 1, which must replay the untouched global heap). Only
+    # components with two or more labels need the priority flood.
     n_fg = members.shape[0]
-    # (Labelled after phase 1, which must replay the untouched global heap.)
     multi = np.zeros(n_comp + 1, np.bool_)
-    single = np.zeros(n_comp + 1, np.int32)
-    for cp in range(1, n_comp + 1):
-        first = 0
-        for k in range(start[cp], start[cp + 1]):
-            lab = flat_out[members[k]]
-            if lab != 0:
-                if first == 0:
-                    first = lab
-                elif lab != first:
-                    multi[cp] = True
-                    break
-        if not multi[cp]:
-            single[cp] = first
+    lone = np.zeros(n_comp + 1, np.int32)
+    for cp in range(1, min(single.shape[0], n_comp + 1)):
+        if single[cp] < 0:
+            multi[cp] = True
+        else:
+            lone[cp] = single[cp]
     # boundary markers per multi-label component (member order; phase 1 scans the image in raster order)
     n_multi = 0
     for cp in range(1, n_comp + 1):
@@ -273,9 +278,9 @@ def watershed_seeded_into(image, markers, seeds, components, members, start, out
         it_key = np.empty(0, np.int64)
         it_next = np.empty(0, np.int64)
     for cp in range(1, n_comp + 1):
-        if single[cp] != 0:
+        if lone[cp] != 0:
             for k in range(start[cp], start[cp + 1]):
-                flat_out[members[k]] = single[cp]
+                flat_out[members[k]] = lone[cp]
     # phase 2: each component on its own queue; no ties left, so pops follow the strict (value, age) order
     flat_bits = flat_img.view(np.int64)
     pool_u = np.empty(pool_size(biggest), np.int64)
