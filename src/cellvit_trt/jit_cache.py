@@ -20,6 +20,8 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from cellvit_trt.cache_root import default_cache_root
+
 __all__ = ["source_key", "cache_dir", "keyed_cache"]
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -41,8 +43,6 @@ def source_key(packages: tuple[Path, ...] = JIT_PACKAGES) -> str:
 def cache_dir(packages: tuple[Path, ...] = JIT_PACKAGES) -> Path:
     """Where the kernels of `packages` cache their machine code (see the module doc)."""
     from numba import config
-
-    from cellvit_trt.engine.settings import default_cache_root
 
     base = Path(config.CACHE_DIR) if config.CACHE_DIR else default_cache_root() / "numba"
     return base / f"cellvit-trt-{source_key(packages)}"

@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from cellvit_trt import __version__
+from cellvit_trt.cache_root import default_cache_root
 from cellvit_trt.config import to_dict
 from cellvit_trt.engine.cuda_probe import CudaDevice, cuda_python_version
 from cellvit_trt.engine.environment import Environment, cache_key, key_fields
@@ -29,7 +30,7 @@ from cellvit_trt.engine.errors import EngineBuildError, EngineCacheError
 from cellvit_trt.engine.filelock import file_lock
 from cellvit_trt.engine.layer_info import AttentionReport, check_attention
 from cellvit_trt.engine.onnx_model import OnnxModelInfo, inspect_onnx
-from cellvit_trt.engine.settings import BuildSettings, default_cache_root
+from cellvit_trt.engine.settings import BuildSettings
 from cellvit_trt.engine.sidecar import layers_path, load_engine_bytes, read_sidecar, write_engine
 from cellvit_trt.engine.timing_cache import timing_cache_path
 from cellvit_trt.engine.trt_api import require_gpu_stack, tensorrt_version

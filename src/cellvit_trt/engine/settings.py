@@ -101,13 +101,3 @@ class BuildSettings:
             out[f.name] = str(value) if isinstance(value, Path) else value
         out["opt_batch"] = self.resolved_opt_batch
         return out
-
-
-def default_cache_root() -> Path:
-    """`$CELLVIT_TRT_CACHE`, else `$XDG_CACHE_HOME/cellvit-trt`, else `~/.cache/cellvit-trt`."""
-    import os
-
-    if env := os.environ.get("CELLVIT_TRT_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "cellvit-trt"

@@ -130,7 +130,7 @@ def footprint(
 
 
 def _default_root() -> Path:
-    from cellvit_trt.engine.settings import default_cache_root
+    from cellvit_trt.cache_root import default_cache_root
 
     return default_cache_root()
 

@@ -278,7 +278,7 @@ def engine_cached(onnx_path: Path, batch: int, device: int = 0) -> Path:
 
 
 def _cache_root() -> Path:
-    from cellvit_trt.engine.settings import default_cache_root
+    from cellvit_trt.cache_root import default_cache_root
 
     return default_cache_root()
 
