@@ -20,13 +20,20 @@ from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, max64, min64, reflect101
 from cellvit_trt.kernels.layout import _next_clear, _next_set, _round8, whole_rows
-from cellvit_trt.kernels.sobel import PAD, column_filter, row_filter, window_rows
+from cellvit_trt.kernels.sobel import (
+    PAD,
+    column_filter,
+    column_filter_pair,
+    pair_rows,
+    row_filter,
+    window_rows,
+)
 
-__all__ = ["row_pass_segments", "exact_runs", "exact_at"]
+__all__ = ["row_pass_segments", "exact_runs", "exact_at", "pad_normalised", "seg_minmax"]
 
 
 @njit(nogil=True, cache=True)
-def _pad_normalised(src_row, c0, c1, ar, scale32, shift32, pad):
+def pad_normalised(src_row, c0, c1, ar, scale32, shift32, pad):
     """pad[j] = normalise(src_row[reflect(c0 - ar + j)]) as float64, for j in [0, c1 - c0 + 2 ar)."""
     w = src_row.shape[0]
     n = c1 - c0 + 2 * ar
@@ -122,42 +129,71 @@ def seg_minmax(seg, lo, hi):
     return lo, hi
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _same_runs(row_ptr, c0s, c1s, r):
+    """Rows r and r + 1 both exist and have the same runs (at least one)."""
+    if r + 2 >= row_ptr.shape[0]:
+        return False
+    a, b = row_ptr[r], row_ptr[r + 1]
+    if b == a or row_ptr[r + 2] - b != b - a:
+        return False
+    for i in range(b - a):
+        if c0s[a + i] != c0s[b + i] or c1s[a + i] != c1s[b + i]:
+            return False
+    return True
+
+
 @njit(nogil=True, cache=True)
 def exact_runs(src, scale32, shift32, kx, ky, symmetric, seg_ptr, s0, s1, row_ptr, c0s, c1s, out):
     """Sobel of normalise(src) at the pixels of the given row runs, into `out`; (seg_ptr, s0, s1) where
     each row's row pass is read (`row_pass_segments` of a map whose runs these are).
 
-    One streaming pass: the row pass of tile row t goes into a ring of 2 ac + 1 rows (cache-resident) on
-    its segments; each output row's runs get their column pass once the rows below it are in. Returns
-    (min, max) over the pixels computed (+inf, -inf if none)."""
+    One streaming pass: the row pass of tile row t goes into a ring of 2 ac + 2 rows (cache-resident) on
+    its segments; each output row's runs get their column pass once the rows below it are in, two adjacent
+    rows with the same runs in one pass (`sobel.column_filter_pair`). Returns (min, max) over the pixels
+    computed (+inf, -inf if none)."""
     h, w = src.shape
     ar = kx.shape[0] // 2
     ac = ky.shape[0] // 2
-    ring = np.empty((2 * ac + 1, w + PAD), np.float64)  # padded rows: see sobel.PAD
+    n_ring = 2 * ac + 2
+    ring = np.empty((n_ring, w + PAD), np.float64)  # padded rows: see sobel.PAD
     pad = np.empty(w + 2 * ar, np.float64)
-    rows = np.empty(2 * ac + 1, np.int64)
+    rows = np.empty(n_ring, np.int64)
     lo = np.inf
     hi = -np.inf
     nxt = 0
-    for r in range(h):
-        last = min(r + ac, h - 1)  # reflected rows below the tile are rows already in the ring
+    r = 0
+    while r < h:
+        pair = _same_runs(row_ptr, c0s, c1s, r) and pair_rows(r, h, ac, n_ring, rows)
+        last = min(r + ac + (1 if pair else 0), h - 1)  # rows reflected below the tile are in the ring
         while nxt <= last:
-            dst = ring[nxt % ring.shape[0]]
+            dst = ring[nxt % n_ring]
             for i in range(seg_ptr[nxt], seg_ptr[nxt + 1]):
                 c = s0[i]
                 e = s1[i]
-                _pad_normalised(src[nxt], c, e, ar, scale32, shift32, pad)  # same values as a whole-row pad
+                pad_normalised(src[nxt], c, e, ar, scale32, shift32, pad)  # same values as a whole-row pad
                 row_filter(pad, kx, dst[c:e])
             nxt += 1
-        if row_ptr[r + 1] == row_ptr[r]:
+        if pair:
+            for i in range(row_ptr[r], row_ptr[r + 1]):
+                c0 = c0s[i]
+                c1 = c1s[i]
+                seg = out[r, c0:c1]
+                below = out[r + 1, c0:c1]
+                column_filter_pair(ring, rows, c0, c1, ky, symmetric, seg, below)
+                lo, hi = seg_minmax(seg, lo, hi)
+                lo, hi = seg_minmax(below, lo, hi)
+            r += 2
             continue
-        window_rows(r, h, ac, ring.shape[0], rows)
-        for i in range(row_ptr[r], row_ptr[r + 1]):
-            c0 = c0s[i]
-            c1 = c1s[i]
-            seg = out[r, c0:c1]
-            column_filter(ring, rows, c0, c1, ky, symmetric, seg)
-            lo, hi = seg_minmax(seg, lo, hi)
+        if row_ptr[r + 1] > row_ptr[r]:
+            window_rows(r, h, ac, n_ring, rows)
+            for i in range(row_ptr[r], row_ptr[r + 1]):
+                c0 = c0s[i]
+                c1 = c1s[i]
+                seg = out[r, c0:c1]
+                column_filter(ring, rows, c0, c1, ky, symmetric, seg)
+                lo, hi = seg_minmax(seg, lo, hi)
+        r += 1
     return lo, hi
 
 
@@ -172,7 +208,7 @@ def exact_at(src, scale32, shift32, kx, ky, symmetric, r, c):
     vals = np.empty(2 * ac + 1, np.float64)
     for j in range(2 * ac + 1):
         t = reflect101(r - ac + j, h)
-        _pad_normalised(src[t], c, c + 1, ar, scale32, shift32, pad)
+        pad_normalised(src[t], c, c + 1, ar, scale32, shift32, pad)
         row_filter(pad, kx, one)
         vals[j] = one[0]
     if symmetric:

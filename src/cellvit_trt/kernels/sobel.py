@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from numba import njit
 
+from cellvit_trt.kernels.column21 import columns21, columns21_pair
 from cellvit_trt.kernels.fp import fma64, reflect101
 
 __all__ = [
@@ -33,7 +34,9 @@ __all__ = [
     "sobel_kernels",
     "row_filter",
     "column_filter",
+    "column_filter_pair",
     "window_rows",
+    "pair_rows",
 ]
 
 _KERNELS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -89,72 +92,7 @@ def window_rows(r: int, h: int, ac: int, n: int, rows: np.ndarray) -> None:
         rows[j] = reflect101(r - ac + j, h) % n
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _window21(buf, rows, c0, c1):
-    """The 21 rows of a ksize-21 window on columns [c0, c1) as separate views (21 streams for LLVM)."""
-    return (
-        buf[rows[0], c0:c1],
-        buf[rows[1], c0:c1],
-        buf[rows[2], c0:c1],
-        buf[rows[3], c0:c1],
-        buf[rows[4], c0:c1],
-        buf[rows[5], c0:c1],
-        buf[rows[6], c0:c1],
-        buf[rows[7], c0:c1],
-        buf[rows[8], c0:c1],
-        buf[rows[9], c0:c1],
-        buf[rows[10], c0:c1],
-        buf[rows[11], c0:c1],
-        buf[rows[12], c0:c1],
-        buf[rows[13], c0:c1],
-        buf[rows[14], c0:c1],
-        buf[rows[15], c0:c1],
-        buf[rows[16], c0:c1],
-        buf[rows[17], c0:c1],
-        buf[rows[18], c0:c1],
-        buf[rows[19], c0:c1],
-        buf[rows[20], c0:c1],
-    )
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _columns21(buf, rows, c0, c1, ky, symmetric, out):
-    """`column_filter` for ksize 21 with each pixel's sum held in a register across the taps (the general
-    loop stores out[i] after each): same operations per pixel, same bits. It is faster only where the
-    window's rows are not a multiple of 4 KiB apart (such rows share L1 sets and alias the loads), so the
-    buffers give their rows a padded stride (`PAD`). Taps written out: a tap loop over the tuple is not
-    unrolled before typing and runs 6x slower."""
-    b = _window21(buf, rows, c0, c1)
-    if symmetric:
-        for i in range(out.shape[0]):
-            acc = ky[10] * b[10][i] + 0.0
-            acc = fma64(ky[11], b[11][i] + b[9][i], acc)
-            acc = fma64(ky[12], b[12][i] + b[8][i], acc)
-            acc = fma64(ky[13], b[13][i] + b[7][i], acc)
-            acc = fma64(ky[14], b[14][i] + b[6][i], acc)
-            acc = fma64(ky[15], b[15][i] + b[5][i], acc)
-            acc = fma64(ky[16], b[16][i] + b[4][i], acc)
-            acc = fma64(ky[17], b[17][i] + b[3][i], acc)
-            acc = fma64(ky[18], b[18][i] + b[2][i], acc)
-            acc = fma64(ky[19], b[19][i] + b[1][i], acc)
-            acc = fma64(ky[20], b[20][i] + b[0][i], acc)
-            out[i] = acc
-    else:
-        for i in range(out.shape[0]):
-            acc = fma64(ky[11], b[11][i] - b[9][i], 0.0)
-            acc = fma64(ky[12], b[12][i] - b[8][i], acc)
-            acc = fma64(ky[13], b[13][i] - b[7][i], acc)
-            acc = fma64(ky[14], b[14][i] - b[6][i], acc)
-            acc = fma64(ky[15], b[15][i] - b[5][i], acc)
-            acc = fma64(ky[16], b[16][i] - b[4][i], acc)
-            acc = fma64(ky[17], b[17][i] - b[3][i], acc)
-            acc = fma64(ky[18], b[18][i] - b[2][i], acc)
-            acc = fma64(ky[19], b[19][i] - b[1][i], acc)
-            acc = fma64(ky[20], b[20][i] - b[0][i], acc)
-            out[i] = acc
-
-
-#: Extra columns per row of the row-pass buffers, so that their rows are not 4 KiB apart (`_columns21`).
+#: Extra columns per row of the row-pass buffers, so that their rows are not 4 KiB apart (`column21`).
 PAD = 8
 
 
@@ -165,7 +103,7 @@ def column_filter(buf: np.ndarray, rows: np.ndarray, c0: int, c1: int, ky: np.nd
     ac = ky.shape[0] // 2
     w = c1 - c0
     if ac == 10:
-        _columns21(buf, rows, c0, c1, ky, symmetric, out[:w])
+        columns21(buf, rows, c0, c1, ky, symmetric, out[:w])
     elif symmetric:
         f = ky[ac]
         b0 = buf[rows[ac], c0:c1]
@@ -189,6 +127,29 @@ def column_filter(buf: np.ndarray, rows: np.ndarray, c0: int, c1: int, ky: np.nd
 
 
 @njit(nogil=True, cache=True)
+def column_filter_pair(buf, rows, c0, c1, ky, symmetric: bool, out, out_next) -> None:
+    """`column_filter` on two adjacent output rows: buf[rows[:2 ac + 1]] the window of `out`'s row,
+    buf[rows[1:2 ac + 2]] that of `out_next`'s (the row below it)."""
+    ac = ky.shape[0] // 2
+    if ac == 10:
+        columns21_pair(buf, rows, c0, c1, ky, symmetric, out[: c1 - c0], out_next[: c1 - c0])
+    else:
+        column_filter(buf, rows[: 2 * ac + 1], c0, c1, ky, symmetric, out)
+        column_filter(buf, rows[1:], c0, c1, ky, symmetric, out_next)
+
+
+@njit(nogil=True, cache=True)
+def pair_rows(r: int, h: int, ac: int, n: int, rows: np.ndarray) -> bool:
+    """rows[:2 ac + 2] = buffer rows of tile rows r - ac .. r + 1 + ac (`window_rows`' layout), if output rows
+    r and r + 1 both have unreflected windows inside the tile; else False."""
+    if r < ac or r + 1 + ac >= h:
+        return False
+    for j in range(2 * ac + 2):
+        rows[j] = (r - ac + j) % n
+    return True
+
+
+@njit(nogil=True, cache=True)
 def _sep_filter(src: np.ndarray, kx: np.ndarray, ky: np.ndarray, col_symmetric: bool) -> np.ndarray:
     h, w = src.shape
     ar = kx.shape[0] // 2
@@ -202,10 +163,17 @@ def _sep_filter(src: np.ndarray, kx: np.ndarray, ky: np.ndarray, col_symmetric: 
             pad[j] = np.float64(src[r, colidx[j]])
         row_filter(pad, kx, buf[r, :w])
     out = np.empty((h, w), np.float64)
-    rows = np.empty(ky.shape[0], np.int64)
-    for r in range(h):
-        window_rows(r, h, ky.shape[0] // 2, h, rows)
-        column_filter(buf, rows, 0, w, ky, col_symmetric, out[r])
+    ac = ky.shape[0] // 2
+    rows = np.empty(2 * ac + 2, np.int64)
+    r = 0
+    while r < h:
+        if pair_rows(r, h, ac, h, rows):
+            column_filter_pair(buf, rows, 0, w, ky, col_symmetric, out[r], out[r + 1])
+            r += 2
+        else:
+            window_rows(r, h, ac, h, rows)
+            column_filter(buf, rows, 0, w, ky, col_symmetric, out[r])
+            r += 1
     return out
 
 
