@@ -31,6 +31,7 @@ from cellvit_trt.kernels.fp import split_index
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
 from cellvit_trt.kernels.layout import row_runs
 from cellvit_trt.kernels.radix_flood import NODES_EXTRA, flood_radix, pool_size
+from cellvit_trt.kernels.ties import tied_components
 
 __all__ = [
     "watershed_masked",
@@ -216,15 +217,16 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
                 bpix[nb] = p
                 nb += 1
     bstart[n_comp + 1] = nb
-    # ties among a component's boundary markers
+    # ties among a component's boundary markers: the hash finds the components with one, only those are sorted
     tie_max = np.full(n_comp + 1, -np.inf)
     n_watch = 0
     any_tie = False
     scratch = np.empty(nb + 1, np.float64)
+    tied = tied_components(bpix, bstart, flat_img.view(np.int64), n_comp)
     for cp in range(1, n_comp + 1):
-        a, b = bstart[cp], bstart[cp + 1]
-        if b - a < 2:
+        if not tied[cp]:
             continue
+        a, b = bstart[cp], bstart[cp + 1]
         vals = scratch[: b - a]
         for k in range(a, b):
             vals[k - a] = flat_img[bpix[k]]
