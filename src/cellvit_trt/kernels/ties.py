@@ -1,9 +1,9 @@
 """Which mask components hold two boundary markers of equal value: the watershed's only order ambiguity.
 
-`watershed.py` replays skimage's global heap only for such ties. Sorting every multi-label component's
-boundary values to look for them cost as much as a fifth of the flood (one sort per component; 0.4 ms on a
-dense tile, 0.7 ms on medium real shapes); one pass through an open-addressing hash of (component, value)
-finds the components with a tie, and the caller sorts only those.
+`watershed.py` replays skimage's global heap only for such ties, which are rare. Gathering and sorting every
+multi-label component's boundary values to look for them took 0.4 ms of a dense tile's 4 ms watershed
+(0.7 of 6 on medium real shapes); one pass through an open-addressing hash of (component, value) finds the
+components with a tie in about half that, and the caller sorts only those.
 """
 
 from __future__ import annotations
