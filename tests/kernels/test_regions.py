@@ -279,7 +279,8 @@ def test_measure_runs_and_seeds():
         expect_cut = np.zeros(int(markers.max()) + 1, bool)
         expect_cut[np.unique(markers[(markers > 0) & (fg == 0)])] = True
         comps = ndi.label(fg)[0].astype(np.int32)  # 4-connected
-        seeds, cut, single = seeds_from_runs(markers, comps, *row_runs(guide))
+        bounds = int(markers.max()), int(comps.max())
+        seeds, cut, single = seeds_from_runs(markers, comps, *row_runs(guide), *bounds)
         np.testing.assert_array_equal(seeds, np.flatnonzero((markers > 0) & (fg > 0)))
         np.testing.assert_array_equal(cut, expect_cut)
         for cp in range(1, int(comps.max()) + 1):

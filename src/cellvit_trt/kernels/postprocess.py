@@ -95,8 +95,9 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     fill_groups(marker, components, group, boxes, *runs, filled)
     opened = open_ellipse(filled, params.opening_size, ws.opened)
     marker_runs = row_runs(opened)
-    markers = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers, _NO_MEMBERS)[0]
-    seeds, cut, single = seeds_from_runs(markers, components, *marker_runs)
+    markers, _, mstart = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers, _NO_MEMBERS)
+    n_markers, n_comp = mstart.shape[0] - 2, start.shape[0] - 2
+    seeds, cut, single = seeds_from_runs(markers, components, *marker_runs, n_markers, n_comp)
     watershed_seeded_into(relief, markers, seeds, single, components, members, start, labels)
     clear_runs(components, *runs)
     clear_runs(markers, *marker_runs)

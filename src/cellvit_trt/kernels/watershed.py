@@ -83,28 +83,22 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
 
 
 @njit(nogil=True, cache=True)
-def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s):
+def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s, max_label: int, max_comp: int):
     """Watershed seeds: flat indices of the marker pixels inside `mask` in raster order (skimage's push
     order), cut[label] (that marker has pixels outside the mask) and, with `mask` the component labels of
     the mask, single[component] (int32, room for every label of `mask` present at a seed): the marker label
     of a component holding one, -1 for two or more, 0 for none. (row_ptr, c0s, c1s): the row runs of a map
-    covering the markers (`layout.row_runs`); only their pixels are visited."""
+    covering the markers (`layout.row_runs`); only their pixels are visited, once. max_label / max_comp:
+    bounds on the labels of `markers` / `mask` (a label above them raises)."""
     h, w = markers.shape
-    max_label = 0
-    max_comp = 0
-    count = 0
-    for r in range(h):
-        for i in range(row_ptr[r], row_ptr[r + 1]):
-            mrow = markers[r, c0s[i] : c1s[i]]
-            krow = mask[r, c0s[i] : c1s[i]]
-            for c in range(mrow.shape[0]):
-                if mrow[c] != 0:
-                    max_label = max(max_label, mrow[c])
-                    max_comp = max(max_comp, np.int64(krow[c]))
-                    count += krow[c] != 0
     cut = np.zeros(max_label + 1, np.bool_)
     single = np.zeros(max_comp + 1, np.int32)
-    seeds = np.empty(count, np.int64)
+    room = 0
+    for i in range(c0s.shape[0]):
+        room += c1s[i] - c0s[i]
+    seeds = np.empty(room, np.int64)
+    top_label = 0
+    top_comp = 0
     count = 0
     for r in range(h):
         for i in range(row_ptr[r], row_ptr[r + 1]):
@@ -113,18 +107,23 @@ def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s):
             krow = mask[r, c0 : c1s[i]]
             for c in range(mrow.shape[0]):
                 lab = mrow[c]
-                if lab != 0:
-                    cp = krow[c]
-                    if cp != 0:
-                        seeds[count] = r * w + c0 + c
-                        count += 1
-                        if single[cp] == 0:  # rows read in order here: cheaper than from the seeds later
-                            single[cp] = lab
-                        elif single[cp] != lab:
-                            single[cp] = -1
-                    else:
-                        cut[lab] = True
-    return seeds, cut, single
+                if lab == 0:
+                    continue
+                cp = krow[c]
+                if lab > max_label or cp > max_comp or lab < 0 or cp < 0:
+                    raise ValueError("seeds_from_runs: a label above the bound given")
+                top_label = max(top_label, lab)
+                top_comp = max(top_comp, np.int64(cp))
+                if cp != 0:
+                    seeds[count] = r * w + c0 + c
+                    count += 1
+                    if single[cp] == 0:  # rows read in order here: cheaper than from the seeds later
+                        single[cp] = lab
+                    elif single[cp] != lab:
+                        single[cp] = -1
+                else:
+                    cut[lab] = True
+    return seeds[:count], cut[: top_label + 1], single[: top_comp + 1]
 
 
 @njit(nogil=True, cache=True)
@@ -139,7 +138,8 @@ def watershed_fast(
 
     (components, members, start) describe the 4-connected components of the mask as `label4_components`
     returns them. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
-    seeds, cut, single = seeds_from_runs(markers, components, *row_runs((markers != 0).view(np.uint8)))
+    marker_runs = row_runs((markers != 0).view(np.uint8))
+    seeds, cut, single = seeds_from_runs(markers, components, *marker_runs, markers.max(), start.shape[0] - 2)
     out = watershed_seeded(image, markers, seeds, single, components, members, start)
     return out, cut
 
