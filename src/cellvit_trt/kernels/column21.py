@@ -49,32 +49,36 @@ def _window21(buf, rows, c0, c1):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _window22(buf, rows, c0, c1):
-    """`_window21` and the row below it: the windows of two adjacent output rows."""
-    return (
-        buf[rows[0], c0:c1],
-        buf[rows[1], c0:c1],
-        buf[rows[2], c0:c1],
-        buf[rows[3], c0:c1],
-        buf[rows[4], c0:c1],
-        buf[rows[5], c0:c1],
-        buf[rows[6], c0:c1],
-        buf[rows[7], c0:c1],
-        buf[rows[8], c0:c1],
-        buf[rows[9], c0:c1],
-        buf[rows[10], c0:c1],
-        buf[rows[11], c0:c1],
-        buf[rows[12], c0:c1],
-        buf[rows[13], c0:c1],
-        buf[rows[14], c0:c1],
-        buf[rows[15], c0:c1],
-        buf[rows[16], c0:c1],
-        buf[rows[17], c0:c1],
-        buf[rows[18], c0:c1],
-        buf[rows[19], c0:c1],
-        buf[rows[20], c0:c1],
-        buf[rows[21], c0:c1],
-    )
+def _symmetric(b, ky, i):
+    """Pixel i of the smoothing column filter over the 21 views b (b[10] the output row)."""
+    acc = ky[10] * b[10][i] + 0.0
+    acc = fma64(ky[11], b[11][i] + b[9][i], acc)
+    acc = fma64(ky[12], b[12][i] + b[8][i], acc)
+    acc = fma64(ky[13], b[13][i] + b[7][i], acc)
+    acc = fma64(ky[14], b[14][i] + b[6][i], acc)
+    acc = fma64(ky[15], b[15][i] + b[5][i], acc)
+    acc = fma64(ky[16], b[16][i] + b[4][i], acc)
+    acc = fma64(ky[17], b[17][i] + b[3][i], acc)
+    acc = fma64(ky[18], b[18][i] + b[2][i], acc)
+    acc = fma64(ky[19], b[19][i] + b[1][i], acc)
+    acc = fma64(ky[20], b[20][i] + b[0][i], acc)
+    return acc
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _antisymmetric(b, ky, i):
+    """Pixel i of the derivative column filter over the 21 views b (b[10] the output row)."""
+    acc = fma64(ky[11], b[11][i] - b[9][i], 0.0)
+    acc = fma64(ky[12], b[12][i] - b[8][i], acc)
+    acc = fma64(ky[13], b[13][i] - b[7][i], acc)
+    acc = fma64(ky[14], b[14][i] - b[6][i], acc)
+    acc = fma64(ky[15], b[15][i] - b[5][i], acc)
+    acc = fma64(ky[16], b[16][i] - b[4][i], acc)
+    acc = fma64(ky[17], b[17][i] - b[3][i], acc)
+    acc = fma64(ky[18], b[18][i] - b[2][i], acc)
+    acc = fma64(ky[19], b[19][i] - b[1][i], acc)
+    acc = fma64(ky[20], b[20][i] - b[0][i], acc)
+    return acc
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -83,85 +87,27 @@ def columns21(buf, rows, c0, c1, ky, symmetric, out):
     b = _window21(buf, rows, c0, c1)
     if symmetric:
         for i in range(out.shape[0]):
-            acc = ky[10] * b[10][i] + 0.0
-            acc = fma64(ky[11], b[11][i] + b[9][i], acc)
-            acc = fma64(ky[12], b[12][i] + b[8][i], acc)
-            acc = fma64(ky[13], b[13][i] + b[7][i], acc)
-            acc = fma64(ky[14], b[14][i] + b[6][i], acc)
-            acc = fma64(ky[15], b[15][i] + b[5][i], acc)
-            acc = fma64(ky[16], b[16][i] + b[4][i], acc)
-            acc = fma64(ky[17], b[17][i] + b[3][i], acc)
-            acc = fma64(ky[18], b[18][i] + b[2][i], acc)
-            acc = fma64(ky[19], b[19][i] + b[1][i], acc)
-            acc = fma64(ky[20], b[20][i] + b[0][i], acc)
-            out[i] = acc
+            out[i] = _symmetric(b, ky, i)
     else:
         for i in range(out.shape[0]):
-            acc = fma64(ky[11], b[11][i] - b[9][i], 0.0)
-            acc = fma64(ky[12], b[12][i] - b[8][i], acc)
-            acc = fma64(ky[13], b[13][i] - b[7][i], acc)
-            acc = fma64(ky[14], b[14][i] - b[6][i], acc)
-            acc = fma64(ky[15], b[15][i] - b[5][i], acc)
-            acc = fma64(ky[16], b[16][i] - b[4][i], acc)
-            acc = fma64(ky[17], b[17][i] - b[3][i], acc)
-            acc = fma64(ky[18], b[18][i] - b[2][i], acc)
-            acc = fma64(ky[19], b[19][i] - b[1][i], acc)
-            acc = fma64(ky[20], b[20][i] - b[0][i], acc)
-            out[i] = acc
+            out[i] = _antisymmetric(b, ky, i)
 
 
 @njit(nogil=True, cache=True, inline="always")
 def columns21_pair(buf, rows, c0, c1, ky, symmetric, out, out_next):
     """`columns21` for two adjacent output rows at once: buf[rows[:21]] the window of `out`'s row,
     buf[rows[1:22]] that of `out_next`'s (the row below)."""
-    b = _window22(buf, rows, c0, c1)
+    b = _window21(buf, rows, c0, c1) + (buf[rows[21], c0:c1],)
+    below = b[1:]
     if symmetric:
         for i in range(out.shape[0]):
-            acc = ky[10] * b[10][i] + 0.0
-            acc = fma64(ky[11], b[11][i] + b[9][i], acc)
-            acc = fma64(ky[12], b[12][i] + b[8][i], acc)
-            acc = fma64(ky[13], b[13][i] + b[7][i], acc)
-            acc = fma64(ky[14], b[14][i] + b[6][i], acc)
-            acc = fma64(ky[15], b[15][i] + b[5][i], acc)
-            acc = fma64(ky[16], b[16][i] + b[4][i], acc)
-            acc = fma64(ky[17], b[17][i] + b[3][i], acc)
-            acc = fma64(ky[18], b[18][i] + b[2][i], acc)
-            acc = fma64(ky[19], b[19][i] + b[1][i], acc)
-            acc = fma64(ky[20], b[20][i] + b[0][i], acc)
-            nxt = ky[10] * b[11][i] + 0.0
-            nxt = fma64(ky[11], b[12][i] + b[10][i], nxt)
-            nxt = fma64(ky[12], b[13][i] + b[9][i], nxt)
-            nxt = fma64(ky[13], b[14][i] + b[8][i], nxt)
-            nxt = fma64(ky[14], b[15][i] + b[7][i], nxt)
-            nxt = fma64(ky[15], b[16][i] + b[6][i], nxt)
-            nxt = fma64(ky[16], b[17][i] + b[5][i], nxt)
-            nxt = fma64(ky[17], b[18][i] + b[4][i], nxt)
-            nxt = fma64(ky[18], b[19][i] + b[3][i], nxt)
-            nxt = fma64(ky[19], b[20][i] + b[2][i], nxt)
-            nxt = fma64(ky[20], b[21][i] + b[1][i], nxt)
+            acc = _symmetric(b, ky, i)
+            nxt = _symmetric(below, ky, i)
             out[i] = acc
             out_next[i] = nxt
     else:
         for i in range(out.shape[0]):
-            acc = fma64(ky[11], b[11][i] - b[9][i], 0.0)
-            acc = fma64(ky[12], b[12][i] - b[8][i], acc)
-            acc = fma64(ky[13], b[13][i] - b[7][i], acc)
-            acc = fma64(ky[14], b[14][i] - b[6][i], acc)
-            acc = fma64(ky[15], b[15][i] - b[5][i], acc)
-            acc = fma64(ky[16], b[16][i] - b[4][i], acc)
-            acc = fma64(ky[17], b[17][i] - b[3][i], acc)
-            acc = fma64(ky[18], b[18][i] - b[2][i], acc)
-            acc = fma64(ky[19], b[19][i] - b[1][i], acc)
-            acc = fma64(ky[20], b[20][i] - b[0][i], acc)
-            nxt = fma64(ky[11], b[12][i] - b[10][i], 0.0)
-            nxt = fma64(ky[12], b[13][i] - b[9][i], nxt)
-            nxt = fma64(ky[13], b[14][i] - b[8][i], nxt)
-            nxt = fma64(ky[14], b[15][i] - b[7][i], nxt)
-            nxt = fma64(ky[15], b[16][i] - b[6][i], nxt)
-            nxt = fma64(ky[16], b[17][i] - b[5][i], nxt)
-            nxt = fma64(ky[17], b[18][i] - b[4][i], nxt)
-            nxt = fma64(ky[18], b[19][i] - b[3][i], nxt)
-            nxt = fma64(ky[19], b[20][i] - b[2][i], nxt)
-            nxt = fma64(ky[20], b[21][i] - b[1][i], nxt)
+            acc = _antisymmetric(b, ky, i)
+            nxt = _antisymmetric(below, ky, i)
             out[i] = acc
             out_next[i] = nxt
