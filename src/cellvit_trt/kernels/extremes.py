@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cellvit_trt.kernels.fp import reflect101
+from cellvit_trt.kernels.fp import max32, min32, reflect101
 
 __all__ = ["CELL", "error_bound", "row_bounds", "cell_bounds", "candidates"]
 
@@ -100,35 +100,17 @@ def row_bounds(src, row_taps, row_deriv, cmax, cmin):
     a = row_taps.shape[0] - 1
     pad = np.empty(w + 2 * a, np.float32)
     out = np.empty(w, np.float32)
-    lane_hi = np.empty(8, np.float32)
-    lane_lo = np.empty(8, np.float32)
     for t in range(h):
         _padded(src[t], 0, w, a, pad)
         _row_pass(pad, row_taps, out, row_deriv)
-        full = w // CELL
-        for cb in range(full):  # whole cells: 8 lanes of 4 values each, then the lanes (vectorises)
-            b = cb * CELL
-            for j in range(8):
-                x0 = out[b + j]
-                x1 = out[b + 8 + j]
-                x2 = out[b + 16 + j]
-                x3 = out[b + 24 + j]
-                lane_hi[j] = max(max(x0, x1), max(x2, x3))
-                lane_lo[j] = min(min(x0, x1), min(x2, x3))
-            mx = lane_hi[0]
-            mn = lane_lo[0]
-            for j in range(1, 8):
-                mx = max(mx, lane_hi[j])
-                mn = min(mn, lane_lo[j])
-            cmax[t, cb] = mx
-            cmin[t, cb] = mn
-        for cb in range(full, cmax.shape[1]):  # a last, narrower cell
-            seg = out[cb * CELL : w]
+        # llvm.maxnum / minnum reductions vectorise: 0.98 -> 0.79 ms per 1024-row channel than max / min
+        for cb in range(cmax.shape[1]):
+            seg = out[cb * CELL : min(w, cb * CELL + CELL)]
             mx = seg[0]
             mn = seg[0]
             for i in range(seg.shape[0]):
-                mx = max(mx, seg[i])
-                mn = min(mn, seg[i])
+                mx = max32(mx, seg[i])
+                mn = min32(mn, seg[i])
             cmax[t, cb] = mx
             cmin[t, cb] = mn
 

@@ -13,7 +13,18 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["fma64", "fma32", "min64", "max64", "reflect101", "normalize_params", "split_index", "DBL_EPSILON"]
+__all__ = [
+    "fma64",
+    "fma32",
+    "min64",
+    "max64",
+    "min32",
+    "max32",
+    "reflect101",
+    "normalize_params",
+    "split_index",
+    "DBL_EPSILON",
+]
 
 DBL_EPSILON = float(np.finfo(np.float64).eps)
 
@@ -40,27 +51,31 @@ fma32 = intrinsic(_fma(ir.FloatType(), types.float32, "fma32"))
 fma32.__doc__ = "a * b + c in float32 with one rounding (llvm.fma.f32)."
 
 
-def _minmax(llvm_name, name):
-    """llvm.minnum / llvm.maxnum on float64: min / max of two finite values. Unlike Python's min (NaN
-    branches), a running reduction of it vectorises (4x faster over a row of the Sobel output)."""
+def _minmax(llvm_name, ir_type, nb_type, name):
+    """llvm.minnum / llvm.maxnum on one float type: min / max of two finite values. Unlike Python's min
+    (NaN branches), a running reduction of it vectorises (4x faster over a row of the Sobel output)."""
 
     def typer(typingctx, a, b):
         def codegen(context, builder, signature, args):
             fn = builder.module.declare_intrinsic(
-                llvm_name, [ir.DoubleType()], ir.FunctionType(ir.DoubleType(), [ir.DoubleType()] * 2)
+                llvm_name, [ir_type], ir.FunctionType(ir_type, [ir_type] * 2)
             )
             return builder.call(fn, args)
 
-        return types.float64(types.float64, types.float64), codegen
+        return nb_type(nb_type, nb_type), codegen
 
     typer.__name__ = typer.__qualname__ = name
     return typer
 
 
-min64 = intrinsic(_minmax("llvm.minnum", "min64"))
+min64 = intrinsic(_minmax("llvm.minnum", ir.DoubleType(), types.float64, "min64"))
 min64.__doc__ = "min(a, b) of finite float64 values (llvm.minnum.f64; a zero's sign is either operand's)."
-max64 = intrinsic(_minmax("llvm.maxnum", "max64"))
+max64 = intrinsic(_minmax("llvm.maxnum", ir.DoubleType(), types.float64, "max64"))
 max64.__doc__ = "max(a, b) of finite float64 values (llvm.maxnum.f64; a zero's sign is either operand's)."
+min32 = intrinsic(_minmax("llvm.minnum", ir.FloatType(), types.float32, "min32"))
+min32.__doc__ = "min(a, b) of finite float32 values (llvm.minnum.f32; a zero's sign is either operand's)."
+max32 = intrinsic(_minmax("llvm.maxnum", ir.FloatType(), types.float32, "max32"))
+max32.__doc__ = "max(a, b) of finite float32 values (llvm.maxnum.f32; a zero's sign is either operand's)."
 
 
 @njit(nogil=True, cache=True, inline="always")
