@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 
 import cellvit_trt.kernels.postprocess as postprocess
 from cellvit_trt.kernels import PostProcessor, PostProcessParams
-from cellvit_trt.kernels.cells import measure_instances, measure_runs
+from cellvit_trt.kernels.cells import measure_instances, measure_present_into, measure_runs
 from cellvit_trt.kernels.extremes import CELL, cell_bounds, row_bounds
 from cellvit_trt.kernels.layout import cover_runs, fg_groups, row_runs
 from cellvit_trt.kernels.local_markers import fill_groups
@@ -280,9 +280,19 @@ def test_measure_runs_and_seeds():
         expect_cut[np.unique(markers[(markers > 0) & (fg == 0)])] = True
         comps = ndi.label(fg)[0].astype(np.int32)  # 4-connected
         bounds = int(markers.max()), int(comps.max())
-        seeds, cut, single = seeds_from_runs(markers, comps, *row_runs(guide), *bounds)
+        seeds, cut, seeded, single = seeds_from_runs(markers, comps, *row_runs(guide), *bounds)
         np.testing.assert_array_equal(seeds, np.flatnonzero((markers > 0) & (fg > 0)))
         np.testing.assert_array_equal(cut, expect_cut)
+        expect_seeded = np.zeros(int(markers.max()) + 1, bool)
+        expect_seeded[np.unique(markers[(markers > 0) & (fg > 0)])] = True
+        np.testing.assert_array_equal(seeded, expect_seeded)
+        # the labels a watershed from those seeds can write are the seeded ones: measuring with them given
+        # equals measuring with them found on the runs
+        flooded = np.where(fg > 0, markers, 0) * expect_seeded[markers]
+        a = measure_runs(flooded, *row_runs(fg), tm, cut)
+        b = measure_present_into(flooded, *row_runs(fg), tm, cut, np.zeros_like(flooded), seeded)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
         for cp in range(1, int(comps.max()) + 1):
             labs = np.unique(markers[(comps == cp) & (markers > 0)])
             expect = 0 if labs.size == 0 else (int(labs[0]) if labs.size == 1 else -1)

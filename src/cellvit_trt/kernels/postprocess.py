@@ -25,7 +25,7 @@ from itertools import pairwise
 import cv2
 import numpy as np
 
-from cellvit_trt.kernels.cells import measure_instances, measure_runs_into
+from cellvit_trt.kernels.cells import measure_instances, measure_present_into
 from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.energy import open_ellipse, relief_and_markers
 from cellvit_trt.kernels.inputs import as_batch
@@ -66,7 +66,8 @@ def instance_map_full(
 
 def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams, hv_range=None):
     """`instance_map_full`'s result computed only where the foreground can be affected; also returns the
-    row runs of the kept foreground (`layout.row_runs`), outside which the labels are 0. `hv_range`: the
+    labels present in it (by marker label, as long as the cut flags) and the row runs of the kept foreground
+    (`layout.row_runs`), outside which the labels are 0. `hv_range`: the
     (min, max) of each HV channel ([2, 2]), if known."""
     h, w = fg01.shape
     ws = workspace(h, w)
@@ -77,7 +78,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     labels = np.zeros((h, w), np.int32)  # calloc: pages away from the foreground are never touched
     if members.size == 0:  # no foreground: no markers, nothing to flood
         ws.dirty = False
-        return labels, np.zeros(1, np.bool_), runs
+        return labels, np.zeros(1, np.bool_), np.zeros(1, np.bool_), runs
     relief, marker = local_relief_and_markers(
         hv,
         runs,
@@ -97,12 +98,12 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     marker_runs = row_runs(opened)
     markers, _, mstart = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers, _NO_MEMBERS)
     n_markers, n_comp = mstart.shape[0] - 2, start.shape[0] - 2
-    seeds, cut, single = seeds_from_runs(markers, components, *marker_runs, n_markers, n_comp)
+    seeds, cut, seeded, single = seeds_from_runs(markers, components, *marker_runs, n_markers, n_comp)
     watershed_seeded_into(relief, markers, seeds, single, components, members, start, labels)
     clear_runs(components, *runs)
     clear_runs(markers, *marker_runs)
     ws.dirty = False
-    return labels, cut, runs
+    return labels, cut, seeded, runs
 
 
 def instance_map(
@@ -112,7 +113,7 @@ def instance_map(
     the per-label flag "marker cut by the foreground mask"; bit-identical to `instance_map_full`."""
     if not region_path_ok(params):
         return instance_map_full(fg01, hv, params)
-    labels, cut, _ = _labels_by_region(fg01, hv, params)
+    labels, cut, _, _ = _labels_by_region(fg01, hv, params)
     return labels, cut
 
 
@@ -192,8 +193,9 @@ class PostProcessor:
 
     def _one(self, fg01: np.ndarray, hv: np.ndarray, type_map: np.ndarray, hv_range=None) -> TileCells:
         if region_path_ok(self.params):
-            labels, cut, runs = _labels_by_region(fg01, hv, self.params, hv_range)
-            measured = measure_runs_into(labels, *runs, type_map, cut, labels)  # renumbered in place
+            labels, cut, seeded, runs = _labels_by_region(fg01, hv, self.params, hv_range)
+            # renumbered in place
+            measured = measure_present_into(labels, *runs, type_map, cut, labels, seeded)
         else:
             labels, cut = instance_map_full(fg01, hv, self.params)
             n_types = int(type_map.max()) + 1 if type_map.size else 1

@@ -85,13 +85,16 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
 @njit(nogil=True, cache=True)
 def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s, max_label: int, max_comp: int):
     """Watershed seeds: flat indices of the marker pixels inside `mask` in raster order (skimage's push
-    order), cut[label] (that marker has pixels outside the mask) and, with `mask` the component labels of
-    the mask, single[component] (int32, room for every label of `mask` present at a seed): the marker label
-    of a component holding one, -1 for two or more, 0 for none. (row_ptr, c0s, c1s): the row runs of a map
-    covering the markers (`layout.row_runs`); only their pixels are visited, once. max_label / max_comp:
-    bounds on the labels of `markers` / `mask` (a label above them raises)."""
+    order), cut[label] (that marker has pixels outside the mask), seeded[label] (it has pixels inside: the
+    labels the watershed's output holds, since labels spread from the seeds only; as long as cut) and, with
+    `mask` the component labels of the mask, single[component] (int32, room for every label of `mask`
+    present at a seed): the marker label of a component holding one, -1 for two or more, 0 for none.
+    (row_ptr, c0s, c1s): the row runs of a map covering the markers (`layout.row_runs`); only their pixels
+    are visited, once. max_label / max_comp: bounds on the labels of `markers` / `mask` (a label above them
+    raises)."""
     h, w = markers.shape
     cut = np.zeros(max_label + 1, np.bool_)
+    seeded = np.zeros(max_label + 1, np.bool_)
     single = np.zeros(max_comp + 1, np.int32)
     room = 0
     for i in range(c0s.shape[0]):
@@ -117,13 +120,14 @@ def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s, ma
                 if cp != 0:
                     seeds[count] = r * w + c0 + c
                     count += 1
+                    seeded[lab] = True
                     if single[cp] == 0:  # rows read in order here: cheaper than from the seeds later
                         single[cp] = lab
                     elif single[cp] != lab:
                         single[cp] = -1
                 else:
                     cut[lab] = True
-    return seeds[:count], cut[: top_label + 1], single[: top_comp + 1]
+    return seeds[:count], cut[: top_label + 1], seeded[: top_label + 1], single[: top_comp + 1]
 
 
 @njit(nogil=True, cache=True)
@@ -139,7 +143,8 @@ def watershed_fast(
     (components, members, start) describe the 4-connected components of the mask as `label4_components`
     returns them. Returns (int32 labels, bool cut[max_label+1]) like `watershed_masked`."""
     marker_runs = row_runs((markers != 0).view(np.uint8))
-    seeds, cut, single = seeds_from_runs(markers, components, *marker_runs, markers.max(), start.shape[0] - 2)
+    bounds = markers.max(), start.shape[0] - 2
+    seeds, cut, _, single = seeds_from_runs(markers, components, *marker_runs, *bounds)
     out = watershed_seeded(image, markers, seeds, single, components, members, start)
     return out, cut
 
