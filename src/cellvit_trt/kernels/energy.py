@@ -64,11 +64,16 @@ def relief_and_markers(
 _ELLIPSES: dict[int, np.ndarray] = {}
 
 
-def open_ellipse(marker: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """cv2.morphologyEx(MORPH_OPEN) with the size x size elliptic element (default border handling), into
-    `out` if given."""
+def structuring_ellipse(size: int) -> np.ndarray:
+    """cv2.getStructuringElement(MORPH_ELLIPSE, (size, size)), made once per size."""
     kernel = _ELLIPSES.get(size)
     if kernel is None:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
         _ELLIPSES[size] = kernel
-    return cv2.morphologyEx(marker, cv2.MORPH_OPEN, kernel, dst=out)
+    return kernel
+
+
+def open_ellipse(marker: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """cv2.morphologyEx(MORPH_OPEN) with the size x size elliptic element (default border handling), into
+    `out` if given."""
+    return cv2.morphologyEx(marker, cv2.MORPH_OPEN, structuring_ellipse(size), dst=out)

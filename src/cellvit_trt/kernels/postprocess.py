@@ -39,6 +39,7 @@ from cellvit_trt.kernels.morphology import (
     label4_filtered,
     label4_runs_into,
 )
+from cellvit_trt.kernels.opening import open_ellipse_binary
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.replicas import gaussian_taps, region_path_ok
 from cellvit_trt.kernels.table import CellTable, TileCells
@@ -94,7 +95,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     filled = ws.filled
     np.copyto(filled, marker)
     fill_groups(marker, components, group, boxes, *runs, filled)
-    opened = open_ellipse(filled, params.opening_size, ws.opened)
+    opened = open_ellipse_binary(filled, params.opening_size, ws.opened)
     marker_runs = row_runs(opened)
     markers, _, mstart = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers, _NO_MEMBERS)
     n_markers, n_comp = mstart.shape[0] - 2, start.shape[0] - 2
