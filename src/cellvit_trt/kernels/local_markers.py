@@ -7,7 +7,7 @@
   groups G of the holes of (markers in G), and those lie in G's bounding box. `fill_groups` floods each box
   (grown by one pixel, whose rim is outside) from its rim, for the few groups whose markers could enclose
   anything at all (a row with a gap between two of their markers).
-- The opening and the labelling then run on the whole tile with OpenCV and `label4_filtered`, which skips
+- The opening (`opening.py`) and the labelling then run on the whole tile, the labelling skipping
   empty 8-pixel words; the watershed seeds come from the opened markers' row runs.
 """
 

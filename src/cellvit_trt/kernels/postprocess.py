@@ -10,9 +10,9 @@ Steps (upstream `DetectionCellPostProcessor`, WSI path; docs/kernels.md maps the
 Steps 2-5 run only where the foreground can be affected (`_labels_by_region`: foreground pixels, foreground
 groups' boxes; docs/kernels.md "Regions" says why that is exact), so a tile costs about in proportion to its
 nuclei. What stays tile-wide: one pass over the HV maps for their extremes, a float32 row pass bounding the
-Sobel extremes, OpenCV's opening, and scans that skip empty 8-pixel words. Where the region kernels are not
-proven identical to OpenCV on this machine (`replicas.region_path_ok`) the whole-tile path runs instead
-(`instance_map_full`).
+Sobel extremes, the opening (`opening.py`), and scans that skip empty 8-pixel words. Where the region
+kernels are not proven identical to OpenCV on this machine (`replicas.region_path_ok`) the whole-tile path
+runs instead (`instance_map_full`).
 Every heavy step releases the GIL, so `process_batch(..., workers=k)` scales over threads.
 """
 
