@@ -187,6 +187,8 @@ def test_sobel_extremes_are_the_whole_tile_extremes():
         cover, _, runs = cover_runs(h, w, *row_runs(binary), 16, 0.25)
         for got, want in zip(runs, row_runs(cover), strict=True):  # its runs are the cover's maximal runs
             np.testing.assert_array_equal(got, want)
+        assert np.all(cover[binary > 0] == 1)
+        np.testing.assert_array_equal(cover[0 : h - 1 : 2], cover[1:h:2])  # rows (0, 1), (2, 3)... paired
         for dx, filt in ((1, sobel_x), (0, sobel_y)):
             out = np.full((h, w), np.nan)
             vmin, vmax = sobel_at_runs(src, dx, ksize, cover, runs, out)

@@ -137,46 +137,74 @@ def cover_runs(h: int, w: int, row_ptr, c0s, c1s, gap: int, full_row: float):
 
 @njit(nogil=True, cache=True)
 def cover_runs_into(cover, row_ptr, c0s, c1s, gap: int, full_row: float):
-    """uint8 [h, w] map covering the row runs given (`row_runs`) with few long runs: the runs with gaps
-    shorter than `gap` (>= 8) closed and widths rounded up to 8, and whole rows where the runs cover at least
-    `full_row` of the row. Per-pixel work on it costs less than on many short runs (each costs a few loop
-    set-ups). Returns (cover, its pixel count, its row runs as `row_runs` gives them: the widened runs stay
-    disjoint and apart, since widening moves an end by at most 7 pixels). `cover` is zero on entry."""
+    """uint8 [h, w] map covering the row runs given (`row_runs`) with few long runs: rows taken in pairs
+    (0, 1), (2, 3), ... whose runs are united, the gaps shorter than `gap` (>= 8) closed and the widths
+    rounded up to 8, the same runs for both rows of a pair, and both rows whole where the runs of either
+    cover at least `full_row` of it. Per-pixel work on it costs less than on many short runs (each costs a
+    few loop set-ups), and the exact Sobel filters two rows with the same runs in one pass
+    (`local_sobel.exact_runs`). Returns (cover, its pixel count, its row runs as `row_runs` gives them: the
+    widened runs stay disjoint and apart, since widening moves an end by at most 7 pixels). `cover` is zero
+    on entry."""
     h, w = cover.shape
     out_ptr = np.zeros(h + 1, np.int64)
-    out0 = np.empty(c0s.shape[0] + 1, np.int64)
-    out1 = np.empty(c0s.shape[0] + 1, np.int64)
+    out0 = np.empty(2 * c0s.shape[0] + 2, np.int64)
+    out1 = np.empty(2 * c0s.shape[0] + 2, np.int64)
     n = 0
     n_cover = 0
-    for r in range(h):
-        first = row_ptr[r]
-        last = row_ptr[r + 1]
-        covered = 0
-        for i in range(first, last):
-            covered += c1s[i] - c0s[i]
-        if first < last and covered >= full_row * w:
-            cover[r, :] = 1
-            n_cover += w
+    for top in range(0, h, 2):
+        last_row = min(top + 1, h - 1)
+        first = row_ptr[top]
+        last = row_ptr[last_row + 1]
+        if first == last:  # neither row has a run
+            for r in range(top, last_row + 1):
+                out_ptr[r + 1] = n
+            continue
+        whole = False
+        for r in range(top, last_row + 1):
+            covered = 0
+            for i in range(row_ptr[r], row_ptr[r + 1]):
+                covered += c1s[i] - c0s[i]
+            whole |= row_ptr[r + 1] > row_ptr[r] and covered >= full_row * w
+        pair_start = n
+        if whole:
             out0[n] = 0
             out1[n] = w
             n += 1
-            out_ptr[r + 1] = n
-            continue
-        i = first
-        while i < last:
-            start = c0s[i]
-            end = c1s[i]
-            while i + 1 < last and c0s[i + 1] - end < gap:
-                i += 1
-                end = c1s[i]
-            start, end = _round8(start, end, w)
-            cover[r, start:end] = 1
-            n_cover += end - start
-            out0[n] = start
-            out1[n] = end
+        else:
+            i = row_ptr[top]  # the two rows' runs, merged in column order (each row's are sorted)
+            j = row_ptr[last_row] if last_row > top else row_ptr[top + 1]
+            end_i = row_ptr[top + 1]
+            end_j = last
+            start = -1
+            end = -1
+            while i < end_i or j < end_j:
+                if j >= end_j or (i < end_i and c0s[i] <= c0s[j]):
+                    a, b = c0s[i], c1s[i]
+                    i += 1
+                else:
+                    a, b = c0s[j], c1s[j]
+                    j += 1
+                if start >= 0 and a - end < gap:
+                    end = max(end, b)
+                    continue
+                if start >= 0:
+                    out0[n], out1[n] = _round8(start, end, w)
+                    n += 1
+                start = a
+                end = b
+            out0[n], out1[n] = _round8(start, end, w)
             n += 1
-            i += 1
-        out_ptr[r + 1] = n
+        n_pair = n - pair_start
+        for r in range(top, last_row + 1):
+            if r > top:  # the same runs again for the second row
+                for k in range(n_pair):
+                    out0[n + k] = out0[pair_start + k]
+                    out1[n + k] = out1[pair_start + k]
+                n += n_pair
+            for k in range(n - n_pair, n):
+                cover[r, out0[k] : out1[k]] = 1
+                n_cover += out1[k] - out0[k]
+            out_ptr[r + 1] = n
     return cover, n_cover, (out_ptr, out0[:n], out1[:n])
 
 
