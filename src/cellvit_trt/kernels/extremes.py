@@ -103,7 +103,7 @@ def row_bounds(src, row_taps, row_deriv, cmax, cmin):
     for t in range(h):
         _padded(src[t], 0, w, a, pad)
         _row_pass(pad, row_taps, out, row_deriv)
-        # llvm.maxnum / minnum reductions vectorise: 0.98 -> 0.79 ms per 1024-row channel than max / min
+        # llvm.maxnum / minnum reductions vectorise, Python's max / min do not: 0.98 -> 0.79 ms per channel
         for cb in range(cmax.shape[1]):
             seg = out[cb * CELL : min(w, cb * CELL + CELL)]
             mx = seg[0]

@@ -172,8 +172,7 @@ def cover_runs_into(cover, row_ptr, c0s, c1s, gap: int, full_row: float):
             n += 1
         else:
             i = row_ptr[top]  # the two rows' runs, merged in column order (each row's are sorted)
-            j = row_ptr[last_row] if last_row > top else row_ptr[top + 1]
-            end_i = row_ptr[top + 1]
+            j = end_i = row_ptr[top + 1]  # the second row's runs (none when top is the last row)
             end_j = last
             start = -1
             end = -1

@@ -68,8 +68,8 @@ def instance_map_full(
 def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams, hv_range=None):
     """`instance_map_full`'s result computed only where the foreground can be affected; also returns the
     labels present in it (by marker label, as long as the cut flags) and the row runs of the kept foreground
-    (`layout.row_runs`), outside which the labels are 0. `hv_range`: the
-    (min, max) of each HV channel ([2, 2]), if known."""
+    (`layout.row_runs`), outside which the labels are 0. `hv_range`: the (min, max) of each HV channel
+    ([2, 2]), if known."""
     h, w = fg01.shape
     ws = workspace(h, w)
     ws.begin()
