@@ -141,8 +141,11 @@ class Dispatcher:
         if ready:
             ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
         for ref in ready:
-            kind, slot = self.refs.pop(ref)
+            # Popped only once handled: a Ctrl-C inside a handler (ray.get can block) leaves the result to
+            # `_interrupt`, which handles it again instead of losing a finished slide's outcome.
+            kind, slot = self.refs[ref]
             getattr(self, f"_on_{kind}")(slot, ref)
+            self.refs.pop(ref, None)
 
     def _dispatch(self) -> None:
         for slot in self.slots:
@@ -206,11 +209,13 @@ class Dispatcher:
             pass  # the worker died: its run() result says so
 
     def _on_run(self, slot: Slot, ref: Any) -> None:
-        task, slot.task = slot.task, None
-        assert task is not None
+        task = slot.task
+        if task is None:  # handled already, then interrupted before its ref was dropped (`_step`)
+            return
         try:
             outcome = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as exc:
+            slot.task = None
             self._worker_died(slot, exc)
             if self.stopping:
                 self._finish(
@@ -221,6 +226,7 @@ class Dispatcher:
             return
         except self.ray.exceptions.RayError as exc:  # not the slide's own error (those are outcomes)
             outcome = Outcome("failed", error=f"{task.item.path}: {type(exc).__name__}: {_first_line(exc)}")
+        slot.task = None
         slot.deaths = 0
         self._finish(task, outcome)
 
