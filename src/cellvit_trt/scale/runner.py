@@ -226,9 +226,9 @@ class Dispatcher:
             return
         except self.ray.exceptions.RayError as exc:  # not the slide's own error (those are outcomes)
             outcome = Outcome("failed", error=f"{task.item.path}: {type(exc).__name__}: {_first_line(exc)}")
-        slot.task = None
         slot.deaths = 0
-        self._finish(task, outcome)
+        self._finish(task, outcome)  # idempotent: handled again after a Ctrl-C here, it records the same
+        slot.task = None
 
     def _finish(self, task: Task, outcome: Outcome) -> None:
         item = self.items[task.item.index]
