@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from cellvit_trt.kernels.layout import _next_clear, _next_set
 from cellvit_trt.kernels.morphology import _root
 
 __all__ = ["fill_groups"]
@@ -79,6 +80,8 @@ def fill_groups(marker, labels, group, boxes, row_ptr, c0s, c1s, filled):
             biggest = max(biggest, bh * bw)
     # per box: the row runs of non-barrier pixels (barrier: this group's markers), joined 4-connected with
     # union-find; runs in a component that reaches the box's rim are outside, the others are holes
+    flat = marker.reshape(-1)
+    words = flat[: flat.shape[0] // 8 * 8].view(np.uint64)
     parent = np.empty(biggest, np.int64)
     rs = np.empty(biggest, np.int64)
     re = np.empty(biggest, np.int64)
@@ -99,17 +102,25 @@ def fill_groups(marker, labels, group, boxes, row_ptr, c0s, c1s, filled):
         prev_lo = 0
         prev_hi = 0
         for r in range(bh):
-            mrow = marker[r0 + r, c0:c1]
             lrow = labels[r0 + r, c0:c1]
+            base = (r0 + r) * w + c0  # flat index of the box row's first pixel
+            end = base + bw
             cur_lo = n
             c = 0
+            # A row run of marker pixels lies in one component (its pixels are 4-adjacent foreground), so in
+            # one group: runs are skipped whole (word scans), the group read once per run.
             while c < bw:
-                if mrow[c] != 0 and group[lrow[c]] == me:
-                    c += 1
+                if flat[base + c] != 0 and group[lrow[c]] == me:
+                    c = _next_clear(flat, words, base + c, end) - base
                     continue
                 s = c
-                while c < bw and not (mrow[c] != 0 and group[lrow[c]] == me):
-                    c += 1
+                while c < bw:
+                    if flat[base + c] == 0:
+                        c = _next_set(flat, words, base + c, end) - base
+                    elif group[lrow[c]] == me:
+                        break
+                    else:  # another group's markers: not a barrier here
+                        c = _next_clear(flat, words, base + c, end) - base
                 rs[n] = s
                 re[n] = c
                 rrow[n] = r
