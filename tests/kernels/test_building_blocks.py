@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from cellvit_trt.kernels.cells import measure_runs
 from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.halfs import half_to_float
 from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
@@ -106,7 +107,7 @@ def test_contours_match_opencv_first_contour():
         r0, c0 = ys.min(), xs.min()
         crop = (tile[r0 : ys.max() + 1, c0 : xs.max() + 1] == 7).astype(np.uint8)
         ref = cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].reshape(-1, 2) + [c0, r0]
-        pts, _, _ = trace_first_contours(tile, np.array([7]), np.array([xs[0]]), np.array([ys[0]]))
+        pts, _ = trace_first_contours(tile, np.array([7]), np.array([xs[0]]), np.array([ys[0]]))
         np.testing.assert_array_equal(pts, ref)
 
 
@@ -138,30 +139,58 @@ def test_half_to_float_plane_extremes():
         np.testing.assert_array_equal(ext[..., 1], ref.max(axis=(2, 3)))
 
 
-def test_contours_flag_instances_in_pieces():
+def _runs_cut_at_random(fg: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row runs covering fg's pixels, some cut in two where they touch (runs need not be maximal)."""
+    ptr, c0s, c1s = [0], [], []
+    for row in fg:
+        c = 0
+        while c < row.size:
+            if not row[c]:
+                c += 1
+                continue
+            e = c
+            while e < row.size and row[e]:
+                e += 1
+            cuts = sorted({int(x) for x in rng.integers(c + 1, e + 1, 2)} | {c, e}) if e - c > 1 else [c, e]
+            c0s += cuts[:-1]
+            c1s += cuts[1:]
+            c = e
+        ptr.append(len(c0s))
+    return np.array(ptr, np.int64), np.array(c0s, np.int64), np.array(c1s, np.int64)
+
+
+def test_measure_flags_instances_in_pieces():
+    """`split` is True exactly for the cut instances in several 8-connected pieces (runs touching end to
+    start included); the single-piece ones get OpenCV's first contour."""
     rng = np.random.default_rng(3)
-    n_pieces = 0
+    n_pieces = n_whole = 0
     for _ in range(300):
-        h, w = rng.integers(2, 12, 2)
-        m = rng.random((h, w)) < rng.uniform(0.2, 0.7)
-        if not m.any():
-            continue
+        h, w = (int(v) for v in rng.integers(2, 14, 2))
         tile = np.zeros((h + 4, w + 4), np.int32)
-        tile[2 : 2 + h, 2 : 2 + w][m] = 9
-        tile[2 : 2 + h, 2 : 2 + w][~m & (rng.random(m.shape) < 0.3)] = 4  # other instances around
-        ys, xs = np.nonzero(tile == 9)
-        bbox = np.array([[ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]])
-        pts, off, pieces = trace_first_contours(
-            tile, np.array([9]), xs[:1], ys[:1], np.array([True]), bbox, np.array([ys.size])
-        )
-        several = ndi.label(m, structure=np.ones((3, 3)))[1] > 1
-        assert bool(pieces[0]) == several
-        n_pieces += several
-        if not several:
-            crop = (tile[bbox[0, 0] : bbox[0, 2], bbox[0, 1] : bbox[0, 3]] == 9).astype(np.uint8)
+        body = tile[2 : 2 + h, 2 : 2 + w]
+        for lab in (9, 4, 6):  # later labels paint over earlier ones
+            body[rng.random((h, w)) < rng.uniform(0.1, 0.5)] = lab
+        cut = np.zeros(10, np.bool_)
+        cut[[9, 4]] = True  # 6 is never flagged, whatever its shape
+        runs = _runs_cut_at_random(tile > 0, rng)
+        measured = measure_runs(tile, *runs, np.zeros(tile.shape, np.uint8), cut)
+        inst, split, first_x, first_y = measured[0], measured[9], measured[7], measured[8]
+        present = np.unique(tile[tile > 0])
+        for new_id, lab in enumerate(present, start=1):
+            several = ndi.label(tile == lab, structure=np.ones((3, 3)))[1] > 1
+            assert bool(split[new_id - 1]) == (several and bool(cut[lab])), (lab, tile)
+            n_pieces += several and bool(cut[lab])
+        whole = np.flatnonzero(~split)
+        pts, off = trace_first_contours(inst, whole + 1, first_x[whole], first_y[whole])
+        for k, i in enumerate(whole):
+            ys, xs = np.nonzero(inst == i + 1)
+            crop = (inst[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] == i + 1).astype(np.uint8)
+            if ndi.label(crop, structure=np.ones((3, 3)))[1] > 1:
+                continue  # in pieces but never cut: not the contour tracer's case
             ref = cv2.findContours(crop, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0][0].reshape(-1, 2)
-            np.testing.assert_array_equal(pts, ref + [bbox[0, 1], bbox[0, 0]])
-    assert n_pieces > 20
+            np.testing.assert_array_equal(pts[off[k] : off[k + 1]], ref + [xs.min(), ys.min()])
+            n_whole += 1
+    assert n_pieces > 50 and n_whole > 50
 
 
 def test_binary_opening_matches_opencv():

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from cellvit_trt.kernels.morphology import _root
+
 __all__ = ["measure_instances", "measure_runs", "measure_runs_into", "measure_present_into"]
 
 
@@ -25,8 +27,9 @@ def measure_instances(labels: np.ndarray, type_map: np.ndarray, n_types: int, cu
     """Renumber and measure: (inst_map int32, bbox int32[N,4], area int64[N], m10 int64[N], m01 int64[N],
     type int16[N], type_count int64[N], first_x int64[N], first_y int64[N], split bool[N]).
 
-    `cut[raw_label]` marks watershed labels whose marker was cut by the mask (the instance may be split);
-    (first_x, first_y) is each instance's first pixel in raster order, where OpenCV starts its outer border.
+    `cut[raw_label]` marks watershed labels whose marker was cut by the mask: only their instances can be
+    in several 8-connected pieces, and `split` says which are (found in the same pass). (first_x, first_y)
+    is each instance's first pixel in raster order, where OpenCV starts its outer border.
     Visits the whole tile (`measure_runs` visits given runs); `n_types` is kept for callers (the type vote
     only sees the classes present).
     """
@@ -90,6 +93,42 @@ def measure_runs_into(labels, row_ptr, c0s, c1s, type_map, cut, inst):
     return measure_present_into(labels, row_ptr, c0s, c1s, type_map, cut, inst, present)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _add_segment(i, r, c, e, n_seg, pieces):
+    """Record instance i's segment [c, e) of row r (segments come in raster order) and join it to the
+    instance's 8-adjacent segments on the row above and the touching one on its left; `count[i]` is the
+    number of pieces so far. Returns the new number of segments."""
+    count, last_row, head, head_above, start, end, parent, nxt = pieces
+    if last_row[i] != r:
+        head_above[i] = head[i] if last_row[i] == r - 1 else -1
+        head[i] = -1
+        last_row[i] = r
+    s = n_seg
+    start[s] = c
+    end[s] = e
+    parent[s] = s
+    count[i] += 1
+    j = head_above[i]
+    while j != -1:
+        if start[j] <= e and c <= end[j]:  # [start, end) and [c, e) 8-adjacent
+            a = _root(parent, j)
+            b = _root(parent, s)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+                count[i] -= 1
+        j = nxt[j]
+    j = head[i]  # the instance's previous segment on this row: joined only if it ends where this one starts
+    if j != -1 and end[j] == c:
+        a = _root(parent, j)
+        b = _root(parent, s)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+            count[i] -= 1
+    nxt[s] = head[i]
+    head[i] = s
+    return n_seg + 1
+
+
 @njit(nogil=True, cache=True)
 def measure_present_into(labels, row_ptr, c0s, c1s, type_map, cut, inst, present):
     """`measure_runs_into` given present[label]: True exactly for the labels on the runs (the watershed's
@@ -125,6 +164,21 @@ def measure_present_into(labels, row_ptr, c0s, c1s, type_map, cut, inst, present
     for lab in range(1, max_label + 1):
         if present[lab]:
             split[remap[lab] - 1] = lab < cut.shape[0] and cut[lab]
+    room = 0
+    for k in range(c0s.shape[0]):
+        room += c1s[k] - c0s[k]
+    # 8-connected pieces of the cut instances, by union-find over their row segments (`_add_segment`)
+    pieces = (
+        np.zeros(n, np.int64),  # count
+        np.full(n, -2, np.int64),  # last row seen
+        np.full(n, -1, np.int64),  # head of the segments on that row
+        np.full(n, -1, np.int64),  # head of those on the row above it
+        np.empty(room, np.int64),  # segment start
+        np.empty(room, np.int64),  # segment end (exclusive)
+        np.empty(room, np.int64),  # parent
+        np.empty(room, np.int64),  # next segment of the same instance and row
+    )
+    n_seg = 0
     for r in range(h):
         lrow = labels[r]
         trow = type_map[r]
@@ -156,5 +210,9 @@ def measure_present_into(labels, row_ptr, c0s, c1s, type_map, cut, inst, present
                     bbox[i, 2] = r
                     if e - 1 > bbox[i, 3]:
                         bbox[i, 3] = e - 1
+                    if split[i]:
+                        n_seg = _add_segment(i, r, c, e, n_seg, pieces)
                 c = e
+    for i in range(n):
+        split[i] = split[i] and pieces[0][i] > 1
     return _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split)

@@ -6,8 +6,8 @@ searched clockwise starting up-left, each next one counter-clockwise from the di
 from, and CHAIN_APPROX_SIMPLE keeps a pixel only where the chain code changes. Tracing on the tile with
 "== id" equals tracing on the zero-padded bbox crop, because every pixel of the instance lies inside its bbox.
 
-Instances that may be in pieces (their marker was cut by the foreground mask) are checked for
-8-connectivity; those really in pieces are left to cv2.findContours by the caller.
+Instances in several 8-connected pieces (found by the measure pass, `cells.py`) are left to
+cv2.findContours by the caller.
 `tests/kernels/test_building_blocks.py` checks equality with cv2 on random shapes, holes included.
 """
 
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-
-from cellvit_trt.kernels.morphology import _root
 
 __all__ = ["trace_first_contours"]
 
@@ -84,65 +82,16 @@ def _trace(inst, lab, x0, y0, dx, dy, out, start):
 
 
 @njit(nogil=True, cache=True)
-def _one_piece(inst, lab, r0, c0, r1, c1, parent, rs, re):
-    """True if the pixels of `lab` inside its bbox form one 8-connected component: their row runs, joined
-    with union-find where runs of consecutive rows overlap or touch diagonally. `parent`, `rs`, `re`:
-    scratch with room for one entry per pixel of `lab`."""
-    n = 0
-    pieces = 0
-    prev_lo = 0
-    prev_hi = 0
-    for r in range(r0, r1):
-        row = inst[r]
-        cur_lo = n
-        c = c0
-        while c < c1:
-            if row[c] != lab:
-                c += 1
-                continue
-            s = c
-            while c < c1 and row[c] == lab:
-                c += 1
-            rs[n] = s
-            re[n] = c
-            parent[n] = n
-            pieces += 1
-            for j in range(prev_lo, prev_hi):  # [rs, re) and [s, c) 8-adjacent: rs <= c and s <= re
-                if rs[j] <= c and s <= re[j]:
-                    x = _root(parent, j)
-                    y = _root(parent, n)
-                    if x != y:
-                        parent[max(x, y)] = min(x, y)
-                        pieces -= 1
-            n += 1
-        prev_lo = cur_lo
-        prev_hi = n
-    return pieces == 1
-
-
-@njit(nogil=True, cache=True)
-def _trace_all(inst, labels, first_x, first_y, check, bbox, area, capacity):
+def _trace_all(inst, labels, first_x, first_y, skip, capacity):
     out = np.empty((capacity, 2), np.int32)
     offsets = np.zeros(labels.shape[0] + 1, np.int64)
-    pieces = np.zeros(labels.shape[0], np.bool_)
-    room = 1
-    for k in range(labels.shape[0]):
-        if check[k]:
-            room = max(room, area[k])
-    parent = np.empty(room, np.int64)
-    rs = np.empty(room, np.int64)
-    re = np.empty(room, np.int64)
     n = 0
     for k in range(labels.shape[0]):
-        lab = labels[k]
-        if check[k] and not _one_piece(
-            inst, lab, bbox[k, 0], bbox[k, 1], bbox[k, 2], bbox[k, 3], parent, rs, re
-        ):
-            pieces[k] = True
+        if skip[k]:
             offsets[k + 1] = n
             continue
         while True:
-            got = _trace(inst, lab, first_x[k], first_y[k], _DX, _DY, out, n)
+            got = _trace(inst, labels[k], first_x[k], first_y[k], _DX, _DY, out, n)
             if got >= 0:
                 break
             bigger = np.empty((out.shape[0] * 2, 2), np.int32)
@@ -150,29 +99,23 @@ def _trace_all(inst, labels, first_x, first_y, check, bbox, area, capacity):
             out = bigger
         n += got
         offsets[k + 1] = n
-    return out[:n], offsets, pieces
+    return out[:n], offsets
 
 
-def trace_first_contours(inst, labels, first_x, first_y, check=None, bbox=None, area=None):
-    """(points int32 [P, 2] (x, y), offsets int64 [K+1], in_pieces bool [K]) for the given labels.
-
-    Labels flagged in `check` (instances that may be in pieces) are first tested for 8-connectivity inside
-    their bbox (int [K, 4] = r0, c0, r1, c1; `area` their pixel counts); those in several pieces get an empty
-    entry and `in_pieces` True: OpenCV's choice of first contour among pieces is left to OpenCV.
-    """
+def trace_first_contours(inst, labels, first_x, first_y, skip=None):
+    """(points int32 [P, 2] (x, y), offsets int64 [K+1]): the first OpenCV contour of each given label,
+    traced from its first pixel. Labels flagged in `skip` (instances in several 8-connected pieces,
+    `cells.measure_instances`' split) get an empty entry: OpenCV's choice of first contour among pieces is
+    left to OpenCV."""
     k = int(labels.shape[0])
-    if check is None:
-        check = np.zeros(k, np.bool_)
-        bbox = np.zeros((k, 4), np.int64)
-        area = np.zeros(k, np.int64)
+    if skip is None:
+        skip = np.zeros(k, np.bool_)
     capacity = max(1024, 64 * k)
     return _trace_all(
         inst,
         labels.astype(np.int32),
         first_x.astype(np.int64),
         first_y.astype(np.int64),
-        np.ascontiguousarray(check, dtype=np.bool_),
-        np.ascontiguousarray(bbox, dtype=np.int64),
-        np.ascontiguousarray(area, dtype=np.int64),
+        np.ascontiguousarray(skip, dtype=np.bool_),
         capacity,
     )

@@ -126,15 +126,9 @@ def _cell_table(
         # upstream visits np.unique(inst)[1:], assuming the first value is background: on a tile without any
         # background pixel it silently skips instance 1. Reproduced for parity.
         candidates = candidates[candidates != 0]
-    points, offsets, pieces = trace_first_contours(
-        inst,
-        candidates + 1,
-        first_x[candidates],
-        first_y[candidates],
-        split[candidates],
-        bbox[candidates],
-        area[candidates],
-    )
+    pieces = split[candidates]
+    first = first_x[candidates], first_y[candidates]
+    points, offsets = trace_first_contours(inst, candidates + 1, *first, pieces)
     bounds = offsets.tolist()  # Python ints: slicing with NumPy scalars costs ~3x more per cell
     contours = [points[a:b] for a, b in pairwise(bounds)]
     n_points = np.diff(offsets)
