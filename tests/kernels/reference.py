@@ -85,3 +85,22 @@ def cell_dict(inst: np.ndarray, type_map: np.ndarray) -> dict:
 def post_process(fg01, hv, type_map, ksize=21, object_size=10):
     inst = remap(proc_np_hv(fg01, hv, ksize, object_size))
     return inst, cell_dict(inst, type_map)
+
+
+def expected_cut(markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Our watershed's cut flag per marker label, by its definition: the marker has a pixel outside the
+    mask whose 8 neighbours are not all in-mask pixels of the same marker (such "holes" cannot disconnect
+    the marker's in-mask part)."""
+    h, w = markers.shape
+    cut = np.zeros(int(markers.max()) + 1, bool)
+    for r, c in zip(*np.nonzero((markers > 0) & (mask == 0)), strict=True):
+        lab = markers[r, c]
+        ring = np.ones((3, 3), bool)
+        ring[1, 1] = False
+        if not (0 < r < h - 1 and 0 < c < w - 1):
+            cut[lab] = True
+            continue
+        around = (slice(r - 1, r + 2), slice(c - 1, c + 2))
+        if not np.all((markers[around][ring] == lab) & (mask[around][ring] != 0)):
+            cut[lab] = True
+    return cut

@@ -25,6 +25,7 @@ from cellvit_trt.kernels.replicas import region_path_ok
 from cellvit_trt.kernels.sobel import sobel_kernels, sobel_x, sobel_y
 from cellvit_trt.kernels.watershed import seeds_from_runs
 
+from .reference import expected_cut
 from .synth_maps import maps_from_instances, random_instances, random_mix
 
 X40 = PostProcessParams()
@@ -278,8 +279,7 @@ def test_measure_runs_and_seeds():
             np.testing.assert_array_equal(x, y)
         markers = np.where(rng.random((h, w)) < 0.3, rng.integers(1, 7, (h, w)), 0).astype(np.int32)
         guide = ((markers > 0) | (rng.random((h, w)) < 0.2)).astype(np.uint8)  # covers the markers
-        expect_cut = np.zeros(int(markers.max()) + 1, bool)
-        expect_cut[np.unique(markers[(markers > 0) & (fg == 0)])] = True
+        expect_cut = expected_cut(markers, fg)
         comps = ndi.label(fg)[0].astype(np.int32)  # 4-connected
         bounds = int(markers.max()), int(comps.max())
         seeds, cut, seeded, single = seeds_from_runs(markers, comps, *row_runs(guide), *bounds)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cellvit_trt.kernels.morphology import _root
+from cellvit_trt.kernels.pieces import one_piece
 
 __all__ = ["measure_instances", "measure_runs", "measure_runs_into", "measure_present_into"]
 
@@ -93,40 +93,21 @@ def measure_runs_into(labels, row_ptr, c0s, c1s, type_map, cut, inst):
     return measure_present_into(labels, row_ptr, c0s, c1s, type_map, cut, inst, present)
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _add_segment(i, r, c, e, n_seg, pieces):
-    """Record instance i's segment [c, e) of row r (segments come in raster order) and join it to the
-    instance's 8-adjacent segments on the row above and the touching one on its left; `count[i]` is the
-    number of pieces so far. Returns the new number of segments."""
-    count, last_row, head, head_above, start, end, parent, nxt = pieces
-    if last_row[i] != r:
-        head_above[i] = head[i] if last_row[i] == r - 1 else -1
-        head[i] = -1
-        last_row[i] = r
-    s = n_seg
-    start[s] = c
-    end[s] = e
-    parent[s] = s
-    count[i] += 1
-    j = head_above[i]
-    while j != -1:
-        if start[j] <= e and c <= end[j]:  # [start, end) and [c, e) 8-adjacent
-            a = _root(parent, j)
-            b = _root(parent, s)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-                count[i] -= 1
-        j = nxt[j]
-    j = head[i]  # the instance's previous segment on this row: joined only if it ends where this one starts
-    if j != -1 and end[j] == c:
-        a = _root(parent, j)
-        b = _root(parent, s)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-            count[i] -= 1
-    nxt[s] = head[i]
-    head[i] = s
-    return n_seg + 1
+@njit(nogil=True, cache=True)
+def _settle(inst, split, bbox, area) -> None:
+    """split[i] stays True only for the flagged instances in several 8-connected pieces, checked on the
+    renumbered map `inst` (bbox still inclusive here)."""
+    room = 1
+    for i in range(split.shape[0]):
+        if split[i]:
+            room = max(room, area[i])
+    parent = np.empty(room, np.int64)
+    rs = np.empty(room, np.int64)
+    re = np.empty(room, np.int64)
+    for i in range(split.shape[0]):
+        if split[i]:
+            r0, c0, r1, c1 = bbox[i, 0], bbox[i, 1], bbox[i, 2] + 1, bbox[i, 3] + 1
+            split[i] = not one_piece(inst, i + 1, r0, c0, r1, c1, parent, rs, re)
 
 
 @njit(nogil=True, cache=True)
@@ -164,21 +145,6 @@ def measure_present_into(labels, row_ptr, c0s, c1s, type_map, cut, inst, present
     for lab in range(1, max_label + 1):
         if present[lab]:
             split[remap[lab] - 1] = lab < cut.shape[0] and cut[lab]
-    room = 0
-    for k in range(c0s.shape[0]):
-        room += c1s[k] - c0s[k]
-    # 8-connected pieces of the cut instances, by union-find over their row segments (`_add_segment`)
-    pieces = (
-        np.zeros(n, np.int64),  # count
-        np.full(n, -2, np.int64),  # last row seen
-        np.full(n, -1, np.int64),  # head of the segments on that row
-        np.full(n, -1, np.int64),  # head of those on the row above it
-        np.empty(room, np.int64),  # segment start
-        np.empty(room, np.int64),  # segment end (exclusive)
-        np.empty(room, np.int64),  # parent
-        np.empty(room, np.int64),  # next segment of the same instance and row
-    )
-    n_seg = 0
     for r in range(h):
         lrow = labels[r]
         trow = type_map[r]
@@ -210,9 +176,6 @@ def measure_present_into(labels, row_ptr, c0s, c1s, type_map, cut, inst, present
                     bbox[i, 2] = r
                     if e - 1 > bbox[i, 3]:
                         bbox[i, 3] = e - 1
-                    if split[i]:
-                        n_seg = _add_segment(i, r, c, e, n_seg, pieces)
                 c = e
-    for i in range(n):
-        split[i] = split[i] and pieces[0][i] > 1
+    _settle(inst, split, bbox, area)
     return _finish(inst, bbox, area, sum_c, sum_r, counts, first_x, first_y, split)

@@ -42,12 +42,28 @@ __all__ = [
 ]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _hole_in(markers, mask, r, c, lab) -> bool:
+    """Pixel (r, c) of marker `lab` lies outside the mask but its 8 neighbours are all in-mask pixels of
+    that marker: dropping such pixels cannot disconnect the marker's in-mask part (a path through one goes
+    round it on its 8 neighbours, which are 4-connected), so they do not count as a cut."""
+    h, w = markers.shape
+    if r == 0 or c == 0 or r == h - 1 or c == w - 1:
+        return False
+    for rr in range(r - 1, r + 2):
+        for cc in range(c - 1, c + 2):
+            if (rr != r or cc != c) and (markers[rr, cc] != lab or mask[rr, cc] == 0):
+                return False
+    return True
+
+
 @njit(nogil=True, cache=True)
 def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
     """Exact replay of skimage: (int32 labels, bool cut[max_label+1]).
 
     `markers` (int32, 0 = none) are flooded over `image` (float64) inside `mask` (!= 0); `cut[label]` is True
-    where part of that marker lay outside the mask (the region may then be in pieces)."""
+    where part of that marker lay outside the mask, other than `_hole_in` pixels (the region may then be in
+    pieces)."""
     h, w = image.shape
     npx = h * w
     out = np.zeros((h, w), np.int32)
@@ -68,7 +84,7 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
             if flat_mark[p] != 0:
                 flat_out[p] = flat_mark[p]
                 n_seed += 1
-        elif flat_mark[p] != 0:
+        elif flat_mark[p] != 0 and not _hole_in(markers, mask, p // w, p % w, flat_mark[p]):
             cut[flat_mark[p]] = True
     capacity = n_seed + n_mask + 1
     values = np.empty(capacity, np.float64)
@@ -85,7 +101,8 @@ def watershed_masked(image: np.ndarray, markers: np.ndarray, mask: np.ndarray):
 @njit(nogil=True, cache=True)
 def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s, max_label: int, max_comp: int):
     """Watershed seeds: flat indices of the marker pixels inside `mask` in raster order (skimage's push
-    order), cut[label] (that marker has pixels outside the mask), seeded[label] (it has pixels inside: the
+    order), cut[label] (that marker has pixels outside the mask other than `_hole_in` ones: its in-mask
+    part, and so its watershed region, may be disconnected), seeded[label] (it has pixels inside: the
     labels the watershed's output holds, since labels spread from the seeds only; as long as cut) and, with
     `mask` the component labels of the mask, single[component] (int32, room for every label of `mask`
     present at a seed): the marker label of a component holding one, -1 for two or more, 0 for none.
@@ -125,7 +142,7 @@ def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s, ma
                         single[cp] = lab
                     elif single[cp] != lab:
                         single[cp] = -1
-                else:
+                elif not _hole_in(markers, mask, r, c0 + c, lab):
                     cut[lab] = True
     return seeds[:count], cut[: top_label + 1], seeded[: top_label + 1], single[: top_comp + 1]
 
