@@ -151,33 +151,45 @@ def cell_bounds(cmax, cmin, col_taps, col_deriv, hi, lo):
 def candidates(src, row_taps, row_deriv, col_taps, col_deriv, hi, lo, thr_lo, thr_hi, out, cap):
     """Flat indices (into `out`, at most `cap`) of the pixels whose float32 filter value is <= thr_lo or
     >= thr_hi, looked for only in (row, cell) segments whose bounds reach those thresholds (the row pass is
-    redone there). Returns the count, or -1 if more than `cap`."""
+    redone there, column of cells by column of cells, each row's once while consecutive rows need it).
+    Returns the count, or -1 if more than `cap`."""
     h, w = src.shape
     ar = row_taps.shape[0] - 1
     ac = col_taps.shape[0] - 1
+    n_ring = 2 * ac + 1  # a window's rows lie in an interval of 2 ac + 1 rows: distinct slots
     pad = np.empty(CELL + 2 * ar, np.float32)
-    rows = np.empty((2 * ac + 1, CELL), np.float32)
+    ring = np.empty((n_ring, CELL), np.float32)
+    tag = np.empty(n_ring, np.int64)  # the tile row whose row pass a slot holds
+    slot = np.empty(2 * ac + 1, np.int64)
     seg = np.empty(CELL, np.float32)
     n = 0
-    for r in range(h):
-        for cb in range(hi.shape[1]):
+    for cb in range(hi.shape[1]):
+        c0 = cb * CELL
+        c1 = min(w, c0 + CELL)
+        m = c1 - c0
+        tag[:] = -1
+        for r in range(h):
             if hi[r, cb] < thr_hi and lo[r, cb] > thr_lo:
                 continue
-            c0 = cb * CELL
-            c1 = min(w, c0 + CELL)
-            m = c1 - c0
             for j in range(2 * ac + 1):
-                _padded(src[reflect101(r - ac + j, h)], c0, c1, ar, pad)
-                _row_pass(pad[: m + 2 * ar], row_taps, rows[j, :m], row_deriv)
+                t = reflect101(r - ac + j, h)
+                slot[j] = t % n_ring
+                if tag[slot[j]] != t:
+                    _padded(src[t], c0, c1, ar, pad)
+                    _row_pass(pad[: m + 2 * ar], row_taps, ring[slot[j], :m], row_deriv)
+                    tag[slot[j]] = t
+            centre = ring[slot[ac]]
             for i in range(m):
-                seg[i] = 0.0 if col_deriv else col_taps[0] * rows[ac, i]
+                seg[i] = 0.0 if col_deriv else col_taps[0] * centre[i]
             for k in range(1, ac + 1):
                 f = col_taps[k]
+                below = ring[slot[ac + k]]
+                above = ring[slot[ac - k]]
                 for i in range(m):
                     if col_deriv:
-                        seg[i] += f * (rows[ac + k, i] - rows[ac - k, i])
+                        seg[i] += f * (below[i] - above[i])
                     else:
-                        seg[i] += f * (rows[ac + k, i] + rows[ac - k, i])
+                        seg[i] += f * (below[i] + above[i])
             for i in range(m):
                 if seg[i] <= thr_lo or seg[i] >= thr_hi:
                     if n == cap:
