@@ -125,18 +125,27 @@ def seeds_from_runs(markers: np.ndarray, mask: np.ndarray, row_ptr, c0s, c1s, ma
             c0 = c0s[i]
             mrow = markers[r, c0 : c1s[i]]
             krow = mask[r, c0 : c1s[i]]
+            base = r * w + c0
+            prev_lab = -1  # the last in-mask (label, component) seen on this run: its pixels just add seeds
+            prev_cp = -1
             for c in range(mrow.shape[0]):
                 lab = mrow[c]
                 if lab == 0:
                     continue
                 cp = krow[c]
+                if lab == prev_lab and cp == prev_cp:
+                    seeds[count] = base + c
+                    count += 1
+                    continue
                 if lab > max_label or cp > max_comp or lab < 0 or cp < 0:
                     raise ValueError("seeds_from_runs: a label above the bound given")
                 top_label = max(top_label, lab)
                 top_comp = max(top_comp, np.int64(cp))
                 if cp != 0:
-                    seeds[count] = r * w + c0 + c
+                    seeds[count] = base + c
                     count += 1
+                    prev_lab = lab
+                    prev_cp = cp
                     seeded[lab] = True
                     if single[cp] == 0:  # rows read in order here: cheaper than from the seeds later
                         single[cp] = lab
