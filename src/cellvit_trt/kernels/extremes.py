@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import max32, min32, reflect101
+from cellvit_trt.kernels.halfs import as_f32
 
 __all__ = ["CELL", "error_bound", "row_bounds", "cell_bounds", "candidates"]
 
@@ -77,19 +78,19 @@ def _row_pass(pad, taps, out, deriv):
 
 @njit(nogil=True, cache=True, fastmath=True)
 def _padded(src_row, c0, c1, a, pad):
-    """pad[j] = src_row[reflect(c0 - a + j)], j in [0, c1 - c0 + 2a)."""
+    """pad[j] = src_row[reflect(c0 - a + j)], j in [0, c1 - c0 + 2a), as float32 (`halfs.as_f32`)."""
     w = src_row.shape[0]
     n = c1 - c0 + 2 * a
     lo = max(0, a - c0)
     hi = min(n, w - c0 + a)
     for j in range(lo):
-        pad[j] = src_row[reflect101(c0 - a + j, w)]
+        pad[j] = as_f32(src_row[reflect101(c0 - a + j, w)])
     inner = src_row[c0 - a + lo : c0 - a + hi]
     dst = pad[lo:hi]
     for j in range(hi - lo):
-        dst[j] = inner[j]
+        dst[j] = as_f32(inner[j])
     for j in range(hi, n):
-        pad[j] = src_row[reflect101(c0 - a + j, w)]
+        pad[j] = as_f32(src_row[reflect101(c0 - a + j, w)])
 
 
 @njit(nogil=True, cache=True, fastmath=True)

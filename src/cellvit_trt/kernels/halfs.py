@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-__all__ = ["half_to_float"]
+__all__ = ["half_to_float", "half_extremes", "as_f32"]
 
 
 def _half_bits_to_float(typingctx, bits):
@@ -25,10 +25,17 @@ def _half_bits_to_float(typingctx, bits):
 half_bits_to_float = intrinsic(_half_bits_to_float)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _half_key(h):
+    """The order key of a half's bits (see `_order_key_to_value`), written so that the loops vectorise."""
+    s = np.int32(np.int16(h))
+    return s ^ ((s >> 15) & np.int32(0x7FFF))
+
+
 @njit(nogil=True, cache=True)
 def _convert(bits: np.ndarray, out: np.ndarray, keys: np.ndarray) -> int:
     """Exact IEEE half -> single, plane by plane (bits / out [P, n]); keys[p] = (min, max) of plane p's
-    order keys (see `_order_key_to_value`); returns the number of inf/NaN inputs."""
+    order keys; returns the number of inf/NaN inputs."""
     bad = 0
     for p in range(bits.shape[0]):
         src = bits[p]
@@ -39,8 +46,26 @@ def _convert(bits: np.ndarray, out: np.ndarray, keys: np.ndarray) -> int:
             h = src[i]
             dst[i] = half_bits_to_float(h)
             bad += (h & np.uint16(0x7C00)) == np.uint16(0x7C00)
-            s = np.int32(np.int16(h))
-            key = s ^ ((s >> 15) & np.int32(0x7FFF))  # the order key, inline: the loop vectorises
+            key = _half_key(h)
+            kmin = min(kmin, key)
+            kmax = max(kmax, key)
+        keys[p, 0] = kmin
+        keys[p, 1] = kmax
+    return bad
+
+
+@njit(nogil=True, cache=True)
+def _scan(bits: np.ndarray, keys: np.ndarray) -> int:
+    """`_convert` without the output: the extremes' keys and the inf/NaN count only."""
+    bad = 0
+    for p in range(bits.shape[0]):
+        src = bits[p]
+        kmin = np.int32(32767)
+        kmax = np.int32(-32768)
+        for i in range(src.shape[0]):
+            h = src[i]
+            bad += (h & np.uint16(0x7C00)) == np.uint16(0x7C00)
+            key = _half_key(h)
             kmin = min(kmin, key)
             kmax = max(kmax, key)
         keys[p, 0] = kmin
@@ -56,6 +81,16 @@ def _order_key_to_value(key: int) -> float:
     return float(np.array([bits], np.uint16).view(np.float16)[0])
 
 
+def _planes(src: np.ndarray) -> tuple[tuple[int, ...], int]:
+    lead = src.shape[:-2] if src.ndim > 2 else ()
+    return lead, int(np.prod(lead, dtype=np.int64))
+
+
+def _extremes(keys: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
+    extremes = np.array([[_order_key_to_value(int(k)) for k in pair] for pair in keys], np.float64)
+    return extremes.reshape(*lead, 2)
+
+
 def half_to_float(arr: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int, np.ndarray]:
     """(float32 copy of a float16 array, count of inf/NaN values, float64 [..., 2] the (min, max) of each
     plane, a plane being the last two axes: shape arr.shape[:-2] + (2,), or (2,) for arrays of fewer than
@@ -64,9 +99,32 @@ def half_to_float(arr: np.ndarray, out: np.ndarray | None = None) -> tuple[np.nd
     src = np.ascontiguousarray(arr)
     if out is None or out.shape != src.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         out = np.empty(src.shape, np.float32)
-    lead = src.shape[:-2] if src.ndim > 2 else ()
-    n_planes = int(np.prod(lead, dtype=np.int64))
+    lead, n_planes = _planes(src)
     keys = np.empty((n_planes, 2), np.int32)
     bad = _convert(src.reshape(n_planes, -1).view(np.uint16), out.reshape(n_planes, -1), keys)
-    extremes = np.array([[_order_key_to_value(int(k)) for k in pair] for pair in keys], np.float64)
-    return out, int(bad), extremes.reshape(*lead, 2)
+    return out, int(bad), _extremes(keys, lead)
+
+
+def half_extremes(arr: np.ndarray) -> tuple[int, np.ndarray]:
+    """`half_to_float` without the copy: (count of inf/NaN values, (min, max) of each plane)."""
+    src = np.ascontiguousarray(arr)
+    lead, n_planes = _planes(src)
+    keys = np.empty((n_planes, 2), np.int32)
+    bad = _scan(src.reshape(n_planes, -1).view(np.uint16), keys)
+    return int(bad), _extremes(keys, lead)
+
+
+def as_f32(x):
+    """x as float32 inside Numba code: a float32 unchanged, a uint16 read as the bits of an IEEE half
+    (exact). Lets one kernel read HV planes given as float32 or as float16 (viewed as uint16) without a
+    converted copy."""
+    raise TypeError("as_f32 is for Numba code")
+
+
+@overload(as_f32, inline="always")
+def _as_f32(x):
+    if x == types.uint16:
+        return lambda x: half_bits_to_float(x)
+    if x == types.float32:
+        return lambda x: x
+    return None

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cellvit_trt.errors import InputError
-from cellvit_trt.kernels.halfs import half_to_float
+from cellvit_trt.kernels.halfs import half_extremes
 
 __all__ = ["Batch", "as_batch"]
 
@@ -54,17 +54,17 @@ class Batch(NamedTuple):
     """Checked, contiguous maps of a batch of tiles."""
 
     fg: np.ndarray  # uint8 [N, H, W] in {0, 1}
-    hv: np.ndarray  # float32 [N, 2, H, W]
+    hv: np.ndarray  # float32 [N, 2, H, W], or float16 as given (the kernels decode it where they read it)
     type_map: np.ndarray  # uint8 [N, H, W]
     batched: bool  # the input had a batch axis
     hv_range: np.ndarray | None  # float64 [N, 2, 2]: (min, max) per tile and channel, when found in passing
 
 
-def as_batch(fg, hv, type_map, fg_threshold: float = 0.5, hv_out: np.ndarray | None = None) -> Batch:
+def as_batch(fg, hv, type_map, fg_threshold: float = 0.5) -> Batch:
     """Validate one tile ([H,W], [2,H,W], [H,W]) or a batch ([N,H,W], [N,2,H,W], [N,H,W]).
 
-    A float16 hv is decoded into `hv_out` when that is a float32 array of the batch's shape; its per-channel
-    extremes come with it (`Batch.hv_range`), other dtypes leave them to the caller.
+    A float16 hv stays float16 (no 4-byte copy of it: the kernels read the halves); its check for inf/NaN
+    gives its per-channel extremes in passing (`Batch.hv_range`), other dtypes leave them to the caller.
     """
     fg = _array("fg", fg)
     hv = _array("hv", hv)
@@ -103,11 +103,12 @@ def as_batch(fg, hv, type_map, fg_threshold: float = 0.5, hv_out: np.ndarray | N
         type_map = type_map.astype(np.uint8)
     hv_range = None
     if hv.dtype == np.float16:
-        hv32, bad, hv_range = half_to_float(hv, hv_out)
+        hv = np.ascontiguousarray(hv)
+        bad, hv_range = half_extremes(hv)
         if bad:
             raise InputError(f"hv: {bad} NaN or infinite values; expected finite numbers")
     else:
-        hv32 = np.ascontiguousarray(hv, dtype=np.float32)
-        _check_finite("hv", hv32)
+        hv = np.ascontiguousarray(hv, dtype=np.float32)
+        _check_finite("hv", hv)
     fg01 = np.ascontiguousarray(_foreground(fg, fg_threshold))
-    return Batch(fg01, hv32, np.ascontiguousarray(type_map), batched, hv_range)
+    return Batch(fg01, hv, np.ascontiguousarray(type_map), batched, hv_range)

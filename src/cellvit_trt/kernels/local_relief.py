@@ -18,6 +18,7 @@ from numba import njit
 
 from cellvit_trt.kernels.extremes import CELL, candidates, cell_bounds, error_bound, row_bounds
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params, reflect101
+from cellvit_trt.kernels.halfs import as_f32, half_extremes
 from cellvit_trt.kernels.layout import cover_runs_into, whole_rows
 from cellvit_trt.kernels.local_sobel import exact_at, exact_runs, row_pass_segments
 from cellvit_trt.kernels.sobel import _sep_filter, sobel_kernels
@@ -37,10 +38,15 @@ _F32_SAFE = 1.0e36
 
 
 def sobel_at_runs(src, dx, ksize, binary, runs, out, segments=None, src_range=None):
-    """Sobel of the min-max normalised `src` (float32 [H, W]) exact at the pixels of `binary`'s row runs
-    (written to `out`), and its exact tile-wide (min, max): what upstream's whole-tile cv2 calls give.
-    `segments`: `local_sobel.row_pass_segments` of those runs, `src_range`: src's (min, max), if known."""
-    vlo, vhi = (float(src.min()), float(src.max())) if src_range is None else (src_range[0], src_range[1])
+    """Sobel of the min-max normalised `src` (float32 [H, W], or float16 viewed as uint16) exact at the
+    pixels of `binary`'s row runs (written to `out`), and its exact tile-wide (min, max): what upstream's
+    whole-tile cv2 calls give. `segments`: `local_sobel.row_pass_segments` of those runs, `src_range`:
+    src's (min, max), if known."""
+    if src_range is None and src.dtype == np.uint16:
+        src_range = half_extremes(src.view(np.float16))[1]
+    elif src_range is None:
+        src_range = (src.min(), src.max())
+    vlo, vhi = float(src_range[0]), float(src_range[1])
     scale, shift = normalize_params(vlo, vhi)
     kx, ky = sobel_kernels(dx, ksize)
     if segments is None:
@@ -100,7 +106,7 @@ def _normalised(src, s32, t32):
     out = np.empty(src.shape, np.float32)
     for r in range(src.shape[0]):
         for c in range(src.shape[1]):
-            out[r, c] = fma32(src[r, c], s32, t32)
+            out[r, c] = fma32(as_f32(src[r, c]), s32, t32)
     return out
 
 
@@ -121,10 +127,11 @@ def _scratch(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def local_relief_and_markers(
     hv, fg_runs, components, ksize, marker_threshold, blur_taps, marker=None, cover=None, hv_range=None
 ):
-    """(relief float64 [H, W], raw marker uint8 [H, W]), exact on the kept foreground (`components` > 0,
-    whose row runs are `fg_runs`); relief undefined and marker 0 elsewhere. The relief is a per-thread
-    buffer, valid until this thread's next call; `marker` and `cover` (uint8 [H, W], any contents) are
-    buffers to use instead of fresh arrays; `hv_range` ([2, 2]) each channel's (min, max), if known."""
+    """(relief float64 [H, W], raw marker uint8 [H, W]) from hv [2, H, W] (float32, or float16 viewed as
+    uint16), exact on the kept foreground (`components` > 0, whose row runs are `fg_runs`); relief
+    undefined and marker 0 elsewhere. The relief is a per-thread buffer, valid until this thread's next
+    call; `marker` and `cover` (uint8 [H, W], any contents) are buffers to use instead of fresh arrays;
+    `hv_range` ([2, 2]) each channel's (min, max), if known."""
     _, h, w = hv.shape
     if cover is None:
         cover = np.zeros((h, w), np.uint8)

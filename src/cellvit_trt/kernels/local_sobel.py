@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import fma32, fma64, max64, min64, reflect101
+from cellvit_trt.kernels.halfs import as_f32
 from cellvit_trt.kernels.layout import _next_clear, _next_set, _round8, whole_rows
 from cellvit_trt.kernels.prefetch import AHEAD, prefetch_runs
 from cellvit_trt.kernels.sobel import (
@@ -35,19 +36,20 @@ __all__ = ["row_pass_segments", "exact_runs", "exact_at", "pad_normalised", "seg
 
 @njit(nogil=True, cache=True)
 def pad_normalised(src_row, c0, c1, ar, scale32, shift32, pad):
-    """pad[j] = normalise(src_row[reflect(c0 - ar + j)]) as float64, for j in [0, c1 - c0 + 2 ar)."""
+    """pad[j] = normalise(src_row[reflect(c0 - ar + j)]) as float64, for j in [0, c1 - c0 + 2 ar); src_row
+    float32, or float16 as uint16 bits (`halfs.as_f32`)."""
     w = src_row.shape[0]
     n = c1 - c0 + 2 * ar
     lo = max(0, ar - c0)
     hi = min(n, w - c0 + ar)
     for j in range(lo):
-        pad[j] = np.float64(fma32(src_row[reflect101(c0 - ar + j, w)], scale32, shift32))
+        pad[j] = np.float64(fma32(as_f32(src_row[reflect101(c0 - ar + j, w)]), scale32, shift32))
     inner = src_row[c0 - ar + lo : c0 - ar + hi]
     dst = pad[lo:hi]
     for j in range(hi - lo):
-        dst[j] = np.float64(fma32(inner[j], scale32, shift32))
+        dst[j] = np.float64(fma32(as_f32(inner[j]), scale32, shift32))
     for j in range(hi, n):
-        pad[j] = np.float64(fma32(src_row[reflect101(c0 - ar + j, w)], scale32, shift32))
+        pad[j] = np.float64(fma32(as_f32(src_row[reflect101(c0 - ar + j, w)]), scale32, shift32))
 
 
 #: Column gaps shorter than this between row-pass segments are computed too (cheaper than a new segment).

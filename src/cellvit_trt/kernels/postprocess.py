@@ -18,7 +18,6 @@ Every heavy step releases the GIL, so `process_batch(..., workers=k)` scales ove
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
@@ -68,8 +67,10 @@ def instance_map_full(
 def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParams, hv_range=None):
     """`instance_map_full`'s result computed only where the foreground can be affected; also returns the
     labels present in it (by marker label, as long as the cut flags) and the row runs of the kept foreground
-    (`layout.row_runs`), outside which the labels are 0. `hv_range`: the (min, max) of each HV channel
-    ([2, 2]), if known."""
+    (`layout.row_runs`), outside which the labels are 0. hv: float32 or float16 [2, H, W] (the kernels
+    decode halves where they read them); `hv_range`: the (min, max) of each HV channel ([2, 2]), if known."""
+    if hv.dtype == np.float16:
+        hv = hv.view(np.uint16)
     h, w = fg01.shape
     ws = workspace(h, w)
     ws.begin()
@@ -113,7 +114,7 @@ def instance_map(
     """Raw watershed labels (upstream `_proc_np_hv`): int32 [H,W] with marker label numbers (gaps kept), and
     the per-label flag "marker cut by the foreground mask"; bit-identical to `instance_map_full`."""
     if not region_path_ok(params):
-        return instance_map_full(fg01, hv, params)
+        return instance_map_full(fg01, hv.astype(np.float32, copy=False), params)
     labels, cut, _, _ = _labels_by_region(fg01, hv, params)
     return labels, cut
 
@@ -164,22 +165,6 @@ def _cell_table(
 
 
 _NO_MEMBERS = np.empty(0, np.int64)
-_SCRATCH = threading.local()
-
-
-def _hv_scratch(hv) -> np.ndarray | None:
-    """A per-thread float32 [1, 2, H, W] buffer for one tile's decoded float16 HV (a fresh 8 MB array would
-    cost a page fault per 4 KiB on every tile); None for other inputs."""
-    shape = getattr(hv, "shape", ())
-    if getattr(hv, "dtype", None) != np.float16 or len(shape) != 3:
-        return None
-    buf = getattr(_SCRATCH, "hv", None)
-    if buf is None or buf.shape[1:] != shape:
-        buf = np.empty((1, *shape), np.float32)
-        _SCRATCH.hv = buf
-    return buf
-
-
 class PostProcessor:
     """Tile post-processor. Thread-safe: holds only frozen settings."""
 
@@ -187,19 +172,20 @@ class PostProcessor:
         self.params = params if params is not None else PostProcessParams()
 
     def _one(self, fg01: np.ndarray, hv: np.ndarray, type_map: np.ndarray, hv_range=None) -> TileCells:
+        """One checked tile; hv float32 or float16 [2, H, W] (`inputs.Batch`)."""
         if region_path_ok(self.params):
             labels, cut, seeded, runs = _labels_by_region(fg01, hv, self.params, hv_range)
             # renumbered in place
             measured = measure_present_into(labels, *runs, type_map, cut, labels, seeded)
         else:
-            labels, cut = instance_map_full(fg01, hv, self.params)
+            labels, cut = instance_map_full(fg01, hv.astype(np.float32, copy=False), self.params)
             n_types = int(type_map.max()) + 1 if type_map.size else 1
             measured = measure_instances(labels, type_map, n_types, cut)
         return TileCells(inst_map=measured[0], cells=_cell_table(*measured, self.params))
 
     def process_tile(self, fg, hv, type_map) -> TileCells:
         """One tile: fg uint8/bool [H,W] (or float prob.), hv f16/f32 [2,H,W], type_map uint8 [H,W]."""
-        b = as_batch(fg, hv, type_map, self.params.fg_threshold, _hv_scratch(hv))
+        b = as_batch(fg, hv, type_map, self.params.fg_threshold)
         if b.batched:
             from cellvit_trt.errors import InputError
 
