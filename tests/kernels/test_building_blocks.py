@@ -7,12 +7,13 @@ import platform
 import cv2
 import numpy as np
 import pytest
+from numba import njit
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from cellvit_trt.kernels.cells import measure_runs
 from cellvit_trt.kernels.contours import trace_first_contours
-from cellvit_trt.kernels.halfs import half_to_float
+from cellvit_trt.kernels.halfs import as_f32, half_extremes
 from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
 from cellvit_trt.kernels.opening import numba_opening_ok, open_ellipse_binary
 from cellvit_trt.kernels.sobel import sobel, sobel_x, sobel_y, use_numba_sobel
@@ -124,17 +125,27 @@ def test_contours_match_opencv_first_contour():
         np.testing.assert_array_equal(pts, ref)
 
 
-def test_half_to_float_all_bit_patterns():
+@njit
+def _decode_halves(bits, out):
+    for i in range(bits.shape[0]):
+        out[i] = as_f32(bits[i])
+
+
+def test_halves_decoded_exactly_and_counted():
+    """`as_f32` (how the kernels read float16 HV) gives NumPy's float32 for every half; `half_extremes`
+    counts the inf/NaN ones."""
     halves = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
-    ours, bad, _ = half_to_float(halves)
+    ours = np.empty(halves.shape, np.float32)
+    _decode_halves(halves.view(np.uint16), ours)
     ref = halves.astype(np.float32)
     finite = np.isfinite(ref)
-    assert bad == int((~finite).sum())
     np.testing.assert_array_equal(ours[finite].view(np.uint32), ref[finite].view(np.uint32))
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(ours), np.isinf(ref))
+    assert half_extremes(halves)[0] == int((~finite).sum())
 
 
-def test_half_to_float_plane_extremes():
+def test_half_extremes_per_plane():
     """The per-plane (min, max) found on the half bits are NumPy's, for planes holding any finite halves
     (negative ones, subnormals, zeros of both signs, +-65504 included)."""
     rng = np.random.default_rng(21)
@@ -145,7 +156,7 @@ def test_half_to_float_plane_extremes():
         pools = (finite, finite[np.abs(finite) < 1e-4], finite[finite <= 0], finite[finite >= 0])
         pool = pools[int(rng.integers(0, len(pools)))]
         arr = rng.choice(pool, (n, 2, h, w))
-        ours, bad, ext = half_to_float(arr)
+        bad, ext = half_extremes(arr)
         assert bad == 0 and ext.shape == (n, 2, 2)
         ref = arr.astype(np.float32)
         np.testing.assert_array_equal(ext[..., 0], ref.min(axis=(2, 3)))  # -0.0 == 0.0: either may come back

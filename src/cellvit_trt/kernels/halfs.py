@@ -1,6 +1,6 @@
-"""float16 -> float32 conversion with a finiteness check and each plane's extremes in one pass (NumPy's astype
-is slow here, and the Sobel step needs the HV planes' min and max: found on the half bits, as integers, the
-reduction vectorises where a float one would not)."""
+"""float16 HV maps read in place: a check pass (inf/NaN count and each plane's extremes, found on the half
+bits as integers: that reduction vectorises where a float one would not; the Sobel step needs the extremes
+first), and `as_f32`, with which the kernels decode each half where they read it (no float32 copy)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["half_to_float", "half_extremes", "as_f32"]
+__all__ = ["half_extremes", "as_f32"]
 
 
 def _half_bits_to_float(typingctx, bits):
@@ -33,30 +33,8 @@ def _half_key(h):
 
 
 @njit(nogil=True, cache=True)
-def _convert(bits: np.ndarray, out: np.ndarray, keys: np.ndarray) -> int:
-    """Exact IEEE half -> single, plane by plane (bits / out [P, n]); keys[p] = (min, max) of plane p's
-    order keys; returns the number of inf/NaN inputs."""
-    bad = 0
-    for p in range(bits.shape[0]):
-        src = bits[p]
-        dst = out[p]
-        kmin = np.int32(32767)
-        kmax = np.int32(-32768)
-        for i in range(src.shape[0]):
-            h = src[i]
-            dst[i] = half_bits_to_float(h)
-            bad += (h & np.uint16(0x7C00)) == np.uint16(0x7C00)
-            key = _half_key(h)
-            kmin = min(kmin, key)
-            kmax = max(kmax, key)
-        keys[p, 0] = kmin
-        keys[p, 1] = kmax
-    return bad
-
-
-@njit(nogil=True, cache=True)
 def _scan(bits: np.ndarray, keys: np.ndarray) -> int:
-    """`_convert` without the output: the extremes' keys and the inf/NaN count only."""
+    """keys[p] = (min, max) of plane p's order keys (bits [P, n]); returns the number of inf/NaN inputs."""
     bad = 0
     for p in range(bits.shape[0]):
         src = bits[p]
@@ -91,22 +69,10 @@ def _extremes(keys: np.ndarray, lead: tuple[int, ...]) -> np.ndarray:
     return extremes.reshape(*lead, 2)
 
 
-def half_to_float(arr: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int, np.ndarray]:
-    """(float32 copy of a float16 array, count of inf/NaN values, float64 [..., 2] the (min, max) of each
-    plane, a plane being the last two axes: shape arr.shape[:-2] + (2,), or (2,) for arrays of fewer than
-    three axes). Written into `out` when that is a C-contiguous float32 array of arr's shape. The extremes
-    mean nothing when the count is not 0."""
-    src = np.ascontiguousarray(arr)
-    if out is None or out.shape != src.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        out = np.empty(src.shape, np.float32)
-    lead, n_planes = _planes(src)
-    keys = np.empty((n_planes, 2), np.int32)
-    bad = _convert(src.reshape(n_planes, -1).view(np.uint16), out.reshape(n_planes, -1), keys)
-    return out, int(bad), _extremes(keys, lead)
-
-
 def half_extremes(arr: np.ndarray) -> tuple[int, np.ndarray]:
-    """`half_to_float` without the copy: (count of inf/NaN values, (min, max) of each plane)."""
+    """(count of inf/NaN values, float64 [..., 2] the (min, max) of each plane of a float16 array, a plane
+    being the last two axes: shape arr.shape[:-2] + (2,), or (2,) for arrays of fewer than three axes). The
+    extremes mean nothing when the count is not 0."""
     src = np.ascontiguousarray(arr)
     lead, n_planes = _planes(src)
     keys = np.empty((n_planes, 2), np.int32)
