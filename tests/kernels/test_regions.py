@@ -75,6 +75,30 @@ def test_random_tiles(monkeypatch, seed):
     assert_same_as_whole_tile(monkeypatch, fg, hv, tm, params)
 
 
+@pytest.mark.parametrize("branch_free", [False, True])
+def test_whole_tile_relief_either_fuse(monkeypatch, branch_free):
+    """Dense tiles (the relief over whole rows): the branching and the branch-free energy fuse give the
+    whole-tile result alike."""
+    import cellvit_trt.kernels.local_relief as local_relief
+
+    monkeypatch.setattr(local_relief, "BRANCH_FREE_RUN", 10**9 if branch_free else 0)
+    seen = []
+    choose = local_relief._branch_free  # asked only for a relief over whole rows
+
+    def spy(fg_runs):
+        seen.append(choose(fg_runs))
+        return seen[-1]
+
+    monkeypatch.setattr(local_relief, "_branch_free", spy)
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        h, w = (int(v) for v in rng.integers(60, 200, 2))
+        inst = random_instances(rng, h, w, n=int(h * w / 120), rmin=3.0, rmax=8.0)
+        fg, hv, tm = _tile(inst, seed, noise=0.3, fg_flip=0.03)
+        assert_same_as_whole_tile(monkeypatch, fg, hv, tm)
+    assert seen and set(seen) == {branch_free}
+
+
 def test_extreme_far_from_the_foreground(monkeypatch):
     """A steep HV step far from every nucleus sets the tile-wide Sobel extremes: the bound must find it."""
     inst = np.zeros((160, 200), np.int32)

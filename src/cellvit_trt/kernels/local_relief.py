@@ -31,6 +31,9 @@ COVER_GAP = 16
 COVER_FULL_ROW = 0.25
 #: Covering at least this fraction of the tile, the region is the whole tile.
 DENSE_COVER = 0.3
+#: Foreground runs shorter than this on average (pixels): the energy fuse of a whole-tile relief runs branch
+#: free (`_fuse_row_vectorised`) rather than branching on each pixel's foreground.
+BRANCH_FREE_RUN = 11
 #: Most candidate pixels the bound may leave before the whole tile is filtered exactly instead.
 MAX_CANDIDATES = 4096
 #: |map| * sum of |taps| above which float32 could overflow: the whole tile is filtered exactly instead.
@@ -124,6 +127,12 @@ def _scratch(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return bufs
 
 
+def _branch_free(fg_runs) -> bool:
+    """Whether the whole-tile energy fuse should run branch free: the foreground's runs are short."""
+    n_px = int((fg_runs[2] - fg_runs[1]).sum())
+    return n_px < BRANCH_FREE_RUN * fg_runs[1].shape[0]
+
+
 def local_relief_and_markers(
     hv, fg_runs, components, ksize, marker_threshold, blur_taps, marker=None, cover=None, hv_range=None
 ):
@@ -153,7 +162,7 @@ def local_relief_and_markers(
     (hs, ht), (vs, vt) = params
     relief = sobel_h  # reused for the relief once read
     if whole_rows(*runs, w):  # every pixel written; dist fused row by row into the blur, never stored
-        fuse = (sobel_h, sobel_v, hs, ht, vs, vt, float(marker_threshold), marker)
+        fuse = (sobel_h, sobel_v, hs, ht, vs, vt, float(marker_threshold), marker, _branch_free(fg_runs))
         _blur_whole(components, dist, blur_taps, relief, fuse)
         return relief, marker
     marker[:] = 0
@@ -176,6 +185,14 @@ def _fuse_row(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m):
         fg = comp[i] > 0
         d[i] = (1.0 - overall) * 1.0 if fg else 0.0
         m[i] = np.uint8(fg & (overall < marker_threshold))  # branch-free: the loop vectorises
+
+
+@njit(nogil=True, cache=True)
+def _fuse_row_vectorised(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m):
+    """`_fuse_row` compiled on its own: LLVM then vectorises it, every pixel computed without a branch.
+    Inlined into `_blur_whole` it stays a scalar loop that branches on the foreground, cheaper where the
+    foreground comes in long runs and dearer where it alternates often (mispredictions); same bits."""
+    _fuse_row(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m)
 
 
 @njit(nogil=True, cache=True)
@@ -236,12 +253,15 @@ def _blur_column(up, cen, dn, k0, k1, o):
 
 @njit(nogil=True, cache=True, inline="always")
 def _dist_row(dist, components, t, fuse, drow):
-    """Row t of dist: read from `dist`, or with `fuse` = (sh, sv, hs, ht, vs, vt, threshold, marker) computed
-    into `drow` (marker row t written too), so that dist never goes through memory."""
+    """Row t of dist: read from `dist`, or with `fuse` = (sh, sv, hs, ht, vs, vt, threshold, marker,
+    branch_free) computed into `drow` (marker row t written too), so that dist never goes through memory."""
     if fuse is None:
         return dist[t]
-    sh, sv, hs, ht, vs, vt, thr, marker = fuse
-    _fuse_row(sh[t], sv[t], components[t], hs, ht, vs, vt, thr, drow, marker[t])
+    sh, sv, hs, ht, vs, vt, thr, marker, branch_free = fuse
+    if branch_free:
+        _fuse_row_vectorised(sh[t], sv[t], components[t], hs, ht, vs, vt, thr, drow, marker[t])
+    else:
+        _fuse_row(sh[t], sv[t], components[t], hs, ht, vs, vt, thr, drow, marker[t])
     return drow
 
 
