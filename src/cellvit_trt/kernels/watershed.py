@@ -30,6 +30,7 @@ from cellvit_trt.kernels.flood import flood
 from cellvit_trt.kernels.fp import split_index
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
 from cellvit_trt.kernels.layout import row_runs
+from cellvit_trt.kernels.prefetch import prefetch_read
 from cellvit_trt.kernels.radix_flood import NODES_EXTRA, flood_radix, pool_size
 from cellvit_trt.kernels.ties import tied_components
 
@@ -323,9 +324,22 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
     low = np.empty(NODES_EXTRA, np.int64)
     init_bits = np.empty(biggest, np.int64)
     init_p = np.empty(biggest, np.int64)
+    ahead = 1
     for cp in range(1, n_comp + 1):
         if not multi[cp]:
             continue
+        # While this component floods, the next one's relief, components and labels are fetched: a flood
+        # jumps between rows 8 KiB apart that the hardware prefetcher does not follow (cold caches, in one
+        # process against the code without: -0.3 ms of 5-7 ms on the dense and medium-real tiles).
+        ahead = max(ahead, cp + 1)
+        while ahead <= n_comp and not multi[ahead]:
+            ahead += 1
+        if ahead <= n_comp:
+            for k in range(start[ahead], start[ahead + 1], 4):  # 8 float64 per 64-byte line
+                prefetch_read(flat_img, members[k])
+            for k in range(start[ahead], start[ahead + 1], 8):  # 16 int32
+                prefetch_read(flat_comp, members[k])
+                prefetch_read(flat_out, members[k])
         n_init = 0
         if any_tie:  # what phase 1 left of this component, in age order (equal values pop by age)
             j = pending_head[cp]
