@@ -162,7 +162,6 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, seg_ptr, s0, s1, row_pt
     ring = np.empty((n_ring, w + PAD), np.float64)  # padded rows: see sobel.PAD
     pad = np.empty(w + 2 * ar, np.float64)
     rows = np.empty(n_ring, np.int64)
-    whole = whole_rows(row_ptr, c0s, c1s, w)  # streams the hardware prefetcher follows: nothing to ask
     lo = np.inf
     hi = -np.inf
     nxt = 0
@@ -171,8 +170,7 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, seg_ptr, s0, s1, row_pt
         pair = _same_runs(row_ptr, c0s, c1s, r) and pair_rows(r, h, ac, n_ring, rows)
         last = min(r + ac + (1 if pair else 0), h - 1)  # rows reflected below the tile are in the ring
         while nxt <= last:
-            if not whole:
-                prefetch_runs(src, nxt + AHEAD, seg_ptr, s0, s1, ar, False)
+            prefetch_runs(src, nxt + AHEAD, seg_ptr, s0, s1, ar, False)
             dst = ring[nxt % n_ring]
             for i in range(seg_ptr[nxt], seg_ptr[nxt + 1]):
                 c = s0[i]
@@ -180,11 +178,9 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, seg_ptr, s0, s1, row_pt
                 pad_normalised(src[nxt], c, e, ar, scale32, shift32, pad)  # same values as a whole-row pad
                 row_filter(pad, kx, dst[c:e])
             nxt += 1
-        if not whole:
-            prefetch_runs(out, r + AHEAD, row_ptr, c0s, c1s, 0, True)
+        prefetch_runs(out, r + AHEAD, row_ptr, c0s, c1s, 0, True)
         if pair:
-            if not whole:
-                prefetch_runs(out, r + AHEAD + 1, row_ptr, c0s, c1s, 0, True)
+            prefetch_runs(out, r + AHEAD + 1, row_ptr, c0s, c1s, 0, True)
             for i in range(row_ptr[r], row_ptr[r + 1]):
                 c0 = c0s[i]
                 c1 = c1s[i]
