@@ -237,26 +237,30 @@ def fg_groups(labels: np.ndarray, n_labels: int, row_ptr, c0s, c1s):
     of a map covering them (each run lies in one component or none): (group int32[n_labels+1], 0 for
     labels without pixels; boxes int64[n_groups, 4] = (r0, c0, r1, c1), exclusive ends)."""
     h = labels.shape[0]
+    n_runs = c0s.shape[0]
+    run_lab = np.empty(n_runs, np.int64)  # each run's label, read once (the map is a cache miss per run)
+    for r in range(h):
+        for i in range(row_ptr[r], row_ptr[r + 1]):
+            run_lab[i] = labels[r, c0s[i]]
     parent = np.arange(n_labels + 1)
     for r in range(h - 1):
         j = row_ptr[r + 1]
         for i in range(row_ptr[r], row_ptr[r + 1]):
-            a = labels[r, c0s[i]]
+            a = run_lab[i]
             if a == 0:
                 continue
             while j < row_ptr[r + 2] and c1s[j] < c0s[i]:  # runs of the next row ending before this one
                 j += 1
             k = j
             while k < row_ptr[r + 2] and c0s[k] <= c1s[i]:  # 8-adjacent: [c0-1, c1] overlaps
-                b = labels[r + 1, c0s[k]]
+                b = run_lab[k]
                 if b != 0 and b != a:
                     _union(parent, a, b)
                 k += 1
     group = np.zeros(n_labels + 1, np.int32)
     present = np.zeros(n_labels + 1, np.bool_)
-    for r in range(h):
-        for i in range(row_ptr[r], row_ptr[r + 1]):
-            present[labels[r, c0s[i]]] = True
+    for i in range(n_runs):
+        present[run_lab[i]] = True
     n_groups = 0
     for cp in range(1, n_labels + 1):
         if not present[cp]:
@@ -273,7 +277,7 @@ def fg_groups(labels: np.ndarray, n_labels: int, row_ptr, c0s, c1s):
     boxes[:, 3] = 0
     for r in range(h):
         for i in range(row_ptr[r], row_ptr[r + 1]):
-            g = group[labels[r, c0s[i]]] - 1
+            g = group[run_lab[i]] - 1
             if g < 0:
                 continue
             boxes[g, 0] = min(boxes[g, 0], r)
