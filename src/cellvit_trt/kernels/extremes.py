@@ -93,6 +93,39 @@ def _padded(src_row, c0, c1, a, pad):
         pad[j] = as_f32(src_row[reflect101(c0 - a + j, w)])
 
 
+@njit(nogil=True, cache=True, fastmath=True, inline="always")
+def _cell_extremes(pad, taps, c0, m, a, deriv):
+    """(max, min) of the row pass on columns [c0, c0 + m) of the row padded whole into `pad` (`_fold`'s
+    sums), without storing it; m and a are compile-time constants where the caller passes literals."""
+    mx = np.float32(-np.inf)
+    mn = np.float32(np.inf)
+    for i in range(m):
+        p = c0 + a + i
+        if deriv:
+            acc = np.float32(0.0)
+        else:
+            acc = taps[0] * pad[p]
+        for k in range(1, a + 1):
+            if deriv:
+                acc += taps[k] * (pad[p + k] - pad[p - k])
+            else:
+                acc += taps[k] * (pad[p + k] + pad[p - k])
+        mx = max32(mx, acc)
+        mn = min32(mn, acc)
+    return mx, mn
+
+
+@njit(nogil=True, cache=True, fastmath=True, inline="always")
+def _row_extremes(pad, taps, cmax_row, cmin_row, w, a, deriv):
+    """`_cell_extremes` of every CELL-column cell of one padded row: full cells with a constant trip count
+    (one pass, the row pass never stored: 0.79 -> 0.66 ms per 1024 x 1024 channel, in one process)."""
+    full = w // CELL
+    for cb in range(full):
+        cmax_row[cb], cmin_row[cb] = _cell_extremes(pad, taps, cb * CELL, CELL, a, deriv)
+    if full < cmax_row.shape[0]:
+        cmax_row[full], cmin_row[full] = _cell_extremes(pad, taps, full * CELL, w - full * CELL, a, deriv)
+
+
 @njit(nogil=True, cache=True, fastmath=True)
 def row_bounds(src, row_taps, row_deriv, cmax, cmin):
     """Float32 row pass of `src`, kept only as its max / min per row and CELL-column cell (cmax / cmin,
@@ -100,52 +133,59 @@ def row_bounds(src, row_taps, row_deriv, cmax, cmin):
     h, w = src.shape
     a = row_taps.shape[0] - 1
     pad = np.empty(w + 2 * a, np.float32)
-    out = np.empty(w, np.float32)
     for t in range(h):
         _padded(src[t], 0, w, a, pad)
-        _row_pass(pad, row_taps, out, row_deriv)
-        # llvm.maxnum / minnum reductions vectorise, Python's max / min do not: 0.98 -> 0.79 ms per channel
-        for cb in range(cmax.shape[1]):
-            seg = out[cb * CELL : min(w, cb * CELL + CELL)]
-            mx = seg[0]
-            mn = seg[0]
-            for i in range(seg.shape[0]):
-                mx = max32(mx, seg[i])
-                mn = min32(mn, seg[i])
-            cmax[t, cb] = mx
-            cmin[t, cb] = mn
+        # the tap count and the filter's kind as constants: the tap loop unrolls, the pixel loop vectorises
+        if a == 10 and row_deriv:  # x40
+            _row_extremes(pad, row_taps, cmax[t], cmin[t], w, 10, True)
+        elif a == 10:
+            _row_extremes(pad, row_taps, cmax[t], cmin[t], w, 10, False)
+        elif a == 5 and row_deriv:  # x20
+            _row_extremes(pad, row_taps, cmax[t], cmin[t], w, 5, True)
+        elif a == 5:
+            _row_extremes(pad, row_taps, cmax[t], cmin[t], w, 5, False)
+        else:
+            _row_extremes(pad, row_taps, cmax[t], cmin[t], w, a, row_deriv)
 
 
 @njit(nogil=True, cache=True)
 def cell_bounds(cmax, cmin, col_taps, col_deriv, hi, lo):
     """Upper / lower bounds (float64, raw units) of the filter on every (row, cell) segment, from the row
-    pass maxima and minima (module doc, step 2); rows reflected as the filter reflects them."""
+    pass maxima and minima (module doc, step 2); rows reflected as the filter reflects them. The maxima are
+    widened to float64 once and the signed weights set up once, not in each of a window's 2 a + 1 rows."""
     h, nc = cmax.shape
     a = col_taps.shape[0] - 1
+    mx64 = np.empty((h, nc), np.float64)
+    mn64 = np.empty((h, nc), np.float64)
     for r in range(h):
-        up = hi[r]
-        dn = lo[r]
+        for cb in range(nc):
+            mx64[r, cb] = cmax[r, cb]
+            mn64[r, cb] = cmin[r, cb]
+    g = np.empty(2 * a + 1, np.float64)  # weight of R(r + k) in the filter, at k + a
+    for k in range(-a, a + 1):
+        g[k + a] = -col_taps[-k] if col_deriv and k < 0 else col_taps[abs(k)]
+    up = np.empty(nc, np.float64)
+    dn = np.empty(nc, np.float64)
+    for r in range(h):
         for cb in range(nc):
             up[cb] = 0.0
             dn[cb] = 0.0
-        for k in range(-a, a + 1):
-            row = reflect101(r + k, h)
-            g = np.float64(col_taps[abs(k)])  # weight of R(r + k) in the filter
-            if col_deriv:
-                if k == 0:
-                    continue
-                if k < 0:
-                    g = -g
-            mx = cmax[row]
-            mn = cmin[row]
-            if g >= 0.0:
-                for cb in range(nc):
-                    up[cb] += g * mx[cb]
-                    dn[cb] += g * mn[cb]
+        for j in range(2 * a + 1):
+            if col_deriv and j == a:
+                continue
+            gk = g[j]
+            row = reflect101(r - a + j, h)
+            if gk >= 0.0:
+                p = mx64[row]
+                q = mn64[row]
             else:
-                for cb in range(nc):
-                    up[cb] += g * mn[cb]
-                    dn[cb] += g * mx[cb]
+                p = mn64[row]
+                q = mx64[row]
+            for cb in range(nc):
+                up[cb] += gk * p[cb]
+                dn[cb] += gk * q[cb]
+        hi[r, :] = up
+        lo[r, :] = dn
 
 
 @njit(nogil=True, cache=True, fastmath=True)
