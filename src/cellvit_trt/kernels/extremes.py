@@ -50,19 +50,25 @@ def error_bound(kx: np.ndarray, ky: np.ndarray, scale: float, shift: float, abs_
 
 
 @njit(nogil=True, cache=True, fastmath=True, inline="always")
-def _fold(pad, taps, out, a, deriv):
-    """out[i] = sum_k taps[k] * (pad[a+i+k] -/+ pad[a+i-k]) (+ taps[0] * pad[a+i] when smoothing)."""
-    for i in range(out.shape[0]):
+def _tap_sum(pad, taps, p, a, deriv):
+    """sum_k taps[k] * (pad[p+k] -/+ pad[p-k]) (+ taps[0] * pad[p] when smoothing): the row pass at pad[p]."""
+    if deriv:
+        acc = np.float32(0.0)
+    else:
+        acc = taps[0] * pad[p]
+    for k in range(1, a + 1):
         if deriv:
-            acc = np.float32(0.0)
+            acc += taps[k] * (pad[p + k] - pad[p - k])
         else:
-            acc = taps[0] * pad[a + i]
-        for k in range(1, a + 1):
-            if deriv:
-                acc += taps[k] * (pad[a + i + k] - pad[a + i - k])
-            else:
-                acc += taps[k] * (pad[a + i + k] + pad[a + i - k])
-        out[i] = acc
+            acc += taps[k] * (pad[p + k] + pad[p - k])
+    return acc
+
+
+@njit(nogil=True, cache=True, fastmath=True, inline="always")
+def _fold(pad, taps, out, a, deriv):
+    """out[i] = the row pass at pad[a + i] (`_tap_sum`)."""
+    for i in range(out.shape[0]):
+        out[i] = _tap_sum(pad, taps, a + i, a, deriv)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -95,21 +101,12 @@ def _padded(src_row, c0, c1, a, pad):
 
 @njit(nogil=True, cache=True, fastmath=True, inline="always")
 def _cell_extremes(pad, taps, c0, m, a, deriv):
-    """(max, min) of the row pass on columns [c0, c0 + m) of the row padded whole into `pad` (`_fold`'s
-    sums), without storing it; m and a are compile-time constants where the caller passes literals."""
+    """(max, min) of the row pass (`_tap_sum`) on columns [c0, c0 + m) of the row padded whole into `pad`,
+    without storing it; m and a are compile-time constants where the caller passes literals."""
     mx = np.float32(-np.inf)
     mn = np.float32(np.inf)
     for i in range(m):
-        p = c0 + a + i
-        if deriv:
-            acc = np.float32(0.0)
-        else:
-            acc = taps[0] * pad[p]
-        for k in range(1, a + 1):
-            if deriv:
-                acc += taps[k] * (pad[p + k] - pad[p - k])
-            else:
-                acc += taps[k] * (pad[p + k] + pad[p - k])
+        acc = _tap_sum(pad, taps, c0 + a + i, a, deriv)
         mx = max32(mx, acc)
         mn = min32(mn, acc)
     return mx, mn
