@@ -16,6 +16,8 @@ from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.halfs import as_f32, half_extremes
 from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
 from cellvit_trt.kernels.opening import numba_opening_ok, open_ellipse_binary
+from cellvit_trt.kernels.radix_flood import order_key
+from cellvit_trt.kernels.rank_flood import sort_by_key
 from cellvit_trt.kernels.sobel import sobel, sobel_x, sobel_y, use_numba_sobel
 from cellvit_trt.kernels.watershed import watershed_fast, watershed_masked
 
@@ -79,6 +81,52 @@ def test_watershed_matches_skimage_with_ties():
                 assert ndi.label(fast == lab, structure=np.ones((3, 3)))[1] == 1
         holes += int(((markers > 0) & (mask == 0)).sum()) - int(cut_b.sum())
     assert holes > 100  # the hole exemption was exercised
+
+
+def test_watershed_ties_off_the_markers_match_skimage():
+    """Equal values among unlabelled pixels, and shared between them and markers, but never between two
+    markers: the watershed floods every component on sorted ranks (`rank_flood`), through its tie blocks."""
+    rng = np.random.default_rng(5)
+    tied_free = 0
+    for it in range(300):
+        h, w = rng.integers(3, 60, 2)
+        levels = int(rng.integers(1, 12))
+        img = np.round(rng.random((h, w)) * levels) / levels
+        mask = (rng.random((h, w)) < rng.uniform(0.5, 1.0)).astype(np.uint8)
+        comps = label4_components(mask, 0)
+        mask = (comps[0] > 0).astype(np.uint8)
+        markers = label4_filtered((rng.random((h, w)) < rng.uniform(0.02, 0.3)).astype(np.uint8), 0)
+        if it % 2:  # blobs: long fronts between regions
+            markers = label4_filtered(ndi.binary_closing(markers > 0, iterations=2).astype(np.uint8), 0)
+        mk = markers > 0
+        grid = rng.permutation(max(int(mk.sum()), 4 * levels + 1))[: int(mk.sum())]
+        img[mk] = grid / (4 * levels)  # pairwise distinct; every fourth one on a free pixel's level
+        ref = watershed(img, markers=markers, mask=mask.astype(bool))
+        np.testing.assert_array_equal(watershed_fast(img, markers, *comps)[0], ref)
+        free = (mask > 0) & ~mk
+        tied_free += int(free.sum()) - np.unique(img[free]).size
+    assert tied_free > 10_000  # the tie blocks were exercised
+
+
+def test_sort_by_key_any_keys():
+    """`rank_flood.sort_by_key` on spread, full-range, duplicated and clustered keys (crowded buckets)."""
+    rng = np.random.default_rng(9)
+    for n in (0, 1, 2, 7, 33, 100, 1000, 5000):
+        for kind in range(4):
+            if kind == 0:
+                keys = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64)
+            elif kind == 1:
+                keys = np.array([order_key(int(b)) for b in (-rng.random(n)).view(np.int64)], np.int64)
+            elif kind == 2:  # all but one within 1,000 of each other: one crowded bucket
+                keys = rng.integers(0, 1000, n).astype(np.int64)
+                keys[: min(n, 1)] = 2**62
+            else:
+                keys = rng.integers(-3, 3, n).astype(np.int64)
+            skey, spix = np.empty(n, np.int64), np.empty(n, np.int64)
+            sort_by_key(keys, np.arange(n, dtype=np.int64), skey, spix, np.empty(2 * n + 1, np.int64))
+            np.testing.assert_array_equal(skey, np.sort(keys))
+            np.testing.assert_array_equal(keys[spix], skey)
+            assert np.unique(spix).size == n
 
 
 @pytest.mark.parametrize("ksize", [21, 11, 7])

@@ -32,6 +32,7 @@ from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
 from cellvit_trt.kernels.layout import row_runs
 from cellvit_trt.kernels.prefetch import prefetch_read
 from cellvit_trt.kernels.radix_flood import NODES_EXTRA, flood_radix, pool_size
+from cellvit_trt.kernels.rank_flood import flood_ranked
 from cellvit_trt.kernels.ties import tied_components
 
 __all__ = [
@@ -227,16 +228,22 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
         if multi[cp]:
             n_multi += start[cp + 1] - start[cp]
     bpix = np.empty(n_multi, np.int64)
+    fpix = np.empty(n_multi, np.int64)  # and their unlabelled pixels
+    fstart = np.zeros(n_comp + 2, np.int64)
+    nf = 0
     bstart = np.zeros(n_comp + 2, np.int64)
     nb = 0
     inv_w = 1.0 / w
     for cp in range(1, n_comp + 1):
         bstart[cp] = nb
+        fstart[cp] = nf
         if not multi[cp]:
             continue
         for k in range(start[cp], start[cp + 1]):
             p = members[k]
             if flat_out[p] == 0:
+                fpix[nf] = p
+                nf += 1
                 continue
             # a marker with an unlabelled in-mask neighbour (written out: 4x faster than a helper call)
             r, c = split_index(p, w, inv_w)
@@ -249,6 +256,7 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
                 bpix[nb] = p
                 nb += 1
     bstart[n_comp + 1] = nb
+    fstart[n_comp + 1] = nf
     # ties among a component's boundary markers: the hash finds the components with one, only those are sorted
     tie_max = np.full(n_comp + 1, -np.inf)
     n_watch = 0
@@ -317,13 +325,25 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
                 flat_out[members[k]] = lone[cp]
     # phase 2: each component on its own queue; no ties left, so pops follow the strict (value, age) order
     flat_bits = flat_img.view(np.int64)
-    pool_u = np.empty(pool_size(biggest), np.int64)
-    pool_p = np.empty(pool_size(biggest), np.int64)
-    pool_next = np.empty(pool_size(biggest), np.int64)
+    # the items phase 1 left carry their pushed priorities and ages: a radix heap takes them; otherwise
+    # every priority is known up front and components flood on sorted ranks (`rank_flood`)
+    rq = pool_size(biggest) if any_tie else 0
+    pool_u = np.empty(rq, np.int64)
+    pool_p = np.empty(rq, np.int64)
+    pool_next = np.empty(rq, np.int64)
     tail = np.empty(NODES_EXTRA, np.int64)
     low = np.empty(NODES_EXTRA, np.int64)
-    init_bits = np.empty(biggest, np.int64)
-    init_p = np.empty(biggest, np.int64)
+    init_bits = np.empty(biggest if any_tie else 0, np.int64)
+    init_p = np.empty(biggest if any_tie else 0, np.int64)
+    rk = 0 if any_tie else biggest
+    ukey = np.empty(rk, np.int64)
+    upix = np.empty(rk, np.int64)
+    skey = np.empty(rk, np.int64)
+    spix = np.empty(rk, np.int64)
+    counts = np.empty(2 * rk + 1, np.int64)
+    bits = np.empty(rk // 64 + 1, np.uint64)
+    ages = np.empty(rk, np.int64)
+    fifo = np.empty(rk, np.int64)
     ahead = 1
     for cp in range(1, n_comp + 1):
         if not multi[cp]:
@@ -340,21 +360,22 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
             for k in range(start[ahead], start[ahead + 1], 8):  # 16 int32
                 prefetch_read(flat_comp, members[k])
                 prefetch_read(flat_out, members[k])
+        if not any_tie:
+            marks = bpix[bstart[cp] : bstart[cp + 1]]
+            free = fpix[fstart[cp] : fstart[cp + 1]]
+            scratch = (ukey, upix, skey, spix, counts, bits, ages, fifo)
+            flood_ranked(flat_bits, flat_out, marks, free, h, w, *scratch)
+            continue
+        # what phase 1 left of this component, in age order (equal values pop by age)
         n_init = 0
-        if any_tie:  # what phase 1 left of this component, in age order (equal values pop by age)
-            j = pending_head[cp]
-            while j != -1:
-                init_p[n_init] = j
-                n_init += 1
-                j = it_next[j]
-            items = init_p[:n_init][np.argsort(it_key[init_p[:n_init]])]  # key = age << AGE_SHIFT | pixel
-            for k in range(n_init):
-                init_p[k] = it_key[items[k]] & IDX_MASK
-                init_bits[k] = it_bits[items[k]]
-        else:  # its boundary markers (age 0, distinct values)
-            for k in range(bstart[cp], bstart[cp + 1]):
-                init_p[n_init] = bpix[k]
-                init_bits[n_init] = flat_bits[bpix[k]]
-                n_init += 1
+        j = pending_head[cp]
+        while j != -1:
+            init_p[n_init] = j
+            n_init += 1
+            j = it_next[j]
+        items = init_p[:n_init][np.argsort(it_key[init_p[:n_init]])]  # key = age << AGE_SHIFT | pixel
+        for k in range(n_init):
+            init_p[k] = it_key[items[k]] & IDX_MASK
+            init_bits[k] = it_bits[items[k]]
         init = (init_bits[:n_init], init_p[:n_init])
         flood_radix(flat_bits, flat_comp, flat_out, *init, h, w, pool_u, pool_p, pool_next, tail, low)
