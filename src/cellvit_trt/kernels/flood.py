@@ -1,5 +1,5 @@
 """The watershed's flood loop: skimage's pop/push step on the exact heap (the order of equal markers
-depends on its layout; `radix_flood` floods once no such ties are left)."""
+depends on its layout; `rank_flood` and `radix_flood` flood once no such ties are left)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ incremented before every push. `watershed_masked` replays exactly that (heap in 
 - only if a multi-label component holds two boundary markers of equal value is the exact global heap
   replayed (phase 1) until every boundary marker at or below the highest such value has popped; the
   remaining items then go to their components (phase 2);
-- in phase 2 the order is strict, so any exact queue gives the same labels: a radix heap (`radix_flood.py`).
+- in phase 2 the order is strict, so any exact queue gives the same labels: components flood on their items
+  sorted by value (`rank_flood.py`), or, after a phase 1, on a radix heap (`radix_flood.py`).
 `tests/kernels/test_building_blocks.py` checks both against skimage on tie-heavy inputs.
 """
 
@@ -335,7 +336,10 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
     low = np.empty(NODES_EXTRA, np.int64)
     init_bits = np.empty(biggest if any_tie else 0, np.int64)
     init_p = np.empty(biggest if any_tie else 0, np.int64)
-    rk = 0 if any_tie else biggest
+    rk = 0  # the most items one ranked flood queues: its component's boundary markers and free pixels
+    if not any_tie:
+        for cp in range(1, n_comp + 1):
+            rk = max(rk, bstart[cp + 1] - bstart[cp] + fstart[cp + 1] - fstart[cp])
     ukey = np.empty(rk, np.int64)
     upix = np.empty(rk, np.int64)
     skey = np.empty(rk, np.int64)
