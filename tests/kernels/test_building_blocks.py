@@ -14,12 +14,19 @@ from skimage.segmentation import watershed
 from cellvit_trt.kernels.cells import measure_runs
 from cellvit_trt.kernels.contours import trace_first_contours
 from cellvit_trt.kernels.halfs import as_f32, half_extremes
+from cellvit_trt.kernels.layout import row_runs
 from cellvit_trt.kernels.morphology import fill_holes4, label4_components, label4_filtered
 from cellvit_trt.kernels.opening import numba_opening_ok, open_ellipse_binary
 from cellvit_trt.kernels.radix_flood import order_key
 from cellvit_trt.kernels.rank_flood import sort_by_key
+from cellvit_trt.kernels.replicas import gaussian_taps
 from cellvit_trt.kernels.sobel import sobel, sobel_x, sobel_y, use_numba_sobel
-from cellvit_trt.kernels.watershed import watershed_fast, watershed_masked
+from cellvit_trt.kernels.watershed import (
+    seeds_from_runs,
+    watershed_fast,
+    watershed_masked,
+    watershed_seeded_into,
+)
 
 from .reference import expected_cut
 
@@ -106,6 +113,33 @@ def test_watershed_ties_off_the_markers_match_skimage():
         free = (mask > 0) & ~mk
         tied_free += int(free.sum()) - np.unique(img[free]).size
     assert tied_free > 10_000  # the tie blocks were exercised
+
+
+def test_watershed_blurs_where_it_reads():
+    """`watershed_seeded_into` given dist instead of the relief (`lazy`) labels as with the whole relief,
+    with and without the tie replay (which reads every component)."""
+    rng = np.random.default_rng(11)
+    taps = gaussian_taps(3)
+    replays = 0
+    for it in range(200):
+        h, w = rng.integers(3, 50, 2)
+        dist = rng.integers(0, 3, (h, w)).astype(np.float64) if it % 2 else rng.random((h, w))
+        mask = (rng.random((h, w)) < rng.uniform(0.5, 1.0)).astype(np.uint8)
+        comps = label4_components(mask, 0)
+        components = comps[0]
+        markers = label4_filtered((rng.random((h, w)) < rng.uniform(0.02, 0.3)).astype(np.uint8), 0)
+        relief = -cv2.GaussianBlur(dist * (components > 0), (3, 3), 0)
+        runs = row_runs((markers != 0).view(np.uint8))
+        bounds = markers.max(), comps[2].shape[0] - 2
+        seeds, _, _, single = seeds_from_runs(markers, components, *runs, *bounds)
+        full = np.zeros((h, w), np.int32)
+        watershed_seeded_into(relief, markers, seeds, single, *comps, full)
+        lazy = np.zeros((h, w), np.int32)
+        watershed_seeded_into(np.full((h, w), np.nan), markers, seeds, single, *comps, lazy, (dist, taps))
+        np.testing.assert_array_equal(lazy, full)
+        np.testing.assert_array_equal(full, watershed(relief, markers=markers, mask=components > 0))
+        replays += it % 2
+    assert replays > 50
 
 
 def test_sort_by_key_any_keys():

@@ -3,10 +3,12 @@
 Outside the foreground upstream's energy is forced to 0 (`overall - (1 - blb)` clipped), so `dist` is exactly
 0.0 there and the raw marker 0; the relief is read by the watershed only at foreground pixels, and the 3x3
 blur there reads `dist` one pixel around them. So all three are evaluated on the foreground blocks (row
-segments, vectorised), with `dist` zero elsewhere. What remains tile-wide is the two min-max normalisations:
-the HV extremes (one pass over the map) and the Sobel extremes (`local_sobel`, `extremes`). Same arithmetic as
-`energy.py` pixel for pixel: float32 `1 - normalize`, float64 energy, OpenCV's 3x3 Gaussian row filter
-((k0*l + k1*c) + k2*r) and symmetric column filter (k1*m + 0.0 + k0*(d + u)), BORDER_REFLECT_101.
+segments, vectorised), with `dist` zero elsewhere; on a tile covered in part only, the relief is left to the
+watershed, which needs it in its multi-label components only (`blur_at`). What remains tile-wide is the two
+min-max normalisations: the HV extremes (one pass over the map) and the Sobel extremes (`local_sobel`,
+`extremes`). Same arithmetic as `energy.py` pixel for pixel: float32 `1 - normalize`, float64 energy,
+OpenCV's 3x3 Gaussian row filter ((k0*l + k1*c) + k2*r) and symmetric column filter
+(k1*m + 0.0 + k0*(d + u)), BORDER_REFLECT_101.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from cellvit_trt.kernels.layout import cover_runs_into, whole_rows
 from cellvit_trt.kernels.local_sobel import exact_at, exact_runs, row_pass_segments
 from cellvit_trt.kernels.sobel import _sep_filter, sobel_kernels
 
-__all__ = ["local_relief_and_markers", "sobel_at_runs", "fuse_runs", "blur_runs"]
+__all__ = ["local_relief_and_markers", "sobel_at_runs", "fuse_runs", "blur_whole"]
 
 #: Foreground runs closer than this (pixels) are computed as one run, and rows covered to at least
 #: this fraction are computed whole (`layout.cover_runs`).
@@ -136,11 +138,13 @@ def _branch_free(fg_runs) -> bool:
 def local_relief_and_markers(
     hv, fg_runs, components, ksize, marker_threshold, blur_taps, marker=None, cover=None, hv_range=None
 ):
-    """(relief float64 [H, W], raw marker uint8 [H, W]) from hv [2, H, W] (float32, or float16 viewed as
-    uint16), exact on the kept foreground (`components` > 0, whose row runs are `fg_runs`); relief
-    undefined and marker 0 elsewhere. The relief is a per-thread buffer, valid until this thread's next
-    call; `marker` and `cover` (uint8 [H, W], any contents) are buffers to use instead of fresh arrays;
-    `hv_range` ([2, 2]) each channel's (min, max), if known."""
+    """(relief float64 [H, W], raw marker uint8 [H, W], lazy) from hv [2, H, W] (float32, or float16 viewed
+    as uint16), exact on the kept foreground (`components` > 0, whose row runs are `fg_runs`); marker 0
+    elsewhere. lazy None: the relief is computed on every covered row; else (dist, blur_taps): the relief is
+    left to `watershed.watershed_seeded_into`, which blurs dist where it reads it. The relief and dist are
+    per-thread buffers, valid until this thread's next call; `marker` and `cover` (uint8 [H, W], any
+    contents) are buffers to use instead of fresh arrays; `hv_range` ([2, 2]) each channel's (min, max), if
+    known."""
     _, h, w = hv.shape
     if cover is None:
         cover = np.zeros((h, w), np.uint8)
@@ -163,12 +167,11 @@ def local_relief_and_markers(
     relief = sobel_h  # reused for the relief once read
     if whole_rows(*runs, w):  # every pixel written; dist fused row by row into the blur, never stored
         fuse = (sobel_h, sobel_v, hs, ht, vs, vt, float(marker_threshold), marker, _branch_free(fg_runs))
-        _blur_whole(components, dist, blur_taps, relief, fuse)
-        return relief, marker
+        blur_whole(components, dist, blur_taps, relief, fuse)
+        return relief, marker, None
     marker[:] = 0
     fuse_runs(*runs, components, sobel_h, sobel_v, hs, ht, vs, vt, float(marker_threshold), dist, marker)
-    blur_runs(*runs, components, dist, blur_taps, relief)
-    return relief, marker
+    return relief, marker, (dist, blur_taps)  # the watershed blurs where it reads (`blur_at`)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -190,7 +193,7 @@ def _fuse_row(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m):
 @njit(nogil=True, cache=True)
 def _fuse_row_vectorised(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m):
     """`_fuse_row` compiled on its own: LLVM then vectorises it, every pixel computed without a branch.
-    Inlined into `_blur_whole` it stays a scalar loop that branches on the foreground, cheaper where the
+    Inlined into `blur_whole` it stays a scalar loop that branches on the foreground, cheaper where the
     foreground comes in long runs and dearer where it alternates often (mispredictions); same bits."""
     _fuse_row(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m)
 
@@ -266,8 +269,10 @@ def _dist_row(dist, components, t, fuse, drow):
 
 
 @njit(nogil=True, cache=True)
-def _blur_whole(components, dist, k, relief, fuse=None):
-    """`blur_runs` when every row is one whole run: each row pass computed once, kept in a ring of 3. With
+def blur_whole(components, dist, k, relief, fuse=None):
+    """relief = -GaussianBlur(dist, 3x3) on the whole tile (OpenCV's order of operations and
+    BORDER_REFLECT_101), dist taken as 0.0 off the kept foreground (`components` == 0), as upstream's
+    product with blb makes it: each row pass computed once, kept in a ring of 3. With
     `fuse` (see `_dist_row`) dist is fused row by row first; relief may then be `fuse`'s sh: row r is
     written after sh's row r + 1 has been read."""
     h, w = components.shape
@@ -285,26 +290,3 @@ def _blur_whole(components, dist, k, relief, fuse=None):
         up = ring[reflect101(r - 1, h) % 3]
         dn = ring[reflect101(r + 1, h) % 3]
         _blur_column(up, ring[r % 3], dn, k0, k1, relief[r])
-
-
-@njit(nogil=True, cache=True)
-def blur_runs(row_ptr, c0s, c1s, components, dist, k, relief):
-    """relief = -GaussianBlur(dist, 3x3) on the row runs (OpenCV's order of operations and
-    BORDER_REFLECT_101), with dist taken as 0.0 off the kept foreground (`components` == 0), as upstream's
-    product with blb makes it: `dist` need not be written there."""
-    h, w = dist.shape
-    if whole_rows(row_ptr, c0s, c1s, w):
-        _blur_whole(components, dist, k, relief)
-        return
-    k0, k1, k2 = k[0], k[1], k[2]
-    rows = np.empty((3, w), np.float64)
-    padrow = np.empty(w + 2, np.float64)
-    for r in range(h):
-        for run in range(row_ptr[r], row_ptr[r + 1]):
-            c0 = c0s[run]
-            c1 = c1s[run]
-            n = c1 - c0
-            for j in range(3):
-                t = reflect101(r - 1 + j, h)
-                _blur_row(dist[t], components[t], c0, c1, k0, k1, k2, padrow, rows[j])
-            _blur_column(rows[0, :n], rows[1, :n], rows[2, :n], k0, k1, relief[r, c0:c1])

@@ -81,7 +81,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     if members.size == 0:  # no foreground: no markers, nothing to flood
         ws.dirty = False
         return labels, np.zeros(1, np.bool_), np.zeros(1, np.bool_), runs
-    relief, marker = local_relief_and_markers(
+    relief, marker, lazy = local_relief_and_markers(
         hv,
         runs,
         components,
@@ -101,7 +101,7 @@ def _labels_by_region(fg01: np.ndarray, hv: np.ndarray, params: PostProcessParam
     markers, _, mstart = label4_runs_into(opened, params.object_size, *marker_runs, ws.markers, _NO_MEMBERS)
     n_markers, n_comp = mstart.shape[0] - 2, start.shape[0] - 2
     seeds, cut, seeded, single = seeds_from_runs(markers, components, *marker_runs, n_markers, n_comp)
-    watershed_seeded_into(relief, markers, seeds, single, components, members, start, labels)
+    watershed_seeded_into(relief, markers, seeds, single, components, members, start, labels, lazy)
     clear_runs(components, *runs)
     clear_runs(markers, *marker_runs)
     ws.dirty = False

@@ -3,9 +3,9 @@
 The region-restricted path (`postprocess._labels_by_region`) re-implements, pixel by pixel, three OpenCV
 calls whose rounding depends on the code path OpenCV's CPU dispatcher picks: Sobel (`sobel.use_numba_sobel`),
 `normalize(NORM_MINMAX, CV_32F)` from float32 and float64 (`fp.normalize_params` + one fused multiply-add) and
-the 3x3 Gaussian blur (`local_relief.blur_runs`). Each is compared with OpenCV on random probes, once per
-process and parameter set; if any differs, the post-processor uses the whole-tile path, which calls OpenCV
-itself. The region path also needs what it was built for: a 3x3 blur.
+the 3x3 Gaussian blur (`local_relief.blur_whole`, `blur_at.relief_at_components`). Each is compared with
+OpenCV on random probes, once per process and parameter set; if any differs, the post-processor uses the
+whole-tile path, which calls OpenCV itself. The region path also needs what it was built for: a 3x3 blur.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from numba import njit
 
+from cellvit_trt.kernels.blur_at import relief_at_components
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params
-from cellvit_trt.kernels.layout import row_runs
-from cellvit_trt.kernels.local_relief import blur_runs
+from cellvit_trt.kernels.local_relief import blur_whole
 from cellvit_trt.kernels.params import PostProcessParams
 from cellvit_trt.kernels.sobel import use_numba_sobel
 
@@ -67,9 +67,13 @@ def _blur_same(rng) -> bool:
     x = rng.random((37, 53))
     x[rng.random(x.shape) < 0.4] = 0.0
     ref = cv2.GaussianBlur(x, (3, 3), 0)
-    ours = np.empty_like(x)
-    blur_runs(*row_runs(np.ones(x.shape, np.uint8)), np.ones(x.shape, np.int32), x, gaussian_taps(3), ours)
-    return bool(np.array_equal(-ours, ref))
+    ones, taps = np.ones(x.shape, np.int32), gaussian_taps(3)
+    whole = np.empty_like(x)
+    blur_whole(ones, x, taps, whole)
+    one_component = (np.ones(2, np.bool_), np.arange(x.size), np.array([0, 0, x.size]))
+    at = np.empty_like(x)
+    relief_at_components(*one_component, x, ones, taps, at)
+    return bool(np.array_equal(-whole, ref) and np.array_equal(-at, ref))
 
 
 def region_path_ok(params: PostProcessParams) -> bool:

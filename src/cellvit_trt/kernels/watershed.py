@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from cellvit_trt.kernels.blur_at import relief_at_components
 from cellvit_trt.kernels.flood import flood
 from cellvit_trt.kernels.fp import split_index
 from cellvit_trt.kernels.heap import AGE_SHIFT, IDX_MASK, push
@@ -198,8 +199,12 @@ def watershed_seeded(
 
 
 @njit(nogil=True, cache=True)
-def watershed_seeded_into(image, markers, seeds, single, components, members, start, out) -> None:
-    """`watershed_seeded` into `out` (int32 [H, W], zero on entry; written at the mask pixels only)."""
+def watershed_seeded_into(image, markers, seeds, single, components, members, start, out, lazy=None) -> None:
+    """`watershed_seeded` into `out` (int32 [H, W], zero on entry; written at the mask pixels only).
+
+    With `lazy` = (dist, taps), `image` is a buffer (any contents) into which the relief -blur(dist) is
+    computed where the flood reads it (`blur_at`): the multi-label components, and every component when the
+    global heap must be replayed."""
     h, w = image.shape
     npx = h * w
     flat_out = out.reshape(-1)
@@ -223,6 +228,8 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
             multi[cp] = True
         else:
             lone[cp] = single[cp]
+    if lazy is not None:
+        relief_at_components(multi, members, start, lazy[0], components, lazy[1], image)
     # boundary markers per multi-label component (member order; phase 1 scans the image in raster order)
     n_multi = 0
     for cp in range(1, n_comp + 1):
@@ -287,6 +294,8 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
     age = np.int64(1)
     pending_head = np.full(n_comp + 1, -1, np.int64)
     if any_tie:
+        if lazy is not None:  # the global heap reads every component
+            relief_at_components(~multi, members, start, lazy[0], components, lazy[1], image)
         # phase 1: exact replay of the global heap (all markers, raster order) until the ties are resolved
         boundary = np.zeros(npx, np.bool_)
         for k in range(nb):
