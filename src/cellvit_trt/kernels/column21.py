@@ -17,7 +17,7 @@ from numba import njit
 
 from cellvit_trt.kernels.fp import fma64
 
-__all__ = ["columns21", "columns21_pair"]
+__all__ = ["columns21", "columns21_pair", "window22", "columns21_pair_at"]
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -107,6 +107,31 @@ def columns21_pair(buf, rows, c0, c1, ky, symmetric, out, out_next):
             out_next[i] = nxt
     else:
         for i in range(out.shape[0]):
+            acc = _antisymmetric(b, ky, i)
+            nxt = _antisymmetric(below, ky, i)
+            out[i] = acc
+            out_next[i] = nxt
+
+
+@njit(nogil=True, cache=True, inline="always")
+def window22(buf, rows, w):
+    """The 22 whole rows buf[rows[:22]] (the windows of two adjacent output rows) as views."""
+    return _window21(buf, rows, 0, w) + (buf[rows[21], 0:w],)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def columns21_pair_at(b, c0, c1, ky, symmetric, out, out_next):
+    """`columns21_pair` on columns [c0, c1) of the whole-row views `b` (`window22`), into out[c0:c1] and
+    out_next[c0:c1] (whole output rows): no views made per run."""
+    below = b[1:]
+    if symmetric:
+        for i in range(c0, c1):
+            acc = _symmetric(b, ky, i)
+            nxt = _symmetric(below, ky, i)
+            out[i] = acc
+            out_next[i] = nxt
+    else:
+        for i in range(c0, c1):
             acc = _antisymmetric(b, ky, i)
             nxt = _antisymmetric(below, ky, i)
             out[i] = acc
