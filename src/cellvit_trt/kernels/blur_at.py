@@ -8,7 +8,8 @@ sparse tile's 1,000: 0.20 -> 0.015 ms). Same bits as `local_relief.blur_whole`: 
 `(k0*left + k1*centre) + k2*right` (a multiply, then an add; no fused multiply-add) on the rows above, at and
 below, then the symmetric column filter `k1*centre + 0.0 + k0*(below + above)`, BORDER_REFLECT_101 at the
 tile's sides, dist read as 0.0 off the kept foreground (`components` == 0), as upstream's product with blb
-makes it. `replicas` checks these bits against cv2.GaussianBlur once per process.
+makes it. The row and column passes here are the whole-tile blur's too. `replicas` checks these bits
+against cv2.GaussianBlur once per process.
 """
 
 from __future__ import annotations
@@ -18,24 +19,25 @@ from numba import njit
 
 from cellvit_trt.kernels.fp import reflect101
 
-__all__ = ["relief_at_components"]
+__all__ = ["relief_at_components", "blur_row", "blur_column"]
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _row_run(dist, components, t, c0, c1, k0, k1, k2, padrow, out):
-    """The row filter of tile row t on columns [c0, c1) into out[:c1 - c0]."""
-    w = dist.shape[1]
+def blur_row(src, fg, c0, c1, k0, k1, k2, padrow, out):
+    """The 3x3 blur's row pass of one dist row `src` on columns [c0, c1) into out[:c1 - c0] (src read as 0.0
+    where the row's components `fg` are 0, BORDER_REFLECT_101 at the tile's sides)."""
+    w = src.shape[0]
     n = c1 - c0
     pr = padrow[: n + 2]
     left = reflect101(c0 - 1, w)
     right = reflect101(c1, w)
-    pr[0] = dist[t, left] if components[t, left] > 0 else 0.0
-    pr[n + 1] = dist[t, right] if components[t, right] > 0 else 0.0
-    src = dist[t, c0:c1]
-    fg = components[t, c0:c1]
+    pr[0] = src[left] if fg[left] > 0 else 0.0
+    pr[n + 1] = src[right] if fg[right] > 0 else 0.0
+    mid = src[c0:c1]
+    mfg = fg[c0:c1]
     inner = pr[1 : n + 1]
     for i in range(n):
-        inner[i] = src[i] if fg[i] > 0 else 0.0
+        inner[i] = mid[i] if mfg[i] > 0 else 0.0
     pl = pr[0:n]
     pc = pr[1 : n + 1]
     pq = pr[2 : n + 2]
@@ -44,6 +46,15 @@ def _row_run(dist, components, t, c0, c1, k0, k1, k2, padrow, out):
         s += k1 * pc[i]
         s += k2 * pq[i]
         out[i] = s
+
+
+@njit(nogil=True, cache=True, inline="always")
+def blur_column(up, cen, dn, k0, k1, o):
+    """The 3x3 blur's column pass over three row-pass rows, negated: o = -(k1*cen + 0.0 + k0*(dn + up))."""
+    for i in range(o.shape[0]):
+        acc = k1 * cen[i] + 0.0
+        acc += k0 * (dn[i] + up[i])
+        o[i] = -acc
 
 
 @njit(nogil=True, cache=True)
@@ -70,13 +81,7 @@ def relief_at_components(which, members, start, dist, components, taps, relief) 
                 j += 1
             n = j - k
             for t in range(3):
-                _row_run(dist, components, reflect101(r - 1 + t, h), c0, c0 + n, k0, k1, k2, padrow, rows[t])
-            up = rows[0, :n]
-            cen = rows[1, :n]
-            dn = rows[2, :n]
-            out = relief[r, c0 : c0 + n]
-            for i in range(n):
-                acc = k1 * cen[i] + 0.0
-                acc += k0 * (dn[i] + up[i])
-                out[i] = -acc
+                rt = reflect101(r - 1 + t, h)
+                blur_row(dist[rt], components[rt], c0, c0 + n, k0, k1, k2, padrow, rows[t])
+            blur_column(rows[0, :n], rows[1, :n], rows[2, :n], k0, k1, relief[r, c0 : c0 + n])
             k = j

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 from numba import njit
 
+from cellvit_trt.kernels.blur_at import blur_column, blur_row
 from cellvit_trt.kernels.extremes import CELL, candidates, cell_bounds, error_bound, row_bounds
 from cellvit_trt.kernels.fp import fma32, fma64, normalize_params, reflect101
 from cellvit_trt.kernels.halfs import as_f32, half_extremes
@@ -221,40 +222,6 @@ def fuse_runs(row_ptr, c0s, c1s, components, sh, sv, hs, ht, vs, vt, marker_thre
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _blur_row(src, fg, c0, c1, k0, k1, k2, padrow, out):
-    """The 3x3 blur's row pass of one dist row `src` on columns [c0, c1) into out[:c1 - c0] (src read as 0.0
-    where the row's components `fg` are 0, BORDER_REFLECT_101 at the tile's sides)."""
-    w = src.shape[0]
-    n = c1 - c0
-    pr = padrow[: n + 2]
-    left = reflect101(c0 - 1, w)
-    right = reflect101(c1, w)
-    pr[0] = src[left] if fg[left] > 0 else 0.0
-    pr[n + 1] = src[right] if fg[right] > 0 else 0.0
-    mid = src[c0:c1]
-    mfg = fg[c0:c1]
-    inner = pr[1 : n + 1]
-    for i in range(n):
-        inner[i] = mid[i] if mfg[i] > 0 else 0.0
-    pl = pr[0:n]
-    pc = pr[1 : n + 1]
-    pq = pr[2 : n + 2]
-    for i in range(n):
-        s = k0 * pl[i]
-        s += k1 * pc[i]
-        s += k2 * pq[i]
-        out[i] = s
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _blur_column(up, cen, dn, k0, k1, o):
-    for i in range(o.shape[0]):
-        acc = k1 * cen[i] + 0.0
-        acc += k0 * (dn[i] + up[i])
-        o[i] = -acc
-
-
-@njit(nogil=True, cache=True, inline="always")
 def _dist_row(dist, components, t, fuse, drow):
     """Row t of dist: read from `dist`, or with `fuse` = (sh, sv, hs, ht, vs, vt, threshold, marker,
     branch_free) computed into `drow` (marker row t written too), so that dist never goes through memory."""
@@ -282,11 +249,11 @@ def blur_whole(components, dist, k, relief, fuse=None):
     drow = np.empty(w, np.float64)
     for t in range(min(2, h)):
         src = _dist_row(dist, components, t, fuse, drow)
-        _blur_row(src, components[t], 0, w, k0, k1, k2, padrow, ring[t])
+        blur_row(src, components[t], 0, w, k0, k1, k2, padrow, ring[t])
     for r in range(h):
         if r + 1 < h and r >= 1:
             src = _dist_row(dist, components, r + 1, fuse, drow)
-            _blur_row(src, components[r + 1], 0, w, k0, k1, k2, padrow, ring[(r + 1) % 3])
+            blur_row(src, components[r + 1], 0, w, k0, k1, k2, padrow, ring[(r + 1) % 3])
         up = ring[reflect101(r - 1, h) % 3]
         dn = ring[reflect101(r + 1, h) % 3]
-        _blur_column(up, ring[r % 3], dn, k0, k1, relief[r])
+        blur_column(up, ring[r % 3], dn, k0, k1, relief[r])
