@@ -371,7 +371,8 @@ def watershed_seeded_into(image, markers, seeds, single, components, members, st
             for k in range(start[ahead], start[ahead + 1], 4):  # 8 float64 per 64-byte line
                 prefetch_read(flat_img, members[k])
             for k in range(start[ahead], start[ahead + 1], 8):  # 16 int32
-                prefetch_read(flat_comp, members[k])
+                if any_tie:  # the ranked flood reads no component labels
+                    prefetch_read(flat_comp, members[k])
                 prefetch_read(flat_out, members[k])
         if not any_tie:
             marks = bpix[bstart[cp] : bstart[cp + 1]]
