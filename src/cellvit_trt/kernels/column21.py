@@ -98,19 +98,7 @@ def columns21_pair(buf, rows, c0, c1, ky, symmetric, out, out_next):
     """`columns21` for two adjacent output rows at once: buf[rows[:21]] the window of `out`'s row,
     buf[rows[1:22]] that of `out_next`'s (the row below)."""
     b = _window21(buf, rows, c0, c1) + (buf[rows[21], c0:c1],)
-    below = b[1:]
-    if symmetric:
-        for i in range(out.shape[0]):
-            acc = _symmetric(b, ky, i)
-            nxt = _symmetric(below, ky, i)
-            out[i] = acc
-            out_next[i] = nxt
-    else:
-        for i in range(out.shape[0]):
-            acc = _antisymmetric(b, ky, i)
-            nxt = _antisymmetric(below, ky, i)
-            out[i] = acc
-            out_next[i] = nxt
+    columns21_pair_at(b, 0, c1 - c0, ky, symmetric, out, out_next)
 
 
 @njit(nogil=True, cache=True, inline="always")
