@@ -13,6 +13,7 @@ a loop over a tuple of views is not unrolled before typing and runs 6x slower.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from cellvit_trt.kernels.fp import fma64
@@ -98,7 +99,19 @@ def columns21_pair(buf, rows, c0, c1, ky, symmetric, out, out_next):
     """`columns21` for two adjacent output rows at once: buf[rows[:21]] the window of `out`'s row,
     buf[rows[1:22]] that of `out_next`'s (the row below)."""
     b = _window21(buf, rows, c0, c1) + (buf[rows[21], c0:c1],)
-    columns21_pair_at(b, 0, c1 - c0, ky, symmetric, out, out_next)
+    below = b[1:]
+    if symmetric:
+        for i in range(out.shape[0]):
+            acc = _symmetric(b, ky, i)
+            nxt = _symmetric(below, ky, i)
+            out[i] = acc
+            out_next[i] = nxt
+    else:
+        for i in range(out.shape[0]):
+            acc = _antisymmetric(b, ky, i)
+            nxt = _antisymmetric(below, ky, i)
+            out[i] = acc
+            out_next[i] = nxt
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -110,16 +123,18 @@ def window22(buf, rows, w):
 @njit(nogil=True, cache=True, inline="always")
 def columns21_pair_at(b, c0, c1, ky, symmetric, out, out_next):
     """`columns21_pair` on columns [c0, c1) of the whole-row views `b` (`window22`), into out[c0:c1] and
-    out_next[c0:c1] (whole output rows): no views made per run."""
+    out_next[c0:c1] (whole output rows): no views made per run. The column index is unsigned: a signed one
+    from an unknown start keeps Numba's negative-index wrap-around in the loop, which LLVM then does not
+    vectorise (4.3-6 against 0.9-1.1 ns per pixel on runs of 24 px and more)."""
     below = b[1:]
     if symmetric:
-        for i in range(c0, c1):
+        for i in range(np.uint64(c0), np.uint64(c1)):
             acc = _symmetric(b, ky, i)
             nxt = _symmetric(below, ky, i)
             out[i] = acc
             out_next[i] = nxt
     else:
-        for i in range(c0, c1):
+        for i in range(np.uint64(c0), np.uint64(c1)):
             acc = _antisymmetric(b, ky, i)
             nxt = _antisymmetric(below, ky, i)
             out[i] = acc
