@@ -176,11 +176,12 @@ def local_relief_and_markers(
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _fuse_row(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m):
-    """`energy._fuse` on one row segment: d = 1 - energy (0.0 off the kept foreground, as upstream's product
-    with blb gives) and the raw marker m."""
+def _fuse_at(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m, c0, c1):
+    """`energy._fuse` on columns [c0, c1) of whole rows: d = 1 - energy (0.0 off the kept foreground, as
+    upstream's product with blb gives) and the raw marker m. The column index is unsigned, so that Numba's
+    negative-index wrap-around leaves the loop and LLVM vectorises it (`column21.columns21_pair_at`)."""
     one32 = np.float32(1.0)
-    for i in range(d.shape[0]):
+    for i in range(np.uint64(c0), np.uint64(c1)):
         a = one32 - np.float32(fma64(a_h[i], hs, ht))
         b = one32 - np.float32(fma64(a_v[i], vs, vt))
         o32 = a if a >= b else b
@@ -189,6 +190,12 @@ def _fuse_row(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m):
         fg = comp[i] > 0
         d[i] = (1.0 - overall) * 1.0 if fg else 0.0
         m[i] = np.uint8(fg & (overall < marker_threshold))  # branch-free: the loop vectorises
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _fuse_row(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m):
+    """`_fuse_at` on whole row segments."""
+    _fuse_at(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m, 0, d.shape[0])
 
 
 @njit(nogil=True, cache=True)
@@ -201,24 +208,15 @@ def _fuse_row_vectorised(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m)
 
 @njit(nogil=True, cache=True)
 def fuse_runs(row_ptr, c0s, c1s, components, sh, sv, hs, ht, vs, vt, marker_threshold, dist, marker):
-    """`_fuse_row` on the row runs, into dist and marker."""
+    """`_fuse_at` on the row runs, into dist and marker: whole-row views, none made per run (a sparse tile
+    has thousands of short runs)."""
     h = dist.shape[0]
     for r in range(h):
+        if row_ptr[r + 1] == row_ptr[r]:
+            continue
+        a_h, a_v, comp, d, m = sh[r], sv[r], components[r], dist[r], marker[r]
         for k in range(row_ptr[r], row_ptr[r + 1]):
-            c0 = c0s[k]
-            c1 = c1s[k]
-            _fuse_row(
-                sh[r, c0:c1],
-                sv[r, c0:c1],
-                components[r, c0:c1],
-                hs,
-                ht,
-                vs,
-                vt,
-                marker_threshold,
-                dist[r, c0:c1],
-                marker[r, c0:c1],
-            )
+            _fuse_at(a_h, a_v, comp, hs, ht, vs, vt, marker_threshold, d, m, c0s[k], c1s[k])
 
 
 @njit(nogil=True, cache=True, inline="always")
