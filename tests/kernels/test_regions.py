@@ -251,6 +251,28 @@ def test_cell_bounds_bound_the_filter():
                 assert np.all(seg.max(1) <= hi[:, cb] + slack) and np.all(seg.min(1) >= lo[:, cb] - slack)
 
 
+def test_cell_bounds_interior_rows_sum_as_the_row_loop():
+    """cell_bounds' flattened interior loop (x40 / x20 windows) gives the bits of the tap-by-tap row loop."""
+    from cellvit_trt.kernels.extremes import _rows
+
+    rng = np.random.default_rng(11)
+    for ksize in (21, 11):
+        for dx in (1, 0):
+            _, ky = sobel_kernels(dx, ksize)
+            taps = ky[ksize // 2 :].astype(np.float32)
+            for h, ncell in ((2 * (ksize // 2) + 1, 3), (97, 7), (1024, 32)):
+                cmax = (rng.normal(0, 50, (h, ncell))).astype(np.float32)
+                cmin = cmax - np.abs(rng.normal(0, 5, (h, ncell))).astype(np.float32)
+                hi, lo = np.empty((h, ncell)), np.empty((h, ncell))
+                cell_bounds(cmax, cmin, taps, dx != 1, hi, lo)
+                a = ksize // 2
+                signed = [-taps[-k] if dx != 1 and k < 0 else taps[abs(k)] for k in range(-a, a + 1)]
+                g = np.array(signed, np.float64)
+                hi_r, lo_r = np.empty((h, ncell)), np.empty((h, ncell))
+                _rows(cmax.astype(np.float64), cmin.astype(np.float64), g, dx != 1, hi_r, lo_r, 0, h)
+                assert np.array_equal(hi, hi_r) and np.array_equal(lo, lo_r), (ksize, dx, h)
+
+
 def test_fill_groups_is_binary_fill_holes():
     """Hole filling per 8-connected foreground group (with the row-gap pre-check) == scipy on the tile."""
     rng = np.random.default_rng(10)

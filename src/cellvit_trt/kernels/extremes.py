@@ -161,9 +161,75 @@ def cell_bounds(cmax, cmin, col_taps, col_deriv, hi, lo):
     g = np.empty(2 * a + 1, np.float64)  # weight of R(r + k) in the filter, at k + a
     for k in range(-a, a + 1):
         g[k + a] = -col_taps[-k] if col_deriv and k < 0 else col_taps[abs(k)]
+    if h > 2 * a and _usual_signs(g, a, col_deriv) and (a == 10 or a == 5):
+        if a == 10 and col_deriv:  # x40; the window's size and signs as constants, so the tap loop unrolls
+            _interior(mx64, mn64, g, hi, lo, 10, True)
+        elif a == 10:
+            _interior(mx64, mn64, g, hi, lo, 10, False)
+        elif col_deriv:  # x20
+            _interior(mx64, mn64, g, hi, lo, 5, True)
+        else:
+            _interior(mx64, mn64, g, hi, lo, 5, False)
+        _rows(mx64, mn64, g, col_deriv, hi, lo, 0, a)
+        _rows(mx64, mn64, g, col_deriv, hi, lo, h - a, h)
+    else:
+        _rows(mx64, mn64, g, col_deriv, hi, lo, 0, h)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _usual_signs(g, a, deriv):
+    """The weights' signs are those of a smoothing (all >= 0) or derivative (< 0 above the centre) window."""
+    for j in range(2 * a + 1):
+        if deriv and j < a:
+            if not g[j] < 0.0:
+                return False
+        elif not g[j] >= 0.0:
+            return False
+    return True
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _interior(mx64, mn64, g, hi, lo, a, deriv):
+    """`_rows` on rows a .. h - a - 1 (no reflection), for weights of `_usual_signs`: one loop over those
+    rows' cells flattened, each bound summed over its window in the same order and operations as `_rows`
+    (so the same bits), with the tap loop unrolled and the cell loop vectorised. The flat index is unsigned:
+    a signed one keeps Numba's negative-index wrap-around in the loop, which LLVM then does not vectorise."""
+    h, nc = mx64.shape
+    fx = mx64.ravel()
+    fn = mn64.ravel()
+    fhi = hi.ravel()
+    flo = lo.ravel()
+    step = np.uint64(nc)
+    out0 = np.uint64(a * nc)
+    for i in range(np.uint64(0), np.uint64((h - 2 * a) * nc)):  # i: the window's first cell
+        up = 0.0
+        dn = 0.0
+        if deriv:  # taps above the centre negative (the minimum bounds from above), centre skipped
+            for j in range(a):
+                k = i + np.uint64(j) * step
+                up += g[j] * fn[k]
+                dn += g[j] * fx[k]
+            for j in range(a + 1, 2 * a + 1):
+                k = i + np.uint64(j) * step
+                up += g[j] * fx[k]
+                dn += g[j] * fn[k]
+        else:
+            for j in range(2 * a + 1):
+                k = i + np.uint64(j) * step
+                up += g[j] * fx[k]
+                dn += g[j] * fn[k]
+        fhi[out0 + i] = up
+        flo[out0 + i] = dn
+
+
+@njit(nogil=True, cache=True)
+def _rows(mx64, mn64, g, col_deriv, hi, lo, r0, r1):
+    """hi / lo on rows [r0, r1): each row's window summed tap by tap (any weights, reflected rows)."""
+    h, nc = mx64.shape
+    a = (g.shape[0] - 1) // 2
     up = np.empty(nc, np.float64)
     dn = np.empty(nc, np.float64)
-    for r in range(h):
+    for r in range(r0, r1):
         for cb in range(nc):
             up[cb] = 0.0
             dn[cb] = 0.0
