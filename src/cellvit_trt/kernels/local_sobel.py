@@ -185,8 +185,9 @@ def exact_runs(src, scale32, shift32, kx, ky, symmetric, seg_ptr, s0, s1, row_pt
             prefetch_runs(out, r + AHEAD + 1, row_ptr, c0s, c1s, 0, True)
             whole = row_ptr[r + 1] - row_ptr[r] == 1 and c0s[row_ptr[r]] == 0 and c1s[row_ptr[r]] == w
             # x40 on runs: the window's 22 row views made once for all of a row pair's runs, not per run (the
-            # sparse tile's exact Sobel -17 %, in one process); whole rows keep the sliced form, which
-            # LLVM compiles 2x faster there
+            # sparse tile's exact Sobel -17 %, in one process); whole rows keep the sliced form (the "2x
+            # slower" offset form measured there was the signed index, `columns21_pair_at`; both now within
+            # the noise of recompiling the same code)
             if ac == 10 and not whole:
                 b = window22(ring, rows, w)
                 i = row_ptr[r]
